@@ -1,0 +1,119 @@
+"""Embed once, apply heads, produce result rows. Pure: no I/O.
+
+Given a batch of validated requests, a loaded embedder and a snapshot of the
+active heads, return one row per request: ``ok`` with label, score and top-3,
+or ``error`` with a clear message. A batch never mixes head versions: the
+caller passes one snapshot for the whole batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from embedclf.embedders.base import Embedder
+from embedclf.heads.mlp import MLPHead, top_k
+from embedclf.payload import ClassifyRequest, clean_str
+
+log = logging.getLogger(__name__)
+TOP_K = 3
+
+
+@dataclass(frozen=True)
+class LoadedHead:
+    name: str
+    version: int
+    embedder_id: str
+    labels: list[str]
+    module: MLPHead
+
+
+def error_row(task_id: str, message: str, **fields: object) -> dict:
+    row: dict = {"task_id": task_id, "status": "error", "error": clean_str(message, 1000)}
+    row.update(fields)
+    return row
+
+
+def _request_fields(r: ClassifyRequest) -> dict:
+    return {"request_id": r.request_id, "head_name": r.head, "enqueued_at": r.enqueued_at}
+
+
+def embed_isolating(embedder: Embedder, texts: Sequence[str]) -> tuple[np.ndarray, dict[int, str]]:
+    """Embed ``texts`` in one call; if that fails, one by one to isolate the culprit.
+
+    Returns the embeddings and ``{index: error message}`` for texts that failed.
+    """
+    try:
+        return np.asarray(embedder.embed_batch(list(texts)), dtype=np.float32), {}
+    except Exception as exc:  # noqa: BLE001 - any backend failure is isolated below
+        log.warning("batch embedding of %d texts failed (%s); retrying one by one", len(texts), exc)
+    out = np.zeros((len(texts), embedder.dim), dtype=np.float32)
+    failed: dict[int, str] = {}
+    for i, text in enumerate(texts):
+        try:
+            out[i] = embedder.embed_batch([text])[0]
+        except Exception as exc:  # noqa: BLE001
+            failed[i] = f"embedding failed: {type(exc).__name__}: {exc}"
+    return out, failed
+
+
+def classify_requests(
+    requests: Sequence[ClassifyRequest],
+    embedder: Embedder,
+    heads: Mapping[str, LoadedHead],
+) -> list[dict]:
+    """One result row per request, in input order."""
+    rows: list[dict | None] = [None] * len(requests)
+    runnable: list[tuple[int, LoadedHead]] = []
+    for i, r in enumerate(requests):
+        head = heads.get(r.head)
+        if head is None:
+            known = ", ".join(sorted(heads)) or "none"
+            rows[i] = error_row(r.task_id, f"unknown head {r.head!r} (active heads: {known})", **_request_fields(r))
+        elif head.embedder_id != embedder.model_id:
+            rows[i] = error_row(
+                r.task_id,
+                f"head {head.name!r} v{head.version} was trained on embedder {head.embedder_id!r}; "
+                f"this worker runs {embedder.model_id!r}",
+                **_request_fields(r),
+                head_version=head.version,
+                embedder_id=embedder.model_id,
+            )
+        else:
+            runnable.append((i, head))
+
+    if runnable:
+        # embed each distinct text once, whatever heads ask for it
+        text_index: dict[str, int] = {}
+        for i, _ in runnable:
+            text_index.setdefault(requests[i].text, len(text_index))
+        texts = list(text_index)
+        vectors, failed = embed_isolating(embedder, texts)
+        by_head: dict[tuple[str, int], list[int]] = {}
+        for i, head in runnable:
+            t = text_index[requests[i].text]
+            if t in failed:
+                rows[i] = error_row(requests[i].task_id, failed[t], **_request_fields(requests[i]))
+            else:
+                by_head.setdefault((head.name, head.version), []).append(i)
+        for (name, _version), idx in by_head.items():
+            head = heads[name]
+            proba = head.module.predict_proba(vectors[[text_index[requests[i].text] for i in idx]])
+            for i, best in zip(idx, top_k(proba, head.labels, TOP_K)):
+                r = requests[i]
+                rows[i] = {
+                    "task_id": r.task_id,
+                    "status": "ok",
+                    "label": best[0][0],
+                    "score": best[0][1],
+                    "top3": [{"label": lbl, "score": round(score, 6)} for lbl, score in best],
+                    "head_version": head.version,
+                    "embedder_id": embedder.model_id,
+                    "text": r.text,
+                    **_request_fields(r),
+                }
+    assert all(row is not None for row in rows)
+    return rows  # type: ignore[return-value]

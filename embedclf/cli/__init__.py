@@ -1,0 +1,69 @@
+"""The ``embedclf`` admin CLI: nouns with verbs (``heads train``, ``db upgrade``, ...)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from embedclf.config import Settings
+
+
+class AppError(click.ClickException):
+    """A one-line error; exit code 1."""
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from embedclf.data import DataError
+    from embedclf.embedders.spec import SpecError
+    from embedclf.store.db import DatabaseUnavailable
+    from embedclf.store.repository import HeadNotFound, HeadStateError
+
+    return (DataError, SpecError, DatabaseUnavailable, HeadNotFound, HeadStateError, SQLAlchemyError,
+            ValueError, FileNotFoundError, OSError)
+
+
+def one_line(exc: BaseException) -> str:
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        text = f"database error: {exc.orig}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())[:500]
+
+
+class Group(click.Group):
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+            raise
+        except expected_errors() as exc:
+            raise AppError(one_line(exc)) from None
+
+
+@click.group(cls=Group)
+@click.version_option(package_name="embedclf")
+@click.option("-v", "--verbose", is_flag=True, help="Log more.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """embedclf: text classification with LLM embeddings and small heads."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        ctx.obj = Settings.from_env()
+    except ValueError as exc:
+        raise AppError(f"bad settings: {exc}") from None
+
+
+def main() -> None:
+    cli(prog_name="embedclf")
+
+
+from embedclf.cli import db, evaluate, heads, queue, demo  # noqa: E402,F401  (register commands)
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Pieces shared by CLI commands: options, progress bars, embedder loading, printing."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, Callable
+
+import click
+from tqdm import tqdm
+
+from embedclf.config import Settings
+
+
+def embedder_option(f: Callable) -> Callable:
+    return click.option(
+        "--embedder", "embedder_spec", default=None,
+        help="Embedder spec (default: EMBEDCLF_EMBEDDER, else minilm). E.g. minilm, gemma3-270m, llama:/path.gguf",
+    )(f)
+
+
+def columns_options(f: Callable) -> Callable:
+    f = click.option("--label-col", default="label", show_default=True, help="Column holding the label.")(f)
+    return click.option("--text-col", default="text", show_default=True, help="Column holding the text.")(f)
+
+
+def train_options(f: Callable) -> Callable:
+    f = click.option("--seed", default=0, show_default=True, type=int)(f)
+    f = click.option("--epochs", default=None, type=click.IntRange(1, 10_000), help="Max epochs (default 60).")(f)
+    return f
+
+
+def params_from(epochs: int | None, seed: int):
+    from embedclf.training.trainer import TrainParams
+
+    params = TrainParams(seed=seed)
+    if epochs is not None:
+        from dataclasses import replace
+
+        params = replace(params, epochs=epochs)
+    return params
+
+
+def load_embedder_verbose(settings: Settings, spec: str | None, quiet: bool = False):
+    from embedclf.embedders.spec import load_embedder
+
+    spec = spec or settings.embedder
+    t0 = time.perf_counter()
+    if not quiet:
+        click.echo(f"loading embedder {spec} ...", err=True)
+    emb = load_embedder(spec, model_dir=settings.model_dir)
+    if not quiet:
+        click.echo(f"embedder {emb.model_id} (dim {emb.dim}) ready in {time.perf_counter() - t0:.1f}s", err=True)
+    return emb
+
+
+def embed_progress(quiet: bool):
+    def factory(total: int):
+        bar = tqdm(total=total, desc="embedding", unit="text", file=sys.stderr, disable=quiet, dynamic_ncols=True)
+
+        def update(n: int) -> None:
+            bar.update(n)
+            if bar.n >= total:
+                bar.close()
+
+        return update
+    return factory
+
+
+def epoch_progress(quiet: bool, total: int):
+    bar = tqdm(total=total, desc="training", unit="epoch", file=sys.stderr, disable=quiet, dynamic_ncols=True)
+
+    def on_epoch(epoch: int, total_epochs: int, row: dict) -> None:
+        bar.set_postfix(val_acc=f"{row['val_accuracy']:.3f}", val_loss=f"{row['val_loss']:.3f}")
+        bar.update(1)
+
+    return on_epoch, bar
+
+
+def print_report(summary: dict) -> None:
+    rows = [
+        ("", "head", "tf-idf baseline"),
+        ("accuracy", summary["accuracy"], summary["baseline_tfidf_accuracy"]),
+        ("macro-F1", summary["macro_f1"], summary["baseline_tfidf_macro_f1"]),
+        ("MAP@3", summary["map3"], summary["baseline_tfidf_map3"]),
+        ("top-3 accuracy", summary["top3_accuracy"], "-"),
+    ]
+    click.echo(f"\n{summary['n_train']} train / {summary['n_test']} test texts, {summary['n_labels']} labels, "
+               f"embedder {summary['embedder']}")
+    for name, a, b in rows:
+        fa = f"{a:.4f}" if isinstance(a, float) else str(a)
+        fb = f"{b:.4f}" if isinstance(b, float) else str(b)
+        click.echo(f"  {name:<16}{fa:>10}{fb:>18}")
+    click.echo(f"  embed {summary['embed_seconds']}s, train {summary['train_seconds']}s "
+               f"(best epoch {summary['best_epoch']}, temperature {summary['temperature']})")
+
+
+def echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, default=str, sort_keys=True))

@@ -1,0 +1,80 @@
+"""``embedclf db upgrade|downgrade|current`` and ``embedclf worker``."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from embedclf.cli import cli
+from embedclf.config import Settings, mask_url
+
+
+def require_database(settings: Settings):
+    """An engine on a reachable database, or a one-line error saying how to start Postgres."""
+    from embedclf.store.db import DatabaseUnavailable, make_engine, ping
+
+    engine = make_engine(settings.database_url)
+    try:
+        ping(engine)
+    except DatabaseUnavailable as exc:
+        engine.dispose()
+        raise DatabaseUnavailable(
+            f"{exc}. Start one with `docker compose up -d postgres`, or `pg_ctlcluster --skip-systemctl-redirect "
+            f"$(ls /etc/postgresql) main start`; or set EMBEDCLF_DATABASE_URL"
+        ) from None
+    return engine
+
+
+@cli.group()
+def db() -> None:
+    """Database schema (Alembic migrations)."""
+
+
+@db.command()
+@click.argument("revision", default="head")
+@click.option("--create", is_flag=True, help="Create the database first if it does not exist.")
+@click.pass_obj
+def upgrade(settings: Settings, revision: str, create: bool) -> None:
+    """Migrate the database to REVISION (default: head)."""
+    from embedclf.store import migrate
+    from embedclf.store.db import create_database
+
+    if create and create_database(settings.database_url):
+        click.echo(f"created database {mask_url(settings.database_url)}")
+    require_database(settings).dispose()
+    migrate.upgrade(settings.database_url, revision)
+    click.echo(f"database at revision {migrate.current(settings.database_url)}")
+
+
+@db.command()
+@click.argument("revision")
+@click.pass_obj
+def downgrade(settings: Settings, revision: str) -> None:
+    """Migrate the database down to REVISION (e.g. base)."""
+    from embedclf.store import migrate
+
+    require_database(settings).dispose()
+    migrate.downgrade(settings.database_url, revision)
+    click.echo(f"database at revision {migrate.current(settings.database_url) or 'base'}")
+
+
+@db.command()
+@click.pass_obj
+def current(settings: Settings) -> None:
+    """Print the current schema revision."""
+    from embedclf.store import migrate
+
+    require_database(settings).dispose()
+    click.echo(migrate.current(settings.database_url) or "base (no tables)")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.pass_context
+def worker(ctx: click.Context, loglevel: str) -> None:
+    """Run a worker (same as `celery -A worker.app worker --pool solo`); extra args go to celery."""
+    args = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--pool", "solo",
+            "--loglevel", loglevel, *ctx.args]
+    os.execv(sys.executable, args)

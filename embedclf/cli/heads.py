@@ -1,0 +1,149 @@
+"""``embedclf heads train|list|show|activate|rollback``."""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+
+import click
+
+from embedclf.cli import cli
+from embedclf.cli.common import (
+    columns_options, echo_json, embed_progress, embedder_option, epoch_progress, load_embedder_verbose,
+    params_from, print_report, train_options,
+)
+from embedclf.cli.db import require_database
+from embedclf.config import Settings
+
+
+@cli.group()
+def heads() -> None:
+    """Trained classification heads (versioned, one active version per name)."""
+
+
+@heads.command()
+@click.option("--name", required=True, help="Head name tasks refer to.")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="CSV/TSV/JSONL file.")
+@embedder_option
+@columns_options
+@click.option("--test-size", default=0.2, show_default=True, type=click.FloatRange(0.05, 0.5),
+              help="Held-out fraction for the report.")
+@train_options
+@click.option("--activate/--no-activate", default=True, show_default=True)
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False), help="Write training-curve and confusion PNGs here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.pass_obj
+def train(settings: Settings, name: str, data_path: str, embedder_spec: str | None, text_col: str, label_col: str,
+          test_size: float, epochs: int | None, seed: int, activate: bool, plots_dir: str | None, as_json: bool) -> None:
+    """Train a head on a labelled file, report it against TF-IDF, store it as a new version."""
+    from embedclf.data import load_labeled
+    from embedclf.heads.checkpoint import HeadArtifact
+    from embedclf.store import repository
+    from embedclf.training.evaluate import evaluate_head
+    from embedclf.training.split import LabelEncoder, stratified_split
+
+    if not name.strip() or len(name) > 128:
+        raise click.BadParameter("must be 1-128 characters", param_hint="--name")
+    data = load_labeled(data_path, text_col, label_col)
+    engine = require_database(settings)
+    y = LabelEncoder.fit(data.labels).encode(data.labels)
+    keep, held = stratified_split(y, test_size, seed=seed)
+    pick = lambda idx, xs: [xs[i] for i in idx]  # noqa: E731
+    embedder = load_embedder_verbose(settings, embedder_spec, quiet=as_json)
+    params = params_from(epochs, seed)
+    on_epoch, bar = epoch_progress(as_json, params.epochs)
+    ev = evaluate_head(
+        embedder, pick(keep, data.texts), pick(keep, data.labels), pick(held, data.texts), pick(held, data.labels),
+        params, embed_progress=embed_progress(as_json), on_epoch=on_epoch,
+    )
+    bar.close()
+    summary = ev.summary()
+    summary["skipped_rows"] = data.skipped
+    artifact = HeadArtifact.from_head(ev.result.head, ev.result.labels, embedder.model_id,
+                                      metrics=summary, train_params=params.to_dict())
+    version = repository.add_head_version(
+        engine, name, artifact, activate=activate, created_by=getpass.getuser(),
+        data_fingerprint=data.fingerprint(), n_train=len(keep),
+    )
+    summary.update(head=name, version=version, active=activate)
+    if plots_dir:
+        summary["plots"] = _plots(ev, Path(plots_dir), f"{name}-v{version}")
+    if as_json:
+        echo_json(summary)
+        return
+    print_report(summary)
+    if data.skipped:
+        click.echo(f"  skipped {data.skipped} rows with an empty text or label")
+    click.echo(f"stored head {name!r} version {version}" + (" (active)" if activate else " (not active)"))
+    for p in summary.get("plots", []):
+        click.echo(f"  plot: {p}")
+
+
+def _plots(ev, out: Path, stem: str) -> list[str]:
+    from embedclf.reports import plot_confusion, plot_training_curve
+
+    out.mkdir(parents=True, exist_ok=True)
+    a = plot_training_curve(ev.result.history, ev.result.best_epoch, out / f"{stem}-training.png")
+    b = plot_confusion(ev.confusion, ev.result.labels, out / f"{stem}-confusion.png")
+    return [str(a), str(b)]
+
+
+@heads.command(name="list")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def list_(settings: Settings, name: str | None, as_json: bool) -> None:
+    """List head versions."""
+    from embedclf.store import repository
+
+    rows = repository.list_heads(require_database(settings), name)
+    if as_json:
+        echo_json([{"name": r.name, "version": r.version, "active": r.is_active, "embedder_id": r.embedder_id,
+                    "labels": len(r.labels), "accuracy": r.metrics.get("accuracy"), "created_at": r.created_at}
+                   for r in rows])
+        return
+    if not rows:
+        click.echo("no heads yet: train one with `embedclf heads train --name NAME --data FILE`")
+        return
+    click.echo(f"{'name':<20}{'ver':>4}  {'active':<7}{'labels':>7}{'acc':>8}  {'embedder':<34}created")
+    for r in rows:
+        acc = r.metrics.get("accuracy")
+        click.echo(f"{r.name:<20}{r.version:>4}  {'*' if r.is_active else '':<7}{len(r.labels):>7}"
+                   f"{acc if acc is not None else '-':>8}  {r.embedder_id:<34}{r.created_at:%Y-%m-%d %H:%M}")
+
+
+@heads.command()
+@click.argument("name")
+@click.argument("version", required=False, type=int)
+@click.pass_obj
+def show(settings: Settings, name: str, version: int | None) -> None:
+    """Show a head version (default: the active one) as JSON."""
+    from embedclf.store import repository
+
+    meta, artifact = repository.load_head(require_database(settings), name, version)
+    echo_json({"name": meta.name, "version": meta.version, "active": meta.is_active, "embedder_id": meta.embedder_id,
+               "labels": meta.labels, "config": artifact.config.to_dict(), "train_params": artifact.train_params,
+               "metrics": meta.metrics, "created_at": meta.created_at, "created_by": meta.created_by})
+
+
+@heads.command(name="activate")
+@click.argument("name")
+@click.argument("version", type=int)
+@click.pass_obj
+def activate_(settings: Settings, name: str, version: int) -> None:
+    """Make VERSION the active version of NAME (workers switch within EMBEDCLF_HEAD_REFRESH_S)."""
+    from embedclf.store import repository
+
+    repository.activate(require_database(settings), name, version, by=getpass.getuser())
+    click.echo(f"head {name!r} version {version} is active")
+
+
+@heads.command()
+@click.argument("name")
+@click.pass_obj
+def rollback(settings: Settings, name: str) -> None:
+    """Re-activate the version that was active before the current one."""
+    from embedclf.store import repository
+
+    version = repository.rollback(require_database(settings), name, by=getpass.getuser())
+    click.echo(f"head {name!r} rolled back to version {version}")

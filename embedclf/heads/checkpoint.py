@@ -1,0 +1,93 @@
+"""Saving and loading heads as weights + config, never as a pickled object.
+
+A :class:`HeadArtifact` is everything needed to rebuild a head anywhere:
+the config (JSON), the label list, the embedder id it was trained on and the
+weights as ``safetensors`` bytes. The store keeps these fields in columns;
+files on disk use a directory with ``config.json`` + ``head.safetensors``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from embedclf.heads.mlp import HeadConfig, MLPHead
+
+FORMAT_VERSION = 1
+
+
+def weights_to_bytes(head: MLPHead) -> bytes:
+    state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    return st_save(state)
+
+
+def head_from_weights(config: HeadConfig, blob: bytes) -> MLPHead:
+    head = MLPHead(config)
+    head.load_state_dict(st_load(blob), strict=True)
+    head.eval()
+    return head
+
+
+@dataclass
+class HeadArtifact:
+    config: HeadConfig
+    labels: list[str]
+    embedder_id: str
+    weights: bytes
+    metrics: dict = field(default_factory=dict)
+    train_params: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.labels) != self.config.num_labels:
+            raise ValueError("label list does not match the head's number of outputs")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("duplicate labels")
+
+    @classmethod
+    def from_head(cls, head: MLPHead, labels: list[str], embedder_id: str, **extra: dict) -> "HeadArtifact":
+        return cls(head.config, list(labels), embedder_id, weights_to_bytes(head), **extra)
+
+    def build(self) -> MLPHead:
+        return head_from_weights(self.config, self.weights)
+
+    def meta(self) -> dict:
+        return {
+            "format": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "labels": self.labels,
+            "embedder_id": self.embedder_id,
+            "metrics": self.metrics,
+            "train_params": self.train_params,
+        }
+
+    def save_dir(self, path: str | Path) -> Path:
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(self.meta(), indent=2, sort_keys=True))
+        (out / "head.safetensors").write_bytes(self.weights)
+        return out
+
+    @classmethod
+    def load_dir(cls, path: str | Path) -> "HeadArtifact":
+        p = Path(path)
+        meta = json.loads((p / "config.json").read_text())
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"unsupported head format {meta.get('format')!r} in {p}")
+        return cls(
+            HeadConfig.from_dict(meta["config"]),
+            meta["labels"],
+            meta["embedder_id"],
+            (p / "head.safetensors").read_bytes(),
+            meta.get("metrics", {}),
+            meta.get("train_params", {}),
+        )
+
+
+def same_weights(a: MLPHead, b: MLPHead) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -1,0 +1,120 @@
+"""The classification head: a small MLP over frozen embeddings.
+
+Pure model file (torch + numpy only). The head carries its own input
+preprocessing (L2 normalisation, centring on the training mean) and an output
+temperature as buffers, so a saved head reproduces its probabilities exactly
+from the raw embedder output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+from torch import nn
+
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    input_dim: int
+    num_labels: int
+    hidden_dim: int = 512
+    #: number of Linear layers (1 = multinomial logistic regression)
+    num_layers: int = 3
+    dropout: float = 0.2
+    activation: str = "gelu"
+    #: L2-normalise inputs and subtract the training mean before the MLP
+    input_norm: bool = True
+    #: add a linear (logistic-regression) path from the input to the logits
+    linear_skip: bool = True
+
+    def __post_init__(self) -> None:
+        if self.input_dim < 1 or self.num_labels < 2:
+            raise ValueError("a head needs input_dim >= 1 and at least 2 labels")
+        if self.num_layers < 1:
+            raise ValueError("num_layers must be >= 1")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("dropout must be in [0, 1)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "HeadConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown head config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+class MLPHead(nn.Module):
+    def __init__(self, config: HeadConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.register_buffer("center", torch.zeros(config.input_dim))
+        self.register_buffer("temperature", torch.ones(()))
+        act = ACTIVATIONS[config.activation]
+        layers: list[nn.Module] = []
+        width = config.input_dim
+        for _ in range(config.num_layers - 1):
+            layers += [nn.Linear(width, config.hidden_dim), act(), nn.Dropout(config.dropout)]
+            width = config.hidden_dim
+        layers.append(nn.Linear(width, config.num_labels))
+        self.mlp = nn.Sequential(*layers)
+        self.skip = (
+            nn.Linear(config.input_dim, config.num_labels, bias=False)
+            if config.linear_skip and config.num_layers > 1
+            else None
+        )
+
+    def set_center(self, x: torch.Tensor) -> None:
+        """Fit the input centring on training embeddings (already un-normalised)."""
+        with torch.no_grad():
+            self.center.copy_(self._normalize(x).mean(dim=0))
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.config.input_norm:
+            return x
+        return nn.functional.normalize(x, dim=-1)
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.config.input_norm:
+            return x
+        return self._normalize(x) - self.center
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (before temperature) for raw embeddings ``x``."""
+        z = self.preprocess(x)
+        logits = self.mlp(z)
+        if self.skip is not None:
+            logits = logits + self.skip(z)
+        return logits
+
+    @torch.no_grad()
+    def predict_proba(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Calibrated class probabilities, float32 ``[n, num_labels]``."""
+        was_training = self.training
+        self.eval()
+        try:
+            t = torch.as_tensor(np.asarray(x, dtype=np.float32))
+            if t.ndim != 2 or t.shape[1] != self.config.input_dim:
+                raise ValueError(
+                    f"expected embeddings of shape [n, {self.config.input_dim}], got {tuple(t.shape)}"
+                )
+            logits = self.forward(t) / self.temperature
+            return torch.softmax(logits, dim=-1).numpy()
+        finally:
+            self.train(was_training)
+
+
+def top_k(proba: np.ndarray, labels: list[str], k: int = 3) -> list[list[tuple[str, float]]]:
+    """The ``k`` best (label, probability) pairs per row, best first."""
+    k = min(k, proba.shape[1])
+    idx = np.argsort(-proba, axis=1, kind="stable")[:, :k]
+    return [[(labels[j], float(proba[i, j])) for j in row] for i, row in enumerate(idx)]

