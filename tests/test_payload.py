@@ -1,0 +1,196 @@
+"""Validation of the ``embedclf.classify`` task payload."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from embedclf.payload import MAX_HEAD_NAME, MAX_ID_CHARS, ClassifyRequest, PayloadError, clean_str, parse_request, salvage
+
+MAX = 50
+
+
+def parse(kwargs, args=(), max_text_chars=MAX) -> ClassifyRequest:
+    return parse_request("task-1", args, kwargs, max_text_chars)
+
+
+def ok(**extra) -> dict:
+    return {"head": "support", "text": "my invoice is wrong"} | extra
+
+
+# --- valid payloads -----------------------------------------------------------------
+
+
+def test_minimal_valid_payload():
+    r = parse(ok())
+    assert r == ClassifyRequest(task_id="task-1", head="support", text="my invoice is wrong")
+    assert r.request_id is None and r.enqueued_at is None
+
+
+@pytest.mark.parametrize("args", [(), [], None])
+def test_empty_positional_args_accepted(args):
+    assert parse(ok(), args=args).text == "my invoice is wrong"
+
+
+@pytest.mark.parametrize("rid, expected", [(42, "42"), (0, "0"), (-7, "-7"), ("abc-123", "abc-123"), ("", "")])
+def test_request_id_normalised_to_str(rid, expected):
+    assert parse(ok(request_id=rid)).request_id == expected
+
+
+def test_request_id_at_max_length_accepted():
+    assert parse(ok(request_id="r" * MAX_ID_CHARS)).request_id == "r" * MAX_ID_CHARS
+
+
+@pytest.mark.parametrize("ts", [1_700_000_000, 1_700_000_000.25, 0])
+def test_enqueued_at_becomes_aware_utc_datetime(ts):
+    r = parse(ok(enqueued_at=ts))
+    assert isinstance(r.enqueued_at, dt.datetime)
+    assert r.enqueued_at.tzinfo is not None
+    assert r.enqueued_at.utcoffset() == dt.timedelta(0)
+    assert r.enqueued_at.timestamp() == pytest.approx(ts)
+
+
+def test_explicit_none_optionals_accepted():
+    r = parse(ok(request_id=None, enqueued_at=None))
+    assert r.request_id is None and r.enqueued_at is None
+
+
+def test_text_at_max_length_and_unicode_accepted():
+    text = "é" * (MAX - 2) + "😀中"
+    assert len(text) == MAX
+    assert parse(ok(text=text)).text == text
+
+
+def test_text_kept_verbatim_including_surrounding_whitespace():
+    assert parse(ok(text="  padded\n")).text == "  padded\n"
+
+
+def test_payload_survives_json_roundtrip():
+    kwargs = json.loads(json.dumps(ok(request_id=5, enqueued_at=1.5)))
+    r = parse(kwargs)
+    assert r.request_id == "5"
+    assert r.enqueued_at == dt.datetime(1970, 1, 1, 0, 0, 1, 500000, tzinfo=dt.timezone.utc)
+
+
+# --- invalid payloads: each names its problem --------------------------------------------
+
+INVALID = [
+    pytest.param(ok(), ("text",), r"positional", id="positional-args"),
+    pytest.param(["support", "text"], (), r"kwargs must be an object, got list", id="kwargs-list"),
+    pytest.param(None, (), r"kwargs must be an object, got NoneType", id="kwargs-none"),
+    pytest.param("head=x", (), r"kwargs must be an object, got str", id="kwargs-str"),
+    pytest.param({"text": "hi"}, (), r"missing required field\(s\): head$", id="missing-head"),
+    pytest.param({"head": "h"}, (), r"missing required field\(s\): text$", id="missing-text"),
+    pytest.param({}, (), r"missing required field\(s\): head, text", id="missing-both"),
+    pytest.param(ok(foo=1, bar=2), (), r"unexpected field\(s\): bar, foo", id="extra-fields"),
+    pytest.param(ok(text=123), (), r"'text' must be a string, got int", id="text-int"),
+    pytest.param(ok(text=None), (), r"'text' must be a string, got NoneType", id="text-none"),
+    pytest.param(ok(text=["a"]), (), r"'text' must be a string, got list", id="text-list"),
+    pytest.param(ok(text=b"bytes"), (), r"'text' must be a string, got bytes", id="text-bytes"),
+    pytest.param(ok(text=""), (), r"'text' is empty", id="text-empty"),
+    pytest.param(ok(text=" \n\t "), (), r"'text' is empty", id="text-whitespace"),
+    pytest.param(ok(text="ab\x00cd"), (), r"'text' contains a NUL byte at position 2", id="text-nul"),
+    pytest.param(ok(text="ab\ud800"), (), r"'text' is not valid Unicode \(lone surrogate at position 2\)", id="text-surrogate"),
+    pytest.param(ok(text="x" * (MAX + 1)), (), rf"'text' is too long: {MAX + 1} characters \(max {MAX}\)", id="text-too-long"),
+    pytest.param(ok(head=5), (), r"'head' must be a non-empty string", id="head-int"),
+    pytest.param(ok(head=""), (), r"'head' must be a non-empty string", id="head-empty"),
+    pytest.param(ok(head="   "), (), r"'head' must be a non-empty string", id="head-whitespace"),
+    pytest.param(ok(head="h" * (MAX_HEAD_NAME + 1)), (), r"'head' is not a valid head name", id="head-too-long"),
+    pytest.param(ok(head="he\x00ad"), (), r"'head' is not a valid head name", id="head-nul"),
+    pytest.param(ok(head="he\udcffad"), (), r"'head' is not valid Unicode", id="head-surrogate"),
+    pytest.param(ok(request_id=1.5), (), r"'request_id' must be a string or integer, got float", id="rid-float"),
+    pytest.param(ok(request_id=True), (), r"'request_id' must be a string or integer, got bool", id="rid-bool-true"),
+    pytest.param(ok(request_id=False), (), r"'request_id' must be a string or integer, got bool", id="rid-bool-false"),
+    pytest.param(ok(request_id=[1]), (), r"'request_id' must be a string or integer, got list", id="rid-list"),
+    pytest.param(ok(request_id={"a": 1}), (), r"'request_id' must be a string or integer, got dict", id="rid-dict"),
+    pytest.param(ok(request_id="r" * (MAX_ID_CHARS + 1)), (), rf"'request_id' is longer than {MAX_ID_CHARS}", id="rid-too-long"),
+    pytest.param(ok(request_id=10**300), (), r"'request_id' is longer than", id="rid-huge-int"),
+    pytest.param(ok(request_id="a\x00b"), (), r"'request_id' contains a NUL byte", id="rid-nul"),
+    pytest.param(ok(request_id="a\ud800"), (), r"'request_id' is not valid Unicode", id="rid-surrogate"),
+    pytest.param(ok(enqueued_at=float("nan")), (), r"'enqueued_at' must be a Unix timestamp", id="ts-nan"),
+    pytest.param(ok(enqueued_at=float("inf")), (), r"'enqueued_at' must be a Unix timestamp", id="ts-inf"),
+    pytest.param(ok(enqueued_at=float("-inf")), (), r"'enqueued_at' must be a Unix timestamp", id="ts-minus-inf"),
+    pytest.param(ok(enqueued_at="1700000000"), (), r"'enqueued_at' must be a Unix timestamp", id="ts-str"),
+    pytest.param(ok(enqueued_at=True), (), r"'enqueued_at' must be a Unix timestamp", id="ts-bool"),
+    pytest.param(ok(enqueued_at=1e300), (), r"'enqueued_at' is out of range", id="ts-huge-float"),
+    pytest.param(ok(enqueued_at=-1e300), (), r"'enqueued_at' is out of range", id="ts-huge-negative"),
+    pytest.param(ok(enqueued_at=10**20), (), r"'enqueued_at' is out of range", id="ts-huge-int"),
+    # a 400-digit integer is valid JSON (json.loads parses it) and too big for a float
+    pytest.param(ok(enqueued_at=10**400), (), r"'enqueued_at'", id="ts-int-beyond-float"),
+]
+
+
+@pytest.mark.parametrize("kwargs, args, message", INVALID)
+def test_invalid_payload_raises_named_error(kwargs, args, message):
+    with pytest.raises(PayloadError, match=message):
+        parse(kwargs, args=args)
+
+
+def test_huge_json_integer_timestamp_is_a_payload_error():
+    kwargs = json.loads('{"head": "h", "text": "t", "enqueued_at": 1' + "0" * 400 + "}")
+    with pytest.raises(PayloadError):
+        parse(kwargs)
+
+
+def test_payload_error_is_value_error():
+    assert issubclass(PayloadError, ValueError)
+
+
+def test_error_messages_are_short_and_storable():
+    # a gigantic bad value must not be echoed back in full
+    with pytest.raises(PayloadError) as info:
+        parse(ok(enqueued_at="9" * 10_000))
+    assert len(str(info.value)) < 200
+    with pytest.raises(PayloadError) as info:
+        parse(ok(**{"bad\x00key\ud800": 1}))
+    msg = str(info.value)
+    assert "\x00" not in msg
+    msg.encode("utf-8")  # no lone surrogates
+
+
+# --- clean_str / salvage -------------------------------------------------------------------
+
+
+def test_clean_str_removes_nul_and_surrogates():
+    s = clean_str("a\x00b\ud800c")
+    assert "\x00" not in s
+    s.encode("utf-8")  # would raise on a lone surrogate
+    assert s.startswith("a") and s.endswith("c") and "b" in s
+
+
+def test_clean_str_leaves_normal_text_alone():
+    text = "plain text, émojis 😀 and 中文"
+    assert clean_str(text) == text
+
+
+def test_clean_str_bounds_length():
+    s = clean_str("x" * 1000, limit=20)
+    assert len(s) == 20 and s.endswith("...")
+    assert clean_str("x" * 20, limit=20) == "x" * 20
+    # escaping can lengthen the string; the bound still holds
+    assert len(clean_str("\x00" * 100, limit=30)) == 30
+
+
+def test_salvage_recovers_what_it_can():
+    assert salvage({"head": "support", "request_id": 7, "text": None}) == {"head_name": "support", "request_id": "7"}
+    assert salvage({"head": "sup\x00port", "request_id": "r\ud800"}) == {
+        "head_name": clean_str("sup\x00port"),
+        "request_id": clean_str("r\ud800"),
+    }
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [None, ["head"], "head", {"head": 3, "request_id": True}, {"head": None, "request_id": 1.5}, {}],
+)
+def test_salvage_never_raises_and_drops_unusable_values(kwargs):
+    out = salvage(kwargs)
+    assert out == {"head_name": None, "request_id": None}
+
+
+def test_salvage_bounds_lengths():
+    out = salvage({"head": "h" * 10_000, "request_id": "r" * 10_000})
+    assert len(out["head_name"]) == MAX_HEAD_NAME
+    assert len(out["request_id"]) == MAX_ID_CHARS
