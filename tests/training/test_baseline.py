@@ -7,7 +7,8 @@ import pytest
 
 from embedclf.training.baseline import tfidf_baseline
 from embedclf.training.split import LabelEncoder
-from tests.training.textdata import TOPICS, make_texts
+
+from .textdata import TOPICS, make_texts
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from embedclf.embedders.fake import FakeEmbedder
 from embedclf.training.evaluate import confusion_matrix, evaluate_head
 from embedclf.training.trainer import TrainParams
-from tests.training.textdata import TOPICS, make_texts
+
+from .textdata import TOPICS, make_texts
 
 PARAMS = TrainParams(hidden_dim=64, num_layers=2, dropout=0.1, epochs=10, batch_size=32, lr=5e-3, patience=100)
 SUMMARY_KEYS = {
@@ -23,6 +25,15 @@ SUMMARY_KEYS = {
     "embed_seconds",
     "train_seconds",
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_torch_thread():
+    """Tiny models train much faster on one thread, especially on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

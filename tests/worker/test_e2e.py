@@ -74,11 +74,11 @@ def support_head(engine, minilm):
         from sqlalchemy import text
         conn.execute(text("TRUNCATE predictions, head_events, heads RESTART IDENTITY"))
     repo.add_head_version(engine, "support", art)
-    return result.labels
+    return result
 
 
-def test_pipeline_end_to_end(settings, engine, support_head, start_worker, tmp_path):
-    labels = set(support_head)
+def test_pipeline_end_to_end(settings, engine, support_head, minilm, start_worker, tmp_path):
+    labels = set(support_head.labels)
     holdout = load_labeled(HOLDOUT_CSV)
     train = load_labeled(TRAIN_CSV)
     valid: list[dict] = []
@@ -135,6 +135,13 @@ def test_pipeline_end_to_end(settings, engine, support_head, start_worker, tmp_p
         assert r["text"] == t["kwargs"]["text"]
         assert r["completed_at"] >= r["received_at"]
     assert rows["hold-3"]["request_id"] == "req-3"
+
+    # the worker's batched answer equals the offline pipeline's, text by text
+    offline = support_head.head.predict_proba(minilm.embed(holdout.texts))
+    for i, p in enumerate(offline):
+        r = rows[f"hold-{i}"]
+        assert r["label"] == support_head.labels[int(p.argmax())]
+        assert r["score"] == pytest.approx(float(p.max()), abs=1e-4)
 
     correct = sum(rows[t["id"]]["label"] == t["label"] for t in valid if "label" in t)
     accuracy = correct / len(holdout.texts)

@@ -1,0 +1,188 @@
+"""classify_requests: one row per request, embed once, isolate failures."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+import torch
+
+from embedclf.classify import LoadedHead, classify_requests, embed_isolating, error_row
+from embedclf.embedders.fake import FakeEmbedder
+from embedclf.heads.mlp import HeadConfig, MLPHead
+from embedclf.payload import ClassifyRequest
+
+DIM = 32
+
+
+class BoomEmbedder(FakeEmbedder):
+    """Fails any batch that contains a text with 'BOOM' in it."""
+
+    def embed_batch(self, texts):
+        if any("BOOM" in t for t in texts):
+            raise RuntimeError("backend exploded")
+        return super().embed_batch(texts)
+
+
+def make_loaded(name: str, labels: list[str], embedder_id: str = f"fake:{DIM}", version: int = 1, seed: int = 0):
+    torch.manual_seed(seed)
+    module = MLPHead(HeadConfig(input_dim=DIM, num_labels=len(labels), hidden_dim=16, num_layers=2))
+    module.set_center(torch.randn(10, DIM))
+    module.eval()
+    return LoadedHead(name=name, version=version, embedder_id=embedder_id, labels=labels, module=module)
+
+
+@pytest.fixture
+def heads() -> dict[str, LoadedHead]:
+    return {
+        "support": make_loaded("support", ["billing", "bug", "shipping", "account"], version=3, seed=1),
+        "sentiment": make_loaded("sentiment", ["neg", "neu", "pos"], version=1, seed=2),
+    }
+
+
+def req(i: int, head: str, text: str, **kw) -> ClassifyRequest:
+    return ClassifyRequest(task_id=f"t{i}", head=head, text=text, request_id=f"r{i}", **kw)
+
+
+def expected_label(head: LoadedHead, text: str) -> str:
+    vec = FakeEmbedder(DIM).embed_batch([text])
+    return head.labels[int(head.module.predict_proba(vec)[0].argmax())]
+
+
+def assert_ok_row(row: dict, head: LoadedHead) -> None:
+    assert row["status"] == "ok"
+    top3 = row["top3"]
+    assert len(top3) == 3
+    assert all(set(d) == {"label", "score"} for d in top3)
+    scores = [d["score"] for d in top3]
+    assert scores == sorted(scores, reverse=True)
+    # scores are rounded to 6 decimals: allow the rounding of three values
+    assert sum(scores) <= 1.0 + 2e-6
+    if len(head.labels) == 3:
+        assert sum(scores) == pytest.approx(1.0, abs=2e-6)
+    assert len({d["label"] for d in top3}) == 3
+    assert all(d["label"] in head.labels for d in top3)
+    assert row["label"] == top3[0]["label"]
+    assert row["score"] == pytest.approx(top3[0]["score"], abs=1e-6)
+    assert row["head_version"] == head.version
+
+
+def test_rows_in_input_order_with_correct_predictions(heads):
+    texts = ["refund my invoice", "app crashes on start", "great service thanks", "parcel delayed", "login broken"]
+    names = ["support", "support", "sentiment", "support", "sentiment"]
+    requests = [req(i, n, t) for i, (n, t) in enumerate(zip(names, texts))]
+    emb = FakeEmbedder(DIM)
+    rows = classify_requests(requests, emb, heads)
+    assert [r["task_id"] for r in rows] == [f"t{i}" for i in range(5)]
+    for r, name, text, i in zip(rows, names, texts, range(5)):
+        head = heads[name]
+        assert_ok_row(r, head)
+        assert r["head_name"] == name
+        assert r["text"] == text
+        assert r["request_id"] == f"r{i}"
+        assert r["embedder_id"] == emb.model_id
+        # same answer as classifying this text alone: batching must not mix rows
+        assert r["label"] == expected_label(head, text)
+
+
+def test_one_embed_call_for_the_whole_batch(heads):
+    requests = [req(i, "support", f"distinct text number {i}") for i in range(7)]
+    emb = FakeEmbedder(DIM)
+    classify_requests(requests, emb, heads)
+    assert emb.calls == [7]
+
+
+def test_identical_texts_embedded_once_across_heads(heads):
+    requests = [
+        req(0, "support", "same text"),
+        req(1, "sentiment", "same text"),
+        req(2, "support", "other text"),
+        req(3, "support", "same text"),
+    ]
+    emb = FakeEmbedder(DIM)
+    rows = classify_requests(requests, emb, heads)
+    assert emb.calls == [2]
+    assert all(r["status"] == "ok" for r in rows)
+    assert rows[0]["top3"] == rows[3]["top3"]
+    assert rows[1]["label"] in heads["sentiment"].labels
+    assert rows[0]["label"] in heads["support"].labels
+
+
+def test_unknown_head_gives_error_row_listing_active_heads(heads):
+    when = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    requests = [req(0, "support", "hello"), req(1, "nope", "hello", enqueued_at=when)]
+    rows = classify_requests(requests, FakeEmbedder(DIM), heads)
+    assert rows[0]["status"] == "ok"
+    err = rows[1]
+    assert err["status"] == "error" and err["task_id"] == "t1"
+    assert "'nope'" in err["error"]
+    assert "sentiment, support" in err["error"]
+    assert err["head_name"] == "nope" and err["request_id"] == "r1"
+    assert err["enqueued_at"] == when
+    assert "label" not in err
+
+
+def test_unknown_head_with_no_active_heads():
+    emb = FakeEmbedder(DIM)
+    rows = classify_requests([req(0, "x", "hi")], emb, {})
+    assert rows[0]["status"] == "error" and "none" in rows[0]["error"]
+    assert emb.calls == []  # nothing runnable: nothing embedded
+
+
+def test_embedder_mismatch_names_both_ids(heads):
+    heads = heads | {"old": make_loaded("old", ["a", "b", "c"], embedder_id="minilm:v1", version=4)}
+    emb = FakeEmbedder(DIM)
+    rows = classify_requests([req(0, "old", "hi"), req(1, "support", "hi")], emb, heads)
+    err = rows[0]
+    assert err["status"] == "error"
+    assert "minilm:v1" in err["error"] and emb.model_id in err["error"]
+    assert "v4" in err["error"]
+    assert err["head_version"] == 4 and err["embedder_id"] == emb.model_id
+    assert rows[1]["status"] == "ok"
+    assert emb.calls == [1]  # the mismatched request is not embedded
+
+
+def test_failing_text_is_isolated(heads):
+    texts = ["fine one", "this one goes BOOM", "fine two", "this one goes BOOM", "fine three"]
+    requests = [req(i, "support", t) for i, t in enumerate(texts)]
+    emb = BoomEmbedder(DIM)
+    rows = classify_requests(requests, emb, heads)
+    assert [r["status"] for r in rows] == ["ok", "error", "ok", "error", "ok"]
+    for i in (1, 3):
+        assert "embedding failed" in rows[i]["error"]
+        assert "RuntimeError" in rows[i]["error"] and "backend exploded" in rows[i]["error"]
+        assert rows[i]["request_id"] == f"r{i}" and rows[i]["head_name"] == "support"
+    for i in (0, 2, 4):
+        assert_ok_row(rows[i], heads["support"])
+        assert rows[i]["label"] == expected_label(heads["support"], texts[i])
+    # the failed batch call is not recorded; then one call per distinct text
+    assert emb.calls == [1, 1, 1]
+
+
+def test_embed_isolating_reports_failed_indices():
+    emb = BoomEmbedder(DIM)
+    vecs, failed = embed_isolating(emb, ["a", "BOOM", "c"])
+    assert set(failed) == {1}
+    assert vecs.shape == (3, DIM) and vecs.dtype == np.float32
+    np.testing.assert_array_equal(vecs[1], 0.0)
+    np.testing.assert_allclose(vecs[[0, 2]], FakeEmbedder(DIM).embed_batch(["a", "c"]), atol=1e-7)
+
+
+def test_embed_isolating_happy_path_single_call():
+    emb = FakeEmbedder(DIM)
+    vecs, failed = embed_isolating(emb, ["a", "b"])
+    assert failed == {} and emb.calls == [2] and vecs.shape == (2, DIM)
+
+
+def test_empty_batch():
+    emb = FakeEmbedder(DIM)
+    assert classify_requests([], emb, {}) == []
+    assert emb.calls == []
+
+
+def test_error_row_message_is_cleaned_and_bounded():
+    row = error_row("t", "bad \x00 thing \ud800" + "x" * 5000, head_name="h")
+    assert row["status"] == "error" and row["task_id"] == "t" and row["head_name"] == "h"
+    assert "\x00" not in row["error"] and len(row["error"]) <= 1000
+    row["error"].encode("utf-8")

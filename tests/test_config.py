@@ -1,0 +1,197 @@
+"""Settings from EMBEDCLF_* environment variables; URL masking."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from urllib.parse import urlsplit
+
+import pytest
+
+from embedclf.config import BatchSettings, Settings, env_names, mask_url
+
+
+def test_defaults():
+    s = Settings()
+    assert s.queue == "celery"
+    assert s.embedder == "minilm"
+    assert s.max_text_chars == 20_000
+    assert s.head_refresh_s == 5.0
+    assert s.visibility_timeout_s == 3600
+    assert s.log_level == "INFO"
+    assert s.batch == BatchSettings(max_size=64, max_wait_ms=50, max_tokens=4096)
+    assert s.database_url.startswith("postgresql")
+    assert s.broker_url.startswith("redis://")
+    s.validate()  # defaults are valid
+
+
+def test_empty_environment_gives_defaults():
+    assert Settings.from_env({}) == Settings()
+
+
+def test_env_parsing_with_types():
+    env = {
+        "EMBEDCLF_DATABASE_URL": "postgresql+psycopg2://u:pw@db:5432/x",
+        "EMBEDCLF_BROKER_URL": "redis://:secret@r:6379/2",
+        "EMBEDCLF_QUEUE": "classify",
+        "EMBEDCLF_EMBEDDER": "gemma",
+        "EMBEDCLF_MAX_TEXT_CHARS": "1234",
+        "EMBEDCLF_HEAD_REFRESH_S": "0.5",
+        "EMBEDCLF_VISIBILITY_TIMEOUT_S": "120",
+        "EMBEDCLF_MODEL_DIR": "/models",
+        "EMBEDCLF_LOG_LEVEL": "DEBUG",
+        "EMBEDCLF_BATCH_MAX_SIZE": "8",
+        "EMBEDCLF_BATCH_MAX_WAIT_MS": "0",
+        "EMBEDCLF_BATCH_MAX_TOKENS": "512",
+    }
+    s = Settings.from_env(env)
+    assert s.database_url == env["EMBEDCLF_DATABASE_URL"]
+    assert s.broker_url == env["EMBEDCLF_BROKER_URL"]
+    assert (s.queue, s.embedder, s.model_dir, s.log_level) == ("classify", "gemma", "/models", "DEBUG")
+    assert s.max_text_chars == 1234 and isinstance(s.max_text_chars, int)
+    assert s.head_refresh_s == 0.5 and isinstance(s.head_refresh_s, float)
+    assert s.visibility_timeout_s == 120
+    assert s.batch == BatchSettings(max_size=8, max_wait_ms=0, max_tokens=512)
+
+
+def test_partial_batch_env_keeps_other_batch_defaults():
+    s = Settings.from_env({"EMBEDCLF_BATCH_MAX_WAIT_MS": "200"})
+    assert s.batch == BatchSettings(max_wait_ms=200)
+
+
+def test_unrelated_variables_ignored():
+    s = Settings.from_env({"EMBEDCLF_NOT_A_SETTING": "x", "QUEUE": "other", "embedclf_queue": "lower"})
+    assert s == Settings()
+
+
+def test_reads_os_environ_by_default(monkeypatch):
+    monkeypatch.setenv("EMBEDCLF_QUEUE", "from-os-env")
+    monkeypatch.setenv("EMBEDCLF_BATCH_MAX_SIZE", "3")
+    s = Settings.from_env()
+    assert s.queue == "from-os-env" and s.batch.max_size == 3
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("EMBEDCLF_MAX_TEXT_CHARS", "lots"),
+        ("EMBEDCLF_MAX_TEXT_CHARS", "0"),
+        ("EMBEDCLF_HEAD_REFRESH_S", "soon"),
+        ("EMBEDCLF_VISIBILITY_TIMEOUT_S", "59"),
+        ("EMBEDCLF_VISIBILITY_TIMEOUT_S", "1.5"),
+        ("EMBEDCLF_BATCH_MAX_SIZE", "0"),
+        ("EMBEDCLF_BATCH_MAX_SIZE", "sixty"),
+        ("EMBEDCLF_BATCH_MAX_WAIT_MS", "-1"),
+        ("EMBEDCLF_BATCH_MAX_WAIT_MS", "2.5"),
+        ("EMBEDCLF_BATCH_MAX_TOKENS", "15"),
+        ("EMBEDCLF_BATCH_MAX_TOKENS", ""),
+    ],
+)
+def test_bad_values_raise_naming_the_variable(name, value):
+    with pytest.raises(ValueError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_env_names_lists_every_setting():
+    names = env_names()
+    assert len(names) == len(set(names))
+    plain = {f.name for f in fields(Settings)} - {"batch"}
+    assert set(names) == {f"EMBEDCLF_{n.upper()}" for n in plain} | {
+        f"EMBEDCLF_BATCH_{f.name.upper()}" for f in fields(BatchSettings)
+    }
+    for expected in ("EMBEDCLF_DATABASE_URL", "EMBEDCLF_BROKER_URL", "EMBEDCLF_BATCH_MAX_WAIT_MS"):
+        assert expected in names
+
+
+def _valid_non_default(name: str, default: object) -> str:
+    if isinstance(default, bool):
+        return str(not default)
+    if isinstance(default, int):
+        return str(default * 2 + 1)
+    if isinstance(default, float):
+        return str(default * 2 + 1)
+    if name.endswith("_URL"):
+        return "redis://changed-host:1234/5"
+    return f"changed-{name.lower()}"
+
+
+def test_every_env_name_is_actually_read():
+    defaults = Settings().describe()
+    for name in env_names():
+        key = name.removeprefix("EMBEDCLF_").lower()
+        if key.startswith("batch_"):
+            key = "batch." + key.removeprefix("batch_")
+        value = _valid_non_default(name, defaults[key])
+        described = Settings.from_env({name: value}).describe()
+        assert str(described[key]) == value, name
+        assert described[key] != defaults[key], name
+
+
+# --- URL masking --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url, masked",
+    [
+        ("redis://:secret@h/0", "redis://:***@h/0"),
+        ("redis://:secret@redis.local:6379/0", "redis://:***@redis.local:6379/0"),
+        (
+            "postgresql+psycopg2://app:hunter2@db:5432/embedclf?sslmode=require",
+            "postgresql+psycopg2://app:***@db:5432/embedclf?sslmode=require",
+        ),
+        ("redis://:p%40ss%3Aword@h:1/0", "redis://:***@h:1/0"),
+    ],
+)
+def test_mask_url_hides_password(url, masked):
+    assert mask_url(url) == masked
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://127.0.0.1:6379/0", "postgresql+psycopg2://postgres@127.0.0.1:5432/embedclf", "not a url", ""],
+)
+def test_mask_url_leaves_passwordless_urls_alone(url):
+    assert mask_url(url) == url
+
+
+def test_mask_url_unparsable():
+    assert mask_url("http://[::1") == "<unparsable url>"
+
+
+def test_mask_url_keeps_ipv6_host_parseable():
+    masked = mask_url("postgresql://u:pw@[::1]:5432/db")
+    assert "pw" not in masked
+    parts = urlsplit(masked)
+    assert (parts.hostname, parts.port) == ("::1", 5432)
+
+
+@pytest.mark.parametrize("url", ["redis://:pw@h:99999/0", "redis://:pw@h:abc/0"])
+def test_mask_url_never_raises_or_leaks_on_bad_port(url):
+    masked = mask_url(url)
+    assert "pw" not in masked
+
+
+def test_describe_masks_secrets_and_flattens_batch():
+    s = Settings(database_url="postgresql://app:topsecret@db/x", broker_url="redis://:alsosecret@r:6379/0")
+    d = s.describe()
+    assert "topsecret" not in str(d) and "alsosecret" not in str(d)
+    assert d["database_url"] == "postgresql://app:***@db/x"
+    assert d["broker_url"] == "redis://:***@r:6379/0"
+    assert d["batch.max_size"] == 64 and d["batch.max_wait_ms"] == 50 and d["batch.max_tokens"] == 4096
+    assert "batch" not in d
+    assert d["queue"] == "celery"
+    # the settings object itself keeps the real URL
+    assert s.database_url == "postgresql://app:topsecret@db/x"
+
+
+def test_with_overrides_is_a_copy():
+    s = Settings()
+    t = s.with_overrides(queue="other")
+    assert t.queue == "other" and s.queue == "celery"
+    with pytest.raises(TypeError):
+        s.with_overrides(nonexistent=1)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_head_refresh_must_be_positive(value):
+    with pytest.raises(ValueError, match="EMBEDCLF_HEAD_REFRESH_S"):
+        Settings.from_env({"EMBEDCLF_HEAD_REFRESH_S": value})
