@@ -207,13 +207,21 @@ def test_identity(mean: LlamaCppEmbedder, last_eos: LlamaCppEmbedder) -> None:
 @pytest.mark.slow
 @pytest.mark.llama
 def test_shape_dtype_norm_determinism(mean: LlamaCppEmbedder) -> None:
-    texts = TEXTS[:3] + [TEXTS[0]]  # a repeat in the same packed decode
+    texts = TEXTS[:3] + [TEXTS[0]]
     out = mean.embed_batch(texts)
     assert out.shape == (4, 640) and out.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(out[0], out[3], atol=1e-5)
-    np.testing.assert_allclose(mean.embed_batch(texts[:2]), out[:2], atol=1e-5)
+    # the same batch twice gives bit-identical vectors
+    np.testing.assert_array_equal(mean.embed_batch(texts), out)
     assert mean.embed_batch([]).shape == (0, 640)
+
+
+# llama.cpp chooses matmul kernels (and activation quantisation) by the shape of the batch,
+# so on the CPU a text packed with others can differ from the same text decoded alone in the
+# last digits (upstream llama.cpp#3014; reproduced here with upstream Llama.embed and with
+# both AVX-512 and AVX2-only builds). Measured on BANKING77 texts: cosine >= 0.9995.
+PACKED_VS_SINGLE_MIN_COS = 0.999
+LAST_POOLING_MIN_COS = 0.995
 
 
 @pytest.mark.slow
@@ -221,10 +229,26 @@ def test_shape_dtype_norm_determinism(mean: LlamaCppEmbedder) -> None:
 def test_batch_equals_single_and_llama_embed(mean: LlamaCppEmbedder) -> None:
     batch = mean.embed_batch(TEXTS)  # all 8 packed into one decode
     single = np.stack([mean.embed_batch([t])[0] for t in TEXTS])
-    np.testing.assert_allclose(batch, single, atol=1e-4)
-    # the upstream packing loop (no EOS, same BOS/truncation rules) agrees with ours
+    cos = (batch * single).sum(axis=1)
+    assert cos.min() >= PACKED_VS_SINGLE_MIN_COS, cos
+    # our packing loop is exactly the upstream one (same BOS/truncation, no EOS)
     upstream = np.asarray(mean.llm.embed(TEXTS, normalize=True), dtype=np.float32)
-    np.testing.assert_allclose(batch, upstream, atol=1e-4)
+    np.testing.assert_allclose(batch, upstream, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.llama
+def test_unpacked_batch_is_bit_identical_to_one_by_one(gemma_path: Path) -> None:
+    emb = LlamaCppEmbedder(gemma_path, pooling="mean", pack=False)
+    try:
+        texts = TEXTS + TEXTS[:2]
+        batch = emb.embed_batch(texts)
+        single = np.stack([emb.embed_batch([t])[0] for t in texts])
+        np.testing.assert_array_equal(batch, single)
+        np.testing.assert_array_equal(batch[0], batch[len(TEXTS)])  # a repeat, anywhere in the batch
+        assert emb.model_id == f"llama:{GEMMA_FILE}:mean:norm"  # pack is a performance knob
+    finally:
+        emb.close()
 
 
 @pytest.mark.slow
@@ -233,7 +257,9 @@ def test_last_pooling_batch_equals_single(last: LlamaCppEmbedder) -> None:
     texts = TEXTS[:4]
     batch = last.embed_batch(texts)
     single = np.stack([last.embed_batch([t])[0] for t in texts])
-    np.testing.assert_allclose(batch, single, atol=1e-4)
+    cos = (batch * single).sum(axis=1)
+    # last pooling reads one token's state (no averaging to damp the noise): measured 0.9987
+    assert cos.min() >= LAST_POOLING_MIN_COS, cos
 
 
 @pytest.mark.slow
@@ -306,14 +332,14 @@ def test_hf_spec_offline_dim_instruction_and_knobs(
     (tmp_path / GEMMA_FILE).symlink_to(gemma_path)
     inst = "Query: {text}"
     spec = parse_spec(
-        f"llama:{HF_TARGET}?dim=64&instruction=Query:%20%7Btext%7D&n_batch=256&n_ubatch=128&n_threads=1&n_gpu_layers=0&verbose=0"
+        f"llama:{HF_TARGET}?dim=64&instruction=Query:%20%7Btext%7D&n_batch=128&n_ubatch=128&n_threads=1&n_gpu_layers=0&verbose=0"
     )
     emb = LlamaCppEmbedder.from_spec(spec, model_dir=str(tmp_path))
     try:
         assert emb.path == tmp_path / GEMMA_FILE
         sha8 = hashlib.sha256(inst.encode()).hexdigest()[:8]
         assert emb.model_id == f"llama:{GEMMA_FILE}:mean:norm:dim=64:inst={sha8}"
-        assert emb.dim == 64 and emb.max_tokens_per_text() == 128  # n_ubatch bounds one text
+        assert emb.dim == 64 and emb.max_tokens_per_text() == 128  # n_batch bounds one text
         assert emb.tokens("card") == mean.tokens("Query: card")
         out = emb.embed_batch(["card", "lost card"])
         assert out.shape == (2, 64)
@@ -327,3 +353,6 @@ def test_hf_spec_offline_dim_instruction_and_knobs(
         emb.embed_batch(["x"])
     with pytest.raises(ValueError, match="exceeds"):
         LlamaCppEmbedder(gemma_path, dim=4096)
+    # llama.cpp would abort the whole process on a smaller micro-batch: refused up front
+    with pytest.raises(ValueError, match="n_ubatch"):
+        LlamaCppEmbedder(gemma_path, n_batch=256, n_ubatch=128)
