@@ -115,13 +115,16 @@ class BatchConsumer:
             tokens = self.count_tokens(item.request.text) or 0
         if self.batcher.add(item, tokens):
             self.flush()
-        elif self._tref is None:
+        if len(self.batcher) and self._tref is None:
             interval = max(0.002, self.batcher.max_wait_s / 4)
             self._tref = self.timer.call_repeatedly(interval, self.tick)
 
     def tick(self) -> None:
         if self.batcher.due():
             self.flush()
+        if not len(self.batcher) and self._tref is not None:
+            self._tref.cancel()  # idle: no timer until the next message
+            self._tref = None
 
     def flush(self) -> None:
         items = self.batcher.take()

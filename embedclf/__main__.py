@@ -1,0 +1,5 @@
+"""`python -m embedclf` runs the CLI."""
+
+from embedclf.cli import main
+
+main()
