@@ -173,8 +173,9 @@ def test_fit_temperature_clipped_to_range():
 @pytest.mark.parametrize("patience", [1, 3])
 def test_early_stopping_respects_patience(patience):
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(120, 16)).astype(np.float32)
-    y = [LABELS[i] for i in rng.integers(0, 4, size=120)]  # pure noise: validation can't keep improving
+    # 1,200 texts -> 120 validation texts: enough to select an epoch (>= 100)
+    X = rng.normal(size=(1200, 16)).astype(np.float32)
+    y = [LABELS[i] for i in rng.integers(0, 4, size=1200)]  # pure noise: validation can't keep improving
     params = TrainParams(**(FAST | {"epochs": 40, "patience": patience, "lr": 1e-2}))
     res = train_head(X, y, params)
     n = len(res.history)
@@ -185,6 +186,17 @@ def test_early_stopping_respects_patience(patience):
     assert all(key(h) <= key(best) for h in res.history)
     # the returned head is the best epoch's, not the last one's
     assert res.val_metrics["accuracy"] == pytest.approx(best["val_accuracy"])
+
+
+def test_small_validation_set_keeps_the_last_epoch():
+    """Under 100 validation texts no epoch is selected (that would pick noise): the annealed end is kept."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 16)).astype(np.float32)
+    y = [LABELS[i] for i in rng.integers(0, 4, size=120)]
+    params = TrainParams(**(FAST | {"epochs": 12, "patience": 1, "lr": 1e-2}))
+    res = train_head(X, y, params)
+    assert len(res.history) == 12 and res.best_epoch == 12
+    assert res.val_metrics["accuracy"] == pytest.approx(res.history[-1]["val_accuracy"])
 
 
 def test_patience_longer_than_run_uses_all_epochs():

@@ -145,7 +145,7 @@ def test_pipeline_end_to_end(settings, engine, support_head, minilm, start_worke
 
     correct = sum(rows[t["id"]]["label"] == t["label"] for t in valid if "label" in t)
     accuracy = correct / len(holdout.texts)
-    assert accuracy >= 0.85, f"held-out accuracy {accuracy:.3f}"
+    assert accuracy >= 0.90, f"held-out accuracy {accuracy:.3f}"  # measured 0.944
 
     for name, _, expected in invalid:
         r = rows[f"bad-{name}"]
