@@ -60,6 +60,8 @@ class Settings:
     head_refresh_s: float = 5.0
     #: seconds before Redis hands an unacknowledged task to another worker
     visibility_timeout_s: int = 3600
+    #: a task whose worker died this many times while processing it gets an error row
+    max_attempts: int = 3
     #: where downloaded GGUF files are kept
     model_dir: str = field(default_factory=lambda: os.path.expanduser("~/.cache/embedclf/models"))
     log_level: str = "INFO"
@@ -95,6 +97,8 @@ class Settings:
             raise ValueError("EMBEDCLF_MAX_TEXT_CHARS must be >= 1")
         if not (self.head_refresh_s > 0 and self.head_refresh_s < 86400):
             raise ValueError("EMBEDCLF_HEAD_REFRESH_S must be a positive number of seconds")
+        if self.max_attempts < 1:
+            raise ValueError("EMBEDCLF_MAX_ATTEMPTS must be >= 1")
         if self.visibility_timeout_s < 60:
             raise ValueError("EMBEDCLF_VISIBILITY_TIMEOUT_S must be >= 60")
 

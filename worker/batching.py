@@ -32,7 +32,7 @@ from kombu.exceptions import ContentDisallowed, DecodeError
 from embedclf.batching import Batcher
 from embedclf.classify import classify_requests, error_row
 from embedclf.payload import ClassifyRequest, PayloadError, clean_str, parse_request, salvage
-from worker.resources import WorkerResources, get_resources
+from worker.resources import WorkerResources, get_resources, is_connection_error
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,20 @@ class Pending:
     received_at: dt.datetime
     request: ClassifyRequest | None = None
     error: dict | None = None
+
+    @property
+    def task_id(self) -> str:
+        return self.request.task_id if self.request is not None else self.error["task_id"]  # type: ignore[index]
+
+    def give_up(self, attempts: int) -> None:
+        """Turn a task that keeps killing its worker into an error row."""
+        fields = {}
+        if self.request is not None:
+            fields = {"head_name": self.request.head, "request_id": self.request.request_id,
+                      "enqueued_at": self.request.enqueued_at}
+        self.request, self.error = None, error_row(
+            self.task_id, f"gave up after {attempts - 1} failed attempts: the worker died while processing this "
+            "task (crash, out of memory or kill)", **fields)
 
 
 def decode_message(message: Any, body: Any, max_text_chars: int) -> Pending:
@@ -81,8 +95,7 @@ def process_batch(pending: list[Pending], res: WorkerResources) -> int:
     rows += [p.error for p in pending if p.error is not None]
     received = {}
     for p in pending:
-        tid = p.request.task_id if p.request is not None else p.error["task_id"]  # type: ignore[index]
-        received.setdefault(tid, p.received_at)
+        received.setdefault(p.task_id, p.received_at)
     for row in rows:
         row["received_at"] = received.get(row["task_id"])
         row["worker"] = res.hostname
@@ -98,6 +111,7 @@ class BatchConsumer:
         self.res.embedder  # load the model now, before the first message  # noqa: B018
         self.count_tokens = self.res.embedder.count_tokens
         self.max_text_chars = settings.max_text_chars
+        self.max_attempts = settings.max_attempts
         self.connection_errors = getattr(consumer, "connection_errors", ())
         self.timer = consumer.timer
         self.batcher: Batcher[Pending] = Batcher(
@@ -130,16 +144,42 @@ class BatchConsumer:
         items = self.batcher.take()
         if not items:
             return
+        seen = self.res.attempts.peek([p.task_id for p in items])
+        first, retried = [], []
+        for p in items:
+            n = seen.get(p.task_id, 0)
+            if n >= self.max_attempts:
+                p.give_up(n + 1)
+                first.append(p)
+            elif n > 0:
+                retried.append(p)
+            else:
+                first.append(p)
+        # A task seen before was in a batch whose worker died: run it alone, so a poison
+        # text only takes itself down, never the tasks that happened to share its batch.
+        for group in ([first] if first else []) + [[p] for p in retried]:
+            self._process(group)
+
+    def _process(self, items: list[Pending]) -> None:
         started = time.perf_counter()
+        ids = [p.task_id for p in items]
+        self.res.attempts.begin(ids)  # counted before the work: a crash leaves it counted
         try:
             inserted = process_batch(items, self.res)
-        except Exception:
+        except Exception as exc:
+            # Every message goes back to the queue: none is acked without a row. If Postgres
+            # was unreachable (past the write retries) that is not the tasks' fault, so the
+            # attempt is given back; any other failure stays counted, and a task that keeps
+            # failing ends as an error row after max_attempts instead of looping forever.
             log.exception("batch of %d failed; returning its messages to the queue", len(items))
+            if is_connection_error(exc):
+                self.res.attempts.undo(ids)
             for p in items:
                 p.message.reject_log_error(log, self.connection_errors, requeue=True)
             return
         for p in items:
             p.message.ack_log_error(log, self.connection_errors)
+        self.res.attempts.done(ids)
         self.batches += 1
         log.debug("batch %d: %d tasks, %d rows in %.1f ms", self.batches, len(items), inserted,
                   1000 * (time.perf_counter() - started))

@@ -21,6 +21,7 @@ from embedclf.embedders.base import Embedder
 from embedclf.embedders.spec import load_embedder
 from embedclf.store import repository
 from embedclf.store.db import make_engine
+from worker.attempts import AttemptCounter
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,16 @@ class WorkerResources:
         self._engine: Engine | None = None
         self._embedder = embedder
         self._heads: HeadCache | None = None
+        self._attempts: AttemptCounter | None = None
+
+    @property
+    def attempts(self) -> AttemptCounter:
+        if self._attempts is None:
+            import redis
+
+            client = redis.Redis.from_url(self.settings.broker_url, socket_timeout=5, socket_connect_timeout=5)
+            self._attempts = AttemptCounter(client, ttl_s=2 * self.settings.visibility_timeout_s)
+        return self._attempts
 
     @property
     def engine(self) -> Engine:
@@ -96,7 +107,7 @@ class WorkerResources:
             try:
                 return repository.write_predictions(self.engine, rows)
             except DBAPIError as exc:
-                if not exc.connection_invalidated and not _is_connection_error(exc):
+                if not is_connection_error(exc):
                     raise
                 if time.monotonic() >= deadline:
                     raise
@@ -111,11 +122,17 @@ class WorkerResources:
         if self._embedder is not None:
             self._embedder.close()
             self._embedder = None
+        if self._attempts is not None:
+            self._attempts.client.close()
+            self._attempts = None
 
 
-def _is_connection_error(exc: DBAPIError) -> bool:
-    from sqlalchemy.exc import OperationalError, InterfaceError
+def is_connection_error(exc: BaseException) -> bool:
+    """True when ``exc`` means the database could not be reached (not a bad statement)."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
 
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
     return isinstance(exc, (OperationalError, InterfaceError))
 
 

@@ -1,0 +1,194 @@
+"""``bench e2e``: producer process -> Redis -> K worker processes -> Postgres, against raw embed speed.
+
+Everything lives in a throw-away database and Redis DB index (see :mod:`.infra`); an
+ExitStack tears it down in reverse order (producer, workers, engine, database, Redis)
+whatever happens, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+from urllib.parse import urlsplit
+
+from tqdm import tqdm
+
+from embedclf.bench import BenchError, raw
+from embedclf.bench.infra import claim_redis_db, temp_database
+from embedclf.bench.procs import Producer, WorkerProc, subprocess_env, wait_ready
+from embedclf.bench.stats import batch_distribution, percentiles, rate
+from embedclf.config import Settings
+from embedclf.embedders.base import Embedder
+
+HEAD = "bench"
+#: the head only has to exist and match the embedder; its quality is irrelevant here
+HEAD_EPOCHS = 5
+HEAD_MAX_TEXTS = 2000
+
+
+@dataclass(frozen=True)
+class E2EParams:
+    spec: str
+    workers: int = 1
+    batch_size: int = 64
+    max_wait_ms: int = 50
+    ready_timeout_s: float = 300.0
+    timeout_s: float = 900.0
+
+
+def _stop_all(workers: Sequence[WorkerProc]) -> None:
+    for w in workers:
+        w.stop()
+
+
+def store_head(engine, embedder: Embedder, texts: Sequence[str], labels: Sequence[str], quiet: bool) -> int:
+    """Train a quick head on the first texts and store it as the active head ``bench``; returns #texts."""
+    from embedclf.heads.checkpoint import HeadArtifact
+    from embedclf.store.repository import add_head_version
+    from embedclf.training.trainer import TrainParams, train_head
+
+    k = min(len(texts), HEAD_MAX_TEXTS)
+    with tqdm(total=k, desc="head: embedding", unit="text", file=sys.stderr, disable=quiet, leave=False) as bar:
+        X = embedder.embed(texts[:k], progress=bar.update)
+    result = train_head(X, labels[:k], TrainParams(epochs=HEAD_EPOCHS))
+    artifact = HeadArtifact.from_head(result.head, result.labels, embedder.model_id)
+    add_head_version(engine, HEAD, artifact, activate=True, created_by="embedclf-bench", n_train=k)
+    return k
+
+
+def wait_rows(engine, n: int, workers: Sequence[WorkerProc], producer: Producer, timeout: float, quiet: bool) -> None:
+    """Poll Postgres until ``n`` rows exist; fail early if a worker or the producer dies."""
+    from sqlalchemy import text
+
+    deadline = time.monotonic() + timeout
+    done = 0
+    with tqdm(total=n, desc="rows", unit="row", file=sys.stderr, disable=quiet, dynamic_ncols=True) as bar:
+        while done < n:
+            with engine.connect() as conn:
+                done = int(conn.execute(text("SELECT count(*) FROM predictions")).scalar() or 0)
+            bar.update(done - bar.n)
+            if done >= n:
+                return
+            producer.check()
+            for w in workers:
+                w.check_alive()
+            if time.monotonic() > deadline:
+                raise BenchError(f"only {done} of {n} rows after {timeout:.0f}s (logs: {workers[0].log_path.parent})")
+            time.sleep(0.25)
+
+
+def fetch_rows(engine) -> list[dict]:
+    from sqlalchemy import select
+
+    from embedclf.store.tables import predictions as p
+
+    with engine.connect() as conn:
+        q = select(p.c.worker, p.c.status, p.c.error, p.c.enqueued_at, p.c.completed_at)
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def summarize_rows(rows: Sequence[dict], max_batch: int) -> dict:
+    """Throughput, latency percentiles, batch sizes and errors from the result rows."""
+    ok_times = [r for r in rows if r["enqueued_at"] is not None]
+    if not ok_times:
+        raise BenchError("no rows carry enqueued_at; cannot measure latency")
+    first = min(r["enqueued_at"] for r in ok_times)
+    last = max(r["completed_at"] for r in rows)
+    span = (last - first).total_seconds()
+    lat = percentiles([1000.0 * (r["completed_at"] - r["enqueued_at"]).total_seconds() for r in ok_times])
+    errors = [r for r in rows if r["status"] != "ok"]
+    return {
+        "rows": len(rows),
+        "e2e_seconds": round(span, 3),
+        "e2e_texts_per_s": round(rate(len(rows), span), 2),
+        "p50_ms": round(lat["p50"], 1), "p95_ms": round(lat["p95"], 1), "p99_ms": round(lat["p99"], 1),
+        "latency_mean_ms": round(lat["mean"], 1), "latency_max_ms": round(lat["max"], 1),
+        # one INSERT per batch, so (worker, completed_at) names a batch
+        "batch_sizes": batch_distribution(((r["worker"], r["completed_at"]) for r in rows), max_batch),
+        "rows_per_worker": {w: sum(r["worker"] == w for r in rows) for w in sorted({r["worker"] for r in rows})},
+        "error_rows": len(errors),
+        "first_error": errors[0]["error"] if errors else None,
+        "first_enqueue": first.astimezone(dt.timezone.utc).isoformat(),
+    }
+
+
+def run_e2e(texts: Sequence[str], labels: Sequence[str], params: E2EParams, settings: Settings,
+            load: Callable[[str], Embedder], quiet: bool) -> dict:
+    """The whole run; returns the figures (see README "Benchmarks")."""
+    n = len(texts)
+    with ExitStack() as stack:
+        redis_url = stack.enter_context(claim_redis_db(settings.broker_url))
+        db_url = stack.enter_context(temp_database(settings.database_url))
+        from sqlalchemy.engine import make_url
+
+        from embedclf.store.db import make_engine
+
+        engine = make_engine(db_url, pool_size=1, max_overflow=1)
+        stack.callback(engine.dispose)
+
+        # 1. in this process: head, then raw speed on the same texts, order and batch size
+        embedder = load(params.spec)
+        try:
+            model_id = embedder.model_id
+            head_n = store_head(engine, embedder, texts, labels, quiet)
+            raw_run = raw.measure(embedder, texts, params.batch_size, quiet=quiet, label="raw")
+        finally:
+            embedder.close()  # free the model before the workers load theirs
+            del embedder
+            gc.collect()
+
+        # 2. K workers on the private database and Redis DB
+        log_dir = Path(tempfile.mkdtemp(prefix="embedclf-bench-"))
+        env = subprocess_env({
+            "EMBEDCLF_DATABASE_URL": db_url, "EMBEDCLF_BROKER_URL": redis_url, "EMBEDCLF_QUEUE": settings.queue,
+            "EMBEDCLF_EMBEDDER": params.spec, "EMBEDCLF_MODEL_DIR": settings.model_dir,
+            "EMBEDCLF_BATCH_MAX_SIZE": str(params.batch_size), "EMBEDCLF_BATCH_MAX_WAIT_MS": str(params.max_wait_ms),
+            "EMBEDCLF_BATCH_MAX_TOKENS": str(settings.batch.max_tokens),
+            "EMBEDCLF_HEAD_REFRESH_S": str(settings.head_refresh_s),
+            "EMBEDCLF_MAX_TEXT_CHARS": str(settings.max_text_chars),
+            "EMBEDCLF_VISIBILITY_TIMEOUT_S": str(settings.visibility_timeout_s),
+            "EMBEDCLF_LOG_LEVEL": settings.log_level,
+        })
+        workers: list[WorkerProc] = []
+        stack.callback(_stop_all, workers)
+        if not quiet:
+            print(f"starting {params.workers} worker(s), logs in {log_dir} ...", file=sys.stderr)
+        for i in range(params.workers):
+            workers.append(WorkerProc(f"bench{i + 1}", env, log_dir))
+        wait_ready(workers, params.ready_timeout_s)
+
+        # 3. a separate producer process enqueues the texts; poll Postgres until every row is there
+        producer = Producer(redis_url, settings.queue, HEAD, texts, log_dir, subprocess_env({}))
+        stack.callback(producer.stop)
+        wait_rows(engine, n, workers, producer, params.timeout_s, quiet)
+        sent = producer.result()
+        rss = [w.peak_rss_mb() for w in workers]  # before SIGTERM: /proc/<pid> goes away with the process
+        rows = fetch_rows(engine)
+        _stop_all(workers)
+
+        figures = summarize_rows(rows, params.batch_size)
+        enqueue_s = float(sent["end"]) - float(sent["start"])
+        known_rss = [r for r in rss if r is not None]
+        figures.update(
+            n=n, workers=params.workers, embedder=model_id, embedder_spec=params.spec,
+            batch_max_size=params.batch_size, batch_max_wait_ms=params.max_wait_ms,
+            batch_max_tokens=settings.batch.max_tokens,
+            raw_seconds=round(raw_run.seconds, 3), raw_texts_per_s=round(raw_run.texts_per_s, 2),
+            enqueue_seconds=round(enqueue_s, 3), enqueue_texts_per_s=round(rate(int(sent["sent"]), enqueue_s), 1),
+            worker_rss_mb=round(max(known_rss), 1) if known_rss else None,
+            worker_rss_mb_each=[None if r is None else round(r, 1) for r in rss],
+            worker_ready_s=[None if w.ready_after_s is None else round(w.ready_after_s, 1) for w in workers],
+            head_train_texts=head_n, database=make_url(db_url).database,
+            redis_db=int(urlsplit(redis_url).path.strip("/")),
+        )
+        figures["ratio"] = round(figures["e2e_texts_per_s"] / figures["raw_texts_per_s"], 3)
+    shutil.rmtree(log_dir, ignore_errors=True)  # kept when the run failed: error messages point at it
+    return figures

@@ -1,0 +1,160 @@
+"""Worker and producer subprocesses for ``bench e2e``."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from embedclf.bench import BenchError
+
+#: celery logs "<name> ready." at INFO only, so the workers run at INFO (a WARNING level hides it);
+#: embedclf's own loggers follow EMBEDCLF_LOG_LEVEL and log per batch at DEBUG only
+WORKER_ARGS = ("-m", "celery", "-A", "worker.app", "worker", "--pool", "solo", "--loglevel", "INFO",
+               "--without-gossip", "--without-mingle", "--without-heartbeat")
+
+# Runs in its own interpreter, like another application would: embedclf.client only.
+PRODUCER = r"""
+import json, sys, time
+from embedclf.client import Client
+broker, queue, head, path = sys.argv[1:5]
+texts = json.load(open(path, encoding="utf-8"))
+client = Client(broker, queue)
+start = time.time()
+client.classify_many(head, texts)
+end = time.time()
+client.close()
+print(json.dumps({"start": start, "end": end, "sent": len(texts)}), flush=True)
+"""
+
+
+def project_root() -> Path:
+    """Directory holding the ``worker`` package (celery's ``-A worker.app`` imports it from the cwd)."""
+    spec = importlib.util.find_spec("worker")
+    if spec is None or not spec.submodule_search_locations:
+        raise BenchError("the `worker` package is not importable; run from the embedclf checkout")
+    return Path(list(spec.submodule_search_locations)[0]).resolve().parent
+
+
+def last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "(no output)"
+
+
+class WorkerProc:
+    """One ``celery -A worker.app worker`` subprocess, logging to a file."""
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen([sys.executable, *WORKER_ARGS, "-n", f"{name}@%h"], cwd=project_root(),
+                                     env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.started = time.monotonic()
+        self.ready_after_s: float | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            raise BenchError(f"worker {self.name} exited with code {self.proc.returncode}: {last_line(self.log())} "
+                             f"(log: {self.log_path})")
+
+    def is_ready(self) -> bool:
+        if self.ready_after_s is None and " ready." in self.log():
+            self.ready_after_s = time.monotonic() - self.started
+        return self.ready_after_s is not None
+
+    def peak_rss_mb(self) -> float | None:
+        """High-water resident set size (VmHWM) from /proc, in MB; None if unreadable."""
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # reported in kB
+        except (OSError, ValueError, IndexError):
+            pass
+        return None
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM (Celery's warm shutdown), then SIGKILL after ``timeout``."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def wait_ready(workers: Sequence[WorkerProc], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(w.is_ready() for w in workers):
+        for w in workers:
+            w.check_alive()
+        if time.monotonic() > deadline:
+            late = ", ".join(w.name for w in workers if not w.is_ready())
+            raise BenchError(f"worker(s) {late} not ready after {timeout:.0f}s (logs: {workers[0].log_path.parent})")
+        time.sleep(0.1)
+
+
+class Producer:
+    """A separate process that enqueues the texts with ``Client.classify_many``."""
+
+    def __init__(self, broker_url: str, queue: str, head: str, texts: Sequence[str], work_dir: Path,
+                 env: dict[str, str]) -> None:
+        path = work_dir / "texts.json"
+        path.write_text(json.dumps(list(texts)), encoding="utf-8")
+        self.out_path = work_dir / "producer.out"
+        self.err_path = work_dir / "producer.err"
+        self._out, self._err = self.out_path.open("w"), self.err_path.open("w")
+        self.proc = subprocess.Popen([sys.executable, "-c", PRODUCER, broker_url, queue, head, str(path)],
+                                     cwd=project_root(), env=env, stdout=self._out, stderr=self._err)
+
+    def check(self) -> None:
+        """Raise if the producer failed."""
+        rc = self.proc.poll()
+        if rc not in (None, 0):
+            raise BenchError(f"producer exited with code {rc}: {last_line(self.err_path.read_text(errors='replace'))}")
+
+    def result(self, timeout: float = 600) -> dict:
+        """``{"start", "end", "sent"}`` (Unix times of the first and after the last send)."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise BenchError(f"producer still sending after {timeout:.0f}s") from None
+        self.check()
+        self._out.close()
+        self._err.close()
+        return json.loads(last_line(self.out_path.read_text()))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._out.close()
+        self._err.close()
+
+
+def subprocess_env(overrides: dict[str, str]) -> dict[str, str]:
+    """This environment without any EMBEDCLF_* variable, plus ``overrides``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDCLF_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(overrides)
+    return env

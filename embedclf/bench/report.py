@@ -1,0 +1,82 @@
+"""Human-readable output of the three bench modes (``--json`` prints the dicts instead)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+Echo = Callable[[str], None]
+
+
+def _num(x: object, digits: int = 1) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}"
+    return str(x)
+
+
+def machine_block(m: dict, echo: Echo) -> None:
+    echo("machine:")
+    echo(f"  cpu        {m['cpu_count']} x {m['cpu_model'] or 'unknown'}")
+    echo(f"  gpu        {m['gpu'] or 'none'}")
+    echo(f"  python     {m['python']}   torch {m['torch'] or '-'}   sentence-transformers "
+         f"{m['sentence_transformers'] or '-'}   llama-cpp-python {m['llama_cpp'] or 'not installed'}")
+    echo(f"  embedder   {m['embedder']}")
+
+
+def embed_report(r: dict, echo: Echo) -> None:
+    machine_block(r["machine"], echo)
+    echo(f"\nraw embed_batch throughput, first {r['n']} texts of {r['data']} in file order "
+         f"(one warm-up call per row):")
+    llama = any(run["n_batch"] is not None for run in r["runs"])
+    head = f"  {'n_batch':>12}" if llama else " "
+    echo(f"{head}{'batch':>7}{'seconds':>10}{'texts/s':>10}{'tokens/s':>11}")
+    for run in r["runs"]:
+        nb = ""
+        if llama:
+            eff = run["n_batch_effective"]
+            nb = f"{run['n_batch']}" + (f" (={eff})" if eff is not None and eff != run["n_batch"] else "")
+            nb = f"  {nb:>12}"
+        else:
+            nb = " "
+        echo(f"{nb}{run['batch_size']:>7}{run['seconds']:>10.2f}{run['texts_per_s']:>10.1f}"
+             f"{_num(run['tokens_per_s'], 0):>11}")
+    b = r["best"]
+    at = f"n_batch {b['n_batch']}, " if b["n_batch"] is not None else ""
+    echo(f"best: {at}batch size {b['batch_size']} at {b['texts_per_s']:.1f} texts/s"
+         + (f", {b['tokens_per_s']:,.0f} tokens/s" if b["tokens_per_s"] is not None else ""))
+    if r.get("tokens") is not None:
+        echo(f"({r['tokens']} tokens in {r['n']} texts, {r['tokens'] / r['n']:.1f} per text)")
+    if any(run["n_batch_effective"] not in (None, run["n_batch"]) for run in r["runs"]):
+        echo("note: llama.cpp caps n_batch at n_ctx; raise n_ctx in the spec to use a larger n_batch")
+
+
+def e2e_report(r: dict, echo: Echo) -> None:
+    machine_block(r["machine"], echo)
+    bs = r["batch_sizes"]
+    echo(f"\nend to end: {r['n']} texts, {r['workers']} worker(s), embedder {r['embedder_spec']}, "
+         f"batch max {r['batch_max_size']} / {r['batch_max_wait_ms']} ms / {r['batch_max_tokens']} tokens")
+    echo(f"  e2e throughput   {r['e2e_texts_per_s']:>10,.1f} texts/s  ({r['rows']} rows in {r['e2e_seconds']:.2f} s, "
+         "first enqueue -> last commit)")
+    echo(f"  raw throughput   {r['raw_texts_per_s']:>10,.1f} texts/s  (embed_batch in this process, same texts, "
+         f"order and batch size)")
+    echo(f"  e2e / raw        {r['ratio']:>10.3f}")
+    echo(f"  enqueue rate     {r['enqueue_texts_per_s']:>10,.1f} texts/s  (one producer process, "
+         f"{r['enqueue_seconds']:.2f} s)")
+    echo(f"  latency ms       p50 {r['p50_ms']:,.0f}   p95 {r['p95_ms']:,.0f}   p99 {r['p99_ms']:,.0f}   "
+         f"max {r['latency_max_ms']:,.0f}  (completed_at - enqueued_at)")
+    echo(f"  batches          {bs['batches']}: mean {bs['mean']}, min {bs['min']}, max {bs['max']}, "
+         f"{100 * bs['full_fraction']:.0f} % full")
+    echo("  batch sizes      " + "  ".join(f"{k}: {v}" for k, v in bs["histogram"].items()))
+    each = ", ".join(_num(x) for x in r["worker_rss_mb_each"])
+    echo(f"  worker peak RSS  {each} MB (VmHWM)   ready after {', '.join(_num(x) for x in r['worker_ready_s'])} s")
+    echo(f"  error rows       {r['error_rows']}" + (f"  (first: {r['first_error']})" if r["error_rows"] else ""))
+    echo(f"  temp database {r['database']} (dropped), Redis DB {r['redis_db']} (flushed)")
+
+
+def train_report(r: dict, echo: Echo) -> None:
+    machine_block(r["machine"], echo)
+    echo(f"\n{r['n']} texts, {r['n_labels']} labels, dim {r['dim']}")
+    echo(f"  embed   {r['embed_seconds']:.2f} s  ({r['embed_texts_per_s']:.1f} texts/s, length-sorted batches)")
+    echo(f"  train   {r['train_seconds']:.2f} s  ({r['epochs_run']} of {r['epochs_max']} epochs, "
+         f"{r['seconds_per_epoch']:.3f} s/epoch, best epoch {r['best_epoch']}, val accuracy {r['val_accuracy']})")

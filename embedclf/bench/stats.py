@@ -1,0 +1,79 @@
+"""Pure helpers: latency percentiles and the batch-size distribution of result rows."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Hashable, Iterable, Sequence
+
+import numpy as np
+
+
+def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 95, 99)) -> dict[str, float]:
+    """``{"p50": .., "p95": .., "p99": ..}`` (linear interpolation), plus mean and max."""
+    if not values:
+        raise ValueError("no values")
+    arr = np.asarray(values, dtype=np.float64)
+    out = {f"p{q:g}": float(np.percentile(arr, q)) for q in qs}
+    out["mean"] = float(arr.mean())
+    out["max"] = float(arr.max())
+    return out
+
+
+def bucket_edges(max_size: int) -> list[int]:
+    """Lower edges of power-of-two buckets, with one bucket of exactly ``max_size`` (full batches)."""
+    edges = [1]
+    while edges[-1] * 2 < max_size:
+        edges.append(edges[-1] * 2)
+    if max_size > 1:
+        edges.append(max_size)
+    return edges
+
+
+def histogram(sizes: Iterable[int], max_size: int) -> dict[str, int]:
+    """Batch sizes counted in buckets "1", "2-3", "4-7", ..., "32-63", "64" (for max_size 64).
+
+    A size above ``max_size`` (should not happen) lands in a "> max" bucket.
+    """
+    edges = bucket_edges(max_size)
+    labels = []
+    for i, lo in enumerate(edges):
+        hi = edges[i + 1] - 1 if i + 1 < len(edges) else lo
+        labels.append(str(lo) if lo == hi else f"{lo}-{hi}")
+    counts = dict.fromkeys(labels, 0)
+    over = 0
+    for s in sizes:
+        if s > max_size:
+            over += 1
+            continue
+        i = max(j for j, lo in enumerate(edges) if lo <= s)
+        counts[labels[i]] += 1
+    if over:
+        counts[f">{max_size}"] = over
+    return counts
+
+
+def batch_distribution(keys: Iterable[Hashable], max_size: int) -> dict:
+    """Summary of batch sizes, where each row's key names its batch.
+
+    The worker writes a batch in one INSERT whose ``completed_at`` is the transaction
+    time, so ``(worker, completed_at)`` identifies a batch.
+    """
+    sizes = list(Counter(keys).values())
+    if not sizes:
+        return {"batches": 0, "mean": math.nan, "min": 0, "max": 0, "full_fraction": 0.0, "histogram": {}}
+    return {
+        "batches": len(sizes),
+        "mean": round(sum(sizes) / len(sizes), 2),
+        "min": min(sizes),
+        "max": max(sizes),
+        "full_fraction": round(sum(s >= max_size for s in sizes) / len(sizes), 3),
+        "histogram": histogram(sizes, max_size),
+    }
+
+
+def rate(n: int, seconds: float) -> float:
+    """n / seconds, or inf/nan for a zero-length interval (callers check finiteness)."""
+    if seconds <= 0:
+        return math.inf if n else math.nan
+    return n / seconds
