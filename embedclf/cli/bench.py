@@ -1,0 +1,190 @@
+"""``embedclf bench embed|e2e|train``: throughput figures (printed, or one JSON object with --json)."""
+
+from __future__ import annotations
+
+import signal
+from contextlib import contextmanager
+from typing import Iterator
+
+import click
+
+from embedclf.cli import cli
+from embedclf.cli.common import echo_json, embedder_option, load_embedder_verbose
+from embedclf.config import Settings
+
+
+def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        out = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+    if not out or min(out) < 1:
+        raise click.BadParameter(f"expected positive integers, got {value!r}")
+    return out
+
+
+def data_option(f):
+    return click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
+                        help="CSV/TSV/JSONL/JSON/TXT file.")(f)
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object (no progress bars).")(f)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Let SIGTERM unwind like Ctrl-C, so temp databases and workers are cleaned up."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _spec(settings: Settings, spec: str | None) -> str:
+    from embedclf.embedders.spec import parse_spec
+
+    spec = spec or settings.embedder
+    parse_spec(spec)  # a bad spec fails before anything is loaded
+    return spec
+
+
+@cli.group()
+def bench() -> None:
+    """Benchmarks: raw embedder speed, end to end through workers, head training."""
+
+
+@bench.command()
+@data_option
+@click.option("--text-col", default="text", show_default=True)
+@click.option("-n", "n", default=2000, show_default=True, type=click.IntRange(1), help="First N texts of the file.")
+@embedder_option
+@click.option("--batch-sizes", default="16,64,256", show_default=True, callback=_int_list,
+              help="Comma-separated texts per embed_batch call.")
+@click.option("--n-batch", default=None, callback=_int_list,
+              help="llama specs only: comma-separated n_batch values; reloads the model with ?n_batch=X for each.")
+@json_option
+@click.pass_obj
+def embed(settings: Settings, data_path: str, text_col: str, n: int, embedder_spec: str | None,
+          batch_sizes: list[int], n_batch: list[int] | None, as_json: bool) -> None:
+    """Raw embed_batch throughput on the first N texts, in file order, per batch size."""
+    from embedclf.bench import raw
+    from embedclf.bench.machine import machine_info
+    from embedclf.data import load_texts
+    from embedclf.embedders.spec import parse_spec
+
+    spec = _spec(settings, embedder_spec)
+    if n_batch and parse_spec(spec).kind != "llama":
+        raise ValueError(f"--n-batch applies to llama.cpp specs only, not {spec!r}")
+    texts = [t for _, t in load_texts(data_path, text_col) if isinstance(t, str) and t.strip()][:n]
+    if not texts:
+        raise ValueError(f"{data_path}: no non-empty texts in column {text_col!r}")
+    runs: list[raw.RawRun] = []
+    model_id = None
+    for nb in n_batch or [None]:
+        emb = load_embedder_verbose(settings, spec if nb is None else raw.with_option(spec, "n_batch", nb),
+                                    quiet=as_json)
+        try:
+            model_id = emb.model_id
+            runs += raw.sweep(emb, texts, batch_sizes, quiet=as_json, n_batch=nb)
+        finally:
+            emb.close()
+    report = {
+        "mode": "embed", "data": data_path, "n": len(texts), "embedder": model_id, "embedder_spec": spec,
+        "tokens": runs[0].tokens, "runs": [r.to_dict() for r in runs], "best": raw.best(runs).to_dict(),
+        "machine": machine_info(model_id),
+    }
+    if as_json:
+        echo_json(report)
+    else:
+        from embedclf.bench.report import embed_report
+
+        embed_report(report, click.echo)
+
+
+@bench.command()
+@data_option
+@click.option("--text-col", default="text", show_default=True)
+@click.option("--label-col", default="label", show_default=True, help="Labels for the throw-away head.")
+@click.option("-n", "n", required=True, type=click.IntRange(1), help="Texts to send (the first N of the file).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
+@embedder_option
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1),
+              help="EMBEDCLF_BATCH_MAX_SIZE of the workers and the raw-throughput chunk size.")
+@click.option("--max-wait-ms", default=50, show_default=True, type=click.IntRange(0),
+              help="EMBEDCLF_BATCH_MAX_WAIT_MS of the workers.")
+@click.option("--timeout", "timeout_s", default=900, show_default=True, type=click.IntRange(1),
+              help="Seconds to wait for all rows.")
+@json_option
+@click.pass_obj
+def e2e(settings: Settings, data_path: str, text_col: str, label_col: str, n: int, workers: int,
+        embedder_spec: str | None, batch_size: int, max_wait_ms: int, timeout_s: int, as_json: bool) -> None:
+    """End to end: a producer process -> Redis -> K workers -> Postgres (temporary DB), vs raw speed."""
+    from embedclf.bench.e2e import E2EParams, run_e2e
+    from embedclf.bench.machine import machine_info
+    from embedclf.data import load_labeled
+
+    spec = _spec(settings, embedder_spec)
+    data = load_labeled(data_path, text_col, label_col)
+    texts, labels = data.texts[:n], data.labels[:n]
+    if len(texts) < n and not as_json:
+        click.echo(f"note: {data_path} has only {len(texts)} labelled rows; sending those", err=True)
+    params = E2EParams(spec=spec, workers=workers, batch_size=batch_size, max_wait_ms=max_wait_ms,
+                       timeout_s=float(timeout_s))
+    with sigterm_as_interrupt():
+        report = run_e2e(texts, labels, params, settings,
+                         lambda s: load_embedder_verbose(settings, s, quiet=as_json), quiet=as_json)
+    report["mode"] = "e2e"
+    report["data"] = data_path
+    report["machine"] = machine_info(report["embedder"])
+    if as_json:
+        echo_json(report)
+    else:
+        from embedclf.bench.report import e2e_report
+
+        e2e_report(report, click.echo)
+    if report["error_rows"]:
+        raise ValueError(f"{report['error_rows']} error rows (first: {report['first_error']})")
+
+
+@bench.command()
+@data_option
+@click.option("--text-col", default="text", show_default=True)
+@click.option("--label-col", default="label", show_default=True)
+@click.option("-n", "n", default=None, type=click.IntRange(1), help="First N labelled rows (default: all).")
+@embedder_option
+@click.option("--epochs", default=None, type=click.IntRange(1, 10_000), help="Max epochs (default 60).")
+@json_option
+@click.pass_obj
+def train(settings: Settings, data_path: str, text_col: str, label_col: str, n: int | None,
+          embedder_spec: str | None, epochs: int | None, as_json: bool) -> None:
+    """Embed once, then time train_head on the cached embeddings."""
+    from embedclf.bench.machine import machine_info
+    from embedclf.bench.train import run_train
+    from embedclf.data import load_labeled
+
+    spec = _spec(settings, embedder_spec)
+    data = load_labeled(data_path, text_col, label_col)
+    texts, labels = data.texts[:n], data.labels[:n]
+    emb = load_embedder_verbose(settings, spec, quiet=as_json)
+    try:
+        report = run_train(emb, texts, labels, epochs, quiet=as_json)
+    finally:
+        emb.close()
+    report.update(mode="train", data=data_path, embedder_spec=spec, machine=machine_info(report["embedder"]))
+    if as_json:
+        echo_json(report)
+    else:
+        from embedclf.bench.report import train_report
+
+        train_report(report, click.echo)

@@ -1,0 +1,40 @@
+"""SIGTERM while tasks wait in a worker's buffer: they go back to the queue, none is lost."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from embedclf.heads.checkpoint import HeadArtifact
+from embedclf.heads.mlp import HeadConfig, MLPHead
+from embedclf.store import repository as repo
+from tests.conftest import settings_env
+from tests.worker.test_e2e import produce, wait_rows
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
+
+
+def test_sigterm_returns_buffered_tasks_to_the_queue(settings, clean_db, start_worker, tmp_path):
+    head = MLPHead(HeadConfig(input_dim=32, num_labels=2, hidden_dim=8))
+    repo.add_head_version(clean_db, "tiny", HeadArtifact.from_head(head, ["x", "y"], "fake:32"))
+    r = redis.Redis.from_url(settings.broker_url)
+    r.delete(settings.queue)
+    # a batch that would wait a minute: the tasks sit unacked in the worker's buffer
+    slow = start_worker(settings_env(settings, EMBEDCLF_EMBEDDER="fake:32", EMBEDCLF_BATCH_MAX_WAIT_MS="60000",
+                                     EMBEDCLF_BATCH_MAX_SIZE="100"), name="w-slow")
+    slow.wait_ready()
+    ids = [f"buffered-{i}" for i in range(5)]
+    produce(settings.broker_url, [{"id": t, "kwargs": {"head": "tiny", "text": f"text {t}"}} for t in ids], tmp_path)
+    deadline = time.monotonic() + 30
+    while r.llen(settings.queue) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert r.llen(settings.queue) == 0  # the worker holds all five
+    assert repo.query_predictions(clean_db, task_ids=ids) == []
+    assert slow.stop(timeout=60) == 0  # warm shutdown exits cleanly
+    assert r.llen(settings.queue) == 5  # back in the queue at once, not after the visibility timeout
+    fresh = start_worker(settings_env(settings, EMBEDCLF_EMBEDDER="fake:32"), name="w-fresh")
+    fresh.wait_ready()
+    rows = wait_rows(clean_db, ids, fresh, timeout=60)
+    assert sorted(rows) == sorted(ids) and all(row["status"] == "ok" for row in rows.values())
