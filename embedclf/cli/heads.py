@@ -147,3 +147,15 @@ def rollback(settings: Settings, name: str) -> None:
 
     version = repository.rollback(require_database(settings), name, by=getpass.getuser())
     click.echo(f"head {name!r} rolled back to version {version}")
+
+
+@heads.command(name="delete")
+@click.argument("name")
+@click.argument("version", type=int)
+@click.pass_obj
+def delete_(settings: Settings, name: str, version: int) -> None:
+    """Delete an inactive VERSION of NAME (the active version is refused)."""
+    from embedclf.store import repository
+
+    repository.delete_version(require_database(settings), name, version)
+    click.echo(f"deleted head {name!r} version {version}")

@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Engine
 
@@ -127,6 +127,20 @@ def rollback(engine: Engine, name: str, by: str | None = None) -> int:
             raise HeadStateError(f"head {name!r} has no earlier version to roll back to")
         _activate(conn, name, target, "rollback", by)
         return target
+
+
+def delete_version(engine: Engine, name: str, version: int) -> None:
+    """Delete an inactive version; the active one is refused (activate another first)."""
+    with transaction(engine) as conn:
+        conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(name))))
+        active = conn.execute(
+            select(heads.c.is_active).where(and_(heads.c.name == name, heads.c.version == version))
+        ).scalar()
+        if active is None:
+            raise HeadNotFound(f"head {name!r} has no version {version}")
+        if active:
+            raise HeadStateError(f"head {name!r} version {version} is active; activate another version first")
+        conn.execute(delete(heads).where(and_(heads.c.name == name, heads.c.version == version)))
 
 
 def list_heads(engine: Engine, name: str | None = None) -> list[HeadVersion]:

@@ -73,6 +73,8 @@ def test_heads_train_list_show_activate_rollback(run, clean_db):
     assert "version 1 is active" in run("heads", "activate", "support", "1").output
     assert "rolled back to version 2" in run("heads", "rollback", "support").output
     assert repo.active_versions(clean_db) == {"support": 2}
+    one_line_error(run("heads", "delete", "support", "2", ok=False), "is active")
+    assert "deleted head 'support' version 1" in run("heads", "delete", "support", "1").output
     table = run("heads", "list").output
     assert "support" in table and "fake:64" in table
 

@@ -110,3 +110,17 @@ def test_database_rejects_inconsistent_rows(clean_db):
     with pytest.raises(IntegrityError):
         repo.write_predictions(clean_db, [{"task_id": "y", "status": "error"}])  # error without message
     assert repo.count_predictions(clean_db) == {}
+
+
+def test_delete_inactive_version_only(clean_db):
+    repo.add_head_version(clean_db, "h", artifact(1))
+    repo.add_head_version(clean_db, "h", artifact(2))
+    with pytest.raises(repo.HeadStateError, match="is active"):
+        repo.delete_version(clean_db, "h", 2)
+    repo.delete_version(clean_db, "h", 1)
+    assert [v.version for v in repo.list_heads(clean_db, "h")] == [2]
+    with pytest.raises(repo.HeadNotFound):
+        repo.delete_version(clean_db, "h", 1)
+    # rollback skips versions that no longer exist
+    with pytest.raises(repo.HeadStateError, match="no earlier version"):
+        repo.rollback(clean_db, "h")

@@ -1,0 +1,149 @@
+"""``embedclf bench``: smoke tests of each mode on a tiny file with the fake embedder.
+
+Only that the figures exist and are sane: these are not timed tests.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import redis
+from click.testing import CliRunner
+from sqlalchemy import create_engine, text
+
+from embedclf.bench.raw import with_option
+from embedclf.bench.stats import batch_distribution, histogram, percentiles
+from embedclf.cli import cli
+from embedclf.demo import TRAIN_CSV
+from tests.conftest import PG_SERVER, REDIS_SERVER
+
+ENV = {
+    # the bench makes its own database and Redis DB index on these servers
+    "EMBEDCLF_DATABASE_URL": f"{PG_SERVER}/postgres",
+    "EMBEDCLF_BROKER_URL": f"{REDIS_SERVER}/0",
+    "EMBEDCLF_EMBEDDER": "fake:64",
+}
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    """The first 80 demo rows (6 labels)."""
+    with open(TRAIN_CSV, newline="") as f:
+        rows = list(csv.DictReader(f))[:80]
+    path = tmp_path / "tiny.csv"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["text", "label"])
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def run(*args: str, ok: bool = True, env: dict | None = None):
+    result = CliRunner().invoke(cli, ["bench", *args], env={**ENV, **(env or {})}, catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output + result.stderr
+    return result
+
+
+def one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+
+
+def positive(x: object) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def bench_databases() -> set[str]:
+    eng = create_engine(f"{PG_SERVER}/postgres")
+    try:
+        with eng.connect() as conn:
+            return set(conn.execute(text("SELECT datname FROM pg_database WHERE datname LIKE 'embedclf_bench_%'"))
+                       .scalars())
+    finally:
+        eng.dispose()
+
+
+def check_machine(m: dict, model_id: str) -> None:
+    assert m["cpu_count"] >= 1 and m["python"] and m["torch"] and m["embedder"] == model_id
+    assert {"cpu_model", "gpu", "llama_cpp", "sentence_transformers"} <= set(m)
+
+
+def test_embed_smoke(tiny):
+    r = json.loads(run("embed", "--data", str(tiny), "-n", "50", "--batch-sizes", "8,32", "--json").stdout)
+    assert r["n"] == 50 and r["embedder"] == "fake:64"
+    assert [x["batch_size"] for x in r["runs"]] == [8, 32]
+    for x in r["runs"]:
+        assert positive(x["texts_per_s"]) and positive(x["tokens_per_s"]) and x["n"] == 50
+    assert r["best"]["texts_per_s"] == max(x["texts_per_s"] for x in r["runs"])
+    check_machine(r["machine"], "fake:64")
+    out = run("embed", "--data", str(tiny), "-n", "20", "--batch-sizes", "4").output
+    assert "machine:" in out and "best: batch size 4" in out
+
+
+def test_train_smoke(tiny):
+    r = json.loads(run("train", "--data", str(tiny), "--epochs", "3", "--json").stdout)
+    assert r["n"] == 80 and r["n_labels"] == 6 and r["epochs_max"] == 3 and 1 <= r["epochs_run"] <= 3
+    for key in ("embed_seconds", "embed_texts_per_s", "train_seconds", "seconds_per_epoch"):
+        assert positive(r[key]), key
+    check_machine(r["machine"], "fake:64")
+    assert "s/epoch" in run("train", "--data", str(tiny), "--epochs", "2").output
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.timeout(120)
+def test_e2e_smoke(tiny):
+    before = bench_databases()
+    r = json.loads(run("e2e", "--data", str(tiny), "-n", "60", "--workers", "1", "--batch-size", "16",
+                       "--max-wait-ms", "20", "--json").stdout)
+    assert r["n"] == 60 and r["rows"] == 60 and r["workers"] == 1 and r["error_rows"] == 0
+    assert r["embedder"] == "fake:64"
+    for key in ("e2e_texts_per_s", "raw_texts_per_s", "ratio", "enqueue_texts_per_s", "worker_rss_mb"):
+        assert positive(r[key]), key
+    assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] <= r["latency_max_ms"]
+    bs = r["batch_sizes"]
+    assert 1 <= bs["min"] <= bs["mean"] <= bs["max"] <= 16
+    assert sum(bs["histogram"].values()) == bs["batches"] and bs["batches"] >= 60 / 16
+    check_machine(r["machine"], "fake:64")
+    # the temporary database is gone, no other one was left behind, the Redis DB is flushed
+    assert r["database"].startswith("embedclf_bench_")
+    after = bench_databases()
+    assert r["database"] not in after and after <= before
+    assert redis.Redis.from_url(f"{REDIS_SERVER}/{r['redis_db']}").dbsize() == 0
+
+
+def test_bad_inputs(tiny, tmp_path):
+    before = bench_databases()
+    one_line_error(run("embed", "--data", str(tiny), "--text-col", "body", ok=False), "no column 'body'")
+    one_line_error(run("train", "--data", str(tiny), "--label-col", "category", ok=False), "no column 'category'")
+    one_line_error(run("e2e", "--data", str(tiny), "--label-col", "category", "-n", "10", ok=False),
+                   "no column 'category'")
+    one_line_error(run("embed", "--data", str(tmp_path / "none.csv"), ok=False), "no such file")
+    one_line_error(run("embed", "--data", str(tiny), "--n-batch", "512", ok=False), "llama.cpp specs only")
+    one_line_error(run("embed", "--data", str(tiny), "--embedder", "bogus:1", ok=False), "unknown embedder spec")
+    one_line_error(run("e2e", "--data", str(tiny), "-n", "10", ok=False,
+                       env={"EMBEDCLF_DATABASE_URL": "postgresql+psycopg2://postgres@127.0.0.1:1/x"}),
+                   "cannot reach Postgres")
+    one_line_error(run("e2e", "--data", str(tiny), "-n", "10", ok=False,
+                       env={"EMBEDCLF_BROKER_URL": "redis://127.0.0.1:1/0"}), "cannot reach Redis")
+    assert bench_databases() <= before
+
+
+def test_stats_and_spec_helpers():
+    assert histogram([1, 3, 16, 64, 64, 40], 64) == {"1": 1, "2-3": 1, "4-7": 0, "8-15": 0, "16-31": 1,
+                                                     "32-63": 1, "64": 2}
+    d = batch_distribution(["a", "a", "b", "c", "c", "c"], max_size=3)
+    assert (d["batches"], d["min"], d["max"], d["mean"], d["full_fraction"]) == (3, 1, 3, 2.0, 0.333)
+    p = percentiles([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert p["p50"] == 3.0 and p["p50"] <= p["p95"] <= p["p99"] <= p["max"] == 100.0
+    assert with_option("gemma3-270m", "n_batch", 2048) == "gemma3-270m?n_batch=2048"
+    assert with_option("gemma3-270m?pooling=last", "n_batch", 512) == "gemma3-270m?pooling=last&n_batch=512"
