@@ -27,7 +27,7 @@ def machine_block(m: dict, echo: Echo) -> None:
 def embed_report(r: dict, echo: Echo) -> None:
     machine_block(r["machine"], echo)
     echo(f"\nraw embed_batch throughput, first {r['n']} texts of {r['data']} in file order "
-         f"(one warm-up call per row):")
+         f"(one warm-up call per batch size):")
     llama = any(run["n_batch"] is not None for run in r["runs"])
     head = f"  {'n_batch':>12}" if llama else " "
     echo(f"{head}{'batch':>7}{'seconds':>10}{'texts/s':>10}{'tokens/s':>11}")

@@ -70,6 +70,27 @@ def current(settings: Settings) -> None:
     click.echo(migrate.current(settings.database_url) or "base (no tables)")
 
 
+@db.command()
+@click.option("--worker", "worker_role", default="embedclf_worker", show_default=True)
+@click.option("--admin", "admin_role", default="embedclf_admin", show_default=True)
+@click.option("--worker-password", envvar="EMBEDCLF_WORKER_DB_PASSWORD", default=None,
+              help="Set the worker role's password (or EMBEDCLF_WORKER_DB_PASSWORD).")
+@click.option("--admin-password", envvar="EMBEDCLF_ADMIN_DB_PASSWORD", default=None,
+              help="Set the admin role's password (or EMBEDCLF_ADMIN_DB_PASSWORD).")
+@click.pass_obj
+def roles(settings: Settings, worker_role: str, admin_role: str, worker_password: str | None,
+          admin_password: str | None) -> None:
+    """Create least-privilege login roles for workers and for the admin CLI (run as the owner)."""
+    from embedclf.store.roles import ensure_roles
+
+    engine = require_database(settings)
+    try:
+        ensure_roles(engine, worker_role, admin_role, worker_password, admin_password)
+    finally:
+        engine.dispose()
+    click.echo(f"roles ready: {worker_role} (read heads, insert/read predictions), {admin_role} (read/write data)")
+
+
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.pass_context
