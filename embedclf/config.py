@@ -62,6 +62,9 @@ class Settings:
     visibility_timeout_s: int = 3600
     #: a task whose worker died this many times while processing it gets an error row
     max_attempts: int = 3
+    #: Prometheus metrics port of each worker process (0 = no metrics server)
+    metrics_port: int = 0
+    metrics_addr: str = "0.0.0.0"
     #: where downloaded GGUF files are kept
     model_dir: str = field(default_factory=lambda: os.path.expanduser("~/.cache/embedclf/models"))
     log_level: str = "INFO"
@@ -97,6 +100,8 @@ class Settings:
             raise ValueError("EMBEDCLF_MAX_TEXT_CHARS must be >= 1")
         if not (self.head_refresh_s > 0 and self.head_refresh_s < 86400):
             raise ValueError("EMBEDCLF_HEAD_REFRESH_S must be a positive number of seconds")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ValueError("EMBEDCLF_METRICS_PORT must be a port number (0 = off)")
         if self.max_attempts < 1:
             raise ValueError("EMBEDCLF_MAX_ATTEMPTS must be >= 1")
         if self.visibility_timeout_s < 60:

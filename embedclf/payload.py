@@ -133,13 +133,18 @@ def parse_request(task_id: str, args: Any, kwargs: Any, max_text_chars: int) -> 
     )
 
 
-def salvage(kwargs: Any) -> dict[str, str | None]:
-    """Best-effort head name and request id of a bad payload, for its error row."""
+def salvage(kwargs: Any) -> dict[str, Any]:
+    """Best-effort head name, request id and enqueue time of a bad payload, for its error row."""
     if not isinstance(kwargs, dict):
-        return {"head_name": None, "request_id": None}
+        return {"head_name": None, "request_id": None, "enqueued_at": None}
+    try:
+        enqueued_at = _timestamp(kwargs.get("enqueued_at"))
+    except PayloadError:
+        enqueued_at = None
     head = kwargs.get("head")
     rid = kwargs.get("request_id")
     return {
         "head_name": clean_str(head, MAX_HEAD_NAME) if isinstance(head, str) else None,
         "request_id": clean_str(str(rid), MAX_ID_CHARS) if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None,
+        "enqueued_at": enqueued_at,
     }

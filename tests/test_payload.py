@@ -188,11 +188,16 @@ def test_clean_str_bounds_length():
 
 
 def test_salvage_recovers_what_it_can():
-    assert salvage({"head": "support", "request_id": 7, "text": None}) == {"head_name": "support", "request_id": "7"}
+    assert salvage({"head": "support", "request_id": 7, "text": None}) == {
+        "head_name": "support", "request_id": "7", "enqueued_at": None}
     assert salvage({"head": "sup\x00port", "request_id": "r\ud800"}) == {
         "head_name": clean_str("sup\x00port"),
         "request_id": clean_str("r\ud800"),
+        "enqueued_at": None,
     }
+    got = salvage({"head": "h", "text": "", "enqueued_at": 1_700_000_000})
+    assert got["enqueued_at"] == dt.datetime.fromtimestamp(1_700_000_000, tz=dt.timezone.utc)
+    assert salvage({"head": "h", "enqueued_at": "yesterday"})["enqueued_at"] is None
 
 
 @pytest.mark.parametrize(
@@ -201,7 +206,7 @@ def test_salvage_recovers_what_it_can():
 )
 def test_salvage_never_raises_and_drops_unusable_values(kwargs):
     out = salvage(kwargs)
-    assert out == {"head_name": None, "request_id": None}
+    assert out == {"head_name": None, "request_id": None, "enqueued_at": None}
 
 
 def test_salvage_bounds_lengths():

@@ -91,7 +91,9 @@ def process_batch(pending: list[Pending], res: WorkerResources) -> int:
     """Classify and store a batch; returns rows inserted. Raises if the write fails."""
     requests = [p.request for p in pending if p.request is not None]
     heads = res.heads.snapshot(wanted={r.head for r in requests})
+    t0 = time.perf_counter()
     rows = classify_requests(requests, res.embedder, heads)
+    res.metrics.inference.observe(time.perf_counter() - t0)
     rows += [p.error for p in pending if p.error is not None]
     received = {}
     for p in pending:
@@ -99,7 +101,16 @@ def process_batch(pending: list[Pending], res: WorkerResources) -> int:
     for row in rows:
         row["received_at"] = received.get(row["task_id"])
         row["worker"] = res.hostname
-    return res.write_rows(rows)
+    t0 = time.perf_counter()
+    inserted = res.write_rows(rows)
+    m = res.metrics
+    m.write.observe(time.perf_counter() - t0)
+    now = dt.datetime.now(dt.timezone.utc)
+    for row in rows:
+        m.tasks.labels(row["status"]).inc()
+        if row.get("enqueued_at") is not None:
+            m.latency.observe(max(0.0, (now - row["enqueued_at"]).total_seconds()))
+    return inserted
 
 
 class BatchConsumer:
@@ -112,6 +123,7 @@ class BatchConsumer:
         self.count_tokens = self.res.embedder.count_tokens
         self.max_text_chars = settings.max_text_chars
         self.max_attempts = settings.max_attempts
+        _serve_metrics_once(self.res, settings)
         self.connection_errors = getattr(consumer, "connection_errors", ())
         self.timer = consumer.timer
         self.batcher: Batcher[Pending] = Batcher(
@@ -150,6 +162,7 @@ class BatchConsumer:
             n = seen.get(p.task_id, 0)
             if n >= self.max_attempts:
                 p.give_up(n + 1)
+                self.res.metrics.given_up.inc()
                 first.append(p)
             elif n > 0:
                 retried.append(p)
@@ -174,15 +187,29 @@ class BatchConsumer:
             log.exception("batch of %d failed; returning its messages to the queue", len(items))
             if is_connection_error(exc):
                 self.res.attempts.undo(ids)
+            self.res.metrics.requeued.inc(len(items))
             for p in items:
                 p.message.reject_log_error(log, self.connection_errors, requeue=True)
             return
         for p in items:
             p.message.ack_log_error(log, self.connection_errors)
         self.res.attempts.done(ids)
+        self.res.metrics.batch_size.observe(len(items))
         self.batches += 1
         log.debug("batch %d: %d tasks, %d rows in %.1f ms", self.batches, len(items), inserted,
                   1000 * (time.perf_counter() - started))
+
+
+_metrics_served: set[int] = set()
+
+
+def _serve_metrics_once(res: WorkerResources, settings: Any) -> None:
+    """Start this process's metrics server on the first consumer start (not again on reconnects)."""
+    import os
+
+    if settings.metrics_port and os.getpid() not in _metrics_served:
+        res.metrics.serve(settings.metrics_port, settings.metrics_addr)
+        _metrics_served.add(os.getpid())
 
 
 class BatchTask(Task):

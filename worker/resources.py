@@ -22,6 +22,7 @@ from embedclf.embedders.spec import load_embedder
 from embedclf.store import repository
 from embedclf.store.db import make_engine
 from worker.attempts import AttemptCounter
+from worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,14 @@ class WorkerResources:
         self._embedder = embedder
         self._heads: HeadCache | None = None
         self._attempts: AttemptCounter | None = None
+        self._metrics: WorkerMetrics | None = None
+
+    @property
+    def metrics(self) -> WorkerMetrics:
+        if self._metrics is None:
+            queue = self.settings.queue
+            self._metrics = WorkerMetrics(queue_depth=lambda: self.attempts.client.llen(queue))
+        return self._metrics
 
     @property
     def attempts(self) -> AttemptCounter:

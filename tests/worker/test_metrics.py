@@ -1,0 +1,53 @@
+"""A real worker's Prometheus endpoint, scraped after it served good and bad tasks."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from embedclf.client import Client
+from embedclf.heads.checkpoint import HeadArtifact
+from embedclf.heads.mlp import HeadConfig, MLPHead
+from embedclf.store import repository as repo
+from tests.conftest import settings_env
+from tests.worker.test_e2e import wait_rows
+from tests.worker.test_redis_auth import free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
+
+
+def scrape(port: int) -> dict[str, float]:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for family in text_string_to_metric_families(body):
+        for s in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()) if k != "le")
+            if "le" in s.labels:
+                continue
+            out[s.name + (f"{{{labels}}}" if labels else "")] = s.value
+    return out
+
+
+def test_worker_metrics_are_scraped(settings, clean_db, start_worker):
+    head = MLPHead(HeadConfig(input_dim=32, num_labels=2, hidden_dim=8))
+    repo.add_head_version(clean_db, "m", HeadArtifact.from_head(head, ["x", "y"], "fake:32"))
+    port = free_port()
+    worker = start_worker(settings_env(settings, EMBEDCLF_EMBEDDER="fake:32", EMBEDCLF_METRICS_PORT=str(port)),
+                          name="w-metrics")
+    worker.wait_ready()
+    before = scrape(port)
+    assert before["embedclf_tasks_total{status=ok}"] == 0 and before["embedclf_queue_depth"] >= 0
+    client = Client(settings.broker_url, settings.queue)
+    ids = client.classify_many("m", [f"text {i}" for i in range(20)] + ["", "bad\x00"])
+    client.close()
+    wait_rows(clean_db, ids, worker, timeout=60)
+    m = scrape(port)
+    assert m["embedclf_tasks_total{status=ok}"] == 20
+    assert m["embedclf_tasks_total{status=error}"] == 2
+    assert m["embedclf_latency_seconds_count"] == 22 and m["embedclf_latency_seconds_sum"] > 0
+    assert m["embedclf_batch_size_sum"] == 22 and 1 <= m["embedclf_batch_size_count"] <= 22
+    assert m["embedclf_inference_seconds_count"] == m["embedclf_write_seconds_count"] >= 1
+    assert m["embedclf_tasks_requeued_total"] == 0 and m["embedclf_tasks_given_up_total"] == 0
+    assert m["embedclf_queue_depth"] == 0
