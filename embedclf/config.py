@@ -104,8 +104,8 @@ class Settings:
             raise ValueError("EMBEDCLF_METRICS_PORT must be a port number (0 = off)")
         if self.max_attempts < 1:
             raise ValueError("EMBEDCLF_MAX_ATTEMPTS must be >= 1")
-        if self.visibility_timeout_s < 60:
-            raise ValueError("EMBEDCLF_VISIBILITY_TIMEOUT_S must be >= 60")
+        if self.visibility_timeout_s < 5:
+            raise ValueError("EMBEDCLF_VISIBILITY_TIMEOUT_S must be >= 5")
 
     def with_overrides(self, **kwargs: object) -> "Settings":
         return replace(self, **kwargs)  # type: ignore[arg-type]
