@@ -67,7 +67,7 @@ def e2e_report(r: dict, echo: Echo) -> None:
          f"max {r['latency_max_ms']:,.0f}  (completed_at - enqueued_at)")
     echo(f"  batches          {bs['batches']}: mean {bs['mean']}, min {bs['min']}, max {bs['max']}, "
          f"{100 * bs['full_fraction']:.0f} % full")
-    echo("  batch sizes      " + "  ".join(f"{k}: {v}" for k, v in bs["histogram"].items()))
+    echo("  batch sizes      " + "  ".join(f"{b['sizes']}: {b['batches']}" for b in bs["histogram"]))
     each = ", ".join(_num(x) for x in r["worker_rss_mb_each"])
     echo(f"  worker peak RSS  {each} MB (VmHWM)   ready after {', '.join(_num(x) for x in r['worker_ready_s'])} s")
     echo(f"  error rows       {r['error_rows']}" + (f"  (first: {r['first_error']})" if r["error_rows"] else ""))

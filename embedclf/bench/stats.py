@@ -30,27 +30,27 @@ def bucket_edges(max_size: int) -> list[int]:
     return edges
 
 
-def histogram(sizes: Iterable[int], max_size: int) -> dict[str, int]:
+def histogram(sizes: Iterable[int], max_size: int) -> list[dict]:
     """Batch sizes counted in buckets "1", "2-3", "4-7", ..., "32-63", "64" (for max_size 64).
 
-    A size above ``max_size`` (should not happen) lands in a "> max" bucket.
+    A list, so the buckets keep their order in JSON; a size above ``max_size``
+    (should not happen) lands in a final ">max" bucket.
     """
     edges = bucket_edges(max_size)
-    labels = []
+    buckets = []
     for i, lo in enumerate(edges):
         hi = edges[i + 1] - 1 if i + 1 < len(edges) else lo
-        labels.append(str(lo) if lo == hi else f"{lo}-{hi}")
-    counts = dict.fromkeys(labels, 0)
+        buckets.append({"sizes": str(lo) if lo == hi else f"{lo}-{hi}", "batches": 0})
     over = 0
     for s in sizes:
         if s > max_size:
             over += 1
             continue
         i = max(j for j, lo in enumerate(edges) if lo <= s)
-        counts[labels[i]] += 1
+        buckets[i]["batches"] += 1
     if over:
-        counts[f">{max_size}"] = over
-    return counts
+        buckets.append({"sizes": f">{max_size}", "batches": over})
+    return buckets
 
 
 def batch_distribution(keys: Iterable[Hashable], max_size: int) -> dict:
@@ -61,7 +61,7 @@ def batch_distribution(keys: Iterable[Hashable], max_size: int) -> dict:
     """
     sizes = list(Counter(keys).values())
     if not sizes:
-        return {"batches": 0, "mean": math.nan, "min": 0, "max": 0, "full_fraction": 0.0, "histogram": {}}
+        return {"batches": 0, "mean": None, "min": 0, "max": 0, "full_fraction": 0.0, "histogram": []}
     return {
         "batches": len(sizes),
         "mean": round(sum(sizes) / len(sizes), 2),

@@ -112,7 +112,7 @@ def test_e2e_smoke(tiny):
     assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] <= r["latency_max_ms"]
     bs = r["batch_sizes"]
     assert 1 <= bs["min"] <= bs["mean"] <= bs["max"] <= 16
-    assert sum(bs["histogram"].values()) == bs["batches"] and bs["batches"] >= 60 / 16
+    assert sum(b["batches"] for b in bs["histogram"]) == bs["batches"] and bs["batches"] >= 60 / 16
     check_machine(r["machine"], "fake:64")
     # the temporary database is gone, no other one was left behind, the Redis DB is flushed
     assert r["database"].startswith("embedclf_bench_")
@@ -139,8 +139,9 @@ def test_bad_inputs(tiny, tmp_path):
 
 
 def test_stats_and_spec_helpers():
-    assert histogram([1, 3, 16, 64, 64, 40], 64) == {"1": 1, "2-3": 1, "4-7": 0, "8-15": 0, "16-31": 1,
-                                                     "32-63": 1, "64": 2}
+    counts = {b["sizes"]: b["batches"] for b in histogram([1, 3, 16, 64, 64, 40], 64)}
+    assert counts == {"1": 1, "2-3": 1, "4-7": 0, "8-15": 0, "16-31": 1, "32-63": 1, "64": 2}
+    assert [b["sizes"] for b in histogram([5], 3)] == ["1", "2", "3", ">3"]
     d = batch_distribution(["a", "a", "b", "c", "c", "c"], max_size=3)
     assert (d["batches"], d["min"], d["max"], d["mean"], d["full_fraction"]) == (3, 1, 3, 2.0, 0.333)
     p = percentiles([1.0, 2.0, 3.0, 4.0, 100.0])
