@@ -76,7 +76,7 @@ def test_reads_os_environ_by_default(monkeypatch):
         ("EMBEDCLF_MAX_TEXT_CHARS", "lots"),
         ("EMBEDCLF_MAX_TEXT_CHARS", "0"),
         ("EMBEDCLF_HEAD_REFRESH_S", "soon"),
-        ("EMBEDCLF_VISIBILITY_TIMEOUT_S", "59"),
+        ("EMBEDCLF_VISIBILITY_TIMEOUT_S", "4"),
         ("EMBEDCLF_VISIBILITY_TIMEOUT_S", "1.5"),
         ("EMBEDCLF_BATCH_MAX_SIZE", "0"),
         ("EMBEDCLF_BATCH_MAX_SIZE", "sixty"),
