@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from embedclf.bench.procs import WorkerProc
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -24,7 +23,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 PG_SERVER = os.environ.get("EMBEDCLF_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")
 REDIS_SERVER = os.environ.get("EMBEDCLF_TEST_REDIS", "redis://127.0.0.1:6379")
-CLAIM_KEY = "embedclf:test-run-claim"
 
 
 @pytest.fixture(scope="session")
@@ -65,25 +63,15 @@ def clean_db(engine):
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    import redis
+    """A free Redis DB index (claimed with a key, flushed at the end): the benchmark's own helper."""
+    from embedclf.bench import BenchError
+    from embedclf.bench.infra import claim_redis_db
 
-    for index in range(15, 0, -1):
-        client = redis.Redis.from_url(f"{REDIS_SERVER}/{index}")
-        try:
-            claimed = client.set(CLAIM_KEY, os.getpid(), nx=True, ex=6 * 3600)
-        except redis.ConnectionError as exc:
-            pytest.fail(f"Redis at {REDIS_SERVER} is needed for these tests: {exc}")
-        if claimed and client.dbsize() == 1:
-            try:
-                yield f"{REDIS_SERVER}/{index}"
-            finally:
-                client.flushdb()
-                client.close()
-            return
-        if claimed:
-            client.delete(CLAIM_KEY)
-        client.close()
-    pytest.fail("no free Redis DB index (1-15) to run the tests in")
+    try:
+        with claim_redis_db(f"{REDIS_SERVER}/0") as url:
+            yield url
+    except BenchError as exc:
+        pytest.fail(f"Redis is needed for these tests: {exc}")
 
 
 @pytest.fixture(scope="session")
@@ -100,6 +88,15 @@ def minilm():
     emb = load_embedder("minilm")
     yield emb
     emb.close()
+
+
+def one_line_error(result, *fragments: str) -> None:
+    """A CLI failure: non-zero exit and exactly one ``Error: ...`` line naming ``fragments``."""
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
 
 
 def settings_env(settings, **extra: str) -> dict[str, str]:
@@ -120,45 +117,20 @@ def settings_env(settings, **extra: str) -> dict[str, str]:
     return env
 
 
-class WorkerProcess:
-    """A real ``celery -A worker.app worker`` subprocess."""
+class WorkerProcess(WorkerProc):
+    """A real ``celery -A worker.app worker --pool solo`` subprocess (the benchmark's helper)."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, name: str) -> None:
-        self.log_path = log_path
-        self._log = log_path.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--pool", "solo",
-             "--loglevel", "INFO", "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
-             "--without-heartbeat"],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    def __init__(self, env: dict[str, str], log_dir: Path, name: str) -> None:
+        super().__init__(name, env, log_dir)
 
     def wait_ready(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if " ready." in self.log():
-                return
-            if self.proc.poll() is not None:
+        while not self.is_ready():
+            if not self.alive():
                 raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker not ready after {timeout}s:\n{self.log()[-3000:]}")
             time.sleep(0.2)
-        raise AssertionError(f"worker not ready after {timeout}s:\n{self.log()[-3000:]}")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
 
 
 @pytest.fixture
@@ -166,7 +138,7 @@ def start_worker(tmp_path):
     started: list[WorkerProcess] = []
 
     def start(env: dict[str, str], name: str = "w1") -> WorkerProcess:
-        w = WorkerProcess(env, tmp_path / f"{name}.log", name)
+        w = WorkerProcess(env, tmp_path, name)
         started.append(w)
         return w
 

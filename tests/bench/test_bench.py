@@ -20,6 +20,7 @@ from embedclf.bench.stats import batch_distribution, histogram, percentiles
 from embedclf.cli import cli
 from embedclf.demo import TRAIN_CSV
 from tests.conftest import PG_SERVER, REDIS_SERVER
+from tests.conftest import one_line_error
 
 ENV = {
     # the bench makes its own database and Redis DB index on these servers
@@ -49,12 +50,6 @@ def run(*args: str, ok: bool = True, env: dict | None = None):
     return result
 
 
-def one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
 
 
 def positive(x: object) -> bool:

@@ -15,6 +15,7 @@ from embedclf.cli import cli
 from embedclf.demo import HOLDOUT_CSV, TRAIN_CSV
 from embedclf.store import repository as repo
 from embedclf.store.db import drop_database
+from tests.conftest import one_line_error
 
 pytestmark = pytest.mark.postgres
 PG_SERVER = os.environ.get("EMBEDCLF_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")
@@ -33,12 +34,6 @@ def run(settings):
     return invoke
 
 
-def one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
 
 
 def test_db_upgrade_current_downgrade_on_fresh_database(run):

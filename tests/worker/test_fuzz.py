@@ -55,7 +55,7 @@ def fuzz_worker(settings, engine, tmp_path_factory):
     head = MLPHead(HeadConfig(input_dim=32, num_labels=2, hidden_dim=8))
     repo.add_head_version(engine, "fz", HeadArtifact.from_head(head, ["x", "y"], "fake:32"))
     w = WorkerProcess(settings_env(settings, EMBEDCLF_EMBEDDER="fake:32", EMBEDCLF_MAX_TEXT_CHARS=str(MAX_CHARS)),
-                      tmp_path_factory.mktemp("fuzz") / "worker.log", "w-fuzz")
+                      tmp_path_factory.mktemp("fuzz"), "w-fuzz")
     w.wait_ready()
     yield w
     w.stop()
