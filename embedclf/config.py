@@ -57,7 +57,7 @@ class Settings:
     #: texts longer than this (characters) are refused with an error row
     max_text_chars: int = 20_000
     #: how often a worker looks for newly activated head versions (seconds)
-    head_refresh_s: float = 5.0
+    head_refresh_s: float = 2.0
     #: seconds before Redis hands an unacknowledged task to another worker
     visibility_timeout_s: int = 3600
     #: a task whose worker died this many times while processing it gets an error row

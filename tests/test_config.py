@@ -15,7 +15,7 @@ def test_defaults():
     assert s.queue == "celery"
     assert s.embedder == "minilm"
     assert s.max_text_chars == 20_000
-    assert s.head_refresh_s == 5.0
+    assert s.head_refresh_s == 2.0
     assert s.visibility_timeout_s == 3600
     assert s.log_level == "INFO"
     assert s.batch == BatchSettings(max_size=64, max_wait_ms=50, max_tokens=4096)
