@@ -21,7 +21,7 @@ def plot_training_curve(history: Sequence[dict], best_epoch: int, path: str | Pa
     plt = _plt()
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.plot(epochs, [h["train_loss"] for h in history], label="train loss")
+    ax1.plot(epochs, [h["train_loss"] for h in history], label="train loss (label smoothing + dropout)")
     ax1.plot(epochs, [h["val_loss"] for h in history], label="validation loss")
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("cross-entropy")
