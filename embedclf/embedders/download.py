@@ -28,7 +28,9 @@ class ModelNotFoundError(FileNotFoundError):
 
 def default_model_dir() -> Path:
     """``$EMBEDCLF_MODEL_DIR`` or ``~/.cache/embedclf/models`` (same default as the settings)."""
-    return Path(os.environ.get("EMBEDCLF_MODEL_DIR") or "~/.cache/embedclf/models").expanduser()
+    from embedclf.config import Settings
+
+    return Path(Settings.from_env().model_dir).expanduser()
 
 
 def hf_offline() -> bool:
