@@ -77,18 +77,24 @@ def current(settings: Settings) -> None:
               help="Set the worker role's password (or EMBEDCLF_WORKER_DB_PASSWORD).")
 @click.option("--admin-password", envvar="EMBEDCLF_ADMIN_DB_PASSWORD", default=None,
               help="Set the admin role's password (or EMBEDCLF_ADMIN_DB_PASSWORD).")
+@click.option("--feedback", "feedback_role", default=None,
+              help="Also create this role for other apps: INSERT into feedback, nothing else.")
+@click.option("--feedback-password", envvar="EMBEDCLF_FEEDBACK_DB_PASSWORD", default=None,
+              help="Set the feedback role's password (or EMBEDCLF_FEEDBACK_DB_PASSWORD).")
 @click.pass_obj
 def roles(settings: Settings, worker_role: str, admin_role: str, worker_password: str | None,
-          admin_password: str | None) -> None:
+          admin_password: str | None, feedback_role: str | None, feedback_password: str | None) -> None:
     """Create least-privilege login roles for workers and for the admin CLI (run as the owner)."""
     from embedclf.store.roles import ensure_roles
 
     engine = require_database(settings)
     try:
-        ensure_roles(engine, worker_role, admin_role, worker_password, admin_password)
+        ensure_roles(engine, worker_role, admin_role, worker_password, admin_password, feedback_role,
+                     feedback_password)
     finally:
         engine.dispose()
-    click.echo(f"roles ready: {worker_role} (read heads, insert/read predictions), {admin_role} (read/write data)")
+    click.echo(f"roles ready: {worker_role} (read heads, insert/read predictions), {admin_role} (read/write data)"
+               + (f", {feedback_role} (insert feedback)" if feedback_role else ""))
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

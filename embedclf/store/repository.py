@@ -188,20 +188,23 @@ PREDICTION_FIELDS = (
 
 
 def write_predictions(engine: Engine, rows: Sequence[dict]) -> int:
-    """Insert result rows in one statement; a task id already stored is skipped.
+    """Insert result rows in one statement; a (task id, head) already stored is skipped.
 
-    Returns the number of rows inserted. Rows must already be valid (no NUL
-    characters): one bad row would fail the whole statement.
+    One row per (task_id, head_name); a NULL head_name (an error row before any head was
+    known) counts as one value, so redelivered error rows are deduplicated too. Returns the
+    number of rows inserted. Rows must already be valid (no NUL characters): one bad row
+    would fail the whole statement.
     """
     if not rows:
         return 0
-    seen: set[str] = set()
+    seen: set[tuple[str, str | None]] = set()
     unique = []
     for row in rows:
-        if row["task_id"] not in seen:
-            seen.add(row["task_id"])
-            unique.append({k: row.get(k) for k in PREDICTION_FIELDS})
-    stmt = pg_insert(predictions).values(unique).on_conflict_do_nothing(index_elements=["task_id"])
+        key = (row["task_id"], row.get("head_name"))
+        if key not in seen:
+            seen.add(key)
+            unique.append({k: row.get(k) for k in PREDICTION_FIELDS} | {"abstained": bool(row.get("abstained"))})
+    stmt = pg_insert(predictions).values(unique).on_conflict_do_nothing(index_elements=["task_id", "head_name"])
     with transaction(engine) as conn:
         return conn.execute(stmt).rowcount
 

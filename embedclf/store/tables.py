@@ -9,6 +9,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -70,7 +71,12 @@ head_events = Table(
     CheckConstraint("action in ('activate', 'rollback')", name="action_known"),
 )
 
-#: one row per task: the result an analyst queries
+PREDICTION_STATUS_CONSISTENT = (
+    "(status = 'ok' AND error IS NULL AND (label IS NOT NULL OR abstained)) "
+    "OR (status = 'error' AND error IS NOT NULL AND NOT abstained)"
+)
+
+#: one row per task and head: the result an analyst queries
 predictions = Table(
     "predictions",
     metadata,
@@ -90,12 +96,74 @@ predictions = Table(
     Column("received_at", DateTime(timezone=True)),
     Column("completed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("worker", Text),
-    UniqueConstraint("task_id", name="uq_predictions_task_id"),
+    #: the head abstained (out of scope): status 'ok', no label, top3 kept
+    Column("abstained", Boolean, nullable=False, server_default=text("false")),
+    # one row per (task, head); NULLS NOT DISTINCT: an error row without a head is deduplicated too.
+    # task_id leads the index, so lookups by task id use it.
+    UniqueConstraint("task_id", "head_name", name="uq_predictions_task_id_head_name",
+                     postgresql_nulls_not_distinct=True),
     CheckConstraint("status in ('ok', 'error')", name="status_known"),
-    CheckConstraint(
-        "(status = 'ok' AND label IS NOT NULL AND error IS NULL) OR (status = 'error' AND error IS NOT NULL)",
-        name="status_consistent",
-    ),
+    CheckConstraint(PREDICTION_STATUS_CONSISTENT, name="status_consistent"),
 )
 Index("ix_predictions_head_completed", predictions.c.head_name, predictions.c.completed_at.desc())
 Index("ix_predictions_request_id", predictions.c.request_id)
+
+#: named collections of labelled examples (``embedclf data import``)
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("created_by", Text),
+    UniqueConstraint("name", name="uq_datasets_name"),
+    CheckConstraint("length(name) BETWEEN 1 AND 128", name="name_length"),
+)
+
+#: labelled examples; an exact duplicate (same text and label) is stored once per dataset
+examples = Table(
+    "examples",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("dataset_id", Integer, ForeignKey("datasets.id", ondelete="CASCADE"), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("label", Text, nullable=False),
+    #: sha256 of the UTF-8 text: the dedupe key (a btree over long texts would overflow)
+    Column("text_sha256", LargeBinary, nullable=False),
+    Column("source", Text, nullable=False, server_default=text("'import'")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("created_by", Text),
+    UniqueConstraint("dataset_id", "text_sha256", "label", name="uq_examples_dataset_text_label"),
+    CheckConstraint("source in ('import', 'feedback')", name="source_known"),
+    CheckConstraint("text <> '' AND label <> ''", name="not_empty"),
+    CheckConstraint("octet_length(text_sha256) = 32", name="sha256_length"),
+)
+
+#: the correct label for a prediction, from operators (``embedclf feedback``) or other apps;
+#: the latest row per (task_id, head_name) wins when a retrain includes feedback
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("task_id", Text, nullable=False),
+    Column("head_name", Text, nullable=False),
+    Column("label", Text, nullable=False),
+    Column("note", Text),
+    Column("source", Text, nullable=False, server_default=text("'app'")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("created_by", Text, nullable=False, server_default=text("current_user")),
+    CheckConstraint("label <> '' AND task_id <> '' AND head_name <> ''", name="not_empty"),
+)
+Index("ix_feedback_head_task", feedback.c.head_name, feedback.c.task_id)
+
+#: embeddings by (embedder id, sha256 of the exact UTF-8 text): float32 little-endian bytes
+embedding_cache = Table(
+    "embedding_cache",
+    metadata,
+    Column("embedder_id", Text, primary_key=True),
+    Column("text_sha256", LargeBinary, primary_key=True),
+    Column("dim", Integer, nullable=False),
+    Column("vector", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("octet_length(vector) = 4 * dim", name="vector_size"),
+)

@@ -40,8 +40,8 @@ def test_db_upgrade_current_downgrade_on_fresh_database(run):
     url = f"{PG_SERVER}/embedclf_cli_{secrets.token_hex(3)}"
     try:
         r = run("db", "upgrade", "--create", env={"EMBEDCLF_DATABASE_URL": url})
-        assert "created database" in r.output and "revision 0001" in r.output
-        assert run("db", "current", env={"EMBEDCLF_DATABASE_URL": url}).output.strip() == "0001"
+        assert "created database" in r.output and "revision 0002" in r.output
+        assert run("db", "current", env={"EMBEDCLF_DATABASE_URL": url}).output.strip() == "0002"
         assert "base" in run("db", "downgrade", "base", env={"EMBEDCLF_DATABASE_URL": url}).output
     finally:
         drop_database(url)
@@ -162,7 +162,8 @@ def test_enqueue_bad_inputs(run, tmp_path):
     data = tmp_path / "texts.csv"
     data.write_text("text\nhello\n")
     one_line_error(run("enqueue", "--head", "h", "--file", str(data),
-                       env={"EMBEDCLF_BROKER_URL": "redis://127.0.0.1:1/0"}, ok=False),
+                       env={"EMBEDCLF_BROKER_URL": "redis://127.0.0.1:1/0", "EMBEDCLF_ENQUEUE_RETRY_S": "1"},
+                       ok=False),
                    "cannot reach the broker", "redis-server")
     one_line_error(run("enqueue", "--head", "h", "--file", str(data), "--text-col", "body", ok=False),
                    "no column 'body'")

@@ -6,7 +6,8 @@ import os
 import secrets
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from embedclf.store import migrate
 from embedclf.store.db import create_database, drop_database, make_engine
@@ -32,16 +33,66 @@ def _tables(url: str) -> set[str]:
         eng.dispose()
 
 
+NEW_IN_0002 = {"datasets", "examples", "feedback", "embedding_cache"}
+
+
 def test_upgrade_downgrade_upgrade(fresh_url):
     assert migrate.current(fresh_url) is None
     migrate.upgrade(fresh_url)
+    assert migrate.current(fresh_url) == "0002"
+    assert {"heads", "head_events", "predictions", "alembic_version"} | NEW_IN_0002 <= _tables(fresh_url)
+    migrate.downgrade(fresh_url, "0001")
     assert migrate.current(fresh_url) == "0001"
-    assert {"heads", "head_events", "predictions", "alembic_version"} <= _tables(fresh_url)
+    assert not NEW_IN_0002 & _tables(fresh_url)
     migrate.downgrade(fresh_url, "base")
     assert migrate.current(fresh_url) is None
     assert _tables(fresh_url) == {"alembic_version"}
     migrate.upgrade(fresh_url)
-    assert migrate.current(fresh_url) == "0001"
+    assert migrate.current(fresh_url) == "0002"
+
+
+def _exec(url: str, *stmts: str) -> list:
+    eng = make_engine(url)
+    try:
+        with eng.begin() as conn:
+            return [conn.execute(text(s)).all() if s.lstrip().upper().startswith("SELECT") else conn.execute(text(s))
+                    for s in stmts]
+    finally:
+        eng.dispose()
+
+
+def test_0002_predictions_rows_per_task_and_head(fresh_url):
+    migrate.upgrade(fresh_url)
+    ins = "INSERT INTO predictions (task_id, head_name, status, label, error, abstained) VALUES "
+    _exec(fresh_url,
+          ins + "('t1', 'intent', 'ok', 'a', NULL, false), ('t1', 'urgency', 'ok', 'high', NULL, false)",
+          ins + "('t2', 'intent', 'ok', NULL, NULL, true)",  # abstained: ok without a label
+          ins + "('t3', NULL, 'error', NULL, 'bad', false)")
+    with pytest.raises(IntegrityError):  # same task and head twice
+        _exec(fresh_url, ins + "('t1', 'intent', 'ok', 'b', NULL, false)")
+    with pytest.raises(IntegrityError):  # NULLS NOT DISTINCT: a headless error row is unique per task too
+        _exec(fresh_url, ins + "('t3', NULL, 'error', NULL, 'again', false)")
+    for bad in ("('t4', 'intent', 'ok', NULL, NULL, false)",  # ok needs a label or abstention
+                "('t5', 'intent', 'error', NULL, 'x', true)"):  # errors never abstain
+        with pytest.raises(IntegrityError):
+            _exec(fresh_url, ins + bad)
+    # the repository's ON CONFLICT target matches the new unique index
+    from embedclf.store.repository import write_predictions
+    eng = make_engine(fresh_url)
+    try:
+        rows = [{"task_id": "t1", "head_name": "intent", "status": "ok", "label": "a"},
+                {"task_id": "t3", "status": "error", "error": "bad"},
+                {"task_id": "t6", "head_name": "intent", "status": "ok", "label": None, "abstained": True}]
+        assert write_predictions(eng, rows) == 1
+    finally:
+        eng.dispose()
+    # downgrade keeps one row per task and turns abstentions into error rows the old check accepts
+    migrate.downgrade(fresh_url, "0001")
+    (rows,) = _exec(fresh_url, "SELECT task_id, status, error FROM predictions ORDER BY task_id")
+    assert [r[0] for r in rows] == ["t1", "t2", "t3", "t6"]
+    assert {r[0]: r[1] for r in rows}["t2"] == "error" and "abstained" in {r[0]: r[2] for r in rows}["t2"]
+    migrate.upgrade(fresh_url)
+    assert migrate.current(fresh_url) == "0002"
 
 
 def test_migrations_match_table_definitions(fresh_url):

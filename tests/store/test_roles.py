@@ -38,13 +38,19 @@ def test_worker_role_least_privilege(roles, pg_url, clean_db):
         with eng.begin() as conn:  # its job: read heads, write and read results
             assert conn.execute(text("SELECT count(*) FROM heads")).scalar() == 0
             conn.execute(text("INSERT INTO predictions (task_id, status, error) VALUES ('w1', 'error', 'x') "
-                              "ON CONFLICT (task_id) DO NOTHING"))
+                              "ON CONFLICT (task_id, head_name) DO NOTHING"))
             assert conn.execute(text("SELECT count(*) FROM predictions")).scalar() == 1
         for forbidden in ("DROP TABLE predictions", "ALTER TABLE predictions ADD COLUMN evil text",
                           "DELETE FROM predictions", "UPDATE predictions SET label = 'x'",
                           "INSERT INTO heads (name, version, embedder_id, dim, labels, config, weights) "
                           "VALUES ('x', 1, 'e', 1, '[]', '{}', '')",
-                          "SELECT * FROM head_events", "TRUNCATE predictions", "CREATE TABLE evil (x int)"):
+                          "SELECT * FROM head_events", "TRUNCATE predictions", "CREATE TABLE evil (x int)",
+                          # training data, feedback and the embedding cache are none of its business
+                          "SELECT * FROM datasets", "SELECT * FROM examples", "SELECT * FROM feedback",
+                          "SELECT * FROM embedding_cache",
+                          "INSERT INTO feedback (task_id, head_name, label) VALUES ('w1', 'h', 'x')",
+                          "INSERT INTO embedding_cache (embedder_id, text_sha256, dim, vector) "
+                          "VALUES ('e', '\\x00', 0, '')"):
             with pytest.raises(ProgrammingError, match="permission denied|must be owner"):
                 with eng.begin() as conn:
                     conn.execute(text(forbidden))
@@ -64,6 +70,32 @@ def test_admin_role_manages_data_not_schema(roles, pg_url, clean_db):
                 conn.execute(text("DROP TABLE predictions"))
     finally:
         eng.dispose()
+
+
+def test_feedback_role_only_inserts_feedback(engine, pg_url, clean_db):
+    """Other apps record feedback through a role that can insert into `feedback` and do nothing else."""
+    suffix = secrets.token_hex(3)
+    worker, admin, fb = f"t_worker_{suffix}", f"t_admin_{suffix}", f"t_feedback_{suffix}"
+    ensure_roles(engine, worker, admin, feedback=fb)
+    eng = connect_as(pg_url, fb)
+    try:
+        with eng.begin() as conn:
+            conn.execute(text("INSERT INTO feedback (task_id, head_name, label, note) VALUES ('t1', 'h', 'y', 'n')"))
+        for forbidden in ("SELECT * FROM feedback", "SELECT * FROM predictions", "SELECT * FROM heads",
+                          "SELECT * FROM examples", "UPDATE feedback SET label = 'z'", "DELETE FROM feedback",
+                          "INSERT INTO predictions (task_id, status, error) VALUES ('x', 'error', 'x')"):
+            with pytest.raises(ProgrammingError, match="permission denied"):
+                with eng.begin() as conn:
+                    conn.execute(text(forbidden))
+        with engine.connect() as conn:  # the row names who sent it
+            assert conn.execute(text("SELECT created_by FROM feedback WHERE task_id = 't1'")).scalar() == fb
+    finally:
+        eng.dispose()
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM feedback"))
+            for role in (worker, admin, fb):
+                conn.execute(text(f'DROP OWNED BY "{role}"'))
+                conn.execute(text(f'DROP ROLE "{role}"'))
 
 
 def test_bad_role_name_refused(engine):
