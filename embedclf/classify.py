@@ -1,8 +1,9 @@
 """Embed once, apply heads, produce result rows. Pure: no I/O.
 
 Given a batch of validated requests, a loaded embedder and a snapshot of the
-active heads, return one row per request: ``ok`` with label, score and top-3,
-or ``error`` with a clear message. A batch never mixes head versions: the
+active heads, return one row per (request, head it names): ``ok`` with label,
+score and top-3, or ``error`` with a clear message. A text is embedded once per
+batch however many heads or tasks ask for it. A batch never mixes head versions: the
 caller passes one snapshot for the whole batch.
 """
 
@@ -37,8 +38,9 @@ def error_row(task_id: str, message: str, **fields: object) -> dict:
     return row
 
 
-def _request_fields(r: ClassifyRequest) -> dict:
-    return {"request_id": r.request_id, "head_name": r.head, "enqueued_at": r.enqueued_at}
+def _request_fields(r: ClassifyRequest, head: str | None = None) -> dict:
+    return {"request_id": r.request_id, "head_name": head if head is not None else r.head,
+            "enqueued_at": r.enqueued_at}
 
 
 def embed_isolating(embedder: Embedder, texts: Sequence[str]) -> tuple[np.ndarray, dict[int, str]]:
@@ -65,46 +67,55 @@ def classify_requests(
     embedder: Embedder,
     heads: Mapping[str, LoadedHead],
 ) -> list[dict]:
-    """One result row per request, in input order."""
-    rows: list[dict | None] = [None] * len(requests)
-    runnable: list[tuple[int, LoadedHead]] = []
-    for i, r in enumerate(requests):
-        head = heads.get(r.head)
+    """One result row per (request, head it names), in input order then head order.
+
+    Every distinct text of the batch is embedded once, in one call, whatever
+    heads ask for it; each head then runs once over its rows.
+    """
+    pairs = [(i, name) for i, r in enumerate(requests) for name in r.heads]
+    rows: list[dict | None] = [None] * len(pairs)
+    runnable: list[tuple[int, LoadedHead]] = []  # (pair index, head)
+    for p, (i, name) in enumerate(pairs):
+        r = requests[i]
+        head = heads.get(name)
         if head is None:
             known = ", ".join(sorted(heads)) or "none"
-            rows[i] = error_row(r.task_id, f"unknown head {r.head!r} (active heads: {known})", **_request_fields(r))
+            rows[p] = error_row(r.task_id, f"unknown head {name!r} (active heads: {known})", **_request_fields(r, name))
         elif head.embedder_id != embedder.model_id:
-            rows[i] = error_row(
+            rows[p] = error_row(
                 r.task_id,
                 f"head {head.name!r} v{head.version} was trained on embedder {head.embedder_id!r}; "
                 f"this worker runs {embedder.model_id!r}",
-                **_request_fields(r),
+                **_request_fields(r, name),
                 head_version=head.version,
                 embedder_id=embedder.model_id,
             )
         else:
-            runnable.append((i, head))
+            runnable.append((p, head))
 
     if runnable:
         # embed each distinct text once, whatever heads ask for it
         text_index: dict[str, int] = {}
-        for i, _ in runnable:
-            text_index.setdefault(requests[i].text, len(text_index))
+        for p, _ in runnable:
+            text_index.setdefault(requests[pairs[p][0]].text, len(text_index))
         texts = list(text_index)
         vectors, failed = embed_isolating(embedder, texts)
+        log.debug("embedded %d distinct texts in one call for %d tasks, %d head rows",
+                  len(texts), len({pairs[p][0] for p, _ in runnable}), len(runnable))
         by_head: dict[tuple[str, int], list[int]] = {}
-        for i, head in runnable:
-            t = text_index[requests[i].text]
+        for p, head in runnable:
+            r = requests[pairs[p][0]]
+            t = text_index[r.text]
             if t in failed:
-                rows[i] = error_row(requests[i].task_id, failed[t], **_request_fields(requests[i]))
+                rows[p] = error_row(r.task_id, failed[t], **_request_fields(r, head.name))
             else:
-                by_head.setdefault((head.name, head.version), []).append(i)
+                by_head.setdefault((head.name, head.version), []).append(p)
         for (name, _version), idx in by_head.items():
             head = heads[name]
-            proba = head.module.predict_proba(vectors[[text_index[requests[i].text] for i in idx]])
-            for i, best in zip(idx, top_k(proba, head.labels, TOP_K)):
-                r = requests[i]
-                rows[i] = {
+            proba = head.module.predict_proba(vectors[[text_index[requests[pairs[p][0]].text] for p in idx]])
+            for p, best in zip(idx, top_k(proba, head.labels, TOP_K)):
+                r = requests[pairs[p][0]]
+                rows[p] = {
                     "task_id": r.task_id,
                     "status": "ok",
                     "label": best[0][0],
@@ -113,7 +124,7 @@ def classify_requests(
                     "head_version": head.version,
                     "embedder_id": embedder.model_id,
                     "text": r.text,
-                    **_request_fields(r),
+                    **_request_fields(r, name),
                 }
     assert all(row is not None for row in rows)
     return rows  # type: ignore[return-value]

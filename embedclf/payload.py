@@ -5,12 +5,19 @@ error message that ends up in the task's ``error`` row.
 
 Task ``embedclf.classify``, keyword arguments (JSON):
 
-==============  ========  ===================================================
-``head``        str       name of an active head (required)
-``text``        str       the text to classify (required, non-empty, no NUL)
-``request_id``  str/int   caller's correlation id (optional, <= 256 chars)
-``enqueued_at`` number    producer's Unix time, for latency (optional)
-==============  ========  ===================================================
+==============  =========  ==================================================
+``head``        str        name of an active head
+``heads``       list[str]  1-16 distinct head names: one embedding, one row
+                           per head (send exactly one of ``head``/``heads``)
+``text``        str        the text to classify (required, non-empty, no NUL)
+``request_id``  str/int    caller's correlation id (optional, <= 256 chars)
+``enqueued_at`` number     producer's Unix time, for latency (optional)
+==============  =========  ==================================================
+
+Rows: one per (task, head). A payload that is invalid as a whole (bad text,
+bad ``heads`` list, ...) gets a single error row whose ``head_name`` is the
+head when exactly one was named, else NULL. An unknown head among several
+gets an error row for that head only; the other heads still get their rows.
 """
 
 from __future__ import annotations
@@ -21,10 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 TASK_NAME = "embedclf.classify"
-REQUIRED = ("head", "text")
+REQUIRED = ("head", "text")  # "heads" may stand in for "head"
 OPTIONAL = ("request_id", "enqueued_at")
 MAX_ID_CHARS = 256
 MAX_HEAD_NAME = 128
+MAX_HEADS = 16
 
 
 class PayloadError(ValueError):
@@ -33,11 +41,26 @@ class PayloadError(ValueError):
 
 @dataclass(frozen=True)
 class ClassifyRequest:
+    """One valid task. ``heads`` lists every head it names; ``head`` is that head when there is one, else None."""
+
     task_id: str
-    head: str
+    head: str | None
     text: str
     request_id: str | None = None
     enqueued_at: dt.datetime | None = None
+    heads: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.heads:
+            if self.head is None:
+                raise ValueError("a request names a head or heads")
+            object.__setattr__(self, "heads", (self.head,))
+        else:
+            object.__setattr__(self, "heads", tuple(self.heads))
+            if self.head is None and len(self.heads) == 1:
+                object.__setattr__(self, "head", self.heads[0])
+            elif self.head is not None and self.heads != (self.head,):
+                raise ValueError("'head' and 'heads' disagree")
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -99,24 +122,46 @@ def _timestamp(value: Any) -> dt.datetime | None:
         raise PayloadError(f"'enqueued_at' is out of range: {_short(value)}") from None
 
 
+def _head_name(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise PayloadError(f"'{field}' must be a non-empty string, got {_short(value)}")
+    if len(value) > MAX_HEAD_NAME or "\x00" in value:
+        raise PayloadError(f"'{field}' is not a valid head name")
+    _check_chars(value, field)
+    return value
+
+
+def _head_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise PayloadError(f"'heads' must be a list of head names, got {_short(value)}")
+    if not 1 <= len(value) <= MAX_HEADS:
+        raise PayloadError(f"'heads' must name 1 to {MAX_HEADS} heads, got {len(value)}")
+    names = tuple(_head_name(v, f"heads[{i}]") for i, v in enumerate(value))
+    if len(set(names)) != len(names):
+        dup = next(n for i, n in enumerate(names) if n in names[:i])
+        raise PayloadError(f"'heads' names {clean_str(dup, 60)!r} more than once")
+    return names
+
+
 def parse_request(task_id: str, args: Any, kwargs: Any, max_text_chars: int) -> ClassifyRequest:
     """Validate one task's arguments; raises :class:`PayloadError` with a clear message."""
     if args not in ((), [], None):
         raise PayloadError("positional arguments are not accepted; send kwargs head=..., text=...")
     if not isinstance(kwargs, dict):
         raise PayloadError(f"kwargs must be an object, got {type(kwargs).__name__}")
-    missing = [k for k in REQUIRED if k not in kwargs]
+    missing = [k for k in REQUIRED if k not in kwargs and not (k == "head" and "heads" in kwargs)]
     if missing:
         raise PayloadError(f"missing required field(s): {', '.join(missing)}")
-    extra = sorted(str(k) for k in kwargs if k not in REQUIRED and k not in OPTIONAL)
+    extra = sorted(str(k) for k in kwargs if k not in REQUIRED and k not in OPTIONAL and k != "heads")
     if extra:
         raise PayloadError(f"unexpected field(s): {clean_str(', '.join(extra), 200)}")
-    head, text = kwargs["head"], kwargs["text"]
-    if not isinstance(head, str) or not head.strip():
-        raise PayloadError(f"'head' must be a non-empty string, got {_short(head)}")
-    if len(head) > MAX_HEAD_NAME or "\x00" in head:
-        raise PayloadError("'head' is not a valid head name")
-    _check_chars(head, "head")
+    if "head" in kwargs and "heads" in kwargs:
+        raise PayloadError("send either 'head' or 'heads', not both")
+    if "heads" in kwargs:
+        head, heads = None, _head_list(kwargs["heads"])
+    else:
+        head, heads = _head_name(kwargs["head"], "head"), ()
+    text = kwargs["text"]
     if not isinstance(text, str):
         raise PayloadError(f"'text' must be a string, got {type(text).__name__}")
     if len(text) > max_text_chars:
@@ -130,11 +175,16 @@ def parse_request(task_id: str, args: Any, kwargs: Any, max_text_chars: int) -> 
         text=text,
         request_id=_optional_id(kwargs.get("request_id")),
         enqueued_at=_timestamp(kwargs.get("enqueued_at")),
+        heads=heads,
     )
 
 
 def salvage(kwargs: Any) -> dict[str, Any]:
-    """Best-effort head name, request id and enqueue time of a bad payload, for its error row."""
+    """Best-effort head name, request id and enqueue time of a bad payload, for its error row.
+
+    A ``heads`` list gives ``head_name`` NULL unless it holds exactly one string: the task's
+    single error row then stands for the whole task.
+    """
     if not isinstance(kwargs, dict):
         return {"head_name": None, "request_id": None, "enqueued_at": None}
     try:
@@ -142,6 +192,9 @@ def salvage(kwargs: Any) -> dict[str, Any]:
     except PayloadError:
         enqueued_at = None
     head = kwargs.get("head")
+    many = kwargs.get("heads")
+    if "heads" in kwargs:
+        head = many[0] if isinstance(many, list) and len(many) == 1 and "head" not in kwargs else None
     rid = kwargs.get("request_id")
     return {
         "head_name": clean_str(head, MAX_HEAD_NAME) if isinstance(head, str) else None,

@@ -90,7 +90,7 @@ def decode_message(message: Any, body: Any, max_text_chars: int) -> Pending:
 def process_batch(pending: list[Pending], res: WorkerResources) -> int:
     """Classify and store a batch; returns rows inserted. Raises if the write fails."""
     requests = [p.request for p in pending if p.request is not None]
-    heads = res.heads.snapshot(wanted={r.head for r in requests})
+    heads = res.heads.snapshot(wanted={name for r in requests for name in r.heads})
     t0 = time.perf_counter()
     rows = classify_requests(requests, res.embedder, heads)
     res.metrics.inference.observe(time.perf_counter() - t0)

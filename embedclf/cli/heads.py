@@ -159,3 +159,6 @@ def delete_(settings: Settings, name: str, version: int) -> None:
 
     repository.delete_version(require_database(settings), name, version)
     click.echo(f"deleted head {name!r} version {version}")
+
+
+from embedclf.cli import zeroshot  # noqa: E402,F401  (registers `heads zeroshot`)
