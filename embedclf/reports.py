@@ -67,3 +67,35 @@ def plot_confusion(cm: np.ndarray, labels: Sequence[str], path: str | Path, max_
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def plot_reliability(bins: Sequence[dict], path: str | Path, *, uncalibrated: Sequence[dict] | None = None,
+                     ece: float | None = None, ece_uncalibrated: float | None = None) -> Path:
+    """Reliability diagram: accuracy per confidence bin against the diagonal, before/after calibration."""
+    plt = _plt()
+    fig, (ax, axn) = plt.subplots(2, 1, figsize=(5.5, 6.5), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    series = [("calibrated", bins, ece, "tab:blue")]
+    if uncalibrated is not None:
+        series.insert(0, ("before temperature scaling", uncalibrated, ece_uncalibrated, "tab:orange"))
+    width = (bins[0]["hi"] - bins[0]["lo"]) if bins else 0.1
+    for k, (name, bs, e, color) in enumerate(series):
+        used = [b for b in bs if b["count"]]
+        label = name + (f" (ECE {e:.3f})" if e is not None else "")
+        ax.plot([b["confidence"] for b in used], [b["accuracy"] for b in used], marker="o", color=color, label=label)
+        off = (k - (len(series) - 1) / 2) * width / len(series)
+        axn.bar([(b["lo"] + b["hi"]) / 2 + off for b in bs], [b["count"] for b in bs], width=width / len(series),
+                color=color, alpha=0.7)
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title("reliability diagram (top-1 confidence)", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    axn.set_xlabel("confidence")
+    axn.set_ylabel("texts")
+    axn.set_yscale("symlog")
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -30,6 +30,10 @@ class HeadConfig:
     input_norm: bool = True
     #: add a linear (logistic-regression) path from the input to the logits
     linear_skip: bool = True
+    #: abstain (no label) when the top calibrated probability is below this; None = always answer
+    abstain_threshold: float | None = None
+    #: a trained label that means "out of scope": predicting it is an abstention too
+    oos_label: str | None = None
 
     def __post_init__(self) -> None:
         if self.input_dim < 1 or self.num_labels < 2:
@@ -40,6 +44,8 @@ class HeadConfig:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
+        if self.abstain_threshold is not None and not 0.0 <= self.abstain_threshold <= 1.0:
+            raise ValueError("abstain_threshold must be in [0, 1]")
 
     def to_dict(self) -> dict:
         return asdict(self)

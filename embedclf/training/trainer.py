@@ -54,6 +54,9 @@ class TrainResult:
     val_metrics: dict = field(default_factory=dict)
     temperature: float = 1.0
     seconds: float = 0.0
+    #: validation logits (before temperature) and true class indices, for calibration and abstention
+    val_logits: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    val_y: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 #: temperature scaling needs enough validation examples to be trusted
@@ -85,8 +88,13 @@ def train_head(
     labels: Sequence[str],
     params: TrainParams = TrainParams(),
     on_epoch: EpochCallback | None = None,
+    val: tuple[np.ndarray, Sequence[str]] | None = None,
 ) -> TrainResult:
-    """Train a head on embeddings ``X`` [n, d] with string ``labels``."""
+    """Train a head on embeddings ``X`` [n, d] with string ``labels``.
+
+    ``val`` = (embeddings, labels) is a validation set given by the caller (e.g.
+    CLINC150's ``val``); without it a stratified ``val_fraction`` of ``X`` is held out.
+    """
     start = time.perf_counter()
     X = np.asarray(X, dtype=np.float32)
     if X.ndim != 2 or len(X) != len(labels):
@@ -96,11 +104,20 @@ def train_head(
     torch.manual_seed(params.seed)
     gen = torch.Generator().manual_seed(params.seed)
 
-    tr_idx, va_idx = stratified_split(y, params.val_fraction, seed=params.seed)
-    if len(va_idx) == 0:
-        raise ValueError("training data too small for a validation split")
-    Xt, yt = torch.from_numpy(X[tr_idx]), torch.from_numpy(y[tr_idx])
-    Xv, yv = torch.from_numpy(X[va_idx]), torch.from_numpy(y[va_idx])
+    if val is None:
+        tr_idx, va_idx = stratified_split(y, params.val_fraction, seed=params.seed)
+        if len(va_idx) == 0:
+            raise ValueError("training data too small for a validation split")
+        Xt, yt = torch.from_numpy(X[tr_idx]), torch.from_numpy(y[tr_idx])
+        Xv_np, yv_np = X[va_idx], y[va_idx]
+    else:
+        Xv_np = np.asarray(val[0], dtype=np.float32)
+        unknown = sorted(set(val[1]) - set(encoder.labels))
+        if unknown or len(Xv_np) != len(val[1]) or len(Xv_np) == 0:
+            raise ValueError(f"validation set must be non-empty with known labels (unknown: {unknown[:5]})")
+        Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+        yv_np = encoder.encode(val[1])
+    Xv, yv = torch.from_numpy(Xv_np), torch.from_numpy(yv_np)
 
     config = HeadConfig(
         input_dim=X.shape[1],
@@ -122,7 +139,7 @@ def train_head(
     # Picking the best epoch on a handful of validation texts picks noise (a 30-text slice
     # is 100 % right long before the model is trained); the one-cycle schedule anneals to
     # ~0, so with few validation texts the last epoch is the better choice.
-    select = len(va_idx) >= MIN_CALIBRATION_EXAMPLES
+    select = len(yv) >= MIN_CALIBRATION_EXAMPLES
     history: list[dict] = []
     best_key: tuple[float, float] | None = None
     best_state: dict | None = None
@@ -164,7 +181,7 @@ def train_head(
         vlogits = head(Xv)
     temperature = fit_temperature(vlogits, yv)
     head.temperature.fill_(temperature)
-    val_metrics = classification_report(head.predict_proba(Xv.numpy()), y[va_idx])
+    val_metrics = classification_report(head.predict_proba(Xv.numpy()), yv_np)
     return TrainResult(
         head=head,
         labels=list(encoder.labels),
@@ -174,4 +191,6 @@ def train_head(
         val_metrics=val_metrics,
         temperature=temperature,
         seconds=time.perf_counter() - start,
+        val_logits=vlogits.numpy(),
+        val_y=yv_np,
     )

@@ -104,3 +104,63 @@ def test_embed_progress_counts_every_text(split):
 def test_confusion_matrix_function():
     cm = confusion_matrix(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 0]), 3)
     np.testing.assert_array_equal(cm, [[1, 1, 0], [0, 1, 0], [1, 0, 1]])
+
+
+# ---- the stored report and abstention ----
+
+from embedclf.training.evaluate import Abstention  # noqa: E402
+
+
+def test_report_is_stored_with_calibration_and_per_class(evaluation):
+    rep = evaluation.report
+    assert [r["label"] for r in rep["per_class"]] == evaluation.result.labels
+    assert rep["history"] == evaluation.result.history
+    cal = rep["calibration"]
+    assert 0.0 <= cal["ece"] <= 1.0 and 0.0 <= cal["ece_uncalibrated"] <= 1.0
+    assert cal["temperature"] == pytest.approx(evaluation.result.temperature)
+    s = evaluation.summary()
+    assert s["ece"] == pytest.approx(cal["ece"], abs=1e-4)
+    assert "abstain_threshold" not in s and evaluation.result.head.config.abstain_threshold is None
+
+
+def test_abstention_with_target_precision(split):
+    ev = evaluate_head(FakeEmbedder(128), *split, params=PARAMS, abstention=Abstention(target_precision=0.99))
+    rule = ev.abstain
+    assert rule is not None and ev.result.head.config.abstain_threshold == rule.threshold
+    assert rule.val["answered_precision"] >= 0.99  # chosen on validation: holds there
+    s = ev.summary()
+    for k in ("abstain_threshold", "in_scope_accuracy", "in_scope_answered", "answered_precision"):
+        assert k in s
+    # abstaining counts as wrong, so in-scope accuracy can only be <= plain accuracy
+    assert s["in_scope_accuracy"] <= s["accuracy"] + 1e-9
+    assert ev.report["abstain"]["test"]["n_in_scope"] == len(split[2])
+
+
+def test_abstention_with_out_of_scope_texts(split):
+    tr_x, tr_y, te_x, te_y = split
+    va_x, va_y = make_texts(4, seed=30)
+    # out of scope: only filler words, none of the topic keywords
+    oos = [" ".join(w) for w in (("hello", "thanks", "again", "we"), ("please", "help", "today", "it"),
+                                 ("the", "a", "my", "is"), ("and", "about", "this", "i"))] * 3
+    ab = Abstention(oos_val=oos[:6], oos_test=oos[6:])
+    ev = evaluate_head(FakeEmbedder(128), tr_x, tr_y, te_x, te_y, params=PARAMS, val=(va_x, va_y), abstention=ab)
+    assert ev.result.val_y.shape == (len(va_x),)  # the caller's validation set, not a slice of train
+    assert "OOS recall" in ev.abstain.criterion
+    s = ev.summary()
+    assert 0.0 <= s["oos_recall"] <= 1.0 and s["n_oos"] == 6
+    assert ev.result.head.config.oos_label is None
+
+
+def test_oos_label_is_trained_and_reported(split):
+    tr_x, tr_y, te_x, te_y = split
+    va_x, va_y = make_texts(4, seed=30)
+    oos = ["hello thanks again we", "please help today it", "the a my is", "and about this i"] * 3
+    ab = Abstention(oos_train=oos, oos_val=oos[:4], oos_test=oos[4:], oos_label="oos")
+    ev = evaluate_head(FakeEmbedder(128), tr_x, tr_y, te_x, te_y, params=PARAMS, val=(va_x, va_y), abstention=ab)
+    assert "oos" in ev.result.labels and ev.result.head.config.oos_label == "oos"
+    assert ev.n_train == len(tr_x) + len(oos)
+    # the same filler texts were trained as "oos": the head must catch them on test
+    assert ev.scope["oos_recall"] == 1.0
+    with pytest.raises(ValueError, match="already an in-scope label"):
+        evaluate_head(FakeEmbedder(16), tr_x, tr_y, te_x, te_y, params=PARAMS,
+                      abstention=Abstention(oos_train=oos, oos_label=tr_y[0]))

@@ -145,3 +145,78 @@ def test_log_loss_is_finite_for_zero_probability_of_true_class():
     rep = classification_report(proba, y)
     assert math.isfinite(rep["log_loss"])
     assert rep["log_loss"] > 5  # -log(1e-12)/2 ~ 13.8
+
+
+# ---- per-class figures, confused pairs, calibration (ECE / reliability bins) ----
+
+from sklearn.metrics import precision_recall_fscore_support  # noqa: E402
+
+from embedclf.training.metrics import (  # noqa: E402
+    confused_pairs,
+    confusion_matrix,
+    expected_calibration_error,
+    per_class,
+    reliability_bins,
+)
+
+
+def test_per_class_matches_sklearn():
+    rng = np.random.default_rng(3)
+    y_true = rng.integers(0, 5, 400)
+    y_pred = np.where(rng.random(400) < 0.7, y_true, rng.integers(0, 5, 400))
+    labels = list("abcde")
+    rows = per_class(confusion_matrix(y_true, y_pred, 5), labels)
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=range(5), zero_division=0)
+    assert [row["label"] for row in rows] == labels
+    np.testing.assert_allclose([row["precision"] for row in rows], p)
+    np.testing.assert_allclose([row["recall"] for row in rows], r)
+    np.testing.assert_allclose([row["f1"] for row in rows], f)
+    assert [row["support"] for row in rows] == list(s)
+
+
+def test_per_class_never_predicted_class_scores_zero():
+    rows = per_class(confusion_matrix(np.array([0, 1, 1]), np.array([0, 0, 0]), 2), ["x", "y"])
+    assert rows[1] == {"label": "y", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
+    assert rows[0]["precision"] == pytest.approx(1 / 3) and rows[0]["recall"] == 1.0
+
+
+def test_confused_pairs_largest_off_diagonal_first():
+    cm = np.array([[50, 7, 0], [1, 40, 3], [9, 0, 20]])
+    pairs = confused_pairs(cm, ["a", "b", "c"], k=3)
+    assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [("c", "a", 9), ("a", "b", 7), ("b", "c", 3)]
+    assert pairs[0]["share"] == pytest.approx(9 / 29)
+    # never more pairs than non-zero off-diagonal cells, diagonal never listed
+    assert len(confused_pairs(cm, ["a", "b", "c"], k=50)) == 4
+    assert confused_pairs(np.diag([3, 4]), ["a", "b"]) == []
+
+
+def test_reliability_bins_hand_computed():
+    conf = np.array([0.05, 0.5, 0.55, 0.95, 1.0])
+    correct = np.array([0, 1, 0, 1, 1])
+    bins = reliability_bins(conf, correct, n_bins=10)
+    assert len(bins) == 10 and sum(b["count"] for b in bins) == 5
+    assert bins[0]["count"] == 1 and bins[0]["accuracy"] == 0.0
+    assert bins[5]["count"] == 2 and bins[5]["confidence"] == pytest.approx(0.525) and bins[5]["accuracy"] == 0.5
+    assert bins[9]["count"] == 2 and bins[9]["accuracy"] == 1.0  # 1.0 falls in the last bin
+    assert bins[3]["count"] == 0 and bins[3]["accuracy"] is None
+    assert bins[0]["lo"] == 0.0 and bins[-1]["hi"] == 1.0
+
+
+def test_ece_hand_computed_and_bounds():
+    conf = np.array([0.05, 0.5, 0.55, 0.95, 1.0])
+    correct = np.array([0, 1, 0, 1, 1])
+    # bins: {0.05: acc 0}, {0.5, 0.55: acc 0.5}, {0.95, 1.0: acc 1}
+    expected = (1 * 0.05 + 2 * abs(0.5 - 0.525) + 2 * abs(1 - 0.975)) / 5
+    assert expected_calibration_error(conf, correct, 10) == pytest.approx(expected)
+    # perfectly calibrated in every bin -> 0; always confident and always wrong -> ~1
+    assert expected_calibration_error(np.full(4, 0.75), np.array([1, 1, 1, 0]), 15) == pytest.approx(0.0)
+    assert expected_calibration_error(np.full(3, 0.999), np.zeros(3), 15) == pytest.approx(0.999)
+
+
+def test_ece_default_uses_15_bins():
+    rng = np.random.default_rng(0)
+    conf = rng.random(1000)
+    correct = rng.random(1000) < conf
+    assert expected_calibration_error(conf, correct) == expected_calibration_error(conf, correct, 15)
+    assert expected_calibration_error(conf, correct) != expected_calibration_error(conf, correct, 5)
+    assert expected_calibration_error(conf, correct) < 0.06  # sampled from a calibrated model

@@ -1,0 +1,134 @@
+"""Out-of-scope abstention: when a head should say "none of my labels". Pure (numpy).
+
+A head abstains on a text when its top calibrated probability is below a
+threshold, or when its top label is the head's out-of-scope label (a class
+trained on out-of-scope examples, e.g. CLINC150's ``oos``). Abstained
+predictions keep their top-3 but get no label.
+
+The threshold is chosen on validation data only:
+
+* with out-of-scope validation texts: the threshold maximising
+  ``in-scope accuracy + OOS recall`` (Youden's J for "answer vs abstain"),
+  where in-scope accuracy counts an abstention as wrong and OOS recall is the
+  share of out-of-scope texts abstained on. Each side is a rate, so the 30:1
+  imbalance of CLINC150's validation split does not drown the OOS side.
+* without: the lowest threshold at which the answered in-scope validation
+  texts reach ``target_precision`` (the head answers as often as it can while
+  keeping that precision); 0 (never abstain) if the head already reaches it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AbstainRule:
+    threshold: float
+    criterion: str
+    #: the rule's figures on the validation texts it was chosen on
+    val: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def abstain_mask(proba: np.ndarray, threshold: float | None, oos_index: int | None = None) -> np.ndarray:
+    """True where the head abstains: top probability below ``threshold`` or top label = the OOS label."""
+    proba = np.asarray(proba)
+    mask = np.zeros(len(proba), dtype=bool)
+    if threshold is not None and threshold > 0:
+        mask |= proba.max(axis=1) < threshold
+    if oos_index is not None:
+        mask |= proba.argmax(axis=1) == oos_index
+    return mask
+
+
+def scope_metrics(in_proba: np.ndarray, in_y: np.ndarray, oos_proba: np.ndarray | None,
+                  threshold: float | None, oos_index: int | None = None) -> dict:
+    """In-scope accuracy (abstaining counts as wrong), answer rate and precision, OOS recall."""
+    in_proba, in_y = np.asarray(in_proba), np.asarray(in_y)
+    abst = abstain_mask(in_proba, threshold, oos_index)
+    right = (in_proba.argmax(axis=1) == in_y) & ~abst
+    answered = int((~abst).sum())
+    out = {
+        "in_scope_accuracy": float(right.mean()) if len(in_y) else float("nan"),
+        "in_scope_answered": float(answered / len(in_y)) if len(in_y) else float("nan"),
+        "answered_precision": float(right.sum() / answered) if answered else float("nan"),
+        "n_in_scope": int(len(in_y)),
+    }
+    if oos_proba is not None and len(oos_proba):
+        out["oos_recall"] = float(abstain_mask(oos_proba, threshold, oos_index).mean())
+        out["n_oos"] = int(len(oos_proba))
+    return out
+
+
+def _candidates(*confs: np.ndarray) -> np.ndarray:
+    """0 (never abstain) plus every distinct confidence seen (abstain below it)."""
+    allc = np.concatenate([np.asarray(c, dtype=float) for c in confs if c is not None and len(c)])
+    return np.unique(np.concatenate([[0.0], allc]))
+
+
+def choose_threshold(
+    in_proba: np.ndarray,
+    in_y: np.ndarray,
+    oos_proba: np.ndarray | None = None,
+    *,
+    target_precision: float = 0.95,
+    oos_index: int | None = None,
+) -> AbstainRule:
+    """Pick the abstention threshold on validation data (see the module docstring)."""
+    in_proba, in_y = np.asarray(in_proba, dtype=float), np.asarray(in_y)
+    if len(in_y) == 0:
+        raise ValueError("choosing an abstention threshold needs in-scope validation texts")
+    if not 0.0 < target_precision <= 1.0:
+        raise ValueError("target precision must be in (0, 1]")
+    # texts the OOS class already catches are abstained on whatever the threshold
+    in_caught = abstain_mask(in_proba, None, oos_index)
+    in_conf = in_proba.max(axis=1)
+    in_ok = (in_proba.argmax(axis=1) == in_y) & ~in_caught
+    cands = _candidates(in_conf, None if oos_proba is None else np.asarray(oos_proba).max(axis=1))
+    # answered(t) = conf >= t and not caught; counted for every candidate with sorted arrays
+    def at_least(values: np.ndarray) -> np.ndarray:
+        v = np.sort(values)
+        return len(v) - np.searchsorted(v, cands, side="left")
+
+    right = at_least(in_conf[in_ok])
+    if oos_proba is not None and len(oos_proba):
+        oos_proba = np.asarray(oos_proba, dtype=float)
+        oos_caught = abstain_mask(oos_proba, None, oos_index)
+        oos_conf = oos_proba.max(axis=1)
+        oos_abst = (oos_caught.sum() + np.searchsorted(np.sort(oos_conf[~oos_caught]), cands, side="left")) / len(oos_conf)
+        score = right / len(in_y) + oos_abst
+        best = int(np.argmax(score))  # first maximum: the lowest threshold among equals
+        threshold, criterion = float(cands[best]), "max in-scope accuracy + OOS recall on validation"
+    else:
+        n_ans = at_least(in_conf[~in_caught])
+        prec = np.where(n_ans > 0, right / np.maximum(n_ans, 1), 0.0)
+        ok = np.flatnonzero(prec >= target_precision)
+        # unreachable target: abstain on everything but the most confident validation answer
+        threshold = float(cands[ok[0]]) if len(ok) else float(cands[-1])
+        criterion = f"lowest threshold with answered precision >= {target_precision:g} on validation"
+    val = scope_metrics(in_proba, in_y, oos_proba, threshold, oos_index)
+    return AbstainRule(threshold=threshold, criterion=criterion, val=val)
+
+
+def labels_oos_index(labels: Sequence[str], oos_label: str | None) -> int | None:
+    """Index of the out-of-scope label in ``labels`` (None when the head has none)."""
+    if oos_label is None:
+        return None
+    try:
+        return list(labels).index(oos_label)
+    except ValueError:
+        return None
+
+
+def head_abstain_mask(module: object, labels: Sequence[str], proba: np.ndarray) -> np.ndarray:
+    """Where a loaded head abstains, from the threshold / OOS label stored in its config (none: never)."""
+    config = getattr(module, "config", None)
+    threshold = getattr(config, "abstain_threshold", None)
+    oos_index = labels_oos_index(labels, getattr(config, "oos_label", None))
+    return abstain_mask(proba, threshold, oos_index)

@@ -1,0 +1,102 @@
+"""Abstention thresholds chosen on validation data (pure, synthetic probabilities)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embedclf.training.abstain import abstain_mask, choose_threshold, labels_oos_index, scope_metrics
+
+
+def rows(confs: list[float], n: int = 3, pick: list[int] | None = None) -> np.ndarray:
+    """Probability rows whose top class (``pick``, default 0) has the given confidence."""
+    out = np.zeros((len(confs), n))
+    for i, c in enumerate(confs):
+        j = pick[i] if pick else 0
+        out[i] = (1 - c) / (n - 1)
+        out[i, j] = c
+    return out
+
+
+def test_abstain_mask_threshold_and_oos_label():
+    p = rows([0.9, 0.4, 0.8], pick=[0, 1, 2])
+    assert abstain_mask(p, None).tolist() == [False, False, False]
+    assert abstain_mask(p, 0.5).tolist() == [False, True, False]
+    assert abstain_mask(p, 0.5, oos_index=2).tolist() == [False, True, True]
+    assert abstain_mask(p, 0.0).tolist() == [False, False, False]
+
+
+def test_target_precision_picks_lowest_threshold_reaching_it():
+    # confident answers right, unconfident ones wrong: 0.6 and below must go
+    conf = [0.99, 0.95, 0.9, 0.85, 0.8, 0.6, 0.5, 0.4]
+    right = [1, 1, 1, 1, 1, 0, 0, 0]
+    p = rows(conf)
+    y = np.array([0 if r else 1 for r in right])
+    rule = choose_threshold(p, y, target_precision=0.95)
+    assert rule.threshold == pytest.approx(0.8)
+    assert rule.val["answered_precision"] == 1.0
+    assert rule.val["in_scope_answered"] == pytest.approx(5 / 8)
+    assert "precision >= 0.95" in rule.criterion
+    # a looser target keeps more answers: 5 right of 6 answered = 0.83
+    assert choose_threshold(p, y, target_precision=0.8).threshold == pytest.approx(0.6)
+
+
+def test_target_precision_already_met_never_abstains():
+    p = rows([0.9, 0.5, 0.4])
+    rule = choose_threshold(p, np.zeros(3, dtype=int), target_precision=0.95)
+    assert rule.threshold == 0.0
+    assert rule.val["in_scope_answered"] == 1.0
+
+
+def test_oos_examples_balance_accuracy_and_recall():
+    rng = np.random.default_rng(0)
+    in_conf = rng.uniform(0.6, 1.0, 300)
+    oos_conf = rng.uniform(0.2, 0.7, 100)
+    in_p, oos_p = rows(list(in_conf), n=5), rows(list(oos_conf), n=5)
+    y = np.zeros(300, dtype=int)
+    rule = choose_threshold(in_p, y, oos_p)
+    # brute force the same criterion over a fine grid: the chosen rule is at least as good
+    def crit(t):
+        m = scope_metrics(in_p, y, oos_p, t)
+        return m["in_scope_accuracy"] + m["oos_recall"]
+    best_grid = max(crit(t) for t in np.linspace(0, 1, 2001))
+    assert crit(rule.threshold) >= best_grid - 1e-9
+    # analytically (uniform densities 2.5 in-scope vs 2 OOS per unit) the optimum sits at the
+    # bottom of the in-scope range: keep every in-scope answer, catch ~80 % of OOS texts
+    assert 0.6 <= rule.threshold <= 0.65
+    assert rule.val["in_scope_accuracy"] > 0.95 and 0.7 < rule.val["oos_recall"] < 0.9
+    assert "OOS recall" in rule.criterion
+
+
+def test_oos_label_counts_as_abstention():
+    # class 2 is "oos": an OOS text predicted as class 2 is caught at any threshold
+    oos_p = rows([0.9, 0.9, 0.3], pick=[2, 2, 0])
+    in_p = rows([0.9, 0.8], pick=[0, 1])
+    m = scope_metrics(in_p, np.array([0, 1]), oos_p, None, oos_index=2)
+    assert m["oos_recall"] == pytest.approx(2 / 3) and m["in_scope_accuracy"] == 1.0
+    rule = choose_threshold(in_p, np.array([0, 1]), oos_p, oos_index=2)
+    assert rule.val["oos_recall"] == 1.0 and rule.val["in_scope_accuracy"] == 1.0
+    assert 0.3 < rule.threshold <= 0.8
+
+
+def test_scope_metrics_abstention_counts_as_wrong():
+    p = rows([0.9, 0.4, 0.8, 0.7], pick=[0, 0, 1, 0])
+    y = np.array([0, 0, 0, 0])
+    m = scope_metrics(p, y, None, 0.5)
+    assert m["in_scope_accuracy"] == pytest.approx(2 / 4)  # one abstained, one wrong
+    assert m["in_scope_answered"] == pytest.approx(3 / 4)
+    assert m["answered_precision"] == pytest.approx(2 / 3)
+    assert "oos_recall" not in m
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="in-scope"):
+        choose_threshold(np.zeros((0, 3)), np.zeros(0, dtype=int))
+    with pytest.raises(ValueError, match="precision"):
+        choose_threshold(rows([0.9]), np.zeros(1, dtype=int), target_precision=0)
+
+
+def test_labels_oos_index():
+    assert labels_oos_index(["a", "oos", "b"], "oos") == 1
+    assert labels_oos_index(["a", "b"], "oos") is None
+    assert labels_oos_index(["a", "b"], None) is None
