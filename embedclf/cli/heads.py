@@ -12,6 +12,7 @@ from embedclf.cli.common import (
     columns_options, echo_json, embed_progress, embedder_option, epoch_progress, load_embedder_verbose,
     params_from, print_report, train_options,
 )
+from embedclf.cli.data import training_data_options
 from embedclf.cli.db import require_database
 from embedclf.config import Settings
 
@@ -23,44 +24,59 @@ def heads() -> None:
 
 @heads.command()
 @click.option("--name", required=True, help="Head name tasks refer to.")
-@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="CSV/TSV/JSONL file.")
+@click.option("--data", "data_path", default=None, type=click.Path(dir_okay=False), help="CSV/TSV/JSONL file.")
+@training_data_options
 @embedder_option
 @columns_options
 @click.option("--test-size", default=0.2, show_default=True, type=click.FloatRange(0.05, 0.5),
               help="Held-out fraction for the report.")
 @train_options
 @click.option("--activate/--no-activate", default=True, show_default=True)
-@click.option("--plots", "plots_dir", type=click.Path(file_okay=False), help="Write training-curve and confusion PNGs here.")
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False),
+              help="Write report.json, report.md and the training, confusion and reliability PNGs here.")
+@click.option("--abstain-precision", type=click.FloatRange(0.01, 1.0), default=None,
+              help="Let the head abstain (no label) below the confidence at which validation answers reach this "
+                   "precision, e.g. 0.95; stored with the head.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.pass_obj
-def train(settings: Settings, name: str, data_path: str, embedder_spec: str | None, text_col: str, label_col: str,
-          test_size: float, epochs: int | None, seed: int, activate: bool, plots_dir: str | None, as_json: bool) -> None:
-    """Train a head on a labelled file, report it against TF-IDF, store it as a new version."""
-    from embedclf.data import load_labeled
+def train(settings: Settings, name: str, data_path: str | None, embedder_spec: str | None, text_col: str,
+          label_col: str, test_size: float, epochs: int | None, seed: int, activate: bool, plots_dir: str | None,
+          as_json: bool, abstain_precision: float | None, dataset: str | None, with_feedback: bool, no_cache: bool,
+          search_trials: int) -> None:
+    """Train a head on a labelled file or stored dataset, report it against TF-IDF, store it as a new version."""
+    from embedclf.cli.data import cache_line, cached, load_training_data, run_search
     from embedclf.heads.checkpoint import HeadArtifact
     from embedclf.store import repository
-    from embedclf.training.evaluate import evaluate_head
+    from embedclf.cli.report import echo_quality
+    from embedclf.training.evaluate import Abstention, evaluate_head
     from embedclf.training.split import LabelEncoder, stratified_split
 
     if not name.strip() or len(name) > 128:
         raise click.BadParameter("must be 1-128 characters", param_hint="--name")
-    data = load_labeled(data_path, text_col, label_col)
+    data, n_feedback = load_training_data(settings, data_path, dataset, with_feedback, name, text_col, label_col)
     engine = require_database(settings)
     y = LabelEncoder.fit(data.labels).encode(data.labels)
     keep, held = stratified_split(y, test_size, seed=seed)
     pick = lambda idx, xs: [xs[i] for i in idx]  # noqa: E731
-    embedder = load_embedder_verbose(settings, embedder_spec, quiet=as_json)
+    embedder = cached(settings, load_embedder_verbose(settings, embedder_spec, quiet=as_json), no_cache, as_json)
     params = params_from(epochs, seed)
+    search_info = None
+    if search_trials:
+        params, search_info = run_search(embedder, pick(keep, data.texts), pick(keep, data.labels), params,
+                                         search_trials, as_json)
     on_epoch, bar = epoch_progress(as_json, params.epochs)
     ev = evaluate_head(
         embedder, pick(keep, data.texts), pick(keep, data.labels), pick(held, data.texts), pick(held, data.labels),
         params, embed_progress=embed_progress(as_json), on_epoch=on_epoch,
+        abstention=Abstention(target_precision=abstain_precision) if abstain_precision else None,
     )
     bar.close()
     summary = ev.summary()
     summary["skipped_rows"] = data.skipped
-    artifact = HeadArtifact.from_head(ev.result.head, ev.result.labels, embedder.model_id,
-                                      metrics=summary, train_params=params.to_dict())
+    summary.update(dataset=dataset, n_feedback=n_feedback,
+                   embedding_cache={"cached": embedder.hits, "embedded": embedder.embedded})
+    artifact = HeadArtifact.from_head(ev.result.head, ev.result.labels, embedder.model_id, metrics=summary | {"report": ev.report},
+                                      train_params=params.to_dict() | ({"search": search_info} if search_info else {}))
     version = repository.add_head_version(
         engine, name, artifact, activate=activate, created_by=getpass.getuser(),
         data_fingerprint=data.fingerprint(), n_train=len(keep),
@@ -72,20 +88,19 @@ def train(settings: Settings, name: str, data_path: str, embedder_spec: str | No
         echo_json(summary)
         return
     print_report(summary)
+    echo_quality(summary, ev.report)
     if data.skipped:
         click.echo(f"  skipped {data.skipped} rows with an empty text or label")
+    click.echo(f"  {cache_line(embedder)}" + (f"; {n_feedback} feedback examples" if with_feedback else ""))
     click.echo(f"stored head {name!r} version {version}" + (" (active)" if activate else " (not active)"))
     for p in summary.get("plots", []):
         click.echo(f"  plot: {p}")
 
 
 def _plots(ev, out: Path, stem: str) -> list[str]:
-    from embedclf.reports import plot_confusion, plot_training_curve
+    from embedclf.cli.report import write_report  # report.json + report.md + PNGs
 
-    out.mkdir(parents=True, exist_ok=True)
-    a = plot_training_curve(ev.result.history, ev.result.best_epoch, out / f"{stem}-training.png")
-    b = plot_confusion(ev.confusion, ev.result.labels, out / f"{stem}-confusion.png")
-    return [str(a), str(b)]
+    return write_report(out, stem, ev.summary(), ev.report, stem=stem)
 
 
 @heads.command(name="list")
@@ -162,3 +177,4 @@ def delete_(settings: Settings, name: str, version: int) -> None:
 
 
 from embedclf.cli import zeroshot  # noqa: E402,F401  (registers `heads zeroshot`)
+from embedclf.cli import report as _report  # noqa: E402,F401  (registers `heads report`)
