@@ -56,6 +56,12 @@ class Settings:
     embedder: str = "minilm"
     #: texts longer than this (characters) are refused with an error row
     max_text_chars: int = 20_000
+    #: serialized task bodies larger than this (bytes) are refused: by the client before sending, by the
+    #: worker before decoding the JSON (error row). 1 MiB holds a max-length text even at 12 bytes per
+    #: character (JSON-escaped astral characters) with room to spare
+    max_payload_bytes: int = 1_048_576
+    #: producers (Client, ``embedclf enqueue``) retry an unreachable broker this long, then fail (seconds)
+    enqueue_retry_s: float = 30.0
     #: how often a worker looks for newly activated head versions (seconds)
     head_refresh_s: float = 2.0
     #: seconds before Redis hands an unacknowledged task to another worker
@@ -98,6 +104,10 @@ class Settings:
             raise ValueError("EMBEDCLF_BATCH_MAX_TOKENS must be >= 16")
         if self.max_text_chars < 1:
             raise ValueError("EMBEDCLF_MAX_TEXT_CHARS must be >= 1")
+        if self.max_payload_bytes < 1024:
+            raise ValueError("EMBEDCLF_MAX_PAYLOAD_BYTES must be >= 1024")
+        if not 0 <= self.enqueue_retry_s <= 86400:
+            raise ValueError("EMBEDCLF_ENQUEUE_RETRY_S must be between 0 and 86400 seconds")
         if not (self.head_refresh_s > 0 and self.head_refresh_s < 86400):
             raise ValueError("EMBEDCLF_HEAD_REFRESH_S must be a positive number of seconds")
         if not 0 <= self.metrics_port <= 65535:

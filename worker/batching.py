@@ -59,8 +59,11 @@ class Pending:
             "task (crash, out of memory or kill)", **fields)
 
 
-def decode_message(message: Any, body: Any, max_text_chars: int) -> Pending:
-    """Turn one raw task message into a request or an error row (never raises)."""
+def decode_message(message: Any, body: Any, max_text_chars: int, max_payload_bytes: int | None = None) -> Pending:
+    """Turn one raw task message into a request or an error row (never raises).
+
+    A raw body over ``max_payload_bytes`` is refused before its JSON is decoded.
+    """
     now = dt.datetime.now(dt.timezone.utc)
     headers = message.headers or {}
     task_id = headers.get("id") if isinstance(headers, dict) else None
@@ -68,6 +71,10 @@ def decode_message(message: Any, body: Any, max_text_chars: int) -> Pending:
         task_id = f"missing-id-{uuid.uuid4()}"
         return Pending(message, now, error=error_row(task_id, "message has no task id"))
     task_id = clean_str(task_id, 255)
+    size = len(message.body) if isinstance(message.body, (bytes, str)) else 0
+    if max_payload_bytes is not None and size > max_payload_bytes:
+        return Pending(message, now, error=error_row(task_id, f"payload is {size} bytes (max {max_payload_bytes}, "
+                                                              "EMBEDCLF_MAX_PAYLOAD_BYTES); not decoded"))
     try:
         if body is None:
             body = message.decode()
@@ -122,6 +129,7 @@ class BatchConsumer:
         self.res.embedder  # load the model now, before the first message  # noqa: B018
         self.count_tokens = self.res.embedder.count_tokens
         self.max_text_chars = settings.max_text_chars
+        self.max_payload_bytes = settings.max_payload_bytes
         self.max_attempts = settings.max_attempts
         _serve_metrics_once(self.res, settings)
         self.connection_errors = getattr(consumer, "connection_errors", ())
@@ -135,7 +143,7 @@ class BatchConsumer:
         self.batches = 0
 
     def on_message(self, message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kw: Any) -> None:
-        item = decode_message(message, body, self.max_text_chars)
+        item = decode_message(message, body, self.max_text_chars, self.max_payload_bytes)
         tokens = 0
         if item.request is not None:
             tokens = self.count_tokens(item.request.text) or 0

@@ -15,10 +15,14 @@ from embedclf.cli.db import require_database
 from embedclf.config import Settings, mask_url
 
 
+START_REDIS = ("Start Redis with `docker compose up -d redis` or `redis-server --daemonize yes --bind 127.0.0.1 "
+               "--port 6379`, or set EMBEDCLF_BROKER_URL")
+
+
 def require_broker(settings: Settings):
     from embedclf.client import Client
 
-    client = Client(settings.broker_url, settings.queue)
+    client = Client.from_settings(settings)
     try:
         with client.app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.5, timeout=3)
@@ -26,40 +30,55 @@ def require_broker(settings: Settings):
         client.close()
         raise AppError(
             f"cannot reach the broker at {mask_url(settings.broker_url)} ({' '.join(str(exc).split())[:200]}). "
-            "Start Redis with `docker compose up -d redis` or `redis-server --daemonize yes --bind 127.0.0.1 "
-            "--port 6379`, or set EMBEDCLF_BROKER_URL"
+            + START_REDIS
         ) from None
     return client
 
 
 @cli.command()
-@click.option("--head", required=True, help="Head name to classify with.")
+@click.option("--head", "head", required=True, multiple=True,
+              help="Head name to classify with; repeat it for several heads (one embedding, a row per head).")
 @click.option("--file", "path", required=True, type=click.Path(dir_okay=False), help="CSV/TSV/JSONL/TXT file.")
 @click.option("--text-col", default="text", show_default=True)
 @click.option("--request-id-col", default=None, help="Column to send as request_id.")
 @click.option("--ids-out", type=click.Path(dir_okay=False), help="Write the task ids, one per line, here.")
 @click.option("--quiet", is_flag=True)
 @click.pass_obj
-def enqueue(settings: Settings, head: str, path: str, text_col: str, request_id_col: str | None,
+def enqueue(settings: Settings, head: tuple[str, ...], path: str, text_col: str, request_id_col: str | None,
             ids_out: str | None, quiet: bool) -> None:
     """Enqueue every row of a file as an `embedclf.classify` task."""
+    from embedclf.client import BrokerUnavailable, Client
     from embedclf.data import load_texts
 
+    if len(set(head)) != len(head) or len(head) > 16:
+        raise click.BadParameter("give 1 to 16 distinct head names", param_hint="--head")
     rows = load_texts(path, text_col, request_id_col)
-    client = require_broker(settings)
+    # No up-front ping: the client itself waits out a broker outage of up to EMBEDCLF_ENQUEUE_RETRY_S.
+    client = Client.from_settings(settings)
     try:
+        client.wait_for_broker()  # before the progress bar, so a broker that never came is one line
         with tqdm(total=len(rows), desc="enqueue", unit="task", file=sys.stderr, disable=quiet) as bar:
-            ids = client.classify_many(head, [t for _, t in rows], [r for r, _ in rows], progress=bar.update)
+            ids = client.classify_many(head[0] if len(head) == 1 else list(head), [t for _, t in rows],
+                                       [r for r, _ in rows], progress=bar.update)
+    except BrokerUnavailable as exc:
+        if ids_out:
+            _write_ids(ids_out, exc.sent)
+        raise AppError(f"cannot reach the broker: {exc}. " + START_REDIS) from None
     finally:
         client.close()
     if ids_out:
-        with open(ids_out, "w") as f:
-            f.write("\n".join(ids) + "\n")
-    click.echo(f"enqueued {len(ids)} tasks for head {head!r} on queue {settings.queue!r}")
+        _write_ids(ids_out, ids)
+    heads_txt = f"head {head[0]!r}" if len(head) == 1 else f"heads {', '.join(map(repr, head))}"
+    click.echo(f"enqueued {len(ids)} tasks for {heads_txt} on queue {settings.queue!r}")
 
 
-COLUMNS = ("completed_at", "task_id", "request_id", "head_name", "head_version", "status", "label", "score", "top3",
-           "error", "text")
+def _write_ids(path: str, ids: list[str]) -> None:
+    with open(path, "w") as f:
+        f.write("".join(i + "\n" for i in ids))
+
+
+COLUMNS = ("completed_at", "task_id", "request_id", "head_name", "head_version", "status", "label", "abstained",
+           "score", "top3", "error", "text")
 
 
 @cli.command()
@@ -105,6 +124,7 @@ def format_table(rows: list[dict]) -> str:
             detail = r["error"]
         score = f"{r['score']:.3f}" if r["score"] is not None else ""
         out.append(f"{r['completed_at']:%Y-%m-%d %H:%M:%S}  {_cell(r['head_name'], 14):<14} "
-                   f"{r['head_version'] or '':>3} {r['status']:<6} {_cell(r['label'], 18):<18} {score:>6}  "
+                   f"{r['head_version'] or '':>3} {r['status']:<6} "
+                   f"{_cell('(abstained)' if r.get('abstained') else r['label'], 18):<18} {score:>6}  "
                    f"{_cell(detail, 44):<44} {_cell(r['text'], 50)}")
     return "\n".join(out)

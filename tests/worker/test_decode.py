@@ -76,3 +76,12 @@ def test_message_without_id_still_gets_a_row():
 def test_nul_in_task_id_is_cleaned():
     p = decode_message(msg(good_body(head="h", text="x"), headers={"id": "a\x00b"}), None, 100)
     assert "\x00" not in p.request.task_id
+
+
+def test_oversized_body_is_refused_before_decoding():
+    body = b"[" + b"x" * 5000  # not even JSON: decoding it would say "malformed message"
+    p = decode_message(msg(body), None, 100, max_payload_bytes=4096)
+    assert p.request is None and p.task_id == "tid-1"
+    assert p.error["status"] == "error" and p.error["error"].startswith("payload is 5001 bytes (max 4096")
+    small = decode_message(msg(good_body(head="h", text="hello")), None, 100, max_payload_bytes=4096)
+    assert small.request is not None and small.request.text == "hello"

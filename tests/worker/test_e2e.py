@@ -98,7 +98,8 @@ def test_pipeline_end_to_end(settings, engine, support_head, minilm, start_worke
         ("list", {"head": "support", "text": ["a", "b"]}, "'text' must be a string"),
         ("nohead", {"head": "no-such-head", "text": "where is my parcel"}, "unknown head 'no-such-head'"),
         ("nul", {"head": "support", "text": "refund\x00please"}, "NUL byte"),
-        ("huge", {"head": "support", "text": huge}, "too long"),
+        ("huge", {"head": "support", "text": huge}, "payload is 104858"),  # 10,485,8xx bytes: refused undecoded
+        ("long", {"head": "support", "text": "w" * 20_001}, "too long"),  # under the payload limit
         ("missing", {"head": "support"}, "missing required field(s): text"),
         ("extra", {"head": "support", "text": "hi", "colour": "red"}, "unexpected field(s): colour"),
         ("headtype", {"head": None, "text": "hi"}, "'head' must be a non-empty string"),
