@@ -186,3 +186,109 @@ def test_error_row_message_is_cleaned_and_bounded():
     assert row["status"] == "error" and row["task_id"] == "t" and row["head_name"] == "h"
     assert "\x00" not in row["error"] and len(row["error"]) <= 1000
     row["error"].encode("utf-8")
+
+
+# --- several heads, one embedding -----------------------------------------------------
+
+
+class RecordingEmbedder(FakeEmbedder):
+    """Remembers the texts of every ``embed_batch`` call."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        self.texts: list[list[str]] = []
+
+    def embed_batch(self, texts):
+        self.texts.append(list(texts))
+        return super().embed_batch(texts)
+
+
+def multi(i: int, heads: tuple[str, ...], text: str) -> ClassifyRequest:
+    return ClassifyRequest(task_id=f"t{i}", head=None, text=text, request_id=f"r{i}", heads=heads)
+
+
+def test_multi_head_task_gets_one_row_per_head_from_one_embedding(heads):
+    texts = ["refund my invoice", "app crashes on start", "great service thanks"]
+    requests = [multi(i, ("support", "sentiment"), t) for i, t in enumerate(texts)]
+    requests.append(req(3, "sentiment", "app crashes on start"))  # same text, single-head task
+    emb = RecordingEmbedder(DIM)
+    rows = classify_requests(requests, emb, heads)
+    # each distinct text embedded exactly once, in one call, for 7 rows
+    assert len(emb.texts) == 1 and sorted(emb.texts[0]) == sorted(texts)
+    assert [(r["task_id"], r["head_name"]) for r in rows] == [
+        ("t0", "support"), ("t0", "sentiment"), ("t1", "support"), ("t1", "sentiment"),
+        ("t2", "support"), ("t2", "sentiment"), ("t3", "sentiment")]
+    for r in rows:
+        head = heads[r["head_name"]]
+        assert_ok_row(r, head)
+        assert r["label"] == expected_label(head, r["text"])
+        assert r["request_id"] == f"r{r['task_id'][1:]}"
+    assert rows[3]["top3"] == rows[6]["top3"]  # same text, same head: same answer
+
+
+def test_unknown_head_among_several_fails_only_that_head(heads):
+    rows = classify_requests([multi(0, ("support", "nope", "sentiment"), "parcel delayed")], FakeEmbedder(DIM), heads)
+    assert [(r["head_name"], r["status"]) for r in rows] == [("support", "ok"), ("nope", "error"), ("sentiment", "ok")]
+    assert "unknown head 'nope'" in rows[1]["error"] and rows[1]["task_id"] == "t0"
+    assert rows[1]["request_id"] == "r0"
+
+
+def test_mismatched_embedder_among_several_fails_only_that_head(heads):
+    heads = heads | {"old": make_loaded("old", ["a", "b"], embedder_id="minilm:v1", version=2)}
+    rows = classify_requests([multi(0, ("old", "support"), "hi")], FakeEmbedder(DIM), heads)
+    assert rows[0]["status"] == "error" and rows[0]["head_name"] == "old" and "minilm:v1" in rows[0]["error"]
+    assert rows[1]["status"] == "ok" and rows[1]["head_name"] == "support"
+
+
+def test_failed_embedding_gives_an_error_row_per_head(heads):
+    rows = classify_requests([multi(0, ("support", "sentiment"), "goes BOOM"), multi(1, ("support",), "fine")],
+                             BoomEmbedder(DIM), heads)
+    assert [(r["task_id"], r["head_name"], r["status"]) for r in rows] == [
+        ("t0", "support", "error"), ("t0", "sentiment", "error"), ("t1", "support", "ok")]
+    assert all("backend exploded" in r["error"] for r in rows[:2])
+
+
+def test_abstaining_head_keeps_top3_but_no_label():
+    import dataclasses
+
+    head = make_loaded("support", ["billing", "bug", "shipping", "account"], seed=1)
+    texts = [f"text number {i}" for i in range(12)]
+    proba = head.module.predict_proba(FakeEmbedder(DIM).embed_batch(texts))
+    # a threshold between the lowest and highest top score: some rows answer, some abstain
+    threshold = float(np.median(proba.max(1)))
+    head.module.config = dataclasses.replace(head.module.config, abstain_threshold=threshold)
+    rows = classify_requests([req(i, "support", t) for i, t in enumerate(texts)], FakeEmbedder(DIM), {"support": head})
+    abstained = [r for r in rows if r["abstained"]]
+    answered = [r for r in rows if not r["abstained"]]
+    assert abstained and answered
+    for r, p in zip(rows, proba):
+        assert r["status"] == "ok" and len(r["top3"]) == 3
+        assert r["score"] == pytest.approx(float(p.max()), abs=1e-6)
+        assert r["abstained"] == bool(p.max() < threshold)
+        if r["abstained"]:
+            assert r["label"] is None and r["top3"][0]["label"] == head.labels[int(p.argmax())]
+        else:
+            assert r["label"] == r["top3"][0]["label"]
+
+
+def test_out_of_scope_label_is_an_abstention():
+    import dataclasses
+
+    texts = [f"another text {i}" for i in range(20)]
+    proba = None
+    for seed in range(20):  # a random head that predicts "oos" for some texts but not all
+        head = make_loaded("support", ["billing", "bug", "oos"], seed=seed)
+        proba = head.module.predict_proba(FakeEmbedder(DIM).embed_batch(texts))
+        if 0 < (proba.argmax(1) == 2).sum() < len(texts):
+            break
+    head.module.config = dataclasses.replace(head.module.config, oos_label="oos")
+    rows = classify_requests([req(i, "support", t) for i, t in enumerate(texts)], FakeEmbedder(DIM), {"support": head})
+    for r, p in zip(rows, proba):
+        is_oos = head.labels[int(p.argmax())] == "oos"
+        assert r["abstained"] == is_oos and (r["label"] is None) == is_oos
+    assert 0 < sum(r["abstained"] for r in rows) < len(rows)  # both cases exercised
+
+
+def test_heads_without_abstention_never_abstain(heads):
+    rows = classify_requests([req(i, "support", f"t {i}") for i in range(5)], FakeEmbedder(DIM), heads)
+    assert all(r["abstained"] is False and r["label"] for r in rows)

@@ -213,3 +213,59 @@ def test_salvage_bounds_lengths():
     out = salvage({"head": "h" * 10_000, "request_id": "r" * 10_000})
     assert len(out["head_name"]) == MAX_HEAD_NAME
     assert len(out["request_id"]) == MAX_ID_CHARS
+
+
+# --- several heads, one embedding -----------------------------------------------------
+
+
+def test_heads_list_is_an_alternative_to_head():
+    r = parse({"heads": ["intent", "urgency"], "text": "refund please", "request_id": 3})
+    assert r.heads == ("intent", "urgency") and r.head is None
+    assert r.text == "refund please" and r.request_id == "3"
+
+
+def test_single_head_has_a_one_element_heads_tuple():
+    assert parse(ok()).heads == ("support",)
+    one = parse({"heads": ["support"], "text": "my invoice is wrong"})
+    assert one == parse(ok()) and one.head == "support"
+
+
+def test_sixteen_heads_accepted():
+    names = [f"h{i}" for i in range(16)]
+    assert parse({"heads": names, "text": "x"}).heads == tuple(names)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    pytest.param({"head": "a", "heads": ["b"], "text": "t"}, r"either 'head' or 'heads', not both$", id="both"),
+    pytest.param({"heads": [], "text": "t"}, r"'heads' must name 1 to 16 heads, got 0$", id="empty"),
+    pytest.param({"heads": [f"h{i}" for i in range(17)], "text": "t"}, r"1 to 16 heads, got 17$", id="17"),
+    pytest.param({"heads": "intent", "text": "t"}, r"'heads' must be a list of head names, got 'intent'$", id="str"),
+    pytest.param({"heads": {"a": 1}, "text": "t"}, r"'heads' must be a list of head names", id="object"),
+    pytest.param({"heads": ["a", "b", "a"], "text": "t"}, r"'heads' names 'a' more than once$", id="dup"),
+    pytest.param({"heads": ["a", 5], "text": "t"}, r"'heads\[1\]' must be a non-empty string, got 5$", id="int"),
+    pytest.param({"heads": ["a", " "], "text": "t"}, r"'heads\[1\]' must be a non-empty string", id="blank"),
+    pytest.param({"heads": ["a", "h" * (MAX_HEAD_NAME + 1)], "text": "t"}, r"'heads\[1\]' is not a valid head name",
+                 id="long"),
+    pytest.param({"heads": ["a\x00"], "text": "t"}, r"'heads\[0\]' is not a valid head name", id="nul"),
+    pytest.param({"heads": ["a\udcff"], "text": "t"}, r"'heads\[0\]' is not valid Unicode", id="surrogate"),
+    pytest.param({"heads": ["a", "b"]}, r"missing required field\(s\): text$", id="no-text"),
+    pytest.param({"heads": ["a", "b"], "text": ""}, r"'text' is empty$", id="empty-text"),
+])
+def test_invalid_heads_payloads(kwargs, message):
+    with pytest.raises(PayloadError, match=message):
+        parse(kwargs)
+
+
+def test_request_needs_a_head_and_consistent_fields():
+    with pytest.raises(ValueError):
+        ClassifyRequest("t", None, "text")
+    with pytest.raises(ValueError):
+        ClassifyRequest("t", "a", "text", heads=("a", "b"))
+
+
+def test_salvage_of_a_heads_list():
+    # one row stands for a whole bad multi-head task: no single head to name
+    assert salvage({"heads": ["a", "b"], "text": "", "request_id": "r"})["head_name"] is None
+    assert salvage({"heads": ["a"], "text": ""})["head_name"] == "a"
+    assert salvage({"heads": [5], "text": ""})["head_name"] is None
+    assert salvage({"heads": "a", "head": "b"})["head_name"] is None

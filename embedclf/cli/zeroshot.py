@@ -43,24 +43,26 @@ def read_label_specs(path: str, label_col: str, description_col: str) -> list:
     return specs
 
 
-def evaluate_zeroshot(head, labels: list[str], embedder, path: str, text_col: str, label_col: str,
-                      quiet: bool) -> dict:
-    """Accuracy, macro-F1, MAP@3, top-3 accuracy of the head on a labelled file."""
+def load_eval(path: str, text_col: str, label_col: str, labels: list[str]):
+    """The labelled --eval file; every label in it must be one of the head's."""
     from embedclf.data import load_labeled
-    from embedclf.training.metrics import classification_report
 
     data = load_labeled(path, text_col, label_col)
     unknown = sorted(set(data.labels) - set(labels))
     if unknown:
         shown = ", ".join(repr(u) for u in unknown[:5])
         raise ValueError(f"{len(unknown)} label(s) of {path} are not among the head's labels: {shown}")
+    return data
+
+
+def evaluate_zeroshot(head, labels: list[str], embedder, data, quiet: bool) -> dict:
+    """Accuracy, macro-F1, MAP@3, top-3 accuracy and log-loss of the head on labelled data."""
+    from embedclf.training.metrics import classification_report
+
     index = {label: i for i, label in enumerate(labels)}
     X = embedder.embed(data.texts, embed_progress(quiet)(len(data.texts)))
-    proba = head.predict_proba(X)
-    report = classification_report(proba, [index[y] for y in data.labels])
-    out = {k: round(v, 4) for k, v in report.items()}
-    out.update(n_test=len(data.texts), eval_file=str(path))
-    return out
+    report = classification_report(head.predict_proba(X), [index[y] for y in data.labels])
+    return {**{k: round(v, 4) for k, v in report.items()}, "n_test": len(data.texts)}
 
 
 @heads.command()
@@ -84,13 +86,15 @@ def zeroshot(settings: Settings, name: str, labels_path: str, label_col: str, de
              embedder_spec: str | None, temperature: float | None, activate: bool, eval_path: str | None,
              text_col: str, no_store: bool, as_json: bool) -> None:
     """Build head NAME from label names/descriptions alone (cosine to their embeddings), store it as a version."""
-    from embedclf.heads.zeroshot import DEFAULT_TEMPERATURE, build_zeroshot
+    from embedclf.heads.zeroshot import DEFAULT_TEMPERATURE, build_zeroshot, check_labels
 
     if not name.strip() or len(name) > 128:
         raise click.BadParameter("must be 1-128 characters", param_hint="NAME")
     if no_store and activate:
         raise click.BadParameter("--activate stores a version; drop --no-store", param_hint="--activate")
     specs = read_label_specs(labels_path, label_col, description_col)
+    check_labels(specs)  # before any model is loaded
+    eval_data = load_eval(eval_path, text_col, label_col, [x.label for x in specs]) if eval_path else None
     engine = None
     if not no_store:
         from embedclf.cli.db import require_database
@@ -101,11 +105,10 @@ def zeroshot(settings: Settings, name: str, labels_path: str, label_col: str, de
     summary: dict = {"head": name, "kind": "zeroshot", "n_labels": len(specs), "embedder": embedder.model_id,
                      "temperature": artifact.train_params["temperature"],
                      "described_labels": sum(s.described for s in specs)}
-    if eval_path:
-        metrics = evaluate_zeroshot(artifact.build(), artifact.labels, embedder, eval_path, text_col, label_col,
-                                    as_json)
-        artifact.metrics = {**metrics, "kind": "zeroshot"}
-        summary.update(metrics)
+    if eval_data is not None:
+        metrics = evaluate_zeroshot(artifact.build(), artifact.labels, embedder, eval_data, as_json)
+        artifact.metrics = {**metrics, "kind": "zeroshot", "eval_file": str(eval_path)}
+        summary.update(metrics, eval_file=str(eval_path))
     if engine is not None:
         from embedclf.store import repository
 
