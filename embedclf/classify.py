@@ -18,6 +18,7 @@ import numpy as np
 from embedclf.embedders.base import Embedder
 from embedclf.heads.mlp import MLPHead, top_k
 from embedclf.payload import ClassifyRequest, clean_str
+from embedclf.training.abstain import head_abstain_mask
 
 log = logging.getLogger(__name__)
 TOP_K = 3
@@ -113,12 +114,14 @@ def classify_requests(
         for (name, _version), idx in by_head.items():
             head = heads[name]
             proba = head.module.predict_proba(vectors[[text_index[requests[pairs[p][0]].text] for p in idx]])
-            for p, best in zip(idx, top_k(proba, head.labels, TOP_K)):
+            abstained = head_abstain_mask(head.module, head.labels, proba)
+            for p, best, abst in zip(idx, top_k(proba, head.labels, TOP_K), abstained):
                 r = requests[pairs[p][0]]
                 rows[p] = {
                     "task_id": r.task_id,
                     "status": "ok",
-                    "label": best[0][0],
+                    "label": None if abst else best[0][0],  # out of scope: top-3 kept, no label
+                    "abstained": bool(abst),
                     "score": best[0][1],
                     "top3": [{"label": lbl, "score": round(score, 6)} for lbl, score in best],
                     "head_version": head.version,
