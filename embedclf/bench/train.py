@@ -42,3 +42,63 @@ def run_train(embedder: Embedder, texts: Sequence[str], labels: Sequence[str], e
         "best_epoch": result.best_epoch,
         "val_accuracy": round(float(result.val_metrics.get("accuracy", float("nan"))), 4),
     }
+
+
+def run_train_cached(embedder: Embedder, texts: Sequence[str], labels: Sequence[str], epochs: int | None,
+                     quiet: bool, engine) -> dict:
+    """Two trainings through the Postgres cache on an empty database (``engine``).
+
+    First: import the examples as a dataset, embed them and store the vectors, train. Second, the
+    retrain: read the dataset and its vectors back from Postgres (the model embeds nothing), train.
+    """
+    from embedclf.store.datasets import fetch_examples, import_examples
+    from embedclf.store.embcache import CachedEmbedder
+    from embedclf.training.trainer import TrainParams, train_head
+
+    params = TrainParams() if epochs is None else TrainParams(epochs=epochs)
+    runs = {}
+    for run in ("first", "second"):
+        start = time.perf_counter()
+        if run == "first":
+            import_examples(engine, "bench", list(texts), list(labels))
+        run_texts, run_labels = fetch_examples(engine, "bench")
+        data_s = time.perf_counter() - start
+        cached = CachedEmbedder(embedder, engine)  # a fresh object: nothing in memory
+        with tqdm(total=len(run_texts), desc=f"{run}: embedding", unit="text", file=sys.stderr, disable=quiet,
+                  dynamic_ncols=True) as bar:
+            start = time.perf_counter()
+            X = cached.embed(run_texts, progress=bar.update)
+            embed_s = time.perf_counter() - start
+        with tqdm(total=params.epochs, desc=f"{run}: training", unit="epoch", file=sys.stderr, disable=quiet,
+                  dynamic_ncols=True) as bar:
+            start = time.perf_counter()
+            result = train_head(X, run_labels, params, on_epoch=lambda *_: bar.update(1))
+            train_s = time.perf_counter() - start
+        runs[run] = {
+            "n": len(run_texts), "embedded": cached.embedded, "cached": cached.hits,
+            "dataset_seconds": round(data_s, 3), "embed_seconds": round(embed_s, 3),
+            "train_seconds": round(train_s, 3), "total_seconds": round(data_s + embed_s + train_s, 3),
+            "epochs_run": len(result.history), "val_accuracy": round(float(result.val_metrics["accuracy"]), 4),
+        }
+    first = runs["first"]
+    return {
+        "n": first["n"], "n_labels": len(set(labels)), "dim": embedder.dim, "embedder": embedder.model_id,
+        "epochs_max": params.epochs, "first": first, "second": runs["second"],
+        "retrain_seconds": runs["second"]["total_seconds"],
+    }
+
+
+def cached_report(r: dict, echo) -> None:
+    """Print a ``bench train --cache`` report."""
+    from embedclf.bench.report import machine_block
+
+    machine_block(r["machine"], echo)
+    echo(f"\n{r['n']} texts, {r['n_labels']} labels, dim {r['dim']}, embedder {r['embedder']}, "
+         f"temporary database (dropped)")
+    for run, what in (("first", "import + embed + store"), ("second", "retrain from the Postgres cache")):
+        x = r[run]
+        echo(f"  {run:<7} {what}: dataset {x['dataset_seconds']:.2f} s, vectors {x['embed_seconds']:.2f} s "
+             f"({x['embedded']} embedded, {x['cached']} from cache), train {x['train_seconds']:.2f} s "
+             f"({x['epochs_run']} of {r['epochs_max']} epochs, val accuracy {x['val_accuracy']}) "
+             f"= {x['total_seconds']:.2f} s")
+    echo(f"  retrain from cache: {r['retrain_seconds']:.2f} s")

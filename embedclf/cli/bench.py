@@ -164,10 +164,13 @@ def e2e(settings: Settings, data_path: str, text_col: str, label_col: str, n: in
 @click.option("-n", "n", default=None, type=click.IntRange(1), help="First N labelled rows (default: all).")
 @embedder_option
 @click.option("--epochs", default=None, type=click.IntRange(1, 10_000), help="Max epochs (default 60).")
+@click.option("--cache", "use_cache", is_flag=True,
+              help="Through the Postgres embedding cache in a temporary database: a first run embeds and stores, "
+                   "a second (the retrain) reads dataset and vectors back and trains.")
 @json_option
 @click.pass_obj
 def train(settings: Settings, data_path: str, text_col: str, label_col: str, n: int | None,
-          embedder_spec: str | None, epochs: int | None, as_json: bool) -> None:
+          embedder_spec: str | None, epochs: int | None, use_cache: bool, as_json: bool) -> None:
     """Embed once, then time train_head on the cached embeddings."""
     from embedclf.bench.machine import machine_info
     from embedclf.bench.train import run_train
@@ -178,6 +181,8 @@ def train(settings: Settings, data_path: str, text_col: str, label_col: str, n: 
     texts, labels = data.texts[:n], data.labels[:n]
     emb = load_embedder_verbose(settings, spec, quiet=as_json)
     try:
+        if use_cache:
+            return _train_cached(settings, emb, texts, labels, epochs, as_json, data_path, spec)
         report = run_train(emb, texts, labels, epochs, quiet=as_json)
     finally:
         emb.close()
@@ -188,3 +193,22 @@ def train(settings: Settings, data_path: str, text_col: str, label_col: str, n: 
         from embedclf.bench.report import train_report
 
         train_report(report, click.echo)
+
+
+def _train_cached(settings: Settings, emb, texts, labels, epochs, as_json: bool, data_path: str, spec: str) -> None:
+    from embedclf.bench.infra import temp_database
+    from embedclf.bench.machine import machine_info
+    from embedclf.bench.train import cached_report, run_train_cached
+    from embedclf.store.db import make_engine
+
+    with sigterm_as_interrupt(), temp_database(settings.database_url) as url:
+        engine = make_engine(url, pool_size=1, max_overflow=1)
+        try:
+            report = run_train_cached(emb, texts, labels, epochs, as_json, engine)
+        finally:
+            engine.dispose()
+    report.update(mode="train-cache", data=data_path, embedder_spec=spec, machine=machine_info(report["embedder"]))
+    if as_json:
+        echo_json(report)
+    else:
+        cached_report(report, click.echo)
