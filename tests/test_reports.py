@@ -78,3 +78,21 @@ def test_confusion_grows_with_labels_but_is_capped(tmp_path):
 def test_confusion_handles_empty_rows(tmp_path):
     cm = np.array([[3, 1, 0], [0, 0, 0], [1, 0, 4]])  # label 'b' never in the test set
     read_png(plot_confusion(cm, ["a", "b", "c"], tmp_path / "empty-row.png"))
+
+
+def test_reliability_png_before_and_after(tmp_path):
+    from embedclf.reports import plot_reliability
+    from embedclf.training.metrics import reliability_bins
+
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.3, 1.0, 500)
+    correct = rng.random(500) < conf
+    before = reliability_bins(np.minimum(conf * 1.3, 1.0), correct)
+    after = reliability_bins(conf, correct)
+    out = plot_reliability(after, tmp_path / "rel.png", uncalibrated=before, ece=0.02, ece_uncalibrated=0.15)
+    img = read_png(out)
+    h, w = img.shape[:2]
+    assert h > w  # diagram above a histogram of counts
+    assert len(np.unique(img.reshape(-1, img.shape[2]), axis=0)) > 20
+    # empty bins and a single series are fine too
+    read_png(plot_reliability(reliability_bins(np.array([0.95, 0.97]), np.array([1, 1])), tmp_path / "one.png"))

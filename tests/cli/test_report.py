@@ -1,0 +1,88 @@
+"""``heads train`` stores the full report; ``heads report`` rebuilds JSON, Markdown and PNGs from it (real MiniLM)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from embedclf.cli import cli
+from embedclf.cli.queue import format_table
+from embedclf.demo import TRAIN_CSV
+from embedclf.store import repository as repo
+from tests.conftest import one_line_error
+
+pytestmark = pytest.mark.postgres
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def run(settings):
+    def invoke(*args: str, ok: bool = True):
+        env = {"EMBEDCLF_DATABASE_URL": settings.database_url, "EMBEDCLF_BROKER_URL": settings.broker_url,
+               "EMBEDCLF_EMBEDDER": "minilm", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+        if ok:
+            assert result.exit_code == 0, result.output + result.stderr
+        return result
+    return invoke
+
+
+def test_train_stores_report_and_heads_report_writes_it(run, clean_db, tmp_path):
+    r = run("heads", "train", "--name", "support", "--data", str(TRAIN_CSV), "--epochs", "30",
+            "--abstain-precision", "0.95", "--plots", str(tmp_path / "train-plots"))
+    assert "ECE" in r.output and "abstention" in r.output and "weakest classes" in r.output
+    assert {p.name for p in (tmp_path / "train-plots").iterdir()} == {
+        f"support-v1-{n}" for n in ("training.png", "confusion.png", "reliability.png", "report.json", "report.md")}
+
+    meta, artifact = repo.load_head(clean_db, "support", 1)
+    rep = meta.metrics["report"]
+    labels = meta.labels
+    assert [row["label"] for row in rep["per_class"]] == labels
+    assert sum(row["support"] for row in rep["per_class"]) == meta.metrics["n_test"]
+    assert len(rep["history"]) >= 1 and rep["calibration"]["n_bins"] == 15
+    assert meta.metrics["ece"] == pytest.approx(rep["calibration"]["ece"], abs=1e-4)
+    # the abstention threshold travels with the weights (workers read it from the config)
+    assert artifact.config.abstain_threshold == pytest.approx(rep["abstain"]["threshold"])
+    assert artifact.build().config.abstain_threshold == artifact.config.abstain_threshold
+    assert rep["abstain"]["val"]["answered_precision"] >= 0.95
+
+    out = tmp_path / "report"
+    r = run("heads", "report", "support", "--out", str(out))
+    files = {p.name: p for p in out.iterdir()}
+    assert set(files) == {"report.json", "report.md", "training.png", "confusion.png", "reliability.png"}
+    assert all(files[n].read_bytes()[:8] == PNG for n in files if n.endswith(".png"))
+    stored = json.loads(files["report.json"].read_text())
+    assert stored["report"]["per_class"] == rep["per_class"]
+    assert stored["summary"]["accuracy"] == meta.metrics["accuracy"]
+    md = files["report.md"].read_text()
+    assert "## Per class" in md and all(f"| {lbl} |" in md for lbl in labels)
+    assert "ECE" in r.output and str(out / "report.md") in r.output
+
+
+def test_heads_report_errors(run, clean_db, tmp_path):
+    one_line_error(run("heads", "report", "ghost", "--out", str(tmp_path), ok=False), "head 'ghost'")
+    # a version stored without a report (e.g. trained before reports existed) says so in one line
+    import torch
+
+    from embedclf.heads.checkpoint import HeadArtifact
+    from embedclf.heads.mlp import HeadConfig, MLPHead
+
+    torch.manual_seed(0)
+    art = HeadArtifact.from_head(MLPHead(HeadConfig(input_dim=384, num_labels=2)), ["a", "b"],
+                                 "st:all-MiniLM-L6-v2", metrics={"accuracy": 0.5})
+    repo.add_head_version(clean_db, "old", art)
+    one_line_error(run("heads", "report", "old", "--out", str(tmp_path), ok=False), "no stored report", "retrain")
+
+
+def test_results_table_shows_abstentions():
+    import datetime as dt
+
+    row = {"completed_at": dt.datetime(2026, 1, 1), "head_name": "support", "head_version": 2, "status": "ok",
+           "label": None, "abstained": True, "score": 0.31, "error": None, "text": "what is the weather",
+           "top3": [{"label": "billing", "score": 0.31}, {"label": "bug", "score": 0.2}, {"label": "x", "score": 0.1}]}
+    line = format_table([row]).splitlines()[1]
+    assert "(abstained)" in line and "billing 0.31" in line
+    answered = format_table([row | {"label": "billing", "abstained": False}]).splitlines()[1]
+    assert "(abstained)" not in answered and "billing" in answered
