@@ -96,8 +96,9 @@ def test_train_with_custom_columns_and_plots(run, clean_db, tmp_path):
     data.write_text("\n".join(json.dumps({"utterance": r["text"], "intent": r["label"]}) for r in rows))
     r = run("heads", "train", "--name", "intents", "--data", str(data), "--text-col", "utterance",
             "--label-col", "intent", "--epochs", "5", "--plots", str(tmp_path / "plots"))
-    pngs = sorted(p.name for p in (tmp_path / "plots").iterdir())
-    assert pngs == ["intents-v1-confusion.png", "intents-v1-training.png"]
+    pngs = sorted(p.name for p in (tmp_path / "plots").iterdir() if p.suffix == ".png")
+    assert pngs == ["intents-v1-confusion.png", "intents-v1-reliability.png", "intents-v1-training.png"]
+    assert (tmp_path / "plots" / "intents-v1-report.json").exists() and (tmp_path / "plots" / "intents-v1-report.md").exists()
     assert all((tmp_path / "plots" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     assert "stored head 'intents'" in r.output
 
