@@ -6,6 +6,9 @@ import datetime as dt
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from embedclf.payload import (
     MAX_HEAD_NAME,
@@ -269,3 +272,25 @@ def test_salvage_of_a_heads_list():
     assert salvage({"heads": ["a"], "text": ""})["head_name"] == "a"
     assert salvage({"heads": [5], "text": ""})["head_name"] is None
     assert salvage({"heads": "a", "head": "b"})["head_name"] is None
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+                     max_leaves=20)
+
+
+@hsettings(max_examples=300, deadline=None, derandomize=True)
+@given(st.one_of(_json, st.lists(st.one_of(st.sampled_from(["a", "b", "c"]), st.text(max_size=8), _json),
+                                 max_size=20)))
+def test_any_heads_value_parses_or_is_a_payload_error(heads):
+    kwargs = {"heads": heads, "text": "hello"}
+    try:
+        r = parse_request("t", (), kwargs, MAX)
+    except PayloadError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) < 300
+        clean_str(str(exc)).encode("utf-8")
+    else:
+        assert isinstance(heads, list) and r.heads == tuple(heads) and 1 <= len(heads) <= 16
+        assert len(set(heads)) == len(heads) and all(isinstance(h, str) and h.strip() for h in heads)
+    out = salvage(kwargs)
+    assert out["head_name"] is None or (isinstance(heads, list) and out["head_name"] == clean_str(heads[0], 128))
