@@ -80,7 +80,8 @@ def test_feedback_role_only_inserts_feedback(engine, pg_url, clean_db):
     eng = connect_as(pg_url, fb)
     try:
         with eng.begin() as conn:
-            conn.execute(text("INSERT INTO feedback (task_id, head_name, label, note) VALUES ('t1', 'h', 'y', 'n')"))
+            conn.execute(text("INSERT INTO feedback (task_id, head_name, label, note) VALUES (:t, 'h', 'y', 'n')"),
+                         {"t": f"fb-{suffix}"})
         for forbidden in ("SELECT * FROM feedback", "SELECT * FROM predictions", "SELECT * FROM heads",
                           "SELECT * FROM examples", "UPDATE feedback SET label = 'z'", "DELETE FROM feedback",
                           "INSERT INTO predictions (task_id, status, error) VALUES ('x', 'error', 'x')"):
@@ -88,11 +89,12 @@ def test_feedback_role_only_inserts_feedback(engine, pg_url, clean_db):
                 with eng.begin() as conn:
                     conn.execute(text(forbidden))
         with engine.connect() as conn:  # the row names who sent it
-            assert conn.execute(text("SELECT created_by FROM feedback WHERE task_id = 't1'")).scalar() == fb
+            assert conn.execute(text("SELECT created_by FROM feedback WHERE task_id = :t"),
+                                {"t": f"fb-{suffix}"}).scalar_one() == fb
     finally:
         eng.dispose()
         with engine.begin() as conn:
-            conn.execute(text("DELETE FROM feedback"))
+            conn.execute(text("DELETE FROM feedback WHERE task_id = :t"), {"t": f"fb-{suffix}"})
             for role in (worker, admin, fb):
                 conn.execute(text(f'DROP OWNED BY "{role}"'))
                 conn.execute(text(f'DROP ROLE "{role}"'))
