@@ -62,3 +62,17 @@ def test_enqueue_refuses_an_oversized_payload_and_sends_nothing(tmp_path):
         assert queued(server.port) == []
     finally:
         server.stop()
+
+
+def test_results_table_shows_abstentions():
+    import datetime as dt
+
+    from embedclf.cli.queue import format_table
+
+    row = {"completed_at": dt.datetime(2026, 1, 1), "head_name": "support", "head_version": 2, "status": "ok",
+           "label": None, "abstained": True, "score": 0.31, "error": None, "text": "what is the weather",
+           "top3": [{"label": "billing", "score": 0.31}, {"label": "bug", "score": 0.2}, {"label": "x", "score": 0.1}]}
+    line = format_table([row]).splitlines()[1]
+    assert "(abstained)" in line and "billing 0.31" in line
+    answered = format_table([row | {"label": "billing", "abstained": False}]).splitlines()[1]
+    assert "(abstained)" not in answered and "billing" in answered

@@ -8,7 +8,6 @@ import pytest
 from click.testing import CliRunner
 
 from embedclf.cli import cli
-from embedclf.cli.queue import format_table
 from embedclf.demo import TRAIN_CSV
 from embedclf.store import repository as repo
 from tests.conftest import one_line_error
@@ -74,15 +73,3 @@ def test_heads_report_errors(run, clean_db, tmp_path):
                                  "st:all-MiniLM-L6-v2", metrics={"accuracy": 0.5})
     repo.add_head_version(clean_db, "old", art)
     one_line_error(run("heads", "report", "old", "--out", str(tmp_path), ok=False), "no stored report", "retrain")
-
-
-def test_results_table_shows_abstentions():
-    import datetime as dt
-
-    row = {"completed_at": dt.datetime(2026, 1, 1), "head_name": "support", "head_version": 2, "status": "ok",
-           "label": None, "abstained": True, "score": 0.31, "error": None, "text": "what is the weather",
-           "top3": [{"label": "billing", "score": 0.31}, {"label": "bug", "score": 0.2}, {"label": "x", "score": 0.1}]}
-    line = format_table([row]).splitlines()[1]
-    assert "(abstained)" in line and "billing 0.31" in line
-    answered = format_table([row | {"label": "billing", "abstained": False}]).splitlines()[1]
-    assert "(abstained)" not in answered and "billing" in answered
