@@ -1,14 +1,20 @@
 """When to flush a batch: a pure, clock-injected policy.
 
-A batch is flushed when it holds ``max_size`` items, when its token total
+A batch is due when the buffer holds ``max_size`` items, when its token total
 reaches ``max_tokens`` (for embedders that count tokens), or when its oldest
 item has waited ``max_wait_s``. The worker feeds items in as messages arrive
 and asks :meth:`Batcher.due` from a timer.
+
+While the worker is busy with one batch the buffer keeps filling, so it may hold
+more than one batch's worth; :meth:`Batcher.take` hands out one batch within the
+limits (always at least one item, however many tokens it has) and keeps the rest,
+each item keeping its own arrival time.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Generic, TypeVar
 
@@ -21,15 +27,17 @@ class Batcher(Generic[T]):
     max_wait_s: float
     max_tokens: int | None = None
     clock: Callable[[], float] = time.monotonic
-    _items: list[T] = field(default_factory=list)
+    #: (item, tokens, arrival time), oldest first
+    _items: deque = field(default_factory=deque)
     _tokens: int = 0
-    _first_at: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_size < 1:
             raise ValueError("max_size must be >= 1")
         if self.max_wait_s < 0:
             raise ValueError("max_wait_s must be >= 0")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError("max_tokens must be >= 1 (or None)")
 
     def __len__(self) -> int:
         return len(self._items)
@@ -39,11 +47,10 @@ class Batcher(Generic[T]):
         return self._tokens
 
     def add(self, item: T, tokens: int = 0) -> bool:
-        """Buffer ``item``; returns True when the batch should be flushed now."""
-        if not self._items:
-            self._first_at = self.clock()
-        self._items.append(item)
-        self._tokens += max(0, tokens)
+        """Buffer ``item``; returns True when a batch should be flushed now."""
+        tokens = max(0, tokens)
+        self._items.append((item, tokens, self.clock()))
+        self._tokens += tokens
         return self.full()
 
     def full(self) -> bool:
@@ -52,22 +59,31 @@ class Batcher(Generic[T]):
         return self.max_tokens is not None and self._tokens >= self.max_tokens
 
     def due(self) -> bool:
-        """True when the batch is full or its oldest item has waited long enough."""
+        """True when a batch is full or the oldest item has waited long enough."""
         if not self._items:
             return False
         if self.full():
             return True
-        assert self._first_at is not None
-        return self.clock() - self._first_at >= self.max_wait_s
+        return self.clock() - self._items[0][2] >= self.max_wait_s
 
     def wait_left(self) -> float | None:
-        """Seconds until the current batch becomes due (None when empty)."""
-        if not self._items or self._first_at is None:
+        """Seconds until the oldest item's batch becomes due (None when empty)."""
+        if not self._items:
             return None
-        return max(0.0, self.max_wait_s - (self.clock() - self._first_at))
+        if self.full():
+            return 0.0
+        return max(0.0, self.max_wait_s - (self.clock() - self._items[0][2]))
 
     def take(self) -> list[T]:
-        items, self._items = self._items, []
-        self._tokens = 0
-        self._first_at = None
-        return items
+        """The oldest items that fit in one batch (at least one); the rest stay buffered."""
+        out: list[T] = []
+        tokens = 0
+        while self._items and len(out) < self.max_size:
+            item, n, _at = self._items[0]
+            if out and self.max_tokens is not None and tokens + n > self.max_tokens:
+                break
+            self._items.popleft()
+            out.append(item)
+            tokens += n
+        self._tokens -= tokens
+        return out

@@ -130,3 +130,42 @@ def test_instances_do_not_share_buffers(clock):
     b: Batcher[int] = Batcher(max_size=10, max_wait_s=1.0, clock=clock)
     a.add(1)
     assert len(b) == 0
+
+
+def test_take_hands_out_one_batch_and_keeps_the_rest(clock):
+    # the worker keeps buffering while a batch is embedded: the buffer can outgrow one batch
+    b: Batcher[int] = Batcher(max_size=3, max_wait_s=0.5, clock=clock)
+    for i in range(7):
+        b.add(i)
+    assert b.take() == [0, 1, 2]
+    assert b.take() == [3, 4, 5]
+    assert len(b) == 1 and not b.full()
+    assert b.take() == [6]
+
+
+def test_take_respects_the_token_budget(clock):
+    b: Batcher[str] = Batcher(max_size=100, max_wait_s=0.5, max_tokens=50, clock=clock)
+    for item, n in [("a", 20), ("b", 20), ("c", 20), ("d", 5), ("huge", 500), ("e", 1)]:
+        b.add(item, tokens=n)
+    assert b.take() == ["a", "b"]  # "c" would exceed 50
+    assert b.tokens == 526
+    assert b.take() == ["c", "d"]  # stops before "huge"
+    assert b.take() == ["huge"]  # an oversized item still goes, alone
+    assert b.take() == ["e"] and b.tokens == 0
+
+
+def test_leftover_items_keep_their_own_arrival_time(clock):
+    b: Batcher[int] = Batcher(max_size=2, max_wait_s=0.5, clock=clock)
+    for i in (1, 2, 3):
+        b.add(i)
+    clock.advance(0.25)
+    assert b.take() == [1, 2]
+    # item 3 has waited 0.25 s already: its batch is due 0.25 s later, not 0.5 s
+    assert b.wait_left() == pytest.approx(0.25)
+    clock.advance(0.25)
+    assert b.due()
+
+
+def test_invalid_token_budget():
+    with pytest.raises(ValueError, match="max_tokens"):
+        Batcher(max_size=1, max_wait_s=1, max_tokens=0)

@@ -5,7 +5,8 @@ consumer calls for every message of that task. :class:`BatchTask` installs a
 strategy that buffers messages (count, token budget and max-wait, see
 :class:`embedclf.batching.Batcher`) and processes a whole batch in the
 worker's process: validate -> embed once -> heads -> one multi-row INSERT ->
-ack every message of the batch. If the write fails for good, every message is
+ack every message of the batch. The batch runs on a helper thread
+(:mod:`worker.runner`) while the event loop receives the next one. If the write fails for good, every message is
 returned to the queue (nothing is acked that has no row).
 
 Why not celery-batches: it acks a batch even when the batch function raised,
@@ -33,6 +34,7 @@ from embedclf.batching import Batcher
 from embedclf.classify import classify_requests, error_row
 from embedclf.payload import ClassifyRequest, PayloadError, clean_str, parse_request, salvage
 from worker.resources import WorkerResources, get_resources, is_connection_error
+from worker.runner import get_runner
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +123,20 @@ def process_batch(pending: list[Pending], res: WorkerResources) -> int:
 
 
 class BatchConsumer:
-    """The strategy state of one consumer (re)start: buffer, timer, flush."""
+    """The strategy state of one consumer (re)start: buffer, timer, flush.
+
+    Runs on the event loop's thread. The batch work (validate, embed, heads, INSERT)
+    runs on the process's :class:`~worker.runner.BatchRunner` thread, one batch at a
+    time, while this thread keeps receiving the next batch; acks and rejects happen
+    back here once the rows are committed.
+    """
 
     def __init__(self, task: "BatchTask", app: Any, consumer: Any) -> None:
         settings = task.settings
         self.res = get_resources(settings)
         self.res.embedder  # load the model now, before the first message  # noqa: B018
-        self.count_tokens = self.res.embedder.count_tokens
+        self.count_tokens = self.res.embedder.token_counter()  # safe beside a running batch
         self.max_text_chars = settings.max_text_chars
-        self.max_payload_bytes = settings.max_payload_bytes
         self.max_attempts = settings.max_attempts
         _serve_metrics_once(self.res, settings)
         self.connection_errors = getattr(consumer, "connection_errors", ())
@@ -139,28 +146,35 @@ class BatchConsumer:
             max_wait_s=settings.batch.max_wait_ms / 1000.0,
             max_tokens=settings.batch.max_tokens,
         )
+        self.runner = get_runner()
+        self._poll_tref = self.runner.attach(getattr(consumer, "hub", None), self.timer)
         self._tref = None
+        self._busy = False
         self.batches = 0
 
     def on_message(self, message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kw: Any) -> None:
-        item = decode_message(message, body, self.max_text_chars, self.max_payload_bytes)
+        item = decode_message(message, body, self.max_text_chars)
         tokens = 0
         if item.request is not None:
             tokens = self.count_tokens(item.request.text) or 0
-        if self.batcher.add(item, tokens):
+        if self.batcher.add(item, tokens) and not self._busy:
             self.flush()
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
         if len(self.batcher) and self._tref is None:
             interval = max(0.002, self.batcher.max_wait_s / 4)
             self._tref = self.timer.call_repeatedly(interval, self.tick)
 
     def tick(self) -> None:
-        if self.batcher.due():
+        if not self._busy and self.batcher.due():
             self.flush()
         if not len(self.batcher) and self._tref is not None:
             self._tref.cancel()  # idle: no timer until the next message
             self._tref = None
 
     def flush(self) -> None:
+        """Hand the next batch to the runner thread (the caller checked it is idle)."""
         items = self.batcher.take()
         if not items:
             return
@@ -178,34 +192,48 @@ class BatchConsumer:
                 first.append(p)
         # A task seen before was in a batch whose worker died: run it alone, so a poison
         # text only takes itself down, never the tasks that happened to share its batch.
-        for group in ([first] if first else []) + [[p] for p in retried]:
-            self._process(group)
+        groups = ([first] if first else []) + [[p] for p in retried]
+        self._busy = True
+        self.runner.submit(lambda: [self._run(group) for group in groups], self._settle)
 
-    def _process(self, items: list[Pending]) -> None:
+    def _run(self, items: list[Pending]) -> tuple[list[Pending], BaseException | None, int, float]:
+        """On the runner thread: count the attempt, classify, write. Never raises."""
         started = time.perf_counter()
-        ids = [p.task_id for p in items]
-        self.res.attempts.begin(ids)  # counted before the work: a crash leaves it counted
         try:
-            inserted = process_batch(items, self.res)
-        except Exception as exc:
-            # Every message goes back to the queue: none is acked without a row. If Postgres
-            # was unreachable (past the write retries) that is not the tasks' fault, so the
-            # attempt is given back; any other failure stays counted, and a task that keeps
-            # failing ends as an error row after max_attempts instead of looping forever.
+            self.res.attempts.begin([p.task_id for p in items])  # counted first: a crash leaves it counted
+            return items, None, process_batch(items, self.res), started
+        except Exception as exc:  # noqa: BLE001 - settled on the consuming thread
             log.exception("batch of %d failed; returning its messages to the queue", len(items))
-            if is_connection_error(exc):
-                self.res.attempts.undo(ids)
-            self.res.metrics.requeued.inc(len(items))
+            return items, exc, 0, started
+
+    def _settle(self, outcomes: Any) -> None:
+        """On the consuming thread: ack what was written, requeue what was not; next batch."""
+        self._busy = False
+        if isinstance(outcomes, BaseException):  # pragma: no cover - _run never raises
+            outcomes = []
+        for items, exc, inserted, started in outcomes:
+            ids = [p.task_id for p in items]
+            if exc is not None:
+                # Every message goes back to the queue: none is acked without a row. If Postgres
+                # was unreachable (past the write retries) that is not the tasks' fault, so the
+                # attempt is given back; any other failure stays counted, and a task that keeps
+                # failing ends as an error row after max_attempts instead of looping forever.
+                if is_connection_error(exc):
+                    self.res.attempts.undo(ids)
+                self.res.metrics.requeued.inc(len(items))
+                for p in items:
+                    p.message.reject_log_error(log, self.connection_errors, requeue=True)
+                continue
             for p in items:
-                p.message.reject_log_error(log, self.connection_errors, requeue=True)
-            return
-        for p in items:
-            p.message.ack_log_error(log, self.connection_errors)
-        self.res.attempts.done(ids)
-        self.res.metrics.batch_size.observe(len(items))
-        self.batches += 1
-        log.debug("batch %d: %d tasks, %d rows in %.1f ms", self.batches, len(items), inserted,
-                  1000 * (time.perf_counter() - started))
+                p.message.ack_log_error(log, self.connection_errors)
+            self.res.attempts.done(ids)
+            self.res.metrics.batch_size.observe(len(items))
+            self.batches += 1
+            log.debug("batch %d: %d tasks, %d rows in %.1f ms", self.batches, len(items), inserted,
+                      1000 * (time.perf_counter() - started))
+        if self.batcher.due():
+            self.flush()
+        self._arm_timer()
 
 
 _metrics_served: set[int] = set()

@@ -37,6 +37,15 @@ class Embedder(ABC):
         """Tokens the model would see for ``text``, or None if unknown."""
         return None
 
+    def token_counter(self) -> Callable[[str], int | None]:
+        """A :meth:`count_tokens` that may run on another thread while this embedder embeds.
+
+        Workers count tokens on their consuming thread while a batch is embedded on a
+        second one. Embedders whose tokenizer is not safe for that return a counter
+        backed by their own copy of it.
+        """
+        return self.count_tokens
+
     def max_tokens_per_text(self) -> int | None:
         """Longest input (in tokens) the embedder keeps; longer texts are truncated."""
         return None

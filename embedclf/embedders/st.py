@@ -17,10 +17,11 @@ them a local load may still probe the hub for metadata.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -174,6 +175,18 @@ class SentenceTransformerEmbedder(Embedder):
         ids = self.model.tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
         limit = self.max_tokens_per_text()
         return min(len(ids), limit) if limit else len(ids)
+
+    def token_counter(self) -> Callable[[str], int]:
+        """Counts with a private copy of the tokenizer: a Rust ``tokenizers`` object used
+        by two threads at once raises "Already borrowed" (huggingface/tokenizers#537)."""
+        tokenizer = copy.deepcopy(self.model.tokenizer)
+        limit = self.max_tokens_per_text()
+
+        def count(text: str) -> int:
+            n = len(tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)["input_ids"])
+            return min(n, limit) if limit else n
+
+        return count
 
     def max_tokens_per_text(self) -> int | None:
         limit = self.model.max_seq_length

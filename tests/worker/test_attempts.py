@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -83,11 +84,21 @@ def consumer(pg_url, redis_url, clean_db):
     reset_resources()
 
 
+def settle(c, timeout: float = 60.0) -> None:
+    """Flush the buffer and wait for the runner thread's outcome to be settled (acks, rejects)."""
+    c.flush()
+    deadline = time.monotonic() + timeout
+    while c._busy and time.monotonic() < deadline:
+        c.runner.drain()
+        time.sleep(0.005)
+    assert not c._busy, "the batch did not finish"
+
+
 def send(c, n: int, prefix: str = "m") -> list[RecordedMessage]:
     msgs = [RecordedMessage(f"{prefix}-{uuid.uuid4()}", {"head": "h", "text": f"text {i}"}) for i in range(n)]
     for m in msgs:
         c.on_message(m, None, None, None, None)
-    c.flush()
+    settle(c)
     return msgs
 
 
@@ -122,11 +133,11 @@ def test_other_failures_stay_counted_then_give_up(consumer, clean_db, monkeypatc
     for expected in (1, 2):  # redelivered, fails again: requeued and counted each time
         assert consumer.res.attempts.peek([tid]) == {tid: expected}
         consumer.on_message(msg, None, None, None, None)
-        consumer.flush()
+        settle(consumer)
     assert consumer.res.attempts.peek([tid]) == {tid: 3}
     monkeypatch.setattr(batching, "process_batch", real)
     consumer.on_message(msg, None, None, None, None)  # 4th delivery: max_attempts reached
-    consumer.flush()
+    settle(consumer)
     assert msg.outcome == ["requeue"] * 3 + ["ack"]
     row = rows(clean_db, [msg])[tid]
     assert row["status"] == "error" and "gave up after 3 failed attempts" in row["error"]
@@ -148,7 +159,7 @@ def test_retried_tasks_run_alone(consumer, clean_db, monkeypatch):
     monkeypatch.setattr(batching, "process_batch", spy)
     for m in crashed + fresh:
         consumer.on_message(m, None, None, None, None)
-    consumer.flush()
+    settle(consumer)
     assert sorted(sizes) == [1, 1, 1, 4]
     assert all(m.outcome == ["ack"] for m in crashed + fresh)
     assert all(r["status"] == "ok" for r in rows(clean_db, crashed + fresh).values())
