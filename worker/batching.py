@@ -138,6 +138,7 @@ class BatchConsumer:
         self.count_tokens = self.res.embedder.token_counter()  # safe beside a running batch
         self.max_text_chars = settings.max_text_chars
         self.max_attempts = settings.max_attempts
+        self.max_payload_bytes = settings.max_payload_bytes
         _serve_metrics_once(self.res, settings)
         self.connection_errors = getattr(consumer, "connection_errors", ())
         self.timer = consumer.timer
@@ -153,7 +154,7 @@ class BatchConsumer:
         self.batches = 0
 
     def on_message(self, message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kw: Any) -> None:
-        item = decode_message(message, body, self.max_text_chars)
+        item = decode_message(message, body, self.max_text_chars, self.max_payload_bytes)
         tokens = 0
         if item.request is not None:
             tokens = self.count_tokens(item.request.text) or 0
