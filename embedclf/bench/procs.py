@@ -23,11 +23,18 @@ WORKER_ARGS = ("-m", "celery", "-A", "worker.app", "worker", "--pool", "solo", "
 PRODUCER = r"""
 import json, sys, time
 from embedclf.client import Client
-broker, queue, head, path = sys.argv[1:5]
+broker, queue, head, path, rate = sys.argv[1:6]
 texts = json.load(open(path, encoding="utf-8"))
+rate = float(rate)
 client = Client(broker, queue)
 start = time.time()
-client.classify_many(head, texts)
+if rate > 0:  # one task at a time, on a fixed schedule: low-load latency
+    t0 = time.monotonic()
+    for i, text in enumerate(texts):
+        time.sleep(max(0.0, t0 + i / rate - time.monotonic()))
+        client.classify(head, text)
+else:
+    client.classify_many(head, texts)
 end = time.time()
 client.close()
 print(json.dumps({"start": start, "end": end, "sent": len(texts)}), flush=True)
@@ -114,16 +121,18 @@ def wait_ready(workers: Sequence[WorkerProc], timeout: float) -> None:
 
 
 class Producer:
-    """A separate process that enqueues the texts with ``Client.classify_many``."""
+    """A separate process that enqueues the texts with ``Client.classify_many`` (as fast as it
+    can), or one by one at ``rate`` tasks/s when ``rate`` > 0."""
 
     def __init__(self, broker_url: str, queue: str, head: str, texts: Sequence[str], work_dir: Path,
-                 env: dict[str, str]) -> None:
+                 env: dict[str, str], rate: float = 0.0) -> None:
         path = work_dir / "texts.json"
         path.write_text(json.dumps(list(texts)), encoding="utf-8")
         self.out_path = work_dir / "producer.out"
         self.err_path = work_dir / "producer.err"
         self._out, self._err = self.out_path.open("w"), self.err_path.open("w")
-        self.proc = subprocess.Popen([sys.executable, "-c", PRODUCER, broker_url, queue, head, str(path)],
+        self.proc = subprocess.Popen([sys.executable, "-c", PRODUCER, broker_url, queue, head, str(path),
+                                      str(rate)],
                                      cwd=project_root(), env=env, stdout=self._out, stderr=self._err)
 
     def check(self) -> None:

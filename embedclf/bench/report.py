@@ -60,7 +60,11 @@ def e2e_report(r: dict, echo: Echo) -> None:
          "first enqueue -> last commit)")
     echo(f"  raw throughput   {r['raw_texts_per_s']:>10,.1f} texts/s  (embed_batch in this process, same texts, "
          f"order and batch size)")
-    echo(f"  e2e / raw        {r['ratio']:>10.3f}")
+    if r.get("rate"):
+        echo(f"  e2e / raw        {r['ratio']:>10.3f}  (paced at {r['rate']:g} tasks/s: throughput is the "
+             "producer's pace, not capacity)")
+    else:
+        echo(f"  e2e / raw        {r['ratio']:>10.3f}")
     echo(f"  enqueue rate     {r['enqueue_texts_per_s']:>10,.1f} texts/s  (one producer process, "
          f"{r['enqueue_seconds']:.2f} s)")
     echo(f"  latency ms       p50 {r['p50_ms']:,.0f}   p95 {r['p95_ms']:,.0f}   p99 {r['p99_ms']:,.0f}   "

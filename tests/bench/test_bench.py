@@ -116,6 +116,23 @@ def test_e2e_smoke(tiny):
     assert redis.Redis.from_url(f"{REDIS_SERVER}/{r['redis_db']}").dbsize() == 0
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.timeout(120)
+def test_e2e_paced_low_load(tiny):
+    """--rate sends one task at a time: the enqueue pace is the rate and batches stay small."""
+    r = json.loads(run("e2e", "--data", str(tiny), "-n", "20", "--rate", "10", "--batch-size", "16",
+                       "--max-wait-ms", "20", "--json").stdout)
+    assert r["rows"] == 20 and r["error_rows"] == 0 and r["rate"] == 10
+    # 20 tasks at 10/s take 1.9 s to send (first at t=0, last at t=1.9), whatever the machine
+    assert 1.8 <= r["enqueue_seconds"] < 6
+    assert r["e2e_texts_per_s"] <= 11
+    # at 100 ms apart, a 20 ms max wait cuts nearly every batch at one task
+    assert r["batch_sizes"]["mean"] < 2
+    assert 20 <= r["p50_ms"] <= r["p95_ms"]  # at least the max wait, nothing lost in between
+
+
 def test_bad_inputs(tiny, tmp_path):
     before = bench_databases()
     one_line_error(run("embed", "--data", str(tiny), "--text-col", "body", ok=False), "no column 'body'")
