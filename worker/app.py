@@ -11,6 +11,7 @@ import logging
 from celery import Celery
 
 from embedclf.config import Settings
+from worker.runner import FinishBatches
 from worker.tasks import register
 
 
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         worker_redirect_stdouts=False,
     )
     app.conf.embedclf_settings = settings
+    app.steps["consumer"].add(FinishBatches)
     register(app, settings)
     logging.getLogger("embedclf").setLevel(settings.log_level)
     logging.getLogger("worker").setLevel(settings.log_level)

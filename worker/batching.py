@@ -148,6 +148,7 @@ class BatchConsumer:
             max_tokens=settings.batch.max_tokens,
         )
         self.runner = get_runner()
+        self.runner.stopping = False  # a (re)started consumer may start batches again
         self._poll_tref = self.runner.attach(getattr(consumer, "hub", None), self.timer)
         self._tref = None
         self._busy = False
@@ -176,6 +177,8 @@ class BatchConsumer:
 
     def flush(self) -> None:
         """Hand the next batch to the runner thread (the caller checked it is idle)."""
+        if self.runner.stopping:
+            return  # shutting down: buffered messages go back to Redis when the connection closes
         items = self.batcher.take()
         if not items:
             return

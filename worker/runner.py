@@ -17,7 +17,10 @@ import logging
 import os
 import queue
 import threading
+import time
 from typing import Any, Callable
+
+from celery import bootsteps
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,10 @@ class BatchRunner:
     def __init__(self, name: str = "embedclf-batch") -> None:
         self._jobs: queue.SimpleQueue[tuple[Job, Done] | None] = queue.SimpleQueue()
         self._results: queue.SimpleQueue[tuple[Done, Any]] = queue.SimpleQueue()
+        self._pending = 0  # submitted, not yet finished
+        #: set while the consumer stops: no new batch is started (see FinishBatches)
+        self.stopping = False
+        self._lock = threading.Lock()
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._rfd, False)
         os.set_blocking(self._wfd, False)
@@ -61,7 +68,20 @@ class BatchRunner:
         ``job`` must not raise (it should catch and return its failures): an exception
         escaping it is logged and passed to ``done`` as the result.
         """
+        with self._lock:
+            self._pending += 1
         self._jobs.put((job, done))
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until every submitted job has finished (not yet drained); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if self._pending == 0:
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
 
     def drain(self, *_: Any) -> int:
         """Deliver finished jobs' results (call on the consuming thread); returns how many."""
@@ -95,6 +115,8 @@ class BatchRunner:
                 log.exception("batch job raised")
                 result = exc
             self._results.put((done, result))
+            with self._lock:
+                self._pending -= 1
             try:
                 os.write(self._wfd, b"x")
             except BlockingIOError:  # pipe full: the loop has wake-ups pending already
@@ -105,6 +127,11 @@ _runner: BatchRunner | None = None
 _runner_lock = threading.Lock()
 
 
+def current_runner() -> BatchRunner | None:
+    """This process's runner if one was started, without starting one."""
+    return _runner
+
+
 def get_runner() -> BatchRunner:
     """This process's runner, started on first use (never at import time)."""
     global _runner
@@ -112,3 +139,28 @@ def get_runner() -> BatchRunner:
         if _runner is None:
             _runner = BatchRunner()
         return _runner
+
+
+class FinishBatches(bootsteps.StartStopStep):
+    """Consumer bootstep: on warm shutdown, finish the batch in flight and ack it.
+
+    Steps stop in reverse start order, so this runs while the broker connection is still
+    open: the running batch commits its rows and its messages are acked instead of being
+    redelivered. Messages still waiting in the buffer are not started; the connection's
+    close hands them back to Redis at once.
+    """
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+    #: longest wait for a running batch; then its messages are simply redelivered
+    timeout_s = 120.0
+
+    def stop(self, c: Any) -> None:
+        runner = current_runner()
+        if runner is None:
+            return
+        runner.stopping = True  # the batch in flight finishes; none is started after it
+        if not runner.wait_idle(self.timeout_s):
+            log.warning("shutdown: a batch still runs after %.0f s; its tasks will be redelivered", self.timeout_s)
+        runner.drain()
+
+    shutdown = stop

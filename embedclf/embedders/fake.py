@@ -9,6 +9,7 @@ same vector, in any batch.
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Sequence
 
 import numpy as np
@@ -17,10 +18,11 @@ from embedclf.embedders.base import Embedder, l2_normalize
 
 
 class FakeEmbedder(Embedder):
-    def __init__(self, dim: int = 64) -> None:
+    def __init__(self, dim: int = 64, delay_s: float = 0.0) -> None:
         if dim < 2:
             raise ValueError("dim must be >= 2")
         self.dim = dim
+        self.delay_s = delay_s  # the time a model would take per call (the vectors do not depend on it)
         self.model_id = f"fake:{dim}"
         self.calls: list[int] = []  # sizes of embed_batch calls, for tests
 
@@ -33,6 +35,8 @@ class FakeEmbedder(Embedder):
 
     def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
         self.calls.append(len(texts))
+        if self.delay_s:
+            time.sleep(self.delay_s)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for row, text in enumerate(texts):
             for gram in self._features(text):

@@ -9,7 +9,8 @@ Grammar: ``KIND:TARGET?key=value&key=value`` or ``ALIAS?key=value``.
 ``qwen3-8b``           plain Qwen3-8B GGUF (downloaded), mean pooling
 ``st:PATH_OR_NAME``    any sentence-transformers model directory
 ``llama:PATH.gguf``    any GGUF file; ``llama:hf://OWNER/REPO/FILE.gguf`` downloads it
-``fake:DIM``           deterministic hashing embedder for tests (no model)
+``fake:DIM``           deterministic hashing embedder for tests (no model); option
+                       ``delay_ms``: sleep that long in every ``embed_batch`` (a slow model)
 =====================  ==========================================================
 
 llama options: ``pooling`` (mean|last|cls), ``normalize`` (0|1), ``add_eos`` (0|1),
@@ -87,10 +88,24 @@ def load_embedder(spec: str | EmbedderSpec, *, model_dir: str | None = None) -> 
     if parsed.kind == "fake":
         from embedclf.embedders.fake import FakeEmbedder
 
+        opts = dict(parsed.options)
+        unknown = sorted(set(opts) - {"delay_ms"})
+        if unknown:
+            raise SpecError(f"unknown fake option(s): {', '.join(unknown)} (known: delay_ms)")
         try:
-            return FakeEmbedder(dim=int(parsed.target))
+            dim = int(parsed.target)
         except ValueError:
             raise SpecError(f"fake embedder needs an integer dim, got {parsed.target!r}") from None
+        try:
+            delay_ms = int(opts.get("delay_ms", "0"))
+            if delay_ms < 0:
+                raise ValueError
+        except ValueError:
+            raise SpecError(f"fake option delay_ms must be an integer >= 0, got {opts['delay_ms']!r}") from None
+        try:
+            return FakeEmbedder(dim=dim, delay_s=delay_ms / 1000.0)
+        except ValueError as exc:
+            raise SpecError(str(exc)) from None
     if parsed.kind == "st":
         from embedclf.embedders.st import SentenceTransformerEmbedder
 

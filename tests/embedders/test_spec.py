@@ -72,6 +72,21 @@ def test_load_fake() -> None:
     assert emb.dim == 32 and emb.model_id == "fake:32"
 
 
+def test_fake_delay_option_slows_calls_but_not_the_vectors() -> None:
+    import time
+
+    slow = load_embedder("fake:16?delay_ms=50")
+    assert slow.model_id == "fake:16"  # a slower model with the same vectors: heads stay valid
+    t0 = time.perf_counter()
+    v = slow.embed_batch(["a b", "c"])
+    assert time.perf_counter() - t0 >= 0.05
+    assert (v == load_embedder("fake:16").embed_batch(["a b", "c"])).all()
+    with pytest.raises(SpecError, match="delay_ms must be an integer >= 0"):
+        load_embedder("fake:16?delay_ms=-1")
+    with pytest.raises(SpecError, match="unknown fake option"):
+        load_embedder("fake:16?sleep=1")
+
+
 def test_load_fake_bad_dim() -> None:
     with pytest.raises(SpecError, match="integer"):
         load_embedder("fake:big")
