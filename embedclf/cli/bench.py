@@ -215,3 +215,6 @@ def _train_cached(settings: Settings, emb, texts, labels, epochs, as_json: bool,
         echo_json(report)
     else:
         cached_report(report, click.echo)
+
+
+from embedclf.cli import bench_gguf  # noqa: E402,F401  (registers `bench make-gguf`)
