@@ -7,11 +7,13 @@ predictions keep their top-3 but get no label.
 
 The threshold is chosen on validation data only:
 
-* with out-of-scope validation texts: the threshold maximising
-  ``in-scope accuracy + OOS recall`` (Youden's J for "answer vs abstain"),
-  where in-scope accuracy counts an abstention as wrong and OOS recall is the
-  share of out-of-scope texts abstained on. Each side is a rate, so the 30:1
-  imbalance of CLINC150's validation split does not drown the OOS side.
+* with out-of-scope validation texts: the threshold with the highest OOS
+  recall (share of out-of-scope texts abstained on) whose in-scope accuracy
+  (abstaining counts as wrong) stays within ``max_accuracy_loss`` (default 1
+  point) of the head's in-scope accuracy without a threshold: a wrong answer
+  to a real request costs more than a missed out-of-scope text. With
+  ``max_accuracy_loss=None``: the threshold maximising ``in-scope accuracy +
+  OOS recall`` (Youden's J), which weighs both sides equally.
 * without: the lowest threshold at which the answered in-scope validation
   texts reach ``target_precision`` (the head answers as often as it can while
   keeping that precision); 0 (never abstain) if the head already reaches it.
@@ -79,6 +81,7 @@ def choose_threshold(
     *,
     target_precision: float = 0.95,
     oos_index: int | None = None,
+    max_accuracy_loss: float | None = 0.01,
 ) -> AbstainRule:
     """Pick the abstention threshold on validation data (see the module docstring)."""
     in_proba, in_y = np.asarray(in_proba, dtype=float), np.asarray(in_y)
@@ -102,9 +105,15 @@ def choose_threshold(
         oos_caught = abstain_mask(oos_proba, None, oos_index)
         oos_conf = oos_proba.max(axis=1)
         oos_abst = (oos_caught.sum() + np.searchsorted(np.sort(oos_conf[~oos_caught]), cands, side="left")) / len(oos_conf)
-        score = right / len(in_y) + oos_abst
-        best = int(np.argmax(score))  # first maximum: the lowest threshold among equals
-        threshold, criterion = float(cands[best]), "max in-scope accuracy + OOS recall on validation"
+        in_acc = right / len(in_y)
+        if max_accuracy_loss is None:
+            best = int(np.argmax(in_acc + oos_abst))  # first maximum: the lowest threshold among equals
+            criterion = "max in-scope accuracy + OOS recall on validation"
+        else:
+            allowed = in_acc >= in_acc[0] - max_accuracy_loss - 1e-12  # cands[0] = 0: never abstain on confidence
+            best = int(np.argmax(np.where(allowed, oos_abst, -1.0)))
+            criterion = (f"max OOS recall on validation losing <= {max_accuracy_loss:g} in-scope accuracy")
+        threshold = float(cands[best])
     else:
         n_ans = at_least(in_conf[~in_caught])
         prec = np.where(n_ans > 0, right / np.maximum(n_ans, 1), 0.0)

@@ -54,7 +54,7 @@ def test_oos_examples_balance_accuracy_and_recall():
     oos_conf = rng.uniform(0.2, 0.7, 100)
     in_p, oos_p = rows(list(in_conf), n=5), rows(list(oos_conf), n=5)
     y = np.zeros(300, dtype=int)
-    rule = choose_threshold(in_p, y, oos_p)
+    rule = choose_threshold(in_p, y, oos_p, max_accuracy_loss=None)
     # brute force the same criterion over a fine grid: the chosen rule is at least as good
     def crit(t):
         m = scope_metrics(in_p, y, oos_p, t)
@@ -100,3 +100,25 @@ def test_labels_oos_index():
     assert labels_oos_index(["a", "oos", "b"], "oos") == 1
     assert labels_oos_index(["a", "b"], "oos") is None
     assert labels_oos_index(["a", "b"], None) is None
+
+
+def test_oos_examples_with_an_accuracy_budget():
+    rng = np.random.default_rng(0)
+    in_conf = rng.uniform(0.6, 1.0, 1000)
+    oos_conf = rng.uniform(0.2, 0.9, 200)
+    in_p, oos_p = rows(list(in_conf), n=5), rows(list(oos_conf), n=5)
+    y = np.zeros(1000, dtype=int)
+    y[:50] = 1  # 5 % wrong answers spread over all confidences
+    base = scope_metrics(in_p, y, oos_p, None)["in_scope_accuracy"]
+    for budget in (0.0, 0.01, 0.05):
+        rule = choose_threshold(in_p, y, oos_p, max_accuracy_loss=budget)
+        assert rule.val["in_scope_accuracy"] >= base - budget - 1e-9
+        # no threshold within the budget catches more OOS texts
+        better = [t for t in np.linspace(0, 1, 1001)
+                  if scope_metrics(in_p, y, oos_p, t)["in_scope_accuracy"] >= base - budget - 1e-9
+                  and scope_metrics(in_p, y, oos_p, t)["oos_recall"] > rule.val["oos_recall"] + 1e-9]
+        assert better == []
+        assert "<= " + f"{budget:g}" in rule.criterion
+    # a bigger budget never catches fewer OOS texts
+    recalls = [choose_threshold(in_p, y, oos_p, max_accuracy_loss=b).val["oos_recall"] for b in (0.0, 0.01, 0.05)]
+    assert recalls == sorted(recalls) and recalls[-1] > recalls[0]
