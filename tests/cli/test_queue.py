@@ -19,7 +19,8 @@ pytestmark = [pytest.mark.redis]
 
 
 def enqueue(port: int, path, *extra: str, env: dict | None = None):
-    base = {"EMBEDCLF_BROKER_URL": f"redis://127.0.0.1:{port}/0", "EMBEDCLF_DATABASE_URL": "postgresql://x@127.0.0.1:1/x"}
+    base = {"EMBEDCLF_BROKER_URL": f"redis://127.0.0.1:{port}/0",
+            "EMBEDCLF_DATABASE_URL": "postgresql://x@127.0.0.1:1/x"}
     base.update(env or {})
     return CliRunner().invoke(cli, ["enqueue", "--head", "h", "--file", str(path), "--quiet", *extra], env=base,
                               catch_exceptions=False)

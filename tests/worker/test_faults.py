@@ -30,7 +30,9 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
+import redis
 from sqlalchemy import bindparam, text
+from sqlalchemy.engine import make_url
 
 from embedclf.config import BatchSettings, Settings
 from embedclf.data import load_labeled
@@ -131,8 +133,6 @@ def test_no_task_lost_or_duplicated_under_faults(engine, clean_db, minilm, pg_ur
     pg = urlsplit(pg_url.replace("postgresql+psycopg2", "postgresql"))
     proxy = TcpProxy(pg.hostname or "127.0.0.1", pg.port or 5432)
     proxy.start()
-    from sqlalchemy.engine import make_url
-
     proxied = make_url(pg_url).set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     wsettings = Settings(database_url=proxied, broker_url=broker, embedder="minilm",
                          batch=BatchSettings(max_size=32, max_wait_ms=50))
@@ -152,7 +152,8 @@ def test_no_task_lost_or_duplicated_under_faults(engine, clean_db, minilm, pg_ur
         sent_path = tmp_path / "sent.txt"
         t_flow = time.monotonic()
         producer = subprocess.Popen([sys.executable, "-c", PRODUCER, broker, str(tmp_path / "tasks.json"),
-                                     str(sent_path), "60", "1.2"], env=env, stderr=(tmp_path / "producer.err").open("w"))
+                                     str(sent_path), "60", "1.2"], env=env,
+                                    stderr=(tmp_path / "producer.err").open("w"))
 
         # 1. kill -9 workers mid-batch, a new one each time
         kills, mid_batch, orphaned, uncommitted = 0, 0, set(), set()
@@ -164,8 +165,8 @@ def test_no_task_lost_or_duplicated_under_faults(engine, clean_db, minilm, pg_ur
             committed = len(rows_by_task(clean_db, sorted(batch))) if batch else 0
             if batch and not committed:
                 uncommitted |= batch  # killed before its INSERT: these must be processed again
-            print(f"\nkill {kills}: {victim.name} (pid {victim.pid}) "
-                  f"{'mid-batch: ' + str(len(batch)) + ' tasks open, ' + str(committed) + ' committed' if batch else 'between batches'}")
+            state = f"mid-batch: {len(batch)} tasks open, {committed} committed" if batch else "between batches"
+            print(f"\nkill {kills}: {victim.name} (pid {victim.pid}) {state}")
             workers.append(start_worker(env, name=f"w{len(workers)}"))
         assert mid_batch >= KILLS
 
@@ -191,8 +192,6 @@ def test_no_task_lost_or_duplicated_under_faults(engine, clean_db, minilm, pg_ur
 
         # drain: until every task has its row, or Redis holds nothing more (queue and unacked empty,
         # rows unchanged for 3 s): then nothing else can still arrive
-        import redis
-
         broker_client = redis.Redis(port=redis_server.port)
         deadline, stable_since, last = time.monotonic() + 240, time.monotonic(), -1
         while True:
