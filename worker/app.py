@@ -13,6 +13,7 @@ from celery import Celery
 from embedclf.config import Settings
 from worker.runner import FinishBatches
 from worker.tasks import register
+from worker.transport import TRANSPORT_OPTIONS
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -21,7 +22,8 @@ def create_app(settings: Settings | None = None) -> Celery:
     # Prefetch must exceed one batch so the next batch can form while one is processed;
     # with the solo pool prefetch = multiplier x 1.
     prefetch = max(4, 2 * settings.batch.max_size)
-    transport = {"visibility_timeout": settings.visibility_timeout_s}
+    # worker.transport: kombu's Redis transport minus its kill -9 loss window (one priority step)
+    transport = {"visibility_timeout": settings.visibility_timeout_s, **TRANSPORT_OPTIONS}
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],  # what the worker accepts: never pickle
@@ -34,6 +36,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         worker_pool="solo",  # the embedder lives in the consuming process (CUDA-safe)
         worker_concurrency=1,
         worker_prefetch_multiplier=prefetch,
+        broker_transport="worker.transport:Transport",
         broker_transport_options=transport,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
