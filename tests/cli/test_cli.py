@@ -9,9 +9,7 @@ import secrets
 
 import pytest
 import redis
-from click.testing import CliRunner
 
-from embedclf.cli import cli
 from embedclf.demo import HOLDOUT_CSV, TRAIN_CSV
 from embedclf.store import repository as repo
 from embedclf.store.db import drop_database
@@ -19,19 +17,6 @@ from tests.conftest import one_line_error
 
 pytestmark = pytest.mark.postgres
 PG_SERVER = os.environ.get("EMBEDCLF_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")
-
-
-@pytest.fixture
-def run(settings):
-    def invoke(*args: str, env: dict | None = None, ok: bool = True):
-        base = {"EMBEDCLF_DATABASE_URL": settings.database_url, "EMBEDCLF_BROKER_URL": settings.broker_url,
-                "EMBEDCLF_EMBEDDER": "fake:64"}
-        base.update(env or {})
-        result = CliRunner().invoke(cli, list(args), env=base, catch_exceptions=False)
-        if ok:
-            assert result.exit_code == 0, result.output + result.stderr
-        return result
-    return invoke
 
 
 

@@ -7,10 +7,8 @@ import csv
 import json
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import text
 
-from embedclf.cli import cli
 from embedclf.data import load_labeled
 from embedclf.demo import HOLDOUT_CSV, TRAIN_CSV
 from embedclf.store import embcache
@@ -18,19 +16,6 @@ from embedclf.store import repository as repo
 from tests.conftest import one_line_error
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def run(settings):
-    def invoke(*args: str, env: dict | None = None, ok: bool = True):
-        base = {"EMBEDCLF_DATABASE_URL": settings.database_url, "EMBEDCLF_BROKER_URL": settings.broker_url,
-                "EMBEDCLF_EMBEDDER": "fake:64"}
-        base.update(env or {})
-        result = CliRunner().invoke(cli, list(args), env=base, catch_exceptions=False)
-        if ok:
-            assert result.exit_code == 0, result.output + result.stderr
-        return result
-    return invoke
 
 
 @pytest.fixture
