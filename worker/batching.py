@@ -35,6 +35,7 @@ from embedclf.classify import classify_requests, error_row
 from embedclf.payload import ClassifyRequest, PayloadError, clean_str, parse_request, salvage
 from worker.resources import WorkerResources, get_resources, is_connection_error
 from worker.runner import get_runner
+from worker.transport import batched_acks
 
 log = logging.getLogger(__name__)
 
@@ -228,8 +229,9 @@ class BatchConsumer:
                 for p in items:
                     p.message.reject_log_error(log, self.connection_errors, requeue=True)
                 continue
-            for p in items:
-                p.message.ack_log_error(log, self.connection_errors)
+            with batched_acks([p.message for p in items]):
+                for p in items:
+                    p.message.ack_log_error(log, self.connection_errors)
             self.res.attempts.done(ids)
             self.res.metrics.batch_size.observe(len(items))
             self.batches += 1

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from contextlib import contextmanager
 from time import monotonic
-from typing import Any
+from typing import Any, Iterator
 
 from kombu.transport import redis as kredis
 from kombu.utils.encoding import bytes_to_str
@@ -41,6 +42,9 @@ HEARTBEAT_S = 5.0
 ALIVE_TTL_S = 30
 #: how often a channel sweeps dead landing lists
 SWEEP_S = 10.0
+
+#: landing copies are trimmed in one LTRIM per this many deliveries (not one LREM each)
+TRIM_EVERY = 32
 
 #: what workers pass as ``broker_transport_options`` on top of the visibility timeout
 TRANSPORT_OPTIONS = {"priority_steps": [0]}
@@ -81,7 +85,53 @@ def sweep(client: Any) -> int:
     return moved
 
 
+class QoS(kredis.QoS):
+    """kombu's Redis QoS, plus acks of a whole batch in one pipeline (one round trip, not one each)."""
+
+    _ack_pipe: Any = None
+
+    def ack(self, delivery_tag: Any) -> None:
+        if self._ack_pipe is None:
+            return super().ack(delivery_tag)
+        self._remove_from_indices(delivery_tag, self._ack_pipe)
+        self._quick_ack(delivery_tag)
+        return None
+
+    @contextmanager
+    def acks_in_one_round_trip(self) -> Iterator[None]:
+        with self.pipe_or_acquire() as pipe:
+            self._ack_pipe = pipe
+            try:
+                yield
+            finally:
+                self._ack_pipe = None
+            pipe.execute()
+
+
+@contextmanager
+def batched_acks(messages: list[Any]) -> Iterator[None]:
+    """Acks of ``messages`` made inside the block go to Redis in one round trip, where the
+    messages came through this transport (otherwise each ack is its own round trip).
+
+    If that round trip fails the messages stay in Redis's ``unacked`` hash and are
+    redelivered after the visibility timeout; their rows exist, so nothing is duplicated.
+    """
+    qos = getattr(getattr(messages[0], "channel", None), "qos", None) if messages else None
+    bulk = getattr(qos, "acks_in_one_round_trip", None)
+    if bulk is None:
+        yield
+        return
+    try:
+        with bulk():
+            yield
+    except kredis.Transport.connection_errors as exc:  # type: ignore[misc]
+        log.warning("acking %d messages failed (%s); they come back after the visibility timeout",
+                    len(messages), exc)
+
+
 class Channel(kredis.Channel):
+    QoS = QoS
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.landing_key = f"{PREFIX}{uuid.uuid4().hex}"
@@ -89,6 +139,7 @@ class Channel(kredis.Channel):
         self._blmove_sent = False
         self._alive_at = float("-inf")
         self._swept_at = float("-inf")
+        self._delivered = 0  # delivered messages whose landing copy is not trimmed yet
 
     def _single_key(self, queues: list[str]) -> bool:
         return len(queues) == 1 and list(self.priority_steps) == [0]
@@ -122,14 +173,29 @@ class Channel(kredis.Channel):
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
-            if item is None:
+            if item is None:  # the queue is empty: an idle moment to trim
+                if self._delivered:
+                    with self.conn_or_acquire() as client:
+                        self._trim(client)
                 raise kredis.Empty()
             queue = self._landing_queue
             self._queue_cycle.rotate(queue)
-            self.connection._deliver(loads(bytes_to_str(item)), queue)
-            # kombu now holds it in ``unacked``: the landing copy has done its job
-            with self.conn_or_acquire() as client:
-                client.lrem(self.landing_key, -1, item)
+            try:
+                self.connection._deliver(loads(bytes_to_str(item)), queue)
+            except Exception:
+                # not taken: hand it straight back (it may also be in ``unacked`` by now:
+                # it then runs twice and keeps one row)
+                with self.conn_or_acquire() as client:
+                    self._trim(client)
+                    client.pipeline().rpush(queue, item).lrem(self.landing_key, -1, item).execute()
+                raise
+            # kombu now holds it in ``unacked``: the landing copy has done its job. Every
+            # reply is delivered before the next BLMOVE, so the landing list holds exactly
+            # the delivered messages: drop them in one LTRIM now and then.
+            self._delivered += 1
+            if self._delivered >= TRIM_EVERY:
+                with self.conn_or_acquire() as client:
+                    self._trim(client)
             return True
         finally:
             self._in_poll = None
@@ -137,12 +203,19 @@ class Channel(kredis.Channel):
             if flush is not None:
                 flush()
 
+    def _trim(self, client: Any) -> None:
+        """Remove the landing copies of the messages delivered so far (the oldest, at the right)."""
+        if self._delivered:
+            client.ltrim(self.landing_key, 0, -(self._delivered + 1))
+            self._delivered = 0
+
     def _housekeeping(self, queue: str) -> None:
         """Register the landing list, refresh its alive key, sweep dead ones (all throttled)."""
         now = monotonic()
         if queue == self._landing_queue and now - self._alive_at < HEARTBEAT_S and now - self._swept_at < SWEEP_S:
             return
         with self.conn_or_acquire() as client:
+            self._trim(client)
             if queue != self._landing_queue or now - self._alive_at >= HEARTBEAT_S:
                 with client.pipeline() as pipe:
                     pipe.set(alive_key(self.landing_key), queue, ex=ALIVE_TTL_S)
@@ -165,6 +238,7 @@ class Channel(kredis.Channel):
         if self._landing_queue is not None and not self.closed:
             try:
                 with self.conn_or_acquire() as client:
+                    self._trim(client)
                     restore(client, self.landing_key, self._landing_queue, force=True)
             except Exception as exc:  # noqa: BLE001 - Redis gone: another worker's sweep restores it
                 log.info("landing list %s not restored at close (%s); a sweep will", self.landing_key, exc)
