@@ -57,10 +57,13 @@ def store_head(engine, embedder: Embedder, texts: Sequence[str], labels: Sequenc
     from embedclf.store.repository import add_head_version
     from embedclf.training.trainer import TrainParams, train_head
 
-    k = min(len(texts), HEAD_MAX_TEXTS)
+    # evenly spread over the file: a file sorted by label still gives the head several labels
+    step = max(1, len(texts) // HEAD_MAX_TEXTS)
+    texts, labels = list(texts[::step][:HEAD_MAX_TEXTS]), list(labels[::step][:HEAD_MAX_TEXTS])
+    k = len(texts)
     with tqdm(total=k, desc="head: embedding", unit="text", file=sys.stderr, disable=quiet, leave=False) as bar:
-        X = embedder.embed(texts[:k], progress=bar.update)
-    result = train_head(X, labels[:k], TrainParams(epochs=HEAD_EPOCHS))
+        X = embedder.embed(texts, progress=bar.update)
+    result = train_head(X, labels, TrainParams(epochs=HEAD_EPOCHS))
     artifact = HeadArtifact.from_head(result.head, result.labels, embedder.model_id)
     add_head_version(engine, HEAD, artifact, activate=True, created_by="embedclf-bench", n_train=k)
     return k
@@ -123,8 +126,12 @@ def summarize_rows(rows: Sequence[dict], max_batch: int) -> dict:
 
 
 def run_e2e(texts: Sequence[str], labels: Sequence[str], params: E2EParams, settings: Settings,
-            load: Callable[[str], Embedder], quiet: bool) -> dict:
-    """The whole run; returns the figures (see README "Benchmarks")."""
+            load: Callable[[str], Embedder], quiet: bool,
+            head_data: tuple[Sequence[str], Sequence[str]] | None = None) -> dict:
+    """The whole run; returns the figures (see README "Benchmarks").
+
+    ``head_data`` (texts, labels) trains the throw-away head (default: the texts sent).
+    """
     n = len(texts)
     with ExitStack() as stack:
         redis_url = stack.enter_context(claim_redis_db(settings.broker_url))
@@ -140,7 +147,8 @@ def run_e2e(texts: Sequence[str], labels: Sequence[str], params: E2EParams, sett
         embedder = load(params.spec)
         try:
             model_id = embedder.model_id
-            head_n = store_head(engine, embedder, texts, labels, quiet)
+            head_texts, head_labels = head_data if head_data is not None else (texts, labels)
+            head_n = store_head(engine, embedder, head_texts, head_labels, quiet)
             raw_run = raw.measure(embedder, texts, params.batch_size, quiet=quiet, label="raw")
         finally:
             embedder.close()  # free the model before the workers load theirs

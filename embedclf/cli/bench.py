@@ -146,7 +146,8 @@ def e2e(settings: Settings, data_path: str, text_col: str, label_col: str, n: in
                        rate=rate, timeout_s=float(timeout_s))
     with sigterm_as_interrupt():
         report = run_e2e(texts, labels, params, settings,
-                         lambda s: load_embedder_verbose(settings, s, quiet=as_json), quiet=as_json)
+                         lambda s: load_embedder_verbose(settings, s, quiet=as_json), quiet=as_json,
+                         head_data=(data.texts, data.labels))
     report["mode"] = "e2e"
     report["data"] = data_path
     report["machine"] = machine_info(report["embedder"])

@@ -131,9 +131,15 @@ def train_head(
     head.set_center(Xt)
     opt = torch.optim.AdamW(head.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(Xt) / params.batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=params.lr, total_steps=params.epochs * steps_per_epoch, pct_start=0.1
-    )
+    total_steps = params.epochs * steps_per_epoch
+    if total_steps >= 4:
+        # torch's OneCycleLR divides by zero when its warm-up ends at step 0 (10 steps, 10 %):
+        # keep at least two warm-up steps
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=params.lr, total_steps=total_steps, pct_start=max(0.1, 2.0 / total_steps)
+        )
+    else:  # too few steps for a schedule
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=params.label_smoothing)
 
     # Picking the best epoch on a handful of validation texts picks noise (a 30-text slice

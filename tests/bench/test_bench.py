@@ -120,9 +120,19 @@ def test_e2e_smoke(tiny):
 @pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.timeout(120)
-def test_e2e_paced_low_load(tiny):
+def test_e2e_paced_low_load(tiny, tmp_path):
     """--rate sends one task at a time: the enqueue pace is the rate and batches stay small."""
-    r = json.loads(run("e2e", "--data", str(tiny), "-n", "20", "--rate", "10", "--batch-size", "16",
+    # sorted by label, like BANKING77's train.csv: the first 20 rows hold one label, yet the
+    # throw-away head is trained on rows spread over the whole file
+    with open(tiny, newline="") as f:
+        rows = sorted(csv.DictReader(f), key=lambda row: row["label"])
+    by_label = tmp_path / "by_label.csv"
+    with by_label.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["text", "label"])
+        w.writeheader()
+        w.writerows(rows)
+    assert len({row["label"] for row in rows[:20]}) == 1
+    r = json.loads(run("e2e", "--data", str(by_label), "-n", "20", "--rate", "10", "--batch-size", "16",
                        "--max-wait-ms", "20", "--json").stdout)
     assert r["rows"] == 20 and r["error_rows"] == 0 and r["rate"] == 10
     # 20 tasks at 10/s take 1.9 s to send (first at t=0, last at t=1.9), whatever the machine

@@ -226,3 +226,12 @@ def test_rejects_data_too_small_for_validation():
     X = np.eye(3, dtype=np.float32)
     with pytest.raises(ValueError, match="validation"):
         train_head(X, ["a", "b", "c"], TrainParams(**FAST))
+
+
+@pytest.mark.parametrize("epochs, n_per_class", [(5, 18), (1, 10), (2, 10), (10, 10)])
+def test_short_schedules_train(epochs, n_per_class):
+    """Any number of optimizer steps works: torch's OneCycleLR alone divides by zero at 10 steps."""
+    X, y = blobs(n_per_class)
+    res = train_head(X, y, TrainParams(**(FAST | {"epochs": epochs, "batch_size": 32})))
+    assert len(res.history) == epochs
+    assert all(np.isfinite(row["train_loss"]) for row in res.history)
