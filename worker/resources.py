@@ -57,7 +57,15 @@ class HeadCache:
         age = None if self._checked_at is None else now - self._checked_at
         missing = any(name not in self._heads for name in wanted)
         if age is None or age >= self.refresh_s or (missing and age >= 1.0):
-            self.refresh()
+            try:
+                self.refresh()
+            except DBAPIError as exc:
+                # Postgres unreachable: serve the heads we have (the batch's INSERT waits for
+                # the database anyway) rather than hand every batch back to the queue at once
+                if not self._heads or not is_connection_error(exc):
+                    raise
+                log.warning("cannot refresh the active heads (database unavailable); serving the cached ones")
+                self._checked_at = now
         return dict(self._heads)
 
 

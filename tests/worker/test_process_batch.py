@@ -6,6 +6,7 @@ import datetime as dt
 
 import numpy as np
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from embedclf.config import Settings
 from embedclf.embedders.fake import FakeEmbedder
@@ -95,3 +96,27 @@ def test_head_cache_refreshes_early_for_unknown_names(clean_db):
     assert "fresh" not in cache.snapshot(wanted={"fresh"})  # at most one refresh per second
     now[0] = 1.5
     assert "fresh" in cache.snapshot(wanted={"fresh"})
+
+
+def test_head_cache_serves_cached_heads_while_postgres_is_unreachable(clean_db):
+    from embedclf.store.db import make_engine
+
+    emb = FakeEmbedder(32)
+    store_head(clean_db, emb, epochs=2)
+    now = [0.0]
+    cache = HeadCache(clean_db, refresh_s=2.0, clock=lambda: now[0])
+    assert cache.snapshot()["topics"].version == 1
+    dead = make_engine("postgresql+psycopg2://postgres@127.0.0.1:1/nowhere")
+    try:
+        cache.engine = dead  # the database goes away
+        now[0] = 10.0
+        assert cache.snapshot()["topics"].version == 1  # stale but served, no exception
+        empty = HeadCache(dead, refresh_s=2.0, clock=lambda: now[0])
+        with pytest.raises(OperationalError):  # nothing cached: the batch goes back to the queue
+            empty.snapshot()
+    finally:
+        dead.dispose()
+    cache.engine = clean_db  # back: the next refresh sees new versions again
+    store_head(clean_db, emb, epochs=2)
+    now[0] = 12.5
+    assert cache.snapshot()["topics"].version == 2
