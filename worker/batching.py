@@ -24,7 +24,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Task
@@ -46,20 +46,24 @@ class Pending:
     received_at: dt.datetime
     request: ClassifyRequest | None = None
     error: dict | None = None
+    #: further error rows of the same task (one per head when a multi-head task gives up)
+    more_errors: list[dict] = field(default_factory=list)
 
     @property
     def task_id(self) -> str:
         return self.request.task_id if self.request is not None else self.error["task_id"]  # type: ignore[index]
 
     def give_up(self, attempts: int) -> None:
-        """Turn a task that keeps killing its worker into an error row."""
-        fields = {}
-        if self.request is not None:
-            fields = {"head_name": self.request.head, "request_id": self.request.request_id,
-                      "enqueued_at": self.request.enqueued_at}
-        self.request, self.error = None, error_row(
-            self.task_id, f"gave up after {attempts - 1} failed attempts: the worker died while processing this "
-            "task (crash, out of memory or kill)", **fields)
+        """Turn a task that keeps killing its worker into error rows: one per head it names."""
+        message = (f"gave up after {attempts - 1} failed attempts: the worker died while processing this "
+                   "task (crash, out of memory or kill)")
+        if self.request is None:
+            self.error = error_row(self.task_id, message)
+            return
+        r = self.request
+        rows = [error_row(r.task_id, message, head_name=head, request_id=r.request_id, enqueued_at=r.enqueued_at)
+                for head in r.heads]
+        self.request, self.error, self.more_errors = None, rows[0], rows[1:]
 
 
 def decode_message(message: Any, body: Any, max_text_chars: int, max_payload_bytes: int | None = None) -> Pending:
@@ -104,7 +108,7 @@ def process_batch(pending: list[Pending], res: WorkerResources) -> int:
     t0 = time.perf_counter()
     rows = classify_requests(requests, res.embedder, heads)
     res.metrics.inference.observe(time.perf_counter() - t0)
-    rows += [p.error for p in pending if p.error is not None]
+    rows += [row for p in pending if p.error is not None for row in (p.error, *p.more_errors)]
     received = {}
     for p in pending:
         received.setdefault(p.task_id, p.received_at)

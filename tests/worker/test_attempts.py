@@ -163,3 +163,17 @@ def test_retried_tasks_run_alone(consumer, clean_db, monkeypatch):
     assert sorted(sizes) == [1, 1, 1, 4]
     assert all(m.outcome == ["ack"] for m in crashed + fresh)
     assert all(r["status"] == "ok" for r in rows(clean_db, crashed + fresh).values())
+
+
+def test_a_multi_head_task_that_gives_up_gets_an_error_row_per_head(consumer, clean_db):
+    msg = RecordedMessage(f"mh-{uuid.uuid4()}", {"heads": ["h", "urgency"], "text": "poison", "request_id": "r-9"})
+    tid = msg.headers["id"]
+    for _ in range(3):  # three workers died holding it (max_attempts=3)
+        consumer.res.attempts.begin([tid])
+    consumer.on_message(msg, None, None, None, None)
+    settle(consumer)
+    assert msg.outcome == ["ack"]
+    got = repo.query_predictions(clean_db, task_ids=[tid], limit=None)
+    assert sorted(r["head_name"] for r in got) == ["h", "urgency"]
+    assert all(r["status"] == "error" and "gave up after 3 failed attempts" in r["error"] and r["request_id"] == "r-9"
+               for r in got)
