@@ -1,0 +1,52 @@
+"""A head that abstains, served by a real worker: abstained rows keep their top-3, have no label."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+import numpy as np
+import pytest
+
+from embedclf.data import load_labeled
+from embedclf.demo import HOLDOUT_CSV, TRAIN_CSV
+from embedclf.heads.checkpoint import HeadArtifact
+from embedclf.store import repository as repo
+from embedclf.training.trainer import TrainParams, train_head
+from tests.conftest import settings_env
+from tests.worker.test_e2e import produce, wait_rows
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
+
+
+def test_worker_writes_abstained_rows(settings, clean_db, minilm, start_worker, tmp_path):
+    train, holdout = load_labeled(TRAIN_CSV), load_labeled(HOLDOUT_CSV)
+    result = train_head(minilm.embed(train.texts), train.labels, TrainParams(epochs=20))
+    head = result.head
+    proba = head.predict_proba(minilm.embed(holdout.texts))
+    # a threshold between the holdout's top scores: some texts are answered, some abstained
+    threshold = float(np.median(proba.max(1)))
+    head.config = dataclasses.replace(head.config, abstain_threshold=threshold)
+    repo.add_head_version(clean_db, "careful", HeadArtifact.from_head(head, result.labels, minilm.model_id))
+
+    worker = start_worker(settings_env(settings), name="w-abstain")
+    worker.wait_ready()
+    ids = [f"abst-{i}-{uuid.uuid4().hex[:6]}" for i in range(len(holdout.texts))]
+    produce(settings.broker_url, [{"id": t, "kwargs": {"head": "careful", "text": x}}
+                                  for t, x in zip(ids, holdout.texts)], tmp_path)
+    rows = wait_rows(clean_db, ids, worker, timeout=240)
+    abstained = answered = 0
+    for tid, p in zip(ids, proba):
+        row = rows[tid]
+        assert row["status"] == "ok" and row["error"] is None
+        scores = [x["score"] for x in row["top3"]]
+        assert [x["label"] for x in row["top3"]][0] == result.labels[int(p.argmax())]  # top-3 kept either way
+        assert row["score"] == pytest.approx(float(p.max()), abs=1e-4)
+        if float(p.max()) < threshold - 1e-4:
+            assert row["abstained"] is True and row["label"] is None, row
+            abstained += 1
+        elif float(p.max()) > threshold + 1e-4:
+            assert row["abstained"] is False and row["label"] == result.labels[int(p.argmax())], row
+            answered += 1
+        assert scores == sorted(scores, reverse=True)
+    assert abstained >= 30 and answered >= 30  # the median splits the 90 holdout texts
