@@ -168,8 +168,8 @@ def load_head(engine: Engine, name: str, version: int | None = None) -> tuple[He
             )
         ).first()
     if row is None:
-        what = "an active version" if version is None else f"version {version}"
-        raise HeadNotFound(f"head {name!r} has no {what}")
+        what = "no active version" if version is None else f"no version {version}"
+        raise HeadNotFound(f"head {name!r} has {what}")
     artifact = HeadArtifact(
         config=HeadConfig.from_dict(dict(row.config)),
         labels=list(row.labels),

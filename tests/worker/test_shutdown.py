@@ -16,11 +16,17 @@ from tests.worker.test_e2e import produce, wait_rows
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
 
-def test_sigterm_returns_buffered_tasks_to_the_queue(settings, clean_db, start_worker, tmp_path):
+def tiny_head_and_empty_queue(settings, clean_db) -> redis.Redis:
+    """An active head "tiny" for the fake:32 embedder, and an empty queue; returns a Redis client."""
     head = MLPHead(HeadConfig(input_dim=32, num_labels=2, hidden_dim=8))
     repo.add_head_version(clean_db, "tiny", HeadArtifact.from_head(head, ["x", "y"], "fake:32"))
     r = redis.Redis.from_url(settings.broker_url)
     r.delete(settings.queue)
+    return r
+
+
+def test_sigterm_returns_buffered_tasks_to_the_queue(settings, clean_db, start_worker, tmp_path):
+    r = tiny_head_and_empty_queue(settings, clean_db)
     # a batch that would wait a minute: the tasks sit unacked in the worker's buffer
     slow = start_worker(settings_env(settings, EMBEDCLF_EMBEDDER="fake:32", EMBEDCLF_BATCH_MAX_WAIT_MS="60000",
                                      EMBEDCLF_BATCH_MAX_SIZE="100"), name="w-slow")
@@ -42,10 +48,7 @@ def test_sigterm_returns_buffered_tasks_to_the_queue(settings, clean_db, start_w
 
 def test_sigterm_finishes_and_acks_the_batch_in_flight(settings, clean_db, start_worker, tmp_path):
     """A batch already handed to the runner thread commits its rows and is acked before exit."""
-    head = MLPHead(HeadConfig(input_dim=32, num_labels=2, hidden_dim=8))
-    repo.add_head_version(clean_db, "tiny", HeadArtifact.from_head(head, ["x", "y"], "fake:32"))
-    r = redis.Redis.from_url(settings.broker_url)
-    r.delete(settings.queue)
+    r = tiny_head_and_empty_queue(settings, clean_db)
     # every embed call takes 4 s: long enough to send SIGTERM while the batch runs
     w = start_worker(settings_env(settings, EMBEDCLF_EMBEDDER="fake:32?delay_ms=4000", EMBEDCLF_BATCH_MAX_SIZE="5",
                                   EMBEDCLF_BATCH_MAX_WAIT_MS="50"), name="w-inflight")
