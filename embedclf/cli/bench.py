@@ -1,4 +1,7 @@
-"""``embedclf bench embed|e2e|train``: throughput figures (printed, or one JSON object with --json)."""
+"""``embedclf bench embed|e2e|train|heads``: figures printed, or one JSON object with --json.
+
+embed, e2e and train measure throughput; heads compares head variants by cross-validation.
+"""
 
 from __future__ import annotations
 
@@ -197,6 +200,53 @@ def train(settings: Settings, data_path: str, text_col: str, label_col: str, n: 
         from embedclf.bench.report import train_report
 
         train_report(report, click.echo)
+
+
+@bench.command("heads")
+@data_option
+@click.option("--text-col", default="text", show_default=True)
+@click.option("--label-col", default="label", show_default=True)
+@click.option("-n", "n", default=None, type=click.IntRange(1), help="First N labelled rows (default: all).")
+@embedder_option
+@click.option("--variants", default="mlp,mlp+linear,linear", show_default=True,
+              help="Comma-separated head variants; the first is the reference for paired differences.")
+@click.option("--folds", default=5, show_default=True, type=click.IntRange(2, 20))
+@click.option("--epochs", default=None, type=click.IntRange(1, 10_000), help="Max epochs (default 60).")
+@json_option
+@click.pass_obj
+def heads_cv(settings: Settings, data_path: str, text_col: str, label_col: str, n: int | None,
+             embedder_spec: str | None, variants: str, folds: int, epochs: int | None, as_json: bool) -> None:
+    """Compare head variants by k-fold cross-validation on one file (never a test file)."""
+    import sys
+
+    from tqdm import tqdm
+
+    from embedclf.bench.heads import check_folds, cross_validate, heads_report, parse_variants
+    from embedclf.bench.machine import machine_info
+    from embedclf.cli.common import embed_progress
+    from embedclf.data import load_labeled
+    from embedclf.training.trainer import TrainParams
+
+    names = parse_variants(variants)  # a ValueError is the CLI's one-line error
+    spec = _spec(settings, embedder_spec)
+    data = load_labeled(data_path, text_col, label_col)
+    texts, labels = data.texts[:n], data.labels[:n]
+    check_folds(labels, folds)  # before the model loads
+    emb = load_embedder_verbose(settings, spec, quiet=as_json)
+    try:
+        X = emb.embed(texts, embed_progress(as_json)(len(texts)))
+    finally:
+        emb.close()
+    base = TrainParams() if epochs is None else TrainParams(epochs=epochs)
+    with tqdm(total=folds * len(names), desc="cross-validating", unit="head", file=sys.stderr, disable=as_json,
+              dynamic_ncols=True) as bar:
+        report = cross_validate(X, labels, names, folds, base, on_fold=lambda _: bar.update(1))
+    report.update(mode="heads", data=data_path, embedder=emb.model_id, embedder_spec=spec,
+                  machine=machine_info(emb.model_id))
+    if as_json:
+        echo_json(report)
+    else:
+        heads_report(report, click.echo)
 
 
 def _train_cached(settings: Settings, emb, texts, labels, epochs, as_json: bool, data_path: str, spec: str) -> None:

@@ -27,14 +27,16 @@ def columns_options(f: Callable) -> Callable:
 
 def train_options(f: Callable) -> Callable:
     f = click.option("--seed", default=0, show_default=True, type=int)(f)
+    f = click.option("--linear-member/--no-linear-member", default=True, show_default=True,
+                     help="Also fit a softmax regression and average its calibrated probabilities with the MLP's.")(f)
     f = click.option("--epochs", default=None, type=click.IntRange(1, 10_000), help="Max epochs (default 60).")(f)
     return f
 
 
-def params_from(epochs: int | None, seed: int):
+def params_from(epochs: int | None, seed: int, linear_member: bool = True):
     from embedclf.training.trainer import TrainParams
 
-    params = TrainParams(seed=seed)
+    params = TrainParams(seed=seed, linear_member=linear_member)
     if epochs is not None:
         from dataclasses import replace
 

@@ -64,6 +64,9 @@ def load_clinc(path: str | Path) -> dict[str, tuple[list[str], list[str]]]:
 @click.option("--abstain-precision", type=click.FloatRange(0.01, 1.0), default=None,
               help="Let the head abstain below the confidence at which validation answers reach this precision "
                    "(with --data the out-of-scope validation texts choose the threshold instead).")
+@click.option("--max-in-scope-loss", type=click.FloatRange(0.0, 1.0), default=None,
+              help="With --data: in-scope validation accuracy (a fraction) the out-of-scope threshold may cost "
+                   "[default: 0.005].")
 @click.option("--oos-class/--no-oos-class", default=True, show_default=True,
               help="With --data: also train the out-of-scope training texts as a class (predicting it = abstaining).")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False),
@@ -72,7 +75,9 @@ def load_clinc(path: str | Path) -> dict[str, tuple[list[str], list[str]]]:
 @click.pass_obj
 def evaluate(settings: Settings, train_path: str | None, test_path: str | None, clinc_path: str | None,
              embedder_spec: str | None, text_col: str, label_col: str, epochs: int | None, seed: int,
-             abstain_precision: float | None, oos_class: bool, plots_dir: str | None, as_json: bool,
+             linear_member: bool,
+             abstain_precision: float | None, max_in_scope_loss: float | None, oos_class: bool,
+             plots_dir: str | None, as_json: bool,
              no_cache: bool) -> None:
     """Train a head on TRAIN, score it on TEST next to a TF-IDF + linear baseline."""
     from embedclf.cli.data import cache_line, cached
@@ -84,6 +89,8 @@ def evaluate(settings: Settings, train_path: str | None, test_path: str | None, 
         raise click.UsageError("use either --data (CLINC150 layout) or --train and --test, not both")
     if not clinc_path and not (train_path and test_path):
         raise click.UsageError("give --train and --test, or --data with a CLINC150-layout JSON")
+    if max_in_scope_loss is not None and not clinc_path:
+        raise click.UsageError("--max-in-scope-loss needs out-of-scope validation texts (--data)")
     val, abstention = None, None
     if clinc_path:
         d = load_clinc(clinc_path)
@@ -94,6 +101,7 @@ def evaluate(settings: Settings, train_path: str | None, test_path: str | None, 
             target_precision=abstain_precision or 0.95,
             oos_train=d["oos_train"][0], oos_val=d["oos_val"][0], oos_test=d["oos_test"][0],
             oos_label=(oos_labels[0] if len(oos_labels) == 1 else "oos") if oos_class else None,
+            **({} if max_in_scope_loss is None else {"max_accuracy_loss": max_in_scope_loss}),
         )
         source = str(clinc_path)
     else:
@@ -108,7 +116,7 @@ def evaluate(settings: Settings, train_path: str | None, test_path: str | None, 
             abstention = Abstention(target_precision=abstain_precision)
         source = f"{train_path} -> {test_path}"
     embedder = cached(settings, load_embedder_verbose(settings, embedder_spec, quiet=as_json), no_cache, as_json)
-    params = params_from(epochs, seed)
+    params = params_from(epochs, seed, linear_member)
     on_epoch, bar = epoch_progress(as_json, params.epochs)
     ev = evaluate_head(embedder, train_texts, train_labels, test_texts, test_labels, params,
                        embed_progress=embed_progress(as_json), on_epoch=on_epoch, val=val, abstention=abstention)

@@ -31,6 +31,11 @@ def quality_lines(summary: dict, report: dict) -> list[str]:
     if cal:
         lines.append(f"  calibration      ECE {cal['ece']:.4f} after temperature {cal['temperature']:.3f} "
                      f"(before: {cal['ece_uncalibrated']:.4f}; {cal['n_bins']} bins)")
+    members = report.get("members") or {}
+    if len(members) > 1:
+        lines.append("  members          " + "; ".join(
+            f"{name} val {m['val_accuracy']:.4f} (T {m['temperature']:.3f})" for name, m in members.items())
+            + f"; averaged: val {_f(summary.get('val_accuracy'))}")
     ab = report.get("abstain")
     if ab:
         t = ab.get("test", {})

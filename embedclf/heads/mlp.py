@@ -4,10 +4,18 @@ Pure model file (torch + numpy only). The head carries its own input
 preprocessing (L2 normalisation, centring on the training mean) and an output
 temperature as buffers, so a saved head reproduces its probabilities exactly
 from the raw embedder output.
+
+With ``linear_member`` the head is a two-member ensemble: the MLP and a
+separately trained softmax regression over the same preprocessed input. Each
+member is calibrated by its own temperature, their probabilities are averaged
+and the mix gets the head's final temperature:
+``p = softmax(log(mean_k softmax(z_k / t_k)) / T)``. With one member this is
+exactly ``softmax(z / T)``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -34,6 +42,8 @@ class HeadConfig:
     abstain_threshold: float | None = None
     #: a trained label that means "out of scope": predicting it is an abstention too
     oos_label: str | None = None
+    #: a second member, a softmax regression trained on its own; calibrated probabilities are averaged
+    linear_member: bool = False
 
     def __post_init__(self) -> None:
         if self.input_dim < 1 or self.num_labels < 2:
@@ -60,6 +70,8 @@ class HeadConfig:
 
 
 class MLPHead(nn.Module):
+    """The MLP (``mlp`` + optional ``skip``) and, with ``linear_member``, a ``linear`` member."""
+
     def __init__(self, config: HeadConfig) -> None:
         super().__init__()
         self.config = config
@@ -78,6 +90,19 @@ class MLPHead(nn.Module):
             if config.linear_skip and config.num_layers > 1
             else None
         )
+        self.linear: nn.Linear | None = None
+        if config.linear_member:
+            # zero start (fit_linear starts from zero too), drawing nothing from torch's RNG:
+            # the MLP member then trains exactly as it would alone (same dropout masks)
+            self.linear = nn.utils.skip_init(nn.Linear, config.input_dim, config.num_labels)
+            nn.init.zeros_(self.linear.weight)
+            nn.init.zeros_(self.linear.bias)
+            #: per-member calibration, fitted on validation data: [mlp, linear]
+            self.register_buffer("member_temperature", torch.ones(2))
+
+    @property
+    def num_members(self) -> int:
+        return 1 if self.linear is None else 2
 
     def set_center(self, x: torch.Tensor) -> None:
         """Fit the input centring on training embeddings (already un-normalised)."""
@@ -94,13 +119,39 @@ class MLPHead(nn.Module):
             return x
         return self._normalize(x) - self.center
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (before temperature) for raw embeddings ``x``."""
+    def mlp_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The MLP member's logits for raw embeddings ``x``."""
         z = self.preprocess(x)
         logits = self.mlp(z)
         if self.skip is not None:
             logits = logits + self.skip(z)
         return logits
+
+    def linear_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The softmax-regression member's logits (only with ``linear_member``)."""
+        if self.linear is None:
+            raise ValueError("this head has no linear member")
+        return self.linear(self.preprocess(x))
+
+    def member_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each member's logits, MLP first."""
+        out = [self.mlp_logits(x)]
+        if self.linear is not None:
+            out.append(self.linear_logits(x))
+        return out
+
+    def forward(self, x: torch.Tensor, *, member_temperatures: bool = True) -> torch.Tensor:
+        """Logits (before the final temperature) for raw embeddings ``x``.
+
+        One member: its logits. Two: the log of the members' averaged probabilities, each
+        member at its own temperature (``member_temperatures=False``: uncalibrated members).
+        """
+        zs = self.member_logits(x)
+        if len(zs) == 1:
+            return zs[0]
+        temps = self.member_temperature if member_temperatures else torch.ones(len(zs))
+        logp = torch.stack([torch.log_softmax(z / t, dim=-1) for z, t in zip(zs, temps)])
+        return torch.logsumexp(logp, dim=0) - math.log(len(zs))
 
     @torch.no_grad()
     def predict_proba(self, x: np.ndarray | torch.Tensor) -> np.ndarray:

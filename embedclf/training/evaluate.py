@@ -17,7 +17,9 @@ import numpy as np
 import torch
 
 from embedclf.embedders.base import Embedder, ProgressFn
-from embedclf.training.abstain import AbstainRule, choose_threshold, labels_oos_index, scope_metrics
+from embedclf.training.abstain import (
+    DEFAULT_MAX_ACCURACY_LOSS, AbstainRule, choose_threshold, labels_oos_index, scope_metrics,
+)
 from embedclf.training.baseline import tfidf_baseline
 from embedclf.training.metrics import classification_report, confusion_matrix
 from embedclf.training.quality import build_report, softmax
@@ -38,6 +40,8 @@ class Abstention:
     oos_val: Sequence[str] = ()
     oos_test: Sequence[str] = ()
     oos_label: str | None = None
+    #: with OOS validation texts: in-scope validation accuracy the threshold may cost (None: Youden's J)
+    max_accuracy_loss: float | None = DEFAULT_MAX_ACCURACY_LOSS
 
 
 @dataclass
@@ -79,6 +83,8 @@ class Evaluation:
             "best_epoch": self.result.best_epoch,
             "temperature": round(self.result.temperature, 4),
             "val_accuracy": round(self.result.val_metrics["accuracy"], 4),
+            "members": {name: {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
+                        for name, m in self.result.members.items()},
             "top_confused": [f"{p['true']} -> {p['predicted']} ({p['count']})"
                              for p in self.report.get("confused_pairs", [])[:3]],
         }
@@ -144,12 +150,14 @@ def evaluate_head(
     head = result.head
     proba = head.predict_proba(vec["test"])
     with torch.no_grad():
-        raw_logits = head(torch.from_numpy(np.asarray(vec["test"], dtype=np.float32))).numpy()
+        # "before calibration": no temperature anywhere, members' raw probabilities averaged
+        raw_logits = head(torch.from_numpy(np.asarray(vec["test"], dtype=np.float32)),
+                          member_temperatures=False).numpy()
     metrics = classification_report(proba, y_test)
     baseline = tfidf_baseline(parts["train"] + ([] if oos_label is None else parts["oos_train"]),
                               enc.encode(y_train_s), parts["test"], y_test, len(result.labels), seed=params.seed)
     report = build_report(result.labels, y_test, proba, softmax(raw_logits), history=result.history,
-                          best_epoch=result.best_epoch, temperature=result.temperature)
+                          best_epoch=result.best_epoch, temperature=result.temperature, members=result.members)
     rule, scope = None, {}
     if ab is not None:
         oos_index = labels_oos_index(result.labels, oos_label)
@@ -162,7 +170,8 @@ def evaluate_head(
         else:
             oos_val_proba = head.predict_proba(vec["oos_val"])
         rule = choose_threshold(val_proba[in_val], result.val_y[in_val], oos_val_proba,
-                                target_precision=ab.target_precision, oos_index=oos_index)
+                                target_precision=ab.target_precision, oos_index=oos_index,
+                               max_accuracy_loss=ab.max_accuracy_loss)
         head.config = dataclasses.replace(head.config, abstain_threshold=rule.threshold, oos_label=oos_label)
         oos_test_proba = head.predict_proba(vec["oos_test"]) if vec.get("oos_test") is not None else None
         scope = scope_metrics(proba, y_test, oos_test_proba, rule.threshold, oos_index)

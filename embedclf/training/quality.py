@@ -59,6 +59,7 @@ def build_report(
     history: Sequence[dict] = (),
     best_epoch: int = 0,
     temperature: float = 1.0,
+    members: dict | None = None,
 ) -> dict:
     """The full report over the in-scope test texts (``proba`` is the calibrated output)."""
     labels = list(labels)
@@ -82,4 +83,6 @@ def build_report(
         },
         "history": [dict(h) for h in history],
         "best_epoch": int(best_epoch),
+        #: per ensemble member (mlp, linear): validation accuracy, own temperature, ...
+        "members": {k: dict(v) for k, v in (members or {}).items()},
     }

@@ -28,6 +28,8 @@ SPACE = {
     "weight_decay": ("log", 1e-4, 1e-1),
     "label_smoothing": ("float", 0.0, 0.2),
     "epochs": ("epochs",),
+    "linear_member": ("choice", (True, False)),  # the averaged softmax-regression member (needs num_layers > 1)
+    "linear_c": ("log", 0.3, 100.0),
 }
 
 
@@ -61,8 +63,10 @@ def suggest(trial, base: TrainParams) -> TrainParams:
         if name not in have:
             continue
         kind = spec[0]
-        if name in ("hidden_dim", "dropout") and values.get("num_layers") == 1:
-            continue  # no hidden layer: these do nothing
+        if name in ("hidden_dim", "dropout", "linear_member") and values.get("num_layers") == 1:
+            continue  # no hidden layer: these do nothing (and the head is its own linear member)
+        if name == "linear_c" and not values.get("linear_member", False):
+            continue
         if kind == "int":
             values[name] = trial.suggest_int(name, spec[1], spec[2])
         elif kind == "choice":

@@ -2,8 +2,14 @@
 
 Pure: numpy + torch. A stratified validation slice of the training data
 drives early stopping (best epoch by validation accuracy, then loss) and the
-temperature that calibrates the stored probabilities. The caller's held-out
+temperatures that calibrate the stored probabilities. The caller's held-out
 test data is never looked at here.
+
+By default the head has two members fitted one after the other on the same
+split: the MLP (mini-batch AdamW, best epoch on validation), then a softmax
+regression (``linear_member``: L2-regularised, full-batch L-BFGS, deterministic).
+Each member gets its own temperature; the head averages their calibrated
+probabilities and a final temperature is fitted on that mix.
 """
 
 from __future__ import annotations
@@ -39,6 +45,10 @@ class TrainParams:
     val_fraction: float = 0.1
     patience: int = 15
     seed: int = 0
+    #: also fit a softmax-regression member and average the members' calibrated probabilities
+    linear_member: bool = True
+    #: the linear member's inverse L2 strength (scikit-learn's ``C``): full-batch L-BFGS to convergence
+    linear_c: float = 10.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,6 +67,8 @@ class TrainResult:
     #: validation logits (before temperature) and true class indices, for calibration and abstention
     val_logits: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     val_y: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, dtype=np.int64))
+    #: per member ("mlp", "linear"): best_epoch, epochs run, val_accuracy, temperature
+    members: dict = field(default_factory=dict)
 
 
 #: temperature scaling needs enough validation examples to be trusted
@@ -94,6 +106,7 @@ def train_head(
 
     ``val`` = (embeddings, labels) is a validation set given by the caller (e.g.
     CLINC150's ``val``); without it a stratified ``val_fraction`` of ``X`` is held out.
+    ``on_epoch`` sees the MLP member's epochs (the linear member takes seconds).
     """
     start = time.perf_counter()
     X = np.asarray(X, dtype=np.float32)
@@ -126,62 +139,20 @@ def train_head(
         num_layers=params.num_layers,
         dropout=params.dropout,
         linear_skip=params.linear_skip,
+        # with one layer the MLP already is a softmax regression
+        linear_member=params.linear_member and params.num_layers > 1,
     )
     head = MLPHead(config)
     head.set_center(Xt)
-    opt = torch.optim.AdamW(head.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-    steps_per_epoch = max(1, math.ceil(len(Xt) / params.batch_size))
-    total_steps = params.epochs * steps_per_epoch
-    if total_steps >= 4:
-        # torch's OneCycleLR divides by zero when its warm-up ends at step 0 (10 steps, 10 %):
-        # keep at least two warm-up steps
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=params.lr, total_steps=total_steps, pct_start=max(0.1, 2.0 / total_steps)
-        )
-    else:  # too few steps for a schedule
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=params.label_smoothing)
+    fit = _Fit(head, Xt, yt, Xv, yv, params, gen)
+    mlp_params = [p for n, p in head.named_parameters() if not n.startswith("linear.")]
+    history = fit.run(head.mlp_logits, mlp_params, params.lr, params.weight_decay, params.label_smoothing, on_epoch)
+    members = {"mlp": fit.summary(head.mlp_logits) | {"best_epoch": fit.best_epoch, "epochs_run": len(history)}}
+    if head.linear is not None:
+        iterations = fit_linear(head, Xt, yt, params.linear_c)
+        members["linear"] = fit.summary(head.linear_logits) | {"lbfgs_iterations": iterations}
+        head.member_temperature.copy_(torch.tensor([m["temperature"] for m in members.values()]))
 
-    # Picking the best epoch on a handful of validation texts picks noise (a 30-text slice
-    # is 100 % right long before the model is trained); the one-cycle schedule anneals to
-    # ~0, so with few validation texts the last epoch is the better choice.
-    select = len(yv) >= MIN_CALIBRATION_EXAMPLES
-    history: list[dict] = []
-    best_key: tuple[float, float] | None = None
-    best_state: dict | None = None
-    best_epoch = 0
-    for epoch in range(1, params.epochs + 1):
-        head.train()
-        perm = torch.randperm(len(Xt), generator=gen)
-        total = 0.0
-        for i in range(0, len(Xt), params.batch_size):
-            b = perm[i : i + params.batch_size]
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(head(Xt[b]), yt[b])
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(b)
-        head.eval()
-        with torch.no_grad():
-            vlogits = head(Xv)
-            vloss = float(nn.functional.cross_entropy(vlogits, yv))
-            vacc = float((vlogits.argmax(1) == yv).float().mean())
-        row = {"epoch": epoch, "train_loss": total / len(Xt), "val_loss": vloss, "val_accuracy": vacc}
-        history.append(row)
-        if on_epoch is not None:
-            on_epoch(epoch, params.epochs, row)
-        key = (vacc, -vloss)
-        if not select:  # too few validation texts to choose an epoch: keep the annealed end
-            best_state, best_epoch = None, epoch
-            continue
-        if best_key is None or key > best_key:
-            best_key, best_state, best_epoch = key, copy.deepcopy(head.state_dict()), epoch
-        elif epoch - best_epoch >= params.patience:
-            break
-
-    if best_state is not None:
-        head.load_state_dict(best_state)
     head.eval()
     with torch.no_grad():
         vlogits = head(Xv)
@@ -193,10 +164,128 @@ def train_head(
         labels=list(encoder.labels),
         params=params,
         history=history,
-        best_epoch=best_epoch,
+        best_epoch=members["mlp"]["best_epoch"],
         val_metrics=val_metrics,
         temperature=temperature,
         seconds=time.perf_counter() - start,
         val_logits=vlogits.numpy(),
         val_y=yv_np,
+        members=members,
     )
+
+
+class _Fit:
+    """The MLP member's training loop: AdamW, one-cycle LR, early stopping on the validation split."""
+
+    def __init__(self, head: MLPHead, Xt: torch.Tensor, yt: torch.Tensor, Xv: torch.Tensor, yv: torch.Tensor,
+                 params: TrainParams, gen: torch.Generator) -> None:
+        self.head, self.Xt, self.yt, self.Xv, self.yv = head, Xt, yt, Xv, yv
+        self.params, self.gen = params, gen
+        self.best_epoch = 0
+
+    def run(self, forward: Callable[[torch.Tensor], torch.Tensor], parameters: list, lr: float,
+            weight_decay: float, label_smoothing: float, on_epoch: EpochCallback | None) -> list[dict]:
+        """Train ``parameters`` through ``forward``; the head ends at the chosen epoch. Returns the history.
+
+        Only ``parameters`` move; a restored best epoch restores the whole head's state,
+        which is the same for every other parameter.
+        """
+        p, head, Xt, yt, Xv, yv = self.params, self.head, self.Xt, self.yt, self.Xv, self.yv
+        opt = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+        steps_per_epoch = max(1, math.ceil(len(Xt) / p.batch_size))
+        total_steps = p.epochs * steps_per_epoch
+        if total_steps >= 4:
+            # torch's OneCycleLR divides by zero when its warm-up ends at step 0 (10 steps, 10 %):
+            # keep at least two warm-up steps
+            sched = torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=lr, total_steps=total_steps, pct_start=max(0.1, 2.0 / total_steps)
+            )
+        else:  # too few steps for a schedule
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+        # Picking the best epoch on a handful of validation texts picks noise (a 30-text slice
+        # is 100 % right long before the model is trained); the one-cycle schedule anneals to
+        # ~0, so with few validation texts the last epoch is the better choice.
+        select = len(yv) >= MIN_CALIBRATION_EXAMPLES
+        history: list[dict] = []
+        best_key: tuple[float, float] | None = None
+        best_state: dict | None = None
+        self.best_epoch = 0
+        for epoch in range(1, p.epochs + 1):
+            head.train()
+            perm = torch.randperm(len(Xt), generator=self.gen)
+            total = 0.0
+            for i in range(0, len(Xt), p.batch_size):
+                b = perm[i : i + p.batch_size]
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(forward(Xt[b]), yt[b])
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += float(loss.detach()) * len(b)
+            head.eval()
+            with torch.no_grad():
+                vlogits = forward(Xv)
+                vloss = float(nn.functional.cross_entropy(vlogits, yv))
+                vacc = float((vlogits.argmax(1) == yv).float().mean())
+            row = {"epoch": epoch, "train_loss": total / len(Xt), "val_loss": vloss, "val_accuracy": vacc}
+            history.append(row)
+            if on_epoch is not None:
+                on_epoch(epoch, p.epochs, row)
+            key = (vacc, -vloss)
+            if not select:  # too few validation texts to choose an epoch: keep the annealed end
+                best_state, self.best_epoch = None, epoch
+                continue
+            if best_key is None or key > best_key:
+                best_key, best_state, self.best_epoch = key, copy.deepcopy(head.state_dict()), epoch
+            elif epoch - self.best_epoch >= p.patience:
+                break
+        if best_state is not None:
+            head.load_state_dict(best_state)
+        head.eval()
+        return history
+
+    def summary(self, forward: Callable[[torch.Tensor], torch.Tensor]) -> dict:
+        """A trained member on validation: its accuracy and its own temperature."""
+        with torch.no_grad():
+            logits = forward(self.Xv)
+        return {
+            "val_accuracy": float((logits.argmax(1) == self.yv).float().mean()),
+            "temperature": fit_temperature(logits, self.yv),
+        }
+
+
+def fit_linear(head: MLPHead, Xt: torch.Tensor, yt: torch.Tensor, c: float, max_rounds: int = 20) -> int:
+    """Fit ``head.linear`` as multinomial logistic regression on the head's preprocessed input.
+
+    Minimises mean cross-entropy + ``||W||^2 / (2 c n)`` (scikit-learn's objective with
+    ``C = c``, bias not penalised) with full-batch L-BFGS from zero: convex and
+    deterministic, so no validation epoch is chosen. Returns the L-BFGS iterations used.
+    """
+    if head.linear is None:
+        raise ValueError("this head has no linear member")
+    if not c > 0:
+        raise ValueError(f"linear_c must be > 0, got {c}")
+    lin = head.linear
+    with torch.no_grad():
+        z = head.preprocess(Xt)
+        lin.weight.zero_()
+        lin.bias.zero_()
+    lam = 0.5 / (c * len(Xt))
+    opt = torch.optim.LBFGS(lin.parameters(), lr=1.0, max_iter=100, tolerance_grad=1e-7,
+                            tolerance_change=1e-10, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(lin(z), yt) + lam * lin.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    previous = math.inf
+    for _ in range(max_rounds):  # each step runs up to max_iter iterations; stop once the loss settles
+        loss = float(opt.step(closure).detach())
+        if previous - loss < 1e-7:
+            break
+        previous = loss
+    return int(opt.state[lin.weight]["n_iter"])

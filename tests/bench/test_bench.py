@@ -92,6 +92,20 @@ def test_train_smoke(tiny):
     assert "s/epoch" in run("train", "--data", str(tiny), "--epochs", "2").output
 
 
+def test_heads_cross_validation_smoke(tiny):
+    r = json.loads(run("heads", "--data", str(tiny), "--folds", "3", "--epochs", "3", "--json").stdout)
+    assert r["mode"] == "heads" and r["n"] == 80 and r["n_labels"] == 6 and r["folds"] == 3
+    assert set(r["variants"]) == {"mlp", "mlp+linear", "linear"} and r["reference"] == "mlp"
+    for v in r["variants"].values():
+        assert len(v["fold_accuracy"]) == 3 and all(0.0 <= a <= 1.0 for a in v["fold_accuracy"])
+        assert positive(v["train_seconds_per_fold"])
+    check_machine(r["machine"], "fake:64")
+    out = run("heads", "--data", str(tiny), "--folds", "2", "--epochs", "2", "--variants", "linear,mlp+linear").output
+    assert "3-fold" not in out and "2-fold stratified cross-validation" in out and "vs linear" in out
+    one_line_error(run("heads", "--data", str(tiny), "--variants", "mlp,bogus", ok=False), "unknown head variant")
+    one_line_error(run("heads", "--data", str(tiny), "--folds", "20", ok=False), "at least 20")
+
+
 @pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.redis

@@ -40,9 +40,12 @@ def test_db_unreachable_says_how_to_start_it(run):
 def test_heads_train_list_show_activate_rollback(run, clean_db):
     r = run("heads", "train", "--name", "support", "--data", str(TRAIN_CSV), "--epochs", "20")
     assert "tf-idf baseline" in r.output and "stored head 'support' version 1 (active)" in r.output
-    r = run("heads", "train", "--name", "support", "--data", str(TRAIN_CSV), "--epochs", "5", "--json")
+    assert "mlp val" in r.output and "linear val" in r.output and "averaged: val" in r.output
+    r = run("heads", "train", "--name", "support", "--data", str(TRAIN_CSV), "--epochs", "5", "--json",
+            "--no-linear-member")
     report = json.loads(r.stdout)
     assert report["version"] == 2 and report["embedder"] == "fake:64"
+    assert set(report["members"]) == {"mlp"}
     for key in ("accuracy", "macro_f1", "map3", "top3_accuracy", "baseline_tfidf_accuracy"):
         assert 0.0 <= report[key] <= 1.0
     assert report["n_train"] + report["n_test"] == 300
@@ -50,6 +53,9 @@ def test_heads_train_list_show_activate_rollback(run, clean_db):
     assert [(h["version"], h["active"]) for h in listed] == [(1, False), (2, True)]
     shown = json.loads(run("heads", "show", "support", "1").stdout)
     assert shown["version"] == 1 and len(shown["labels"]) == 6 and shown["config"]["num_layers"] == 3
+    # the default head has two members, stored in its config; --no-linear-member gave v2 one
+    assert shown["config"]["linear_member"] is True
+    assert json.loads(run("heads", "show", "support", "2").stdout)["config"]["linear_member"] is False
     assert "version 1 is active" in run("heads", "activate", "support", "1").output
     assert "rolled back to version 2" in run("heads", "rollback", "support").output
     assert repo.active_versions(clean_db) == {"support": 2}

@@ -59,6 +59,13 @@ def test_evaluate_clinc_layout_reports_in_scope_accuracy_and_oos_recall(small_cl
     assert s["oos_recall"] > 0.5  # real out-of-scope requests are mostly caught
     assert "OOS recall" in s["abstain_criterion"] and 0 <= s["abstain_threshold"] <= 1
     assert s["n_labels"] == len(INTENTS) + 1  # the out-of-scope training texts are a class by default
+    assert "losing <= 0.005 in-scope" in s["abstain_criterion"]  # the default budget: half a point
+    # a bigger budget on the same (deterministically trained) head catches at least as many OOS texts
+    wide = json.loads(run("evaluate", "--data", str(small_clinc), "--epochs", "30", "--json",
+                          "--max-in-scope-loss", "0.05").stdout)
+    assert "losing <= 0.05 in-scope" in wide["abstain_criterion"]
+    assert wide["accuracy"] == s["accuracy"] and wide["oos_recall"] >= s["oos_recall"]
+    assert wide["abstain_threshold"] >= s["abstain_threshold"]
 
 
 def test_evaluate_clinc_bad_inputs(tmp_path, small_clinc):
@@ -71,3 +78,5 @@ def test_evaluate_clinc_bad_inputs(tmp_path, small_clinc):
         load_clinc(tmp_path / "nope.json")
     r = run("evaluate", "--data", str(small_clinc), "--train", str(small_clinc))
     assert r.exit_code != 0 and "not both" in r.output
+    r = run("evaluate", "--train", str(small_clinc), "--test", str(small_clinc), "--max-in-scope-loss", "0.01")
+    assert r.exit_code != 0 and "needs out-of-scope validation texts" in r.output

@@ -121,3 +121,24 @@ def test_same_weights_detects_a_change(head):
     with torch.no_grad():
         next(clone.parameters())[0, 0] += 1e-3
     assert not same_weights(head, clone)
+
+
+def test_two_member_head_roundtrips_with_its_member_temperatures(x, tmp_path):
+    torch.manual_seed(3)
+    h = MLPHead(HeadConfig(input_dim=12, num_labels=4, hidden_dim=16, num_layers=2, linear_member=True))
+    h.set_center(torch.randn(20, 12))
+    with torch.no_grad():
+        h.linear.weight.normal_()
+        h.member_temperature.copy_(torch.tensor([0.6, 1.4]))
+    h.temperature.fill_(0.9)
+    h.eval()
+    loaded = HeadArtifact.load_dir(HeadArtifact.from_head(h, LABELS, "fake:12").save_dir(tmp_path)).build()
+    assert loaded.config.linear_member and same_weights(h, loaded)
+    assert loaded.member_temperature.tolist() == pytest.approx([0.6, 1.4])
+    np.testing.assert_array_equal(loaded.predict_proba(x), h.predict_proba(x))
+    # a one-member config refuses the two-member weights (strict load), and vice versa
+    with pytest.raises(RuntimeError):
+        head_from_weights(HeadConfig(input_dim=12, num_labels=4, hidden_dim=16, num_layers=2), weights_to_bytes(h))
+    one = MLPHead(HeadConfig(input_dim=12, num_labels=4, hidden_dim=16, num_layers=2))
+    with pytest.raises(RuntimeError):
+        head_from_weights(h.config, weights_to_bytes(one))

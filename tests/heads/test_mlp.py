@@ -185,3 +185,57 @@ def test_top_k_on_head_output_matches_argmax():
     for row, probs in zip(top_k(p, labels, 3), p):
         assert row[0][0] == labels[int(probs.argmax())]
         assert len(row) == 3
+
+
+# --- two members: MLP + softmax regression --------------------------------------------
+
+
+def test_linear_member_adds_a_linear_layer_and_member_temperatures():
+    head = make_head(linear_member=True)
+    assert head.num_members == 2
+    assert head.linear is not None and head.linear.in_features == 16 and head.linear.out_features == 5
+    assert {"linear.weight", "linear.bias", "member_temperature"} <= set(head.state_dict())
+    plain = make_head()
+    assert plain.num_members == 1 and plain.linear is None
+    assert not any(k.startswith("linear.") or k == "member_temperature" for k in plain.state_dict())
+    with pytest.raises(ValueError, match="no linear member"):
+        plain.linear_logits(torch.zeros(1, 16))
+
+
+def test_one_member_forward_is_the_mlp_logits():
+    head = make_head()
+    x = torch.from_numpy(rand_x(4))
+    with torch.no_grad():
+        assert torch.equal(head(x), head.mlp_logits(x))
+
+
+def test_two_members_average_their_calibrated_probabilities():
+    head = make_head(linear_member=True)
+    head.set_center(torch.from_numpy(rand_x(20, seed=4)))
+    with torch.no_grad():
+        head.linear.weight.normal_()
+        head.member_temperature.copy_(torch.tensor([0.5, 2.0]))
+        head.temperature.fill_(1.3)
+    x = rand_x(6)
+    t = torch.from_numpy(x)
+    with torch.no_grad():
+        p_mlp = torch.softmax(head.mlp_logits(t) / 0.5, dim=-1)
+        p_lin = torch.softmax(head.linear_logits(t) / 2.0, dim=-1)
+        mix = (p_mlp + p_lin) / 2
+        expected = torch.softmax(torch.log(mix) / 1.3, dim=-1).numpy()
+        # forward is the log of the mix: a final temperature of 1 gives the mix itself
+        np.testing.assert_allclose(torch.exp(head(t)).numpy(), mix.numpy(), rtol=1e-5, atol=1e-7)
+        raw = (torch.softmax(head.mlp_logits(t), -1) + torch.softmax(head.linear_logits(t), -1)) / 2
+        np.testing.assert_allclose(torch.exp(head(t, member_temperatures=False)).numpy(), raw.numpy(),
+                                   rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(head.predict_proba(x), expected, rtol=1e-5, atol=1e-6)
+    # the mix differs from either member alone (both members count)
+    assert not np.allclose(head.predict_proba(x), torch.softmax(head.mlp_logits(t) / 0.5 / 1.3, -1).detach().numpy())
+
+
+def test_config_without_linear_member_key_loads_as_one_member():
+    """Heads stored before the linear member existed have no such key in their config."""
+    data = HeadConfig(input_dim=8, num_labels=3).to_dict()
+    data.pop("linear_member")
+    cfg = HeadConfig.from_dict(data)
+    assert cfg.linear_member is False and MLPHead(cfg).num_members == 1

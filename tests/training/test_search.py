@@ -38,8 +38,12 @@ def test_search_returns_the_best_trial_within_the_space():
         lo, hi = SPACE["lr"][1:]
         assert lo <= t["lr"] <= hi and 1 <= t["num_layers"] <= 3
         assert 5 <= t["epochs"] <= BASE.epochs
-        if t["num_layers"] == 1:  # no hidden layer: hidden size and dropout are not searched
-            assert "hidden_dim" not in t and "dropout" not in t
+        if t["num_layers"] == 1:  # no hidden layer: hidden size, dropout, a linear member are not searched
+            assert "hidden_dim" not in t and "dropout" not in t and "linear_member" not in t
+        if not t.get("linear_member"):
+            assert "linear_c" not in t
+        else:
+            assert SPACE["linear_c"][1] <= t["linear_c"] <= SPACE["linear_c"][2]
     # the returned head is the best trial's and scores what the trial reported on validation
     assert round(res.best_result.val_metrics["accuracy"], 4) == best_row["val_accuracy"]
     stored = res.to_dict()

@@ -184,8 +184,9 @@ def test_early_stopping_respects_patience(patience):
     best = res.history[res.best_epoch - 1]
     key = lambda h: (h["val_accuracy"], -h["val_loss"])  # noqa: E731
     assert all(key(h) <= key(best) for h in res.history)
-    # the returned head is the best epoch's, not the last one's
-    assert res.val_metrics["accuracy"] == pytest.approx(best["val_accuracy"])
+    # the returned MLP member is the best epoch's, not the last one's
+    assert res.members["mlp"]["val_accuracy"] == pytest.approx(best["val_accuracy"])
+    assert res.members["mlp"]["best_epoch"] == res.best_epoch
 
 
 def test_small_validation_set_keeps_the_last_epoch():
@@ -196,7 +197,7 @@ def test_small_validation_set_keeps_the_last_epoch():
     params = TrainParams(**(FAST | {"epochs": 12, "patience": 1, "lr": 1e-2}))
     res = train_head(X, y, params)
     assert len(res.history) == 12 and res.best_epoch == 12
-    assert res.val_metrics["accuracy"] == pytest.approx(res.history[-1]["val_accuracy"])
+    assert res.members["mlp"]["val_accuracy"] == pytest.approx(res.history[-1]["val_accuracy"])
 
 
 def test_patience_longer_than_run_uses_all_epochs():
@@ -235,3 +236,63 @@ def test_short_schedules_train(epochs, n_per_class):
     res = train_head(X, y, TrainParams(**(FAST | {"epochs": epochs, "batch_size": 32})))
     assert len(res.history) == epochs
     assert all(np.isfinite(row["train_loss"]) for row in res.history)
+
+
+# --- the linear member -----------------------------------------------------------------
+
+
+def test_linear_member_is_fitted_calibrated_and_mixed():
+    X, y = blobs(130, spread=3.0)  # overlapping blobs: neither member is perfect
+    params = TrainParams(**(FAST | {"epochs": 6, "val_fraction": 0.25}))
+    res = train_head(X, y, params)
+    head = res.head
+    assert head.config.linear_member and set(res.members) == {"mlp", "linear"}
+    assert res.members["linear"]["lbfgs_iterations"] > 0
+    assert head.member_temperature.tolist() == pytest.approx(
+        [res.members["mlp"]["temperature"], res.members["linear"]["temperature"]])
+    # the stored validation logits are the mix's, before the final temperature
+    enc = LabelEncoder.fit(y)
+    _, va_idx = stratified_split(enc.encode(y), params.val_fraction, seed=params.seed)
+    with torch.no_grad():
+        np.testing.assert_allclose(res.val_logits, head(torch.from_numpy(X[va_idx])).numpy(), rtol=1e-5, atol=1e-6)
+        lin_acc = float((head.linear_logits(torch.from_numpy(X[va_idx])).argmax(1).numpy() == res.val_y).mean())
+    assert res.members["linear"]["val_accuracy"] == pytest.approx(lin_acc)
+    assert lin_acc > 0.6  # a real classifier, not the zero init
+    assert res.val_metrics["accuracy"] == pytest.approx(float((res.val_logits.argmax(1) == res.val_y).mean()))
+
+
+def test_linear_member_solves_scikit_learn_logistic_regression():
+    """Same objective as sklearn's LogisticRegression(C): the probabilities agree."""
+    from sklearn.linear_model import LogisticRegression
+
+    from embedclf.heads.mlp import HeadConfig, MLPHead
+    from embedclf.training.trainer import fit_linear
+
+    X, y = blobs(80, dim=16, spread=3.0)
+    yi = LabelEncoder.fit(y).encode(y)
+    head = MLPHead(HeadConfig(input_dim=16, num_labels=4, hidden_dim=8, num_layers=2, linear_member=True))
+    Xt = torch.from_numpy(X)
+    head.set_center(Xt)
+    fit_linear(head, Xt, torch.from_numpy(yi), c=2.0)
+    with torch.no_grad():
+        z = head.preprocess(Xt)
+        ours = torch.softmax(head.linear_logits(Xt), -1).numpy()
+    ref = LogisticRegression(C=2.0, max_iter=5000, tol=1e-10).fit(z.numpy(), yi).predict_proba(z.numpy())
+    np.testing.assert_allclose(ours, ref, atol=2e-3)
+    with pytest.raises(ValueError, match="linear_c"):
+        fit_linear(head, Xt, torch.from_numpy(yi), c=0.0)
+
+
+def test_linear_member_is_deterministic_and_optional():
+    X, y = blobs(40)
+    a = train_head(X, y, TrainParams(**(FAST | {"epochs": 3})))
+    b = train_head(X, y, TrainParams(**(FAST | {"epochs": 3})))
+    assert same_weights(a.head, b.head)
+    off = train_head(X, y, TrainParams(**(FAST | {"epochs": 3, "linear_member": False})))
+    assert off.head.linear is None and set(off.members) == {"mlp"}
+    # the MLP member is trained exactly as without the linear member
+    sa, so = a.head.state_dict(), off.head.state_dict()
+    assert all(torch.equal(sa[k], so[k]) for k in so if k != "temperature")
+    # a 1-layer head already is a softmax regression: no second one
+    one = train_head(X, y, TrainParams(**(FAST | {"epochs": 3, "num_layers": 1})))
+    assert one.head.linear is None

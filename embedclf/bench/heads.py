@@ -1,0 +1,103 @@
+"""``bench heads``: compare head variants by k-fold cross-validation on one labelled file.
+
+Every variant is trained on the same k-1 folds and scored on the held-out fold, for each
+of the k folds, so the comparison is paired: per-fold differences to the first variant
+cancel most of the noise that one split carries. Nothing here looks at a separate test
+file: this is how a head recipe is chosen without tuning on the test set.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from typing import Callable, Sequence
+
+import numpy as np
+
+from embedclf.training.trainer import TrainParams, train_head
+
+#: name -> TrainParams overrides on top of the defaults (the default head is "mlp+linear")
+VARIANTS: dict[str, dict] = {
+    "mlp": {"linear_member": False},
+    "mlp+linear": {},
+    "linear": {"num_layers": 1},
+}
+
+FoldCallback = Callable[[dict], None]
+
+
+def parse_variants(value: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown or not names:
+        raise ValueError(f"unknown head variant(s) {unknown or value!r}; choose from {', '.join(VARIANTS)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"a variant is listed twice: {value!r}")
+    return names
+
+
+def check_folds(labels: Sequence[str], folds: int) -> None:
+    """Stratified k folds need every label at least k times."""
+    _, counts = np.unique(np.asarray(labels), return_counts=True)
+    smallest = int(counts.min()) if len(counts) else 0
+    if folds < 2 or len(counts) < 2 or smallest < folds:
+        raise ValueError(f"{folds}-fold cross-validation needs >= 2 folds, >= 2 labels and every label at least "
+                         f"{folds} times (the rarest has {smallest})")
+
+
+def cross_validate(X: np.ndarray, labels: Sequence[str], variants: Sequence[str], folds: int = 5,
+                   base: TrainParams = TrainParams(), seed: int = 123,
+                   on_fold: FoldCallback | None = None) -> dict:
+    """Accuracy of each variant on each held-out fold, means, and paired differences to ``variants[0]``."""
+    from sklearn.model_selection import StratifiedKFold
+
+    X = np.asarray(X, dtype=np.float32)
+    y = np.asarray(labels)
+    if len(X) != len(y):
+        raise ValueError("one label per row")
+    check_folds(labels, folds)
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    acc: dict[str, list[float]] = {v: [] for v in variants}
+    seconds: dict[str, float] = {v: 0.0 for v in variants}
+    for fold, (tr, te) in enumerate(splitter.split(X, y)):
+        for name in variants:
+            start = time.perf_counter()
+            result = train_head(X[tr], list(y[tr]), replace(base, **VARIANTS[name]))
+            pred = np.asarray(result.labels)[result.head.predict_proba(X[te]).argmax(1)]
+            acc[name].append(float((pred == y[te]).mean()))
+            seconds[name] += time.perf_counter() - start
+            if on_fold is not None:
+                on_fold({"fold": fold, "variant": name, "accuracy": acc[name][-1]})
+    ref = np.asarray(acc[variants[0]])
+    out = {"folds": folds, "n": len(X), "n_labels": int(len(np.unique(y))), "reference": variants[0],
+           "variants": {}}
+    for name in variants:
+        a = np.asarray(acc[name])
+        diff = a - ref
+        se = float(diff.std(ddof=1) / math.sqrt(folds)) if folds > 1 else float("nan")
+        out["variants"][name] = {
+            "fold_accuracy": [round(v, 4) for v in a],
+            "mean_accuracy": round(float(a.mean()), 4),
+            "mean_diff": round(float(diff.mean()), 4),
+            "diff_se": round(se, 4),
+            "folds_not_worse": int((diff >= 0).sum()),
+            "train_seconds_per_fold": round(seconds[name] / folds, 3),
+        }
+    return out
+
+
+def heads_report(r: dict, echo) -> None:
+    """Print a ``bench heads`` report."""
+    from embedclf.bench.report import machine_block
+
+    machine_block(r["machine"], echo)
+    echo(f"\n{r['n']} texts, {r['n_labels']} labels, embedder {r['embedder']}, {r['folds']}-fold "
+         f"stratified cross-validation (paired: every variant sees the same folds)")
+    echo(f"  {'variant':<12}{'mean acc.':>10}  {'vs ' + r['reference']:>22}  {'folds >=':>8}  "
+         f"{'train s/fold':>12}  per fold")
+    for name, v in r["variants"].items():
+        diff = f"{v['mean_diff'] * 100:+.2f} ± {v['diff_se'] * 100:.2f} pt"
+        folds = " ".join(f"{a:.4f}" for a in v["fold_accuracy"])
+        echo(f"  {name:<12}{v['mean_accuracy']:>10.4f}  {diff:>22}  {v['folds_not_worse']:>5}/{r['folds']}  "
+             f"{v['train_seconds_per_fold']:>12.1f}  {folds}")
