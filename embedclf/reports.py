@@ -17,7 +17,7 @@ def _plt():
     return plt
 
 
-def plot_training_curve(history: Sequence[dict], best_epoch: int, path: str | Path) -> Path:
+def plot_training_curve(history: Sequence[dict], best_epoch: int, path: str | Path, title: str | None = None) -> Path:
     plt = _plt()
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
@@ -31,6 +31,8 @@ def plot_training_curve(history: Sequence[dict], best_epoch: int, path: str | Pa
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("accuracy")
     ax2.legend()
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=110)

@@ -98,7 +98,10 @@ def write_plots(report: dict, out: Path, stem: str = "") -> list[str]:
     pre = f"{stem}-" if stem else ""
     paths = []
     if report.get("history"):
-        paths.append(plot_training_curve(report["history"], report.get("best_epoch", 0), out / f"{pre}training.png"))
+        title = ("MLP member (the linear member is fitted by L-BFGS: no epochs)"
+                 if len(report.get("members") or {}) > 1 else None)
+        paths.append(plot_training_curve(report["history"], report.get("best_epoch", 0), out / f"{pre}training.png",
+                                         title))
     labels = report.get("labels", [])
     if labels:
         cm = dense_confusion(report.get("confusion", []), len(labels))
