@@ -119,13 +119,15 @@ class MLPHead(nn.Module):
             return x
         return self._normalize(x) - self.center
 
-    def mlp_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The MLP member's logits for raw embeddings ``x``."""
-        z = self.preprocess(x)
+    def _mlp(self, z: torch.Tensor) -> torch.Tensor:
         logits = self.mlp(z)
         if self.skip is not None:
             logits = logits + self.skip(z)
         return logits
+
+    def mlp_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The MLP member's logits for raw embeddings ``x``."""
+        return self._mlp(self.preprocess(x))
 
     def linear_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The softmax-regression member's logits (only with ``linear_member``)."""
@@ -134,10 +136,11 @@ class MLPHead(nn.Module):
         return self.linear(self.preprocess(x))
 
     def member_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Each member's logits, MLP first."""
-        out = [self.mlp_logits(x)]
+        """Each member's logits, MLP first (the input is preprocessed once for both)."""
+        z = self.preprocess(x)
+        out = [self._mlp(z)]
         if self.linear is not None:
-            out.append(self.linear_logits(x))
+            out.append(self.linear(z))
         return out
 
     def forward(self, x: torch.Tensor, *, member_temperatures: bool = True) -> torch.Tensor:
