@@ -1,27 +1,39 @@
 """Embed once, apply heads, produce result rows. Pure: no I/O.
 
 Given a batch of validated requests, a loaded embedder and a snapshot of the
-active heads, return one row per (request, head it names): ``ok`` with label,
-score and top-3, or ``error`` with a clear message. A text is embedded once per
-batch however many heads or tasks ask for it. A batch never mixes head versions: the
-caller passes one snapshot for the whole batch.
+active heads, return one row per (text, head): ``ok`` with label, score and top-3,
+or ``error`` with a clear message. A text is embedded once per batch however many
+heads or tasks ask for it, in calls of at most ``chunk_size`` texts. A batch never
+mixes head versions: the caller passes one snapshot for the whole batch.
+
+Embedding failures: when one call fails, its texts are retried one by one, so a
+text that breaks the model gets its own error row and the others are classified.
+When every text of the call fails, or the failure looks transient (out of memory,
+timeout), the embedder itself is in trouble: :class:`EmbedderUnavailable` is raised
+and the caller retries the batch later instead of writing error rows.
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from embedclf.embedders.base import Embedder
-from embedclf.heads.mlp import MLPHead, top_k
 from embedclf.payload import ClassifyRequest, clean_str
 from embedclf.training.abstain import head_abstain_mask
 
 log = logging.getLogger(__name__)
 TOP_K = 3
+#: words in an exception that mark a failure of the embedder, not of the text
+TRANSIENT_MARKERS = ("out of memory", "timed out", "timeout", "resource exhausted", "cuda error", "device-side")
+
+
+class EmbedderUnavailable(RuntimeError):
+    """The embedder failed in a way that is not the texts' fault; retry the batch later."""
 
 
 @dataclass(frozen=True)
@@ -30,7 +42,7 @@ class LoadedHead:
     version: int
     embedder_id: str
     labels: list[str]
-    module: MLPHead
+    module: Any
 
 
 def error_row(task_id: str, message: str, **fields: object) -> dict:
@@ -39,95 +51,164 @@ def error_row(task_id: str, message: str, **fields: object) -> dict:
     return row
 
 
-def _request_fields(r: ClassifyRequest, head: str | None = None) -> dict:
-    return {"request_id": r.request_id, "head_name": head if head is not None else r.head,
-            "enqueued_at": r.enqueued_at}
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, (MemoryError, TimeoutError)):
+        return True
+    text = f"{type(exc).__name__}: {exc}".lower()
+    return any(marker in text for marker in TRANSIENT_MARKERS)
 
 
 def embed_isolating(embedder: Embedder, texts: Sequence[str]) -> tuple[np.ndarray, dict[int, str]]:
     """Embed ``texts`` in one call; if that fails, one by one to isolate the culprit.
 
     Returns the embeddings and ``{index: error message}`` for texts that failed.
+    Raises :class:`EmbedderUnavailable` when the failure is not the texts' fault.
     """
     try:
         return np.asarray(embedder.embed_batch(list(texts)), dtype=np.float32), {}
     except Exception as exc:  # noqa: BLE001 - any backend failure is isolated below
+        if is_transient(exc):
+            raise EmbedderUnavailable(f"embedding failed: {type(exc).__name__}: {exc}") from exc
         log.warning("batch embedding of %d texts failed (%s); retrying one by one", len(texts), exc)
+        first = exc
     out = np.zeros((len(texts), embedder.dim), dtype=np.float32)
     failed: dict[int, str] = {}
     for i, text in enumerate(texts):
         try:
             out[i] = embedder.embed_batch([text])[0]
         except Exception as exc:  # noqa: BLE001
+            if is_transient(exc):
+                raise EmbedderUnavailable(f"embedding failed: {type(exc).__name__}: {exc}") from exc
             failed[i] = f"embedding failed: {type(exc).__name__}: {exc}"
+    if len(texts) > 1 and len(failed) == len(texts):
+        raise EmbedderUnavailable(f"embedding failed for every text: {type(first).__name__}: {first}") from first
     return out, failed
+
+
+def embed_chunked(embedder: Embedder, texts: Sequence[str], chunk_size: int | None) -> tuple[np.ndarray, dict[int, str]]:
+    """:func:`embed_isolating` over calls of at most ``chunk_size`` texts (None: one call)."""
+    step = len(texts) if not chunk_size else max(1, chunk_size)
+    if len(texts) <= step:
+        return embed_isolating(embedder, texts)
+    parts, failed = [], {}
+    for start in range(0, len(texts), step):
+        vecs, bad = embed_isolating(embedder, texts[start:start + step])
+        parts.append(vecs)
+        failed.update({start + i: msg for i, msg in bad.items()})
+    return np.concatenate(parts), failed
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (None: unchanged), then restore the setting.
+
+    Heads are small: on a few cores one thread runs them faster than several, which wait for each
+    other (and much faster when other processes share the cores); the embedder keeps its threads.
+    """
+    if not n:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    if before == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _base(r: ClassifyRequest, item: int | None, head: str | None, request_id: str | None) -> dict:
+    return {"task_id": r.task_id, "item": item, "head_name": head, "request_id": request_id,
+            "enqueued_at": r.enqueued_at, "fingerprint": r.fingerprint}
+
+
+def request_error_rows(r: ClassifyRequest) -> list[dict]:
+    """Error rows of the bad texts of a ``texts`` task (one per text: head NULL when it names several)."""
+    return [error_row(**_base(r, b.item, r.head, b.request_id), message=b.error) for b in r.bad]
 
 
 def classify_requests(
     requests: Sequence[ClassifyRequest],
     embedder: Embedder,
     heads: Mapping[str, LoadedHead],
+    *,
+    chunk_size: int | None = None,
+    broken: Mapping[str, str] | None = None,
+    head_threads: int | None = None,
 ) -> list[dict]:
-    """One result row per (request, head it names), in input order then head order.
+    """One result row per (request, text, head), in input order then head order.
 
-    Every distinct text of the batch is embedded once, in one call, whatever
-    heads ask for it; each head then runs once over its rows.
+    Every distinct text of the batch is embedded once, whatever heads ask for it;
+    each head then runs once over its rows. ``broken`` names heads that exist but
+    cannot be loaded (with the reason): their rows are errors, the others are served.
     """
-    pairs = [(i, name) for i, r in enumerate(requests) for name in r.heads]
-    rows: list[dict | None] = [None] * len(pairs)
-    runnable: list[tuple[int, LoadedHead]] = []  # (pair index, head)
-    for p, (i, name) in enumerate(pairs):
-        r = requests[i]
-        head = heads.get(name)
-        if head is None:
-            known = ", ".join(sorted(heads)) or "none"
-            rows[p] = error_row(r.task_id, f"unknown head {name!r} (active heads: {known})", **_request_fields(r, name))
-        elif head.embedder_id != embedder.model_id:
-            rows[p] = error_row(
-                r.task_id,
-                f"head {head.name!r} v{head.version} was trained on embedder {head.embedder_id!r}; "
-                f"this worker runs {embedder.model_id!r}",
-                **_request_fields(r, name),
-                head_version=head.version,
-                embedder_id=embedder.model_id,
-            )
+    broken = broken or {}
+    rows: list[dict] = []
+    # (row index, head, text index) of the rows a head must fill in
+    runnable: list[tuple[int, LoadedHead, int]] = []
+    text_index: dict[str, int] = {}
+    for r in requests:
+        rows.extend(request_error_rows(r))
+        for name in r.heads:
+            head = heads.get(name)
+            problem = None
+            if head is None:
+                if name in broken:
+                    problem = f"head {name!r} cannot be loaded: {broken[name]}"
+                else:
+                    known = ", ".join(sorted(heads)) or "none"
+                    problem = f"unknown head {name!r} (active heads: {known})"
+            elif head.embedder_id != embedder.model_id:
+                problem = (f"head {head.name!r} v{head.version} was trained on embedder {head.embedder_id!r}; "
+                           f"this worker runs {embedder.model_id!r}")
+            for it in r.items:
+                if problem is not None:
+                    extra = {} if head is None else {"head_version": head.version, "embedder_id": embedder.model_id}
+                    rows.append(error_row(**_base(r, it.item, name, it.request_id), message=problem, **extra))
+                    continue
+                t = text_index.setdefault(it.text, len(text_index))
+                rows.append({**_base(r, it.item, name, it.request_id), "text": it.text})
+                runnable.append((len(rows) - 1, head, t))  # type: ignore[arg-type]
+    if not runnable:
+        return rows
+    texts = list(text_index)
+    vectors, failed = embed_chunked(embedder, texts, chunk_size)
+    by_head: dict[str, list[tuple[int, int]]] = {}
+    for row_i, head, t in runnable:
+        if t in failed:
+            row = rows[row_i]
+            row.update(status="error", error=clean_str(failed[t], 1000))
+            row.pop("text", None)
         else:
-            runnable.append((p, head))
+            by_head.setdefault(head.name, []).append((row_i, t))
+    model_id = embedder.model_id
+    for name, pairs in by_head.items():
+        head = heads[name]
+        with torch_threads(head_threads):
+            proba = head.module.predict_proba(vectors[[t for _, t in pairs]])
+        abstained = head_abstain_mask(head.module, head.labels, proba).tolist()
+        labels = head.labels
+        idx, scores = _top_k(proba, TOP_K)
+        for (row_i, _), ix, sc, abst in zip(pairs, idx, scores, abstained):
+            best = labels[ix[0]]
+            rows[row_i].update(
+                status="ok",
+                label=None if abst else best,  # out of scope: top-3 kept, no label
+                abstained=abst,
+                score=sc[0],
+                top3=[{"label": labels[j], "score": round(v, 6)} for j, v in zip(ix, sc)],
+                head_version=head.version,
+                embedder_id=model_id,
+            )
+    return rows
 
-    if runnable:
-        # embed each distinct text once, whatever heads ask for it
-        text_index: dict[str, int] = {}
-        for p, _ in runnable:
-            text_index.setdefault(requests[pairs[p][0]].text, len(text_index))
-        texts = list(text_index)
-        vectors, failed = embed_isolating(embedder, texts)
-        log.debug("embedded %d distinct texts in one call for %d tasks, %d head rows",
-                  len(texts), len({pairs[p][0] for p, _ in runnable}), len(runnable))
-        by_head: dict[tuple[str, int], list[int]] = {}
-        for p, head in runnable:
-            r = requests[pairs[p][0]]
-            t = text_index[r.text]
-            if t in failed:
-                rows[p] = error_row(r.task_id, failed[t], **_request_fields(r, head.name))
-            else:
-                by_head.setdefault((head.name, head.version), []).append(p)
-        for (name, _version), idx in by_head.items():
-            head = heads[name]
-            proba = head.module.predict_proba(vectors[[text_index[requests[pairs[p][0]].text] for p in idx]])
-            abstained = head_abstain_mask(head.module, head.labels, proba)
-            for p, best, abst in zip(idx, top_k(proba, head.labels, TOP_K), abstained):
-                r = requests[pairs[p][0]]
-                rows[p] = {
-                    "task_id": r.task_id,
-                    "status": "ok",
-                    "label": None if abst else best[0][0],  # out of scope: top-3 kept, no label
-                    "abstained": bool(abst),
-                    "score": best[0][1],
-                    "top3": [{"label": lbl, "score": round(score, 6)} for lbl, score in best],
-                    "head_version": head.version,
-                    "embedder_id": embedder.model_id,
-                    "text": r.text,
-                    **_request_fields(r, name),
-                }
-    assert all(row is not None for row in rows)
-    return rows  # type: ignore[return-value]
+
+def _top_k(proba: np.ndarray, k: int) -> tuple[list[list[int]], list[list[float]]]:
+    """Indices and probabilities of the ``k`` best labels per row, best first (ties: lower index first)."""
+    k = min(k, proba.shape[1])
+    idx = np.argsort(-proba, axis=1, kind="stable")[:, :k]
+    return idx.tolist(), np.take_along_axis(proba, idx, axis=1).astype(np.float64).tolist()

@@ -1,39 +1,57 @@
-"""Producer helper: enqueue classify tasks with nothing but Celery and JSON.
+"""Producer client: enqueue ``embedclf.classify`` tasks fast, with nothing but Redis.
 
-Equivalent to ``Celery(broker=URL).send_task("embedclf.classify", kwargs={...})``;
-this helper adds ``enqueued_at`` (for latency figures), reuses one producer
-connection for bulk sends, and returns the task ids (the ``task_id`` of each
-result row).
+The messages are ordinary Celery task messages (protocol 2, JSON, exactly what
+``Celery.send_task`` writes), so workers, ``celery`` tooling and plain ``send_task`` producers
+mix freely. What this client adds:
 
-Broker outages: every publish is retried (kombu's ``retry=True`` publish path:
-reconnect, revive the producer, publish the same message again) until the broker
-has been unreachable for ``enqueue_retry_s`` seconds in a row; then
-:class:`BrokerUnavailable` says how many tasks were enqueued before it. Task ids
-are fixed before the first try, so a retried publish re-sends the same task id;
-in the rare case where Redis stored a message but the connection died before
-its reply, the task is queued twice and still gets one row (writes are
-idempotent on ``task_id``).
-
-Payloads whose serialized body exceeds ``max_payload_bytes`` are refused with
-:class:`PayloadTooLarge` before anything of the call is sent.
+- **Multi-text tasks.** :meth:`Client.classify_many` packs texts into ``texts=[...]`` tasks of up to
+  ``per_task`` texts (default 256, at most ``EMBEDCLF_MAX_TEXTS_PER_TASK``), split further so that
+  no message exceeds ``EMBEDCLF_MAX_PAYLOAD_BYTES``. Each text is addressed by
+  ``(task_id, item)`` (:class:`TextRef`).
+- **Bulk sends.** Messages go out in chunks, each chunk in one Lua call that pushes all of its
+  messages with one ``LPUSH``: one round trip per chunk instead of one per task.
+- **Exactly-once enqueue across broker outages.** Each chunk carries a random marker key that the
+  same Lua call sets (``SET NX EX``) before it pushes. A chunk whose reply was lost (the
+  connection broke) is retried, and the marker makes the retry a no-op if the first try had in
+  fact been applied. The client retries an unreachable broker until it has been down for
+  ``enqueue_retry_s`` seconds in a row, then raises :class:`BrokerUnavailable`, whose ``sent``
+  lists the task ids enqueued before.
+- **Payload limit.** Messages are built and measured before anything of the call is sent: a
+  single text too large for one message raises :class:`PayloadTooLarge` and nothing is sent.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
-from typing import Callable, Iterable, Sequence
-
-from celery import Celery
+from typing import Any, Callable, NamedTuple, Sequence
 
 from embedclf.config import Settings, mask_url
+from embedclf.envelope import encode
 from embedclf.payload import TASK_NAME
 
 log = logging.getLogger(__name__)
 
-#: what Celery's protocol 2 puts next to args and kwargs in a task body
-_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+#: texts per multi-text task that classify_many uses unless told otherwise
+DEFAULT_PER_TASK = 256
+#: messages per Lua push (one round trip); well under Lua's unpack limit
+CHUNK_MESSAGES = 200
+#: bytes per Lua push, roughly
+CHUNK_BYTES = 4 * 1024 * 1024
+#: how long a chunk's marker key lives (a retry after longer could push the chunk twice)
+MARKER_TTL_S = 3600
+MARKER_PREFIX = "embedclf:sent:"
+
+_PUSH = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
+  return redis.call('LPUSH', KEYS[1], unpack(ARGV, 2))
+end
+return -1
+"""
+
+_RETRYABLE_REPLIES = ("LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "OOM")
 
 
 class EnqueueError(RuntimeError):
@@ -47,20 +65,19 @@ class BrokerUnavailable(EnqueueError):
         super().__init__(message)
         #: ids of the tasks enqueued before the broker went away (in order)
         self.sent = sent
+        #: with classify_many: the texts whose tasks were enqueued
+        self.refs: list[TextRef] = []
 
 
 class PayloadTooLarge(EnqueueError, ValueError):
-    """A task body is larger than the payload limit; nothing was sent."""
+    """A message would be larger than the payload limit; nothing was sent."""
 
 
-def body_size(kwargs: dict) -> int | None:
-    """Bytes of the JSON task body Celery sends for ``kwargs`` (None if it is not JSON-serializable)."""
-    from kombu.utils.json import dumps
+class TextRef(NamedTuple):
+    """Where a text's result rows are: ``predictions.task_id`` and ``predictions.item``."""
 
-    try:
-        return len(dumps([[], kwargs, _EMBED]).encode("utf-8", "surrogatepass"))
-    except (TypeError, ValueError):
-        return None
+    task_id: str
+    item: int
 
 
 def head_kwargs(head: str | Sequence[str]) -> dict:
@@ -68,104 +85,208 @@ def head_kwargs(head: str | Sequence[str]) -> dict:
     return {"head": head} if isinstance(head, str) else {"heads": list(head)}
 
 
-class _OutageClock:
-    """Errback for kombu's retry loops: raise once the broker has been down for ``limit_s``."""
+def body_size(kwargs: dict) -> int | None:
+    """Bytes of the JSON task body for ``kwargs`` (None if it is not JSON-serializable)."""
+    try:
+        return len(json.dumps([[], kwargs, {}]).encode("utf-8", "surrogatepass"))
+    except (TypeError, ValueError):
+        return None
+
+
+class _Outage:
+    """Tracks how long the broker has been unreachable; raises past the bound."""
 
     def __init__(self, limit_s: float, url: str) -> None:
         self.limit_s, self.url = limit_s, url
         self.since: float | None = None
-        self.sent: list[str] = []
+        self.tries = 0
 
-    def __call__(self, exc: BaseException, interval: float = 0) -> None:
+    def failed(self, exc: BaseException, sent: list[str]) -> float:
         now = time.monotonic()
+        reason = " ".join(str(exc).split())[:200]
         if self.since is None:
             self.since = now
-            log.info("broker %s unreachable (%s); retrying for up to %gs", mask_url(self.url),
-                        " ".join(str(exc).split())[:200], self.limit_s)
+            log.warning("broker %s unreachable (%s); retrying for up to %gs", mask_url(self.url), reason, self.limit_s)
         if now - self.since >= self.limit_s:
-            reason = " ".join(str(exc).split())[:200]
             raise BrokerUnavailable(
                 f"broker at {mask_url(self.url)} unreachable for {now - self.since:.1f}s "
                 f"(retry limit {self.limit_s:g}s, EMBEDCLF_ENQUEUE_RETRY_S): {reason}; "
-                f"{len(self.sent)} task(s) were enqueued before that", list(self.sent)) from None
+                f"{len(sent)} task(s) were enqueued before that", list(sent)) from None
+        self.tries += 1
+        return min(1.0, 0.1 * self.tries)
 
     def ok(self) -> None:
-        self.since = None
+        if self.since is not None:
+            log.warning("broker %s is back after %.1fs", mask_url(self.url), time.monotonic() - self.since)
+        self.since, self.tries = None, 0
 
 
 class Client:
     def __init__(self, broker_url: str, queue: str = "celery", *,
                  enqueue_retry_s: float = Settings.enqueue_retry_s,
-                 max_payload_bytes: int = Settings.max_payload_bytes) -> None:
+                 max_payload_bytes: int = Settings.max_payload_bytes,
+                 max_texts_per_task: int = Settings.max_texts_per_task) -> None:
         self.broker_url = broker_url
         self.queue = queue
         self.enqueue_retry_s = enqueue_retry_s
         self.max_payload_bytes = max_payload_bytes
-        self.app = Celery("embedclf-client", broker=broker_url, set_as_current=False)
-        self.app.conf.update(task_serializer="json", accept_content=["json"], broker_connection_retry_on_startup=True,
-                             broker_transport_options={"socket_connect_timeout": 5})
+        self.max_texts_per_task = max_texts_per_task
+        self._redis: Any = None
+        self._push: Any = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Client":
         return cls(settings.broker_url, settings.queue, enqueue_retry_s=settings.enqueue_retry_s,
-                   max_payload_bytes=settings.max_payload_bytes)
+                   max_payload_bytes=settings.max_payload_bytes, max_texts_per_task=settings.max_texts_per_task)
 
-    def classify(self, head: str, text: str, request_id: str | None = None, task_id: str | None = None) -> str:
-        """Enqueue one text; returns its task id."""
-        return self.classify_many(head, [text], [request_id], [task_id] if task_id else None)[0]
+    @property
+    def redis(self) -> Any:
+        if self._redis is None:
+            from embedclf.redis_conn import redis_client
+
+            self._redis = redis_client(self.broker_url, health_check_interval=0)
+            self._push = self._redis.register_script(_PUSH)
+        return self._redis
+
+    # -- public API ------------------------------------------------------------------------
+    def classify(self, head: str | Sequence[str], text: str, request_id: str | None = None,
+                 task_id: str | None = None) -> str:
+        """Enqueue one text as a ``text=`` task; returns its task id."""
+        ids = [task_id] if task_id is not None else None
+        return self.classify_many(head, [text], [request_id], task_ids=ids, per_task=1)[0].task_id
 
     def classify_many(
         self,
         head: str | Sequence[str],
         texts: Sequence[object],
         request_ids: Sequence[str | None] | None = None,
+        *,
         task_ids: Sequence[str] | None = None,
+        per_task: int | None = None,
         progress: Callable[[int], None] | None = None,
-    ) -> list[str]:
-        """Enqueue many texts over one connection; returns their task ids in order.
+    ) -> list[TextRef]:
+        """Enqueue many texts; returns where each text's rows will be, in input order.
 
+        ``per_task`` texts go into one ``texts=[...]`` task (1: one ``text=`` task per text).
+        ``task_ids`` (one per text) chooses the ids and implies ``per_task=1``.
         Raises :class:`PayloadTooLarge` (nothing sent) or :class:`BrokerUnavailable`.
         """
-        ids = list(task_ids) if task_ids is not None else [str(uuid.uuid4()) for _ in texts]
-        rids: Iterable[str | None] = request_ids if request_ids is not None else [None] * len(texts)
-        payloads = []
-        for tid, text, rid in zip(ids, texts, rids):
-            kwargs: dict = {**head_kwargs(head), "text": text, "enqueued_at": time.time()}
-            if rid is not None:
-                kwargs["request_id"] = rid
-            size = body_size(kwargs)
-            if size is not None and size > self.max_payload_bytes:
-                raise PayloadTooLarge(f"task {tid}: payload is {size} bytes (max {self.max_payload_bytes}, "
-                                      "EMBEDCLF_MAX_PAYLOAD_BYTES); nothing was enqueued")
-            payloads.append((tid, kwargs))
-        clock = _OutageClock(self.enqueue_retry_s, self.broker_url)
-        policy = {"max_retries": None, "interval_start": 0, "interval_step": 0.5, "interval_max": 1,
-                  "errback": clock}
-        with self.app.connection_for_write() as conn:
-            conn.ensure_connection(errback=clock, max_retries=None, interval_start=0, interval_step=0.5,
-                                   interval_max=1)
-            clock.ok()
-            producer = conn.Producer()
-            for n, (tid, kwargs) in enumerate(payloads, 1):
-                kwargs["enqueued_at"] = time.time()  # same size as the checked placeholder
-                self.app.send_task(TASK_NAME, kwargs=kwargs, task_id=tid, queue=self.queue, producer=producer,
-                                   retry=True, retry_policy=policy)
-                clock.ok()
-                clock.sent.append(tid)
-                if progress is not None and (n % 100 == 0 or n == len(ids)):
-                    progress(100 if n % 100 == 0 else n % 100)
-        return ids
+        if request_ids is not None and len(request_ids) != len(texts):
+            raise ValueError("request_ids must have one entry per text")
+        if task_ids is not None:
+            if len(task_ids) != len(texts):
+                raise ValueError("task_ids must have one entry per text")
+            if per_task not in (None, 1):
+                raise ValueError("task_ids name one task per text: per_task must be 1")
+            per_task = 1
+        per_task = min(per_task or DEFAULT_PER_TASK, self.max_texts_per_task)
+        rids = list(request_ids) if request_ids is not None else [None] * len(texts)
+        messages: list[tuple[str, bytes, int]] = []  # (task id, envelope, texts)
+        refs: list[TextRef] = []
+        now = time.time()
+        if per_task == 1:
+            for i, (text, rid) in enumerate(zip(texts, rids)):
+                tid = task_ids[i] if task_ids is not None else str(uuid.uuid4())
+                kwargs = {**head_kwargs(head), "text": text, "enqueued_at": now}
+                if rid is not None:
+                    kwargs["request_id"] = rid
+                messages.append((tid, self._envelope(tid, kwargs), 1))
+                refs.append(TextRef(tid, 0))
+        else:
+            start = 0
+            while start < len(texts):
+                stop = min(len(texts), start + per_task)
+                while True:
+                    tid = str(uuid.uuid4())
+                    kwargs = {**head_kwargs(head), "texts": list(texts[start:stop]), "enqueued_at": now}
+                    if any(r is not None for r in rids[start:stop]):
+                        kwargs["request_ids"] = list(rids[start:stop])
+                    try:
+                        raw = encode(TASK_NAME, tid, kwargs, self.queue)
+                    except (TypeError, ValueError) as exc:
+                        raise EnqueueError(f"texts {start}-{stop - 1}: not JSON-serializable: {exc}") from None
+                    if len(raw) <= self.max_payload_bytes or stop - start == 1:
+                        break
+                    stop = start + max(1, (stop - start) // 2)  # too big: fewer texts in this task
+                if len(raw) > self.max_payload_bytes:
+                    raise PayloadTooLarge(f"text {start}: payload is {len(raw)} bytes (max {self.max_payload_bytes}, "
+                                          "EMBEDCLF_MAX_PAYLOAD_BYTES); nothing was enqueued")
+                messages.append((tid, raw, stop - start))
+                refs.extend(TextRef(tid, i) for i in range(stop - start))
+                start = stop
+        try:
+            self._send(messages, progress)
+        except BrokerUnavailable as exc:
+            sent = set(exc.sent)
+            exc.refs = [r for r in refs if r.task_id in sent]
+            raise
+        return refs
+
+    def _envelope(self, tid: str, kwargs: dict) -> bytes:
+        try:
+            raw = encode(TASK_NAME, tid, kwargs, self.queue)
+        except (TypeError, ValueError) as exc:
+            raise EnqueueError(f"task {tid}: kwargs are not JSON-serializable: {exc}") from None
+        if len(raw) > self.max_payload_bytes:
+            raise PayloadTooLarge(f"task {tid}: payload is {len(raw)} bytes (max {self.max_payload_bytes}, "
+                                  "EMBEDCLF_MAX_PAYLOAD_BYTES); nothing was enqueued")
+        return raw
+
+    def _send(self, messages: list[tuple[str, bytes, int]], progress: Callable[[int], None] | None) -> None:
+        outage = _Outage(self.enqueue_retry_s, self.broker_url)
+        sent: list[str] = []
+        start = 0
+        while start < len(messages):
+            stop, size = start, 0
+            while stop < len(messages) and stop - start < CHUNK_MESSAGES and (stop == start or size < CHUNK_BYTES):
+                size += len(messages[stop][1])
+                stop += 1
+            chunk = messages[start:stop]
+            marker = MARKER_PREFIX + uuid.uuid4().hex
+            while True:
+                try:
+                    _ = self.redis
+                    self._push(keys=[self.queue, marker], args=[MARKER_TTL_S, *[m[1] for m in chunk]])
+                    outage.ok()
+                    break
+                except Exception as exc:  # noqa: BLE001 - classified below
+                    if not _retryable(exc):
+                        raise EnqueueError(f"broker at {mask_url(self.broker_url)} refused the tasks: "
+                                           f"{' '.join(str(exc).split())[:200]}") from None
+                    time.sleep(outage.failed(exc, sent))
+            sent.extend(m[0] for m in chunk)
+            if progress is not None:
+                progress(sum(m[2] for m in chunk))
+            start = stop
 
     def wait_for_broker(self) -> None:
         """Return once the broker answers; raise :class:`BrokerUnavailable` after ``enqueue_retry_s``."""
-        clock = _OutageClock(self.enqueue_retry_s, self.broker_url)
-        with self.app.connection_for_write() as conn:
-            conn.ensure_connection(errback=clock, max_retries=None, interval_start=0, interval_step=0.5,
-                                   interval_max=1)
+        outage = _Outage(self.enqueue_retry_s, self.broker_url)
+        while True:
+            try:
+                self.redis.ping()
+                return
+            except Exception as exc:  # noqa: BLE001
+                if not _retryable(exc):
+                    raise EnqueueError(f"broker at {mask_url(self.broker_url)}: {' '.join(str(exc).split())[:200]}") from None
+                time.sleep(outage.failed(exc, []))
 
     def queue_depth(self) -> int:
-        with self.app.connection_for_write() as conn:
-            return conn.default_channel.client.llen(self.queue)
+        return int(self.redis.llen(self.queue))
 
     def close(self) -> None:
-        self.app.close()
+        if self._redis is not None:
+            self._redis.close()
+            self._redis = None
+
+
+def _retryable(exc: BaseException) -> bool:
+    import redis
+
+    if isinstance(exc, redis.AuthenticationError):
+        return False
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError, OSError)):
+        return True
+    if isinstance(exc, redis.ResponseError):
+        return str(exc).split(" ", 1)[0].upper() in _RETRYABLE_REPLIES
+    return False

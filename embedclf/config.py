@@ -56,6 +56,10 @@ class Settings:
     embedder: str = "minilm"
     #: texts longer than this (characters) are refused with an error row
     max_text_chars: int = 20_000
+    #: torch intra-op threads while the heads run (the embedder keeps its own); 0 = leave torch's setting
+    head_threads: int = 1
+    #: a multi-text task (``texts=[...]``) may carry at most this many texts
+    max_texts_per_task: int = 1000
     #: serialized task bodies larger than this (bytes) are refused: by the client before sending, by the
     #: worker before decoding the JSON (error row). 1 MiB holds a max-length text even at 12 bytes per
     #: character (JSON-escaped astral characters) with room to spare
@@ -64,8 +68,14 @@ class Settings:
     enqueue_retry_s: float = 30.0
     #: how often a worker looks for newly activated head versions (seconds)
     head_refresh_s: float = 2.0
-    #: seconds before Redis hands an unacknowledged task to another worker
+    #: seconds before Redis hands an unacknowledged message of Celery's own consumer to another worker
+    #: (the classify queue does not use it: see heartbeat_ttl_s)
     visibility_timeout_s: int = 3600
+    #: a worker refreshes its heartbeat key in Redis every ttl/4 s; once the key has expired (the worker is
+    #: gone) other workers return the messages it held to the queue
+    heartbeat_ttl_s: float = 30.0
+    #: on a warm shutdown a worker finishes and writes the batch in hand for at most this long
+    shutdown_timeout_s: float = 60.0
     #: a task whose worker died this many times while processing it gets an error row
     max_attempts: int = 3
     #: Prometheus metrics port of each worker process (0 = no metrics server)
@@ -114,6 +124,14 @@ class Settings:
             raise ValueError("EMBEDCLF_METRICS_PORT must be a port number (0 = off)")
         if self.max_attempts < 1:
             raise ValueError("EMBEDCLF_MAX_ATTEMPTS must be >= 1")
+        if not 0 <= self.head_threads <= 1024:
+            raise ValueError("EMBEDCLF_HEAD_THREADS must be between 0 and 1024")
+        if not 1 <= self.max_texts_per_task <= 100_000:
+            raise ValueError("EMBEDCLF_MAX_TEXTS_PER_TASK must be between 1 and 100000")
+        if not 1 <= self.heartbeat_ttl_s <= 3600:
+            raise ValueError("EMBEDCLF_HEARTBEAT_TTL_S must be between 1 and 3600 seconds")
+        if not 0 <= self.shutdown_timeout_s <= 3600:
+            raise ValueError("EMBEDCLF_SHUTDOWN_TIMEOUT_S must be between 0 and 3600 seconds")
         if self.visibility_timeout_s < 5:
             raise ValueError("EMBEDCLF_VISIBILITY_TIMEOUT_S must be >= 5")
 

@@ -5,19 +5,26 @@ error message that ends up in the task's ``error`` row.
 
 Task ``embedclf.classify``, keyword arguments (JSON):
 
-==============  =========  ==================================================
-``head``        str        name of an active head
-``heads``       list[str]  1-16 distinct head names: one embedding, one row
-                           per head (send exactly one of ``head``/``heads``)
-``text``        str        the text to classify (required, non-empty, no NUL)
-``request_id``  str/int    caller's correlation id (optional, <= 256 chars)
-``enqueued_at`` number     producer's Unix time, for latency (optional)
-==============  =========  ==================================================
+===============  =========  =================================================
+``head``         str        name of an active head
+``heads``        list[str]  1-16 distinct head names: one embedding, one row
+                            per head (send exactly one of ``head``/``heads``)
+``text``         str        the text to classify (non-empty, no NUL)
+``texts``        list[str]  1..``max_texts`` texts, one row per text and head
+                            (send exactly one of ``text``/``texts``)
+``request_id``   str/int    caller's correlation id (optional, <= 256 chars)
+``request_ids``  list       with ``texts``: one id (str/int/null) per text
+``enqueued_at``  number     producer's Unix time, for latency (optional)
+===============  =========  =================================================
 
-Rows: one per (task, head). A payload that is invalid as a whole (bad text,
-bad ``heads`` list, ...) gets a single error row whose ``head_name`` is the
-head when exactly one was named, else NULL. An unknown head among several
-gets an error row for that head only; the other heads still get their rows.
+Rows: one per (text, head), keyed by (task id, ``item``, head): ``item`` is the
+text's 0-based position (0 for a ``text`` task). A ``text`` task that is invalid
+in any way gets one error row (item 0). A ``texts`` task that is invalid as a
+whole (bad heads, not a list, too many texts, ...) gets one error row with
+``item`` NULL; a bad text inside an otherwise valid ``texts`` task gets its own
+error row and the other texts are classified. An error row's ``head_name`` is the
+head when exactly one was named, else NULL (the row stands for every head). An
+unknown head among several gets error rows for that head only.
 """
 
 from __future__ import annotations
@@ -28,11 +35,13 @@ from dataclasses import dataclass
 from typing import Any
 
 TASK_NAME = "embedclf.classify"
-REQUIRED = ("head", "text")  # "heads" may stand in for "head"
-OPTIONAL = ("request_id", "enqueued_at")
+REQUIRED = ("head", "text")  # "heads" may stand in for "head", "texts" for "text"
+OPTIONAL = ("request_id", "request_ids", "enqueued_at")
 MAX_ID_CHARS = 256
 MAX_HEAD_NAME = 128
 MAX_HEADS = 16
+#: default cap on ``texts`` per task (EMBEDCLF_MAX_TEXTS_PER_TASK)
+MAX_TEXTS = 1000
 
 
 class PayloadError(ValueError):
@@ -40,15 +49,44 @@ class PayloadError(ValueError):
 
 
 @dataclass(frozen=True)
+class TextItem:
+    """A valid text of a task, at position ``item``."""
+
+    item: int
+    text: str
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class BadItem:
+    """A text of a ``texts`` task that cannot be classified (its own error row)."""
+
+    item: int
+    error: str
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
 class ClassifyRequest:
-    """One valid task. ``heads`` lists every head it names; ``head`` is that head when there is one, else None."""
+    """One valid task.
+
+    ``heads`` lists every head it names; ``head`` is that head when there is one, else None.
+    ``items`` are its valid texts (for a ``text`` task: one item 0 built from ``text`` and
+    ``request_id``), ``bad`` the texts of a ``texts`` task that got their own error.
+    """
 
     task_id: str
     head: str | None
-    text: str
+    text: str | None = None
     request_id: str | None = None
     enqueued_at: dt.datetime | None = None
     heads: tuple[str, ...] = ()
+    items: tuple[TextItem, ...] = ()
+    bad: tuple[BadItem, ...] = ()
+    #: sent as ``texts=[...]``
+    multi: bool = False
+    #: hash of what the task asks (set by the worker; tells a redelivery from a reused task id)
+    fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         if not self.heads:
@@ -61,6 +99,17 @@ class ClassifyRequest:
                 object.__setattr__(self, "head", self.heads[0])
             elif self.head is not None and self.heads != (self.head,):
                 raise ValueError("'head' and 'heads' disagree")
+        if not self.items and not self.bad:
+            if self.text is None:
+                raise ValueError("a request has a text or texts")
+            object.__setattr__(self, "items", (TextItem(0, self.text, self.request_id),))
+        else:
+            object.__setattr__(self, "items", tuple(self.items))
+            object.__setattr__(self, "bad", tuple(self.bad))
+
+    @property
+    def n_texts(self) -> int:
+        return len(self.items) + len(self.bad)
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -75,26 +124,34 @@ def clean_str(value: str, limit: int = 500) -> str:
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
-def _check_text_chars(text: str) -> None:
+def _text_problem(text: Any, max_text_chars: int, field: str = "text") -> str | None:
+    """Why ``text`` cannot be classified, or None."""
+    if not isinstance(text, str):
+        return f"'{field}' must be a string, got {type(text).__name__}"
+    if len(text) > max_text_chars:
+        return f"'{field}' is too long: {len(text)} characters (max {max_text_chars})"
+    if not text.strip():
+        return f"'{field}' is empty"
     if "\x00" in text:
-        raise PayloadError(f"'text' contains a NUL byte at position {text.index(chr(0))}")
+        return f"'{field}' contains a NUL byte at position {text.index(chr(0))}"
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise PayloadError(f"'text' is not valid Unicode (lone surrogate at position {exc.start})") from None
+        return f"'{field}' is not valid Unicode (lone surrogate at position {exc.start})"
+    return None
 
 
-def _optional_id(value: Any) -> str | None:
+def _optional_id(value: Any, field: str = "request_id") -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise PayloadError(f"'request_id' must be a string or integer, got {type(value).__name__}")
+        raise PayloadError(f"'{field}' must be a string or integer, got {type(value).__name__}")
     s = str(value)
     if len(s) > MAX_ID_CHARS:
-        raise PayloadError(f"'request_id' is longer than {MAX_ID_CHARS} characters")
+        raise PayloadError(f"'{field}' is longer than {MAX_ID_CHARS} characters")
     if "\x00" in s:
-        raise PayloadError("'request_id' contains a NUL byte")
-    _check_chars(s, "request_id")
+        raise PayloadError(f"'{field}' contains a NUL byte")
+    _check_chars(s, field)
     return s
 
 
@@ -143,39 +200,75 @@ def _head_list(value: Any) -> tuple[str, ...]:
     return names
 
 
-def parse_request(task_id: str, args: Any, kwargs: Any, max_text_chars: int) -> ClassifyRequest:
-    """Validate one task's arguments; raises :class:`PayloadError` with a clear message."""
+def _heads_of(kwargs: dict) -> tuple[str | None, tuple[str, ...]]:
+    if "head" in kwargs and "heads" in kwargs:
+        raise PayloadError("send either 'head' or 'heads', not both")
+    if "heads" in kwargs:
+        return None, _head_list(kwargs["heads"])
+    return _head_name(kwargs["head"], "head"), ()
+
+
+def _texts_of(kwargs: dict, max_text_chars: int, max_texts: int) -> tuple[tuple[TextItem, ...], tuple[BadItem, ...]]:
+    texts = kwargs["texts"]
+    if not isinstance(texts, list):
+        raise PayloadError(f"'texts' must be a list of strings, got {type(texts).__name__}")
+    if not 1 <= len(texts) <= max_texts:
+        raise PayloadError(f"'texts' must hold 1 to {max_texts} texts (EMBEDCLF_MAX_TEXTS_PER_TASK), got {len(texts)}")
+    rids = kwargs.get("request_ids")
+    if rids is None:
+        ids: list[str | None] = [None] * len(texts)
+    elif not isinstance(rids, list) or len(rids) != len(texts):
+        raise PayloadError(f"'request_ids' must be a list with one id per text ({len(texts)}), got {_short(rids)}")
+    else:
+        ids = [_optional_id(v, f"request_ids[{i}]") for i, v in enumerate(rids)]
+    good, bad = [], []
+    for i, (text, rid) in enumerate(zip(texts, ids)):
+        problem = _text_problem(text, max_text_chars, f"texts[{i}]")
+        if problem is None:
+            good.append(TextItem(i, text, rid))
+        else:
+            bad.append(BadItem(i, problem, rid))
+    return tuple(good), tuple(bad)
+
+
+def parse_request(task_id: str, args: Any, kwargs: Any, max_text_chars: int,
+                  max_texts: int = MAX_TEXTS, fingerprint: str | None = None) -> ClassifyRequest:
+    """Validate one task's arguments; raises :class:`PayloadError` when the task is invalid as a whole."""
     if args not in ((), [], None):
         raise PayloadError("positional arguments are not accepted; send kwargs head=..., text=...")
     if not isinstance(kwargs, dict):
         raise PayloadError(f"kwargs must be an object, got {type(kwargs).__name__}")
-    missing = [k for k in REQUIRED if k not in kwargs and not (k == "head" and "heads" in kwargs)]
+    missing = [k for k in REQUIRED if k not in kwargs
+               and not (k == "head" and "heads" in kwargs) and not (k == "text" and "texts" in kwargs)]
     if missing:
         raise PayloadError(f"missing required field(s): {', '.join(missing)}")
-    extra = sorted(str(k) for k in kwargs if k not in REQUIRED and k not in OPTIONAL and k != "heads")
+    extra = sorted(str(k) for k in kwargs if k not in REQUIRED and k not in OPTIONAL and k not in ("heads", "texts"))
     if extra:
         raise PayloadError(f"unexpected field(s): {clean_str(', '.join(extra), 200)}")
-    if "head" in kwargs and "heads" in kwargs:
-        raise PayloadError("send either 'head' or 'heads', not both")
-    if "heads" in kwargs:
-        head, heads = None, _head_list(kwargs["heads"])
-    else:
-        head, heads = _head_name(kwargs["head"], "head"), ()
+    head, heads = _heads_of(kwargs)
+    enqueued_at = _timestamp(kwargs.get("enqueued_at"))
+    if "texts" in kwargs:
+        if "text" in kwargs:
+            raise PayloadError("send either 'text' or 'texts', not both")
+        if "request_id" in kwargs:
+            raise PayloadError("with 'texts', send 'request_ids' (one per text), not 'request_id'")
+        items, bad = _texts_of(kwargs, max_text_chars, max_texts)
+        return ClassifyRequest(task_id=task_id, head=head, enqueued_at=enqueued_at, heads=heads, items=items,
+                               bad=bad, multi=True, fingerprint=fingerprint)
+    if "request_ids" in kwargs:
+        raise PayloadError("'request_ids' goes with 'texts'; send 'request_id' with 'text'")
     text = kwargs["text"]
-    if not isinstance(text, str):
-        raise PayloadError(f"'text' must be a string, got {type(text).__name__}")
-    if len(text) > max_text_chars:
-        raise PayloadError(f"'text' is too long: {len(text)} characters (max {max_text_chars})")
-    if not text.strip():
-        raise PayloadError("'text' is empty")
-    _check_text_chars(text)
+    problem = _text_problem(text, max_text_chars)
+    if problem is not None:
+        raise PayloadError(problem)
     return ClassifyRequest(
         task_id=task_id,
         head=head,
         text=text,
         request_id=_optional_id(kwargs.get("request_id")),
-        enqueued_at=_timestamp(kwargs.get("enqueued_at")),
+        enqueued_at=enqueued_at,
         heads=heads,
+        fingerprint=fingerprint,
     )
 
 
@@ -186,7 +279,7 @@ def salvage(kwargs: Any) -> dict[str, Any]:
     single error row then stands for the whole task.
     """
     if not isinstance(kwargs, dict):
-        return {"head_name": None, "request_id": None, "enqueued_at": None}
+        return {"item": None, "head_name": None, "request_id": None, "enqueued_at": None}
     try:
         enqueued_at = _timestamp(kwargs.get("enqueued_at"))
     except PayloadError:
@@ -197,6 +290,8 @@ def salvage(kwargs: Any) -> dict[str, Any]:
         head = many[0] if isinstance(many, list) and len(many) == 1 and "head" not in kwargs else None
     rid = kwargs.get("request_id")
     return {
+        # a ``texts`` task's whole-task error answers for every item: item NULL
+        "item": None if "texts" in kwargs else 0,
         "head_name": clean_str(head, MAX_HEAD_NAME) if isinstance(head, str) else None,
         "request_id": clean_str(str(rid), MAX_ID_CHARS) if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None,
         "enqueued_at": enqueued_at,

@@ -292,3 +292,88 @@ def test_out_of_scope_label_is_an_abstention():
 def test_heads_without_abstention_never_abstain(heads):
     rows = classify_requests([req(i, "support", f"t {i}") for i in range(5)], FakeEmbedder(DIM), heads)
     assert all(r["abstained"] is False and r["label"] for r in rows)
+
+
+# --- multi-text tasks, chunked embedding, broken heads, transient embedder failures ----------
+
+
+def multi_req(tid: str, heads: tuple[str, ...], texts: list, rids: list | None = None) -> ClassifyRequest:
+    from embedclf.payload import parse_request
+
+    kwargs: dict = {"heads": list(heads), "texts": texts}
+    if rids is not None:
+        kwargs["request_ids"] = rids
+    return parse_request(tid, (), kwargs, 1000)
+
+
+def test_a_texts_task_gets_one_row_per_text_and_head_with_its_item(heads):
+    emb = FakeEmbedder(DIM)
+    r = multi_req("m1", ("support", "sentiment"), ["refund please", "", "app crashes", "refund please"],
+                  ["a", "b", "c", "d"])
+    rows = classify_requests([r], emb, heads)
+    by_key = {(row["item"], row["head_name"]): row for row in rows}
+    # the empty text: one error row for the item, head NULL (the task names several heads)
+    assert by_key[(1, None)]["status"] == "error" and by_key[(1, None)]["error"] == "'texts[1]' is empty"
+    assert by_key[(1, None)]["request_id"] == "b"
+    for item, text in [(0, "refund please"), (2, "app crashes"), (3, "refund please")]:
+        for name in ("support", "sentiment"):
+            row = by_key[(item, name)]
+            assert_ok_row(row, heads[name])
+            assert row["task_id"] == "m1" and row["text"] == text
+            assert row["label"] == expected_label(heads[name], text)
+    assert len(rows) == 7
+    # the repeated text is embedded once
+    assert sum(emb.calls) == 2
+
+
+def test_embedding_is_chunked_but_rows_are_the_same(heads):
+    texts = [f"message {i} about billing" for i in range(23)]
+    r = multi_req("m2", ("support",), texts)
+    one = FakeEmbedder(DIM)
+    chunked = FakeEmbedder(DIM)
+    a = classify_requests([r], one, heads)
+    b = classify_requests([r], chunked, heads, chunk_size=5)
+    assert one.calls == [23] and chunked.calls == [5, 5, 5, 5, 3]
+    assert [(x["item"], x["label"], x["top3"]) for x in a] == [(x["item"], x["label"], x["top3"]) for x in b]
+
+
+def test_a_broken_head_gets_error_rows_naming_it_and_others_are_served(heads):
+    emb = FakeEmbedder(DIM)
+    r = multi_req("m3", ("support", "legal"), ["refund please", "where is my parcel"])
+    rows = classify_requests([r], emb, heads, broken={"legal": "v4: ValueError: unknown head config keys: ['x']"})
+    legal = [row for row in rows if row["head_name"] == "legal"]
+    assert len(legal) == 2 and all(row["status"] == "error" for row in legal)
+    assert all("head 'legal' cannot be loaded: v4: ValueError" in row["error"] for row in legal)
+    assert sorted(row["item"] for row in legal) == [0, 1]
+    assert all(row["status"] == "ok" for row in rows if row["head_name"] == "support")
+
+
+class FlakyEmbedder(FakeEmbedder):
+    def __init__(self, message: str) -> None:
+        super().__init__(DIM)
+        self.message = message
+
+    def embed_batch(self, texts):
+        raise RuntimeError(self.message)
+
+
+@pytest.mark.parametrize("message", ["CUDA out of memory. Tried to allocate 2.00 GiB", "operation timed out"])
+def test_a_transient_embedder_failure_is_raised_not_written(heads, message):
+    from embedclf.classify import EmbedderUnavailable
+
+    with pytest.raises(EmbedderUnavailable, match="embedding failed"):
+        classify_requests([req(0, "support", "hello"), req(1, "support", "there")], FlakyEmbedder(message), heads)
+
+
+def test_an_embedder_that_fails_on_every_text_is_unavailable_not_a_text_error(heads):
+    from embedclf.classify import EmbedderUnavailable
+
+    with pytest.raises(EmbedderUnavailable, match="every text"):
+        classify_requests([req(0, "support", "hello"), req(1, "support", "there")],
+                          FlakyEmbedder("backend exploded"), heads)
+
+
+def test_head_threads_are_restored(heads):
+    before = torch.get_num_threads()
+    classify_requests([req(0, "support", "hello")], FakeEmbedder(DIM), heads, head_threads=1)
+    assert torch.get_num_threads() == before

@@ -192,8 +192,9 @@ def test_clean_str_bounds_length():
 
 def test_salvage_recovers_what_it_can():
     assert salvage({"head": "support", "request_id": 7, "text": None}) == {
-        "head_name": "support", "request_id": "7", "enqueued_at": None}
+        "item": 0, "head_name": "support", "request_id": "7", "enqueued_at": None}
     assert salvage({"head": "sup\x00port", "request_id": "r\ud800"}) == {
+        "item": 0,
         "head_name": clean_str("sup\x00port"),
         "request_id": clean_str("r\ud800"),
         "enqueued_at": None,
@@ -209,7 +210,12 @@ def test_salvage_recovers_what_it_can():
 )
 def test_salvage_never_raises_and_drops_unusable_values(kwargs):
     out = salvage(kwargs)
-    assert out == {"head_name": None, "request_id": None, "enqueued_at": None}
+    assert out == {"item": None if not isinstance(kwargs, dict) else 0, "head_name": None, "request_id": None,
+                   "enqueued_at": None}
+
+
+def test_salvage_of_a_texts_task_answers_for_the_whole_task():
+    assert salvage({"head": "h", "texts": "not a list"})["item"] is None
 
 
 def test_salvage_bounds_lengths():
@@ -294,3 +300,59 @@ def test_any_heads_value_parses_or_is_a_payload_error(heads):
         assert len(set(heads)) == len(heads) and all(isinstance(h, str) and h.strip() for h in heads)
     out = salvage(kwargs)
     assert out["head_name"] is None or (isinstance(heads, list) and out["head_name"] == clean_str(heads[0], 128))
+
+
+# --- multi-text tasks -------------------------------------------------------------------
+
+
+def test_texts_task_keeps_positions_and_request_ids():
+    r = parse({"heads": ["a", "b"], "texts": ["one", "two", "three"], "request_ids": ["r0", 7, None]})
+    assert r.multi and r.heads == ("a", "b") and r.bad == ()
+    assert [(it.item, it.text, it.request_id) for it in r.items] == [(0, "one", "r0"), (1, "two", "7"),
+                                                                    (2, "three", None)]
+
+
+def test_bad_texts_inside_a_texts_task_are_items_of_their_own():
+    r = parse({"head": "h", "texts": ["fine", "", 5, "x" * (MAX + 1), "nul\x00", "also fine"],
+               "request_ids": ["a", "b", "c", "d", "e", "f"]})
+    assert [(it.item, it.text) for it in r.items] == [(0, "fine"), (5, "also fine")]
+    assert [(b.item, b.request_id) for b in r.bad] == [(1, "b"), (2, "c"), (3, "d"), (4, "e")]
+    errors = [b.error for b in r.bad]
+    assert errors[0] == "'texts[1]' is empty"
+    assert errors[1] == "'texts[2]' must be a string, got int"
+    assert errors[2].startswith("'texts[3]' is too long")
+    assert errors[3].startswith("'texts[4]' contains a NUL byte")
+    assert r.n_texts == 6
+
+
+def test_a_texts_task_whose_texts_are_all_bad_is_still_a_request():
+    r = parse({"head": "h", "texts": ["", " "]})
+    assert r.items == () and len(r.bad) == 2
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"head": "h", "texts": "one"}, r"'texts' must be a list of strings, got str"),
+    ({"head": "h", "texts": []}, r"'texts' must hold 1 to 1000 texts"),
+    ({"head": "h", "texts": ["a"] * 1001}, r"'texts' must hold 1 to 1000 texts \(EMBEDCLF_MAX_TEXTS_PER_TASK\), got 1001"),
+    ({"head": "h", "texts": ["a"], "text": "b"}, r"send either 'text' or 'texts'"),
+    ({"head": "h", "texts": ["a"], "request_id": "r"}, r"send 'request_ids'"),
+    ({"head": "h", "text": "a", "request_ids": ["r"]}, r"'request_ids' goes with 'texts'"),
+    ({"head": "h", "texts": ["a", "b"], "request_ids": ["r"]}, r"one id per text \(2\)"),
+    ({"head": "h", "texts": ["a"], "request_ids": [1.5]}, r"'request_ids\[0\]' must be a string or integer"),
+    ({"head": "h", "texts": ["a"], "request_ids": ["r" * 300]}, r"'request_ids\[0\]' is longer than"),
+    ({"heads": [], "texts": ["a"]}, r"'heads' must name 1 to 16 heads"),
+])
+def test_texts_task_invalid_as_a_whole(kwargs, message):
+    with pytest.raises(PayloadError, match=message):
+        parse(kwargs)
+
+
+def test_max_texts_is_configurable():
+    with pytest.raises(PayloadError, match="1 to 2 texts"):
+        parse_request("t", (), {"head": "h", "texts": ["a", "b", "c"]}, MAX, max_texts=2)
+    assert len(parse_request("t", (), {"head": "h", "texts": ["a", "b"]}, MAX, max_texts=2).items) == 2
+
+
+def test_single_text_request_has_item_zero():
+    r = parse(ok(request_id="r"))
+    assert not r.multi and [(it.item, it.text, it.request_id) for it in r.items] == [(0, "my invoice is wrong", "r")]

@@ -10,6 +10,8 @@ Each worker process has its own registry and port; scrape every worker. Names:
 - ``embedclf_write_seconds``: Postgres write time per batch (histogram)
 - ``embedclf_latency_seconds``: producer ``enqueued_at`` -> row committed, per task (histogram)
 - ``embedclf_queue_depth``: messages waiting in the queue, read at scrape time
+- ``embedclf_head_load_failures_total``: head versions that could not be loaded (isolated)
+- ``embedclf_task_id_conflicts_total``: tasks that reused the id of a different task (not written)
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ class WorkerMetrics:
                                registry=r)
         self.latency = Histogram("embedclf_latency_seconds", "enqueued_at -> row committed",
                                  buckets=LATENCY_BUCKETS, registry=r)
+        self.head_load_failures = Counter("embedclf_head_load_failures", "Head versions that could not be loaded",
+                                          registry=r)
+        self.task_id_conflicts = Counter("embedclf_task_id_conflicts", "Tasks that reused another task's id",
+                                         registry=r)
         for status in ("ok", "error"):
             self.tasks.labels(status)  # export zeros from the start
         if queue_depth is not None:

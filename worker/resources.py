@@ -6,11 +6,12 @@ only process), never at import time and never shared across a fork.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import socket
 import time
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
@@ -21,34 +22,65 @@ from embedclf.embedders.base import Embedder
 from embedclf.embedders.spec import load_embedder
 from embedclf.store import repository
 from embedclf.store.db import make_engine
-from worker.attempts import AttemptCounter
+from embedclf.store.results import WriteResult, write_results
 from worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
 
 class HeadCache:
-    """Snapshot of active heads, refreshed by a cheap poll of ``{name: version}``."""
+    """Snapshot of active heads, refreshed by a cheap poll of ``{name: version}``.
 
-    def __init__(self, engine: Engine, refresh_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    A head version that cannot be loaded (a config key from a newer release, corrupt weights) is
+    isolated: it is listed in :attr:`broken` with the reason, logged once and counted in
+    ``embedclf_head_load_failures_total``; its tasks get error rows naming it while every other
+    head is served. It is tried again when its active version changes.
+    """
+
+    def __init__(self, engine: Engine, refresh_s: float, clock: Callable[[], float] = time.monotonic,
+                 on_broken: Callable[[str, int, str], None] | None = None) -> None:
         self.engine = engine
         self.refresh_s = refresh_s
         self.clock = clock
+        self.on_broken = on_broken
         self._heads: dict[str, LoadedHead] = {}
+        #: {name: reason} of active heads that cannot be loaded
+        self.broken: dict[str, str] = {}
+        self._broken_versions: dict[str, int] = {}
         self._checked_at: float | None = None
 
     def refresh(self) -> None:
         active = repository.active_versions(self.engine)
         heads: dict[str, LoadedHead] = {}
+        broken: dict[str, str] = {}
         for name, version in active.items():
             current = self._heads.get(name)
             if current is not None and current.version == version:
                 heads[name] = current
                 continue
-            meta, artifact = repository.load_head(self.engine, name, version)
-            heads[name] = LoadedHead(name, version, artifact.embedder_id, artifact.labels, artifact.build())
+            if self._broken_versions.get(name) == version:
+                broken[name] = self.broken[name]
+                continue
+            try:
+                meta, artifact = repository.load_head(self.engine, name, version)
+                module = artifact.build()
+            except DBAPIError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any load failure isolates this head only
+                reason = f"v{version}: {type(exc).__name__}: {exc}"[:500]
+                broken[name] = reason
+                self._broken_versions[name] = version
+                self.broken[name] = reason
+                log.error("head %s v%d cannot be loaded (%s); its tasks get error rows, other heads are served",
+                          name, version, reason)
+                if self.on_broken is not None:
+                    self.on_broken(name, version, reason)
+                continue
+            heads[name] = LoadedHead(name, version, artifact.embedder_id, artifact.labels, module)
             log.info("loaded head %s v%d (%d labels, embedder %s)", name, version, len(artifact.labels), artifact.embedder_id)
         self._heads = heads
+        self.broken = broken
+        self._broken_versions = {n: v for n, v in self._broken_versions.items() if n in broken}
         self._checked_at = self.clock()
 
     def snapshot(self, wanted: Iterable[str] = ()) -> dict[str, LoadedHead]:
@@ -70,36 +102,36 @@ class HeadCache:
 
 
 class WorkerResources:
-    def __init__(self, settings: Settings, embedder: Embedder | None = None, db_retry_s: float = 60.0) -> None:
+    def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
         self.settings = settings
-        self.db_retry_s = db_retry_s
         self.hostname = f"{socket.gethostname()}:{os.getpid()}"
         self._engine: Engine | None = None
         self._embedder = embedder
         self._heads: HeadCache | None = None
-        self._attempts: AttemptCounter | None = None
         self._metrics: WorkerMetrics | None = None
+        self._redis: object | None = None
+
+    @property
+    def redis(self):  # noqa: ANN201 - a redis-py client
+        """This process's Redis client (a thread-safe connection pool) for the broker URL."""
+        if self._redis is None:
+            from embedclf.redis_conn import redis_client
+
+            self._redis = redis_client(self.settings.broker_url)
+        return self._redis
 
     @property
     def metrics(self) -> WorkerMetrics:
         if self._metrics is None:
             queue = self.settings.queue
-            self._metrics = WorkerMetrics(queue_depth=lambda: self.attempts.client.llen(queue))
+            self._metrics = WorkerMetrics(queue_depth=lambda: self.redis.llen(queue))
         return self._metrics
-
-    @property
-    def attempts(self) -> AttemptCounter:
-        if self._attempts is None:
-            import redis
-
-            client = redis.Redis.from_url(self.settings.broker_url, socket_timeout=5, socket_connect_timeout=5)
-            self._attempts = AttemptCounter(client, ttl_s=2 * self.settings.visibility_timeout_s)
-        return self._attempts
 
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = make_engine(self.settings.database_url)
+            # no pre-ping: a stale connection fails its statement, which the write path retries
+            self._engine = make_engine(self.settings.database_url, pool_pre_ping=False)
         return self._engine
 
     @property
@@ -113,24 +145,32 @@ class WorkerResources:
     @property
     def heads(self) -> HeadCache:
         if self._heads is None:
-            self._heads = HeadCache(self.engine, self.settings.head_refresh_s)
+            self._heads = HeadCache(self.engine, self.settings.head_refresh_s,
+                                    on_broken=lambda *_: self.metrics.head_load_failures.inc())
         return self._heads
 
-    def write_rows(self, rows: Sequence[dict]) -> int:
-        """Write a batch's rows in one statement, retrying while Postgres is unreachable."""
-        deadline = time.monotonic() + self.db_retry_s
-        delay = 0.2
-        while True:
-            try:
-                return repository.write_predictions(self.engine, rows)
-            except DBAPIError as exc:
-                if not is_connection_error(exc):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise
-                log.warning("database unavailable (%s); retrying in %.1fs", str(exc.orig).strip()[:200], delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+    def write_results(self, rows: Sequence[dict]) -> "WriteResult":
+        """Write a batch's rows in one statement (raises on failure: the caller retries)."""
+        return write_results(self.engine, rows)
+
+    def record(self, job: Any, result: "WriteResult") -> None:
+        """Metrics and log lines of a committed batch: rows inserted (not attempted), latency, conflicts."""
+        m = self.metrics
+        now = dt.datetime.now(dt.timezone.utc)
+        for row in job.rows:
+            if (row["task_id"], row.get("item"), row.get("head_name")) not in result.inserted_keys:
+                continue
+            m.tasks.labels(row["status"]).inc()
+            if row.get("enqueued_at") is not None:
+                m.latency.observe(max(0.0, (now - row["enqueued_at"]).total_seconds()))
+        m.batch_size.observe(sum(p.n_texts for p in job.items))
+        for p in job.items:
+            if p.entry.deaths >= self.settings.max_attempts:
+                m.given_up.inc()
+        for c in result.conflicts:
+            m.task_id_conflicts.inc()
+            log.error("task id %r was reused by a different task (heads %s, %d texts): its rows were not written; "
+                      "recorded in table task_conflicts", c.task_id, c.heads, c.n_texts)
 
     def close(self) -> None:
         if self._engine is not None:
@@ -139,9 +179,9 @@ class WorkerResources:
         if self._embedder is not None:
             self._embedder.close()
             self._embedder = None
-        if self._attempts is not None:
-            self._attempts.client.close()
-            self._attempts = None
+        if self._redis is not None:
+            self._redis.close()  # type: ignore[attr-defined]
+            self._redis = None
 
 
 def is_connection_error(exc: BaseException) -> bool:

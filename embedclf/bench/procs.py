@@ -57,11 +57,12 @@ def last_line(text: str) -> str:
 class WorkerProc:
     """One ``celery -A worker.app worker`` subprocess, logging to a file."""
 
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path, app: str = "worker.app") -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen([sys.executable, *WORKER_ARGS, "-n", f"{name}@%h"], cwd=project_root(),
+        args = [a if a != "worker.app" else app for a in WORKER_ARGS]
+        self.proc = subprocess.Popen([sys.executable, *args, "-n", f"{name}@%h"], cwd=project_root(),
                                      env=env, stdout=self._log, stderr=subprocess.STDOUT)
         self.started = time.monotonic()
         self.ready_after_s: float | None = None

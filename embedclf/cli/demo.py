@@ -57,27 +57,30 @@ def demo(ctx: click.Context, head: str, timeout: int) -> None:
         holdout = load_labeled(HOLDOUT_CSV)
         bad = ["", "   ", "x" * (settings.max_text_chars + 1), "nul \x00 byte"]
         click.secho(f"4/5 enqueueing {len(holdout.texts)} held-out texts and {len(bad) + 1} bad ones", bold=True)
-        ids = client.classify_many(head, holdout.texts, [f"demo-{i}" for i in range(len(holdout.texts))])
-        ids += client.classify_many(head, bad, [f"demo-bad-{i}" for i in range(len(bad))])
-        ids += client.classify_many("no-such-head", ["where is my parcel?"], ["demo-bad-head"])
+        # held-out texts as multi-text tasks (one row per text), the bad ones together in one task:
+        # each bad text gets its own error row
+        refs = client.classify_many(head, holdout.texts, [f"demo-{i}" for i in range(len(holdout.texts))], per_task=32)
+        refs += client.classify_many(head, bad, [f"demo-bad-{i}" for i in range(len(bad))])
+        refs += client.classify_many("no-such-head", ["where is my parcel?"], ["demo-bad-head"])
         client.close()
+        ids = sorted({r.task_id for r in refs})
         engine = require_database(settings)
         deadline = time.monotonic() + timeout
         rows: list[dict] = []
         while time.monotonic() < deadline:
             rows = query_predictions(engine, task_ids=ids, limit=None)
-            if len(rows) == len(ids):
+            if len(rows) == len(refs):
                 break
             if proc.poll() is not None:
                 raise AppError(f"the worker exited with code {proc.returncode}; see {log_path}")
             time.sleep(0.5)
         else:
-            raise AppError(f"only {len(rows)} of {len(ids)} rows after {timeout}s; see {log_path}")
+            raise AppError(f"only {len(rows)} of {len(refs)} rows after {timeout}s; see {log_path}")
         click.secho(f"5/5 {len(rows)} rows in Postgres (table predictions); newest 15:", bold=True)
         click.echo(format_table(rows[:15]))
-        truth = {tid: y for tid, y in zip(ids, holdout.labels)}
-        ok = [r for r in rows if r["task_id"] in truth and r["status"] == "ok"]
-        correct = sum(r["label"] == truth[r["task_id"]] for r in ok)
+        truth = {(ref.task_id, ref.item): y for ref, y in zip(refs, holdout.labels)}
+        ok = [r for r in rows if (r["task_id"], r["item"]) in truth and r["status"] == "ok"]
+        correct = sum(r["label"] == truth[(r["task_id"], r["item"])] for r in ok)
         errors = [r for r in rows if r["status"] == "error"]
         click.echo(f"\nheld-out accuracy: {correct}/{len(truth)} = {correct / len(truth):.3f}; "
                    f"{len(errors)} error rows for the {len(bad) + 1} bad tasks:")

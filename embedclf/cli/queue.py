@@ -24,8 +24,7 @@ def require_broker(settings: Settings):
 
     client = Client.from_settings(settings)
     try:
-        with client.app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.5, timeout=3)
+        client.redis.ping()
     except Exception as exc:  # noqa: BLE001 - any connect failure is reported the same way
         client.close()
         raise AppError(
@@ -41,12 +40,15 @@ def require_broker(settings: Settings):
 @click.option("--file", "path", required=True, type=click.Path(dir_okay=False), help="CSV/TSV/JSONL/TXT file.")
 @click.option("--text-col", default="text", show_default=True)
 @click.option("--request-id-col", default=None, help="Column to send as request_id.")
-@click.option("--ids-out", type=click.Path(dir_okay=False), help="Write the task ids, one per line, here.")
+@click.option("--ids-out", type=click.Path(dir_okay=False),
+              help="Write where each row's results will be, one 'task_id<TAB>item' line per input row, here.")
+@click.option("--per-task", type=click.IntRange(1, 100_000), default=None,
+              help="Texts per task (default 256; 1 = one task per text). At most EMBEDCLF_MAX_TEXTS_PER_TASK.")
 @click.option("--quiet", is_flag=True)
 @click.pass_obj
 def enqueue(settings: Settings, head: tuple[str, ...], path: str, text_col: str, request_id_col: str | None,
-            ids_out: str | None, quiet: bool) -> None:
-    """Enqueue every row of a file as an `embedclf.classify` task."""
+            ids_out: str | None, per_task: int | None, quiet: bool) -> None:
+    """Enqueue every row of a file for classification (multi-text `embedclf.classify` tasks)."""
     from embedclf.client import BrokerUnavailable, Client
     from embedclf.data import load_texts
 
@@ -57,27 +59,25 @@ def enqueue(settings: Settings, head: tuple[str, ...], path: str, text_col: str,
     client = Client.from_settings(settings)
     try:
         client.wait_for_broker()  # before the progress bar, so a broker that never came is one line
-        with tqdm(total=len(rows), desc="enqueue", unit="task", file=sys.stderr, disable=quiet) as bar:
-            ids = client.classify_many(head[0] if len(head) == 1 else list(head), [t for _, t in rows],
-                                       [r for r, _ in rows], progress=bar.update)
+        with tqdm(total=len(rows), desc="enqueue", unit="text", file=sys.stderr, disable=quiet) as bar:
+            refs = client.classify_many(head[0] if len(head) == 1 else list(head), [t for _, t in rows],
+                                        [r for r, _ in rows], per_task=per_task, progress=bar.update)
     except BrokerUnavailable as exc:
         if ids_out:
-            _write_ids(ids_out, exc.sent)
+            with open(ids_out, "w") as f:
+                f.write("".join(f"{r.task_id}\t{r.item}\n" for r in exc.refs))
         raise AppError(f"cannot reach the broker: {exc}. " + START_REDIS) from None
     finally:
         client.close()
     if ids_out:
-        _write_ids(ids_out, ids)
+        with open(ids_out, "w") as f:
+            f.write("".join(f"{r.task_id}\t{r.item}\n" for r in refs))
     heads_txt = f"head {head[0]!r}" if len(head) == 1 else f"heads {', '.join(map(repr, head))}"
-    click.echo(f"enqueued {len(ids)} tasks for {heads_txt} on queue {settings.queue!r}")
+    n_tasks = len({r.task_id for r in refs})
+    click.echo(f"enqueued {len(refs)} texts in {n_tasks} tasks for {heads_txt} on queue {settings.queue!r}")
 
 
-def _write_ids(path: str, ids: list[str]) -> None:
-    with open(path, "w") as f:
-        f.write("".join(i + "\n" for i in ids))
-
-
-COLUMNS = ("completed_at", "task_id", "request_id", "head_name", "head_version", "status", "label", "abstained",
+COLUMNS = ("completed_at", "task_id", "item", "request_id", "head_name", "head_version", "status", "label", "abstained",
            "score", "top3", "error", "text")
 
 

@@ -11,6 +11,7 @@ Grammar: ``KIND:TARGET?key=value&key=value`` or ``ALIAS?key=value``.
 ``llama:PATH.gguf``    any GGUF file; ``llama:hf://OWNER/REPO/FILE.gguf`` downloads it
 ``fake:DIM``           deterministic hashing embedder for tests (no model); option
                        ``delay_ms``: sleep that long in every ``embed_batch`` (a slow model)
+``null:DIM``           zero-cost vectors from the text's length, for queue benchmarks only
 =====================  ==========================================================
 
 llama options: ``pooling`` (mean|last|cls), ``normalize`` (0|1), ``add_eos`` (0|1),
@@ -30,7 +31,7 @@ from urllib.parse import parse_qsl
 if TYPE_CHECKING:  # pragma: no cover
     from embedclf.embedders.base import Embedder
 
-KINDS = ("st", "llama", "fake")
+KINDS = ("st", "llama", "fake", "null")
 
 QWEN3_EMB_INSTRUCTION = "Instruct: Classify the intent of the given text\nQuery:{text}"
 
@@ -106,6 +107,15 @@ def load_embedder(spec: str | EmbedderSpec, *, model_dir: str | None = None) -> 
             return FakeEmbedder(dim=dim, delay_s=delay_ms / 1000.0)
         except ValueError as exc:
             raise SpecError(str(exc)) from None
+    if parsed.kind == "null":
+        from embedclf.embedders.null import NullEmbedder
+
+        if parsed.options:
+            raise SpecError(f"null embedder takes no options, got {', '.join(sorted(parsed.options))}")
+        try:
+            return NullEmbedder(dim=int(parsed.target))
+        except ValueError:
+            raise SpecError(f"null embedder needs an integer dim >= 2, got {parsed.target!r}") from None
     if parsed.kind == "st":
         from embedclf.embedders.st import SentenceTransformerEmbedder
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from sqlalchemy import and_, delete, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Engine
 
 from embedclf.heads.checkpoint import HeadArtifact
@@ -181,32 +180,15 @@ def load_head(engine: Engine, name: str, version: int | None = None) -> tuple[He
     return _version(row), artifact
 
 
-PREDICTION_FIELDS = (
-    "task_id", "request_id", "head_name", "head_version", "embedder_id", "label", "score", "top3",
-    "status", "error", "text", "enqueued_at", "received_at", "worker",
-)
-
-
 def write_predictions(engine: Engine, rows: Sequence[dict]) -> int:
-    """Insert result rows in one statement; a (task id, head) already stored is skipped.
+    """Insert result rows in one statement; returns how many were inserted.
 
-    One row per (task_id, head_name); a NULL head_name (an error row before any head was
-    known) counts as one value, so redelivered error rows are deduplicated too. Returns the
-    number of rows inserted. Rows must already be valid (no NUL characters): one bad row
-    would fail the whole statement.
+    One row per (task_id, item, head_name): a row already stored is skipped (see
+    :func:`embedclf.store.results.write_results`, which also reports reused task ids).
     """
-    if not rows:
-        return 0
-    seen: set[tuple[str, str | None]] = set()
-    unique = []
-    for row in rows:
-        key = (row["task_id"], row.get("head_name"))
-        if key not in seen:
-            seen.add(key)
-            unique.append({k: row.get(k) for k in PREDICTION_FIELDS} | {"abstained": bool(row.get("abstained"))})
-    stmt = pg_insert(predictions).values(unique).on_conflict_do_nothing(index_elements=["task_id", "head_name"])
-    with transaction(engine) as conn:
-        return conn.execute(stmt).rowcount
+    from embedclf.store.results import write_results
+
+    return write_results(engine, rows).inserted
 
 
 def query_predictions(
@@ -218,7 +200,7 @@ def query_predictions(
     task_ids: Iterable[str] | None = None,
     limit: int | None = 20,
 ) -> list[dict]:
-    cols = [c for c in predictions.c if c.name != "id"]
+    cols = [c for c in predictions.c if c.name not in ("id", "fingerprint")]
     q = select(*cols).order_by(predictions.c.completed_at.desc(), predictions.c.id.desc())
     if head is not None:
         q = q.where(predictions.c.head_name == head)

@@ -98,15 +98,38 @@ predictions = Table(
     Column("worker", Text),
     #: the head abstained (out of scope): status 'ok', no label, top3 kept
     Column("abstained", Boolean, nullable=False, server_default=text("false")),
-    # one row per (task, head); NULLS NOT DISTINCT: an error row without a head is deduplicated too.
-    # task_id leads the index, so lookups by task id use it.
-    UniqueConstraint("task_id", "head_name", name="uq_predictions_task_id_head_name",
+    #: the text's 0-based position in its task (0 for a ``text`` task); NULL: the row answers for the whole task
+    Column("item", Integer),
+    #: multi-label heads: every label over its threshold, ``[{"label", "score"}, ...]`` best first
+    Column("labels", JSONB),
+    #: hash of the task's content (heads, texts, request ids): tells a redelivery from a reused task id
+    Column("fingerprint", LargeBinary),
+    # one row per (task, text, head); NULLS NOT DISTINCT: rows that stand for the whole task or every
+    # head are deduplicated too. task_id leads the index, so lookups by task id use it.
+    UniqueConstraint("task_id", "item", "head_name", name="uq_predictions_task_id_item_head_name",
                      postgresql_nulls_not_distinct=True),
     CheckConstraint("status in ('ok', 'error')", name="status_known"),
     CheckConstraint(PREDICTION_STATUS_CONSISTENT, name="status_consistent"),
+    CheckConstraint("item >= 0", name="item_not_negative"),
 )
 Index("ix_predictions_head_completed", predictions.c.head_name, predictions.c.completed_at.desc())
 Index("ix_predictions_request_id", predictions.c.request_id)
+
+#: a task id reused by a different task (other heads, texts or request ids): its rows were not written
+task_conflicts = Table(
+    "task_conflicts",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("task_id", Text, nullable=False),
+    Column("fingerprint", LargeBinary),
+    Column("existing_fingerprint", LargeBinary),
+    Column("heads", JSONB),
+    Column("n_texts", Integer),
+    Column("request_id", Text),
+    Column("detected_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("worker", Text),
+)
+Index("ix_task_conflicts_task_id", task_conflicts.c.task_id)
 
 #: named collections of labelled examples (``embedclf data import``)
 datasets = Table(

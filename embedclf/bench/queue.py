@@ -1,0 +1,195 @@
+"""``bench queue``: what the message path costs, without a model, against stock Celery in the same run.
+
+In one run, on a private Redis DB and a throw-away database:
+
+1. stock ``send_task`` rate (a loop, one message per call) and the stock Celery ceiling: a solo
+   worker with a no-op task (JSON, acks late, prefetch 64) draining a queue filled beforehand;
+2. our bulk enqueue rate (``Client.classify_many``: multi-text tasks, Lua pushes) and, as a
+   second figure, its rate with one task per text;
+3. our worker with the ``null:64`` embedder draining single-text tasks, then multi-text tasks;
+   the queue is filled first and the worker started after, and the rate is timed from the
+   worker's first committed batch to its last, so the producer is not what is measured.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from embedclf.bench import BenchError
+from embedclf.bench.infra import claim_redis_db, temp_database
+from embedclf.bench.procs import WorkerProc, subprocess_env, wait_ready
+from embedclf.config import Settings
+
+SPEC = "null:64"
+HEAD = "bench"
+COUNTER = "embedclf:bench:count"
+
+
+@dataclass(frozen=True)
+class QueueParams:
+    n_single: int = 20_000
+    n_multi: int = 100_000
+    n_stock: int = 3_000
+    per_task: int = 256
+    batch_size: int = 256
+    max_wait_ms: int = 20
+    timeout_s: float = 300.0
+
+
+def _texts(n: int) -> list[str]:
+    return [f"message number {i} about an order that has not arrived" for i in range(n)]
+
+
+def _store_head(engine) -> None:
+    from embedclf.embedders.null import NullEmbedder
+    from embedclf.heads.checkpoint import HeadArtifact
+    from embedclf.store.repository import add_head_version
+    from embedclf.training.trainer import TrainParams, train_head
+
+    texts = [("x" * (i % 97 + 1)) for i in range(400)]
+    labels = ["short" if len(t) < 48 else "long" for t in texts]
+    emb = NullEmbedder(64)
+    result = train_head(emb.embed_batch(texts), labels, TrainParams(epochs=3))
+    add_head_version(engine, HEAD, HeadArtifact.from_head(result.head, result.labels, emb.model_id),
+                     created_by="embedclf-bench")
+
+
+def _wait(cond: Callable[[], bool], timeout: float, what: str, check: Callable[[], None] = lambda: None) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        check()
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what} did not finish within {timeout:.0f}s")
+        time.sleep(0.05)
+
+
+def stock_send_rate(broker: str, n: int) -> float:
+    from celery import Celery
+
+    from embedclf.bench.stock_app import QUEUE, TASK
+
+    app = Celery(broker=broker, set_as_current=False)
+    app.conf.task_serializer = "json"
+    with app.producer_or_acquire() as producer:
+        app.send_task(TASK, kwargs={"i": -1}, queue=QUEUE, producer=producer)  # connect first
+        t0 = time.perf_counter()
+        for i in range(n):
+            app.send_task(TASK, kwargs={"i": i}, queue=QUEUE, producer=producer)
+        dt = time.perf_counter() - t0
+    app.close()
+    return n / dt
+
+
+def stock_worker_rate(broker: str, n: int, log_dir: Path, timeout: float) -> float:
+    """The queue holds n + 1 messages; the rate from the first INCR to the last."""
+    import redis
+
+    r = redis.Redis.from_url(broker)
+    env = subprocess_env({"EMBEDCLF_BENCH_BROKER": broker, "EMBEDCLF_BENCH_COUNTER": COUNTER})
+    w = WorkerProc("stock", env, log_dir, app="embedclf.bench.stock_app")
+    try:
+        _wait(lambda: int(r.get(COUNTER) or 0) > 0, timeout, "the stock worker's first task", w.check_alive)
+        t0, c0 = time.perf_counter(), int(r.get(COUNTER) or 0)
+        _wait(lambda: int(r.get(COUNTER) or 0) >= n + 1, timeout, "the stock worker", w.check_alive)
+        return (n + 1 - c0) / (time.perf_counter() - t0)
+    finally:
+        w.stop()
+        r.close()
+
+
+def worker_rate(engine, env: dict[str, str], log_dir: Path, name: str, n_rows: int, timeout: float) -> dict:
+    """Start our worker on a filled queue; rows per second from its first committed batch to its last."""
+    from sqlalchemy import text
+
+    w = WorkerProc(name, env, log_dir)
+    try:
+        wait_ready([w], 120)
+
+        def count() -> int:
+            with engine.connect() as conn:
+                return int(conn.execute(text("SELECT count(*) FROM predictions")).scalar() or 0)
+
+        _wait(lambda: count() >= n_rows, timeout, f"worker {name}", w.check_alive)
+        rss = w.peak_rss_mb()
+    finally:
+        w.stop()
+    with engine.begin() as conn:
+        first, last, errors = conn.execute(text(
+            "SELECT min(completed_at), max(completed_at), count(*) FILTER (WHERE status <> 'ok') FROM predictions")).one()
+        in_first = conn.execute(text("SELECT count(*) FROM predictions WHERE completed_at = :t"), {"t": first}).scalar()
+        batches = conn.execute(text("SELECT count(DISTINCT completed_at) FROM predictions")).scalar()
+        conn.execute(text("TRUNCATE predictions"))
+    span = (last - first).total_seconds()
+    if span <= 0:
+        raise BenchError(f"worker {name} wrote everything in one batch: use more texts")
+    return {"rows_per_s": round((n_rows - in_first) / span, 1), "seconds": round(span, 3), "batches": batches,
+            "error_rows": errors, "rss_mb": None if rss is None else round(rss, 1)}
+
+
+def run_queue(params: QueueParams, settings: Settings, quiet: bool) -> dict:
+    from embedclf.client import Client
+    from embedclf.store.db import make_engine
+
+    def say(msg: str) -> None:
+        if not quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    out: dict = {"n_single": params.n_single, "n_multi": params.n_multi, "n_stock": params.n_stock,
+                 "per_task": params.per_task, "batch_max_size": params.batch_size, "embedder": SPEC}
+    with ExitStack() as stack:
+        broker = stack.enter_context(claim_redis_db(settings.broker_url))
+        db_url = stack.enter_context(temp_database(settings.database_url))
+        engine = make_engine(db_url, pool_size=1, max_overflow=1)
+        stack.callback(engine.dispose)
+        log_dir = Path(tempfile.mkdtemp(prefix="embedclf-bench-queue-"))
+        _store_head(engine)
+        import redis
+
+        r = redis.Redis.from_url(broker)
+        stack.callback(r.close)
+
+        say(f"stock: send_task x {params.n_stock}, then a solo Celery worker drains them ...")
+        out["stock_send_task_per_s"] = round(stock_send_rate(broker, params.n_stock), 1)
+        out["stock_celery_tasks_per_s"] = round(stock_worker_rate(broker, params.n_stock, log_dir, params.timeout_s), 1)
+
+        queue = settings.queue
+        client = Client(broker, queue, max_payload_bytes=settings.max_payload_bytes,
+                        max_texts_per_task=settings.max_texts_per_task)
+        stack.callback(client.close)
+        texts = _texts(max(params.n_single, params.n_multi))
+        say(f"ours: enqueue {params.n_single} single-text tasks, then start a worker ...")
+        t0 = time.perf_counter()
+        client.classify_many(HEAD, texts[:params.n_single], per_task=1)
+        out["enqueue_single_tasks_per_s"] = round(params.n_single / (time.perf_counter() - t0), 1)
+        env = subprocess_env({
+            "EMBEDCLF_DATABASE_URL": db_url, "EMBEDCLF_BROKER_URL": broker, "EMBEDCLF_QUEUE": queue,
+            "EMBEDCLF_EMBEDDER": SPEC, "EMBEDCLF_BATCH_MAX_SIZE": str(params.batch_size),
+            "EMBEDCLF_BATCH_MAX_WAIT_MS": str(params.max_wait_ms), "EMBEDCLF_LOG_LEVEL": "INFO",
+            "EMBEDCLF_MAX_PAYLOAD_BYTES": str(settings.max_payload_bytes),
+        })
+        single = worker_rate(engine, env, log_dir, "single", params.n_single, params.timeout_s)
+        out["worker_tasks_per_s"] = single["rows_per_s"]
+        out["worker_single"] = single
+
+        say(f"ours: enqueue {params.n_multi} texts in tasks of {params.per_task}, then start a worker ...")
+        r.delete(queue)
+        t0 = time.perf_counter()
+        client.classify_many(HEAD, texts[:params.n_multi], per_task=params.per_task)
+        out["enqueue_texts_per_s"] = round(params.n_multi / (time.perf_counter() - t0), 1)
+        multi = worker_rate(engine, env, log_dir, "multi", params.n_multi, params.timeout_s)
+        out["worker_texts_per_s_multi"] = multi["rows_per_s"]
+        out["worker_multi"] = multi
+    out["ratio_worker_vs_stock"] = round(out["worker_tasks_per_s"] / out["stock_celery_tasks_per_s"], 2)
+    out["ratio_worker_multi_vs_stock"] = round(out["worker_texts_per_s_multi"] / out["stock_celery_tasks_per_s"], 2)
+    out["ratio_enqueue_vs_stock"] = round(out["enqueue_texts_per_s"] / out["stock_send_task_per_s"], 2)
+    out["ratio_enqueue_single_vs_stock"] = round(out["enqueue_single_tasks_per_s"] / out["stock_send_task_per_s"], 2)
+    import shutil
+
+    shutil.rmtree(log_dir, ignore_errors=True)
+    return out

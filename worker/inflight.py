@@ -1,0 +1,293 @@
+"""Messages a worker holds, kept in Redis so that a dead worker's messages come back.
+
+One record per message: a message is either in the queue, or in exactly one worker's
+*in-flight hash* (``tag -> raw bytes``), until its rows are committed. All moves are Lua
+scripts, so each is atomic (works on Redis >= 6.2: ``RPOP key count``, no ``LMPOP``).
+
+- :meth:`Inflight.receive` moves up to N messages from the queue's consuming end into the
+  in-flight hash in one round trip and returns them (an oversized message is returned as
+  its size and SHA-1 only: the worker never loads it).
+- When the queue is empty, :meth:`Inflight.wait` blocks on ``BLMOVE queue landing``: the
+  message lands in this worker's *landing list* (still one record) and the next receive
+  moves it into the hash.
+- :meth:`Inflight.ack` removes a committed batch in one ``HDEL``.
+- A worker refreshes its *alive* key (TTL) from its own heartbeat thread, independent of
+  batch progress; :meth:`Inflight.reap` returns a worker's messages to the queue only once
+  that key has expired (the worker died).
+- Attempts: before a batch is embedded the worker writes the batch's tags to its *busy* key
+  (the next batch's tags replace them; the key is cleared when the worker goes idle, and before
+  a write waits for Postgres). When a dead worker's messages are returned, those in
+  its busy batch are charged one death each, in the ``deaths`` hash (by SHA-1 of the message):
+  only a worker death while a message was being processed counts. :meth:`receive` reports
+  each message's deaths, so a poison message ends as an error row after
+  ``EMBEDCLF_MAX_ATTEMPTS`` instead of killing workers forever.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+log = logging.getLogger(__name__)
+
+PREFIX = "embedclf:"
+#: hash {worker id: JSON {queue, host, pid, started}}: every worker that may hold messages
+REGISTRY = PREFIX + "workers"
+#: hash {sha1 of a message: deaths}: messages whose worker died while processing them
+DEATHS = PREFIX + "deaths"
+#: messages per receive round trip, at most (Lua unpack limits stay far away)
+MAX_RECEIVE = 1000
+
+# KEYS: queue, inflight, landing, deaths. ARGV: n, first tag, max raw bytes.
+# Returns a flat list: tag, deaths, size, payload (the message, or its sha1 when size > max).
+_RECEIVE = """
+local n = tonumber(ARGV[1])
+local tag = tonumber(ARGV[2])
+local maxb = tonumber(ARGV[3])
+local msgs = {}
+local m = redis.call('RPOP', KEYS[3])
+while m do
+  msgs[#msgs + 1] = m
+  if #msgs >= n then break end
+  m = redis.call('RPOP', KEYS[3])
+end
+if #msgs < n then
+  local got = redis.call('RPOP', KEYS[1], n - #msgs)
+  if got then
+    for i = 1, #got do msgs[#msgs + 1] = got[i] end
+  end
+end
+if #msgs == 0 then return {} end
+local deaths = redis.call('HLEN', KEYS[4]) > 0
+local out = {}
+local args = {}
+for i = 1, #msgs do
+  local msg = msgs[i]
+  local t = tag + i - 1
+  args[#args + 1] = t
+  args[#args + 1] = msg
+  local d = 0
+  local sha = nil
+  if deaths or #msg > maxb then sha = redis.sha1hex(msg) end
+  if deaths then d = tonumber(redis.call('HGET', KEYS[4], sha) or '0') end
+  out[#out + 1] = t
+  out[#out + 1] = d
+  out[#out + 1] = #msg
+  if #msg > maxb then out[#out + 1] = sha else out[#out + 1] = msg end
+end
+redis.call('HSET', KEYS[2], unpack(args))
+return out
+"""
+
+# KEYS: alive, inflight, landing, busy, registry, deaths, queue. ARGV: worker id, force.
+# Returns the number of messages returned to the queue and how many were charged a death,
+# or {-1, 0} when the worker is alive (and not forced).
+_REAP = """
+if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then return {-1, 0} end
+local busy = {}
+local b = redis.call('GET', KEYS[4])
+if b then for t in string.gmatch(b, '[^,]+') do busy[t] = true end end
+local all = redis.call('HGETALL', KEYS[2])
+local tags = {}
+local msgs = {}
+for i = 1, #all, 2 do
+  tags[#tags + 1] = tonumber(all[i])
+  msgs[all[i]] = all[i + 1]
+end
+table.sort(tags, function(a, b) return a > b end)
+local n, charged = 0, 0
+-- newest first onto the consuming end: the oldest is taken first again
+for _, t in ipairs(tags) do
+  local key = tostring(t)
+  local msg = msgs[key]
+  if ARGV[2] ~= '1' and busy[key] then
+    redis.call('HINCRBY', KEYS[6], redis.sha1hex(msg), 1)
+    charged = charged + 1
+  end
+  redis.call('RPUSH', KEYS[7], msg)
+  n = n + 1
+end
+while redis.call('LMOVE', KEYS[3], KEYS[7], 'LEFT', 'RIGHT') do n = n + 1 end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[1])
+redis.call('HDEL', KEYS[5], ARGV[1])
+return {n, charged}
+"""
+
+# KEYS: inflight, queue. ARGV: tags, newest first. Returns how many went back.
+_RELEASE = """
+local n = 0
+for i = 1, #ARGV do
+  local msg = redis.call('HGET', KEYS[1], ARGV[i])
+  if msg then
+    redis.call('RPUSH', KEYS[2], msg)
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    n = n + 1
+  end
+end
+return n
+"""
+
+
+_UNMARK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One received message: its tag in the in-flight hash, deaths so far, raw size and bytes.
+
+    ``raw`` is None for a message over the size limit; ``sha1`` is then its SHA-1 (hex).
+    """
+
+    tag: int
+    deaths: int
+    size: int
+    raw: bytes | None
+    sha1: str | None = None
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Inflight:
+    """One worker's in-flight records for one queue. ``client`` is a redis-py client (connection
+    passed in); each thread that calls in should have its own client."""
+
+    def __init__(self, client: Any, queue: str, wid: str | None = None, alive_ttl_s: float = 30.0) -> None:
+        self.client = client
+        self.queue = queue
+        self.wid = wid or worker_id()
+        self.alive_ttl_s = alive_ttl_s
+        base = f"{PREFIX}w:{self.wid}:"
+        self.inflight_key, self.landing_key = base + "inflight", base + "landing"
+        self.alive_key, self.busy_key = base + "alive", base + "busy"
+        self._receive = client.register_script(_RECEIVE)
+        self._reap = client.register_script(_REAP)
+        self._release = client.register_script(_RELEASE)
+        self._unmark = client.register_script(_UNMARK)
+        self._next_tag = 1
+
+    def for_client(self, client: Any) -> "Inflight":
+        """The same worker's records through another connection (for another thread)."""
+        other = Inflight(client, self.queue, self.wid, self.alive_ttl_s)
+        other._next_tag = -1  # receiving belongs to the original
+        return other
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def register(self) -> None:
+        info = json.dumps({"queue": self.queue, "host": socket.gethostname(), "pid": os.getpid(),
+                           "started": time.time()})
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(REGISTRY, self.wid, info)
+            pipe.set(self.alive_key, "1", px=int(self.alive_ttl_s * 1000))
+            pipe.execute()
+
+    def heartbeat(self) -> bool:
+        """Refresh the alive key; False when it had expired (others may have returned our messages)."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(self.alive_key, "1", px=int(self.alive_ttl_s * 1000), get=True)
+            pipe.hsetnx(REGISTRY, self.wid, json.dumps({"queue": self.queue, "host": socket.gethostname(),
+                                                        "pid": os.getpid(), "started": time.time()}))
+            previous, _ = pipe.execute()
+        return previous is not None
+
+    def unregister(self) -> int:
+        """Give every held message back (no death charged) and forget this worker; returns how many."""
+        n, _ = self._run_reap(self.wid, self.queue, force=True)
+        return n
+
+    # -- receiving ---------------------------------------------------------------------------
+    def receive(self, n: int, max_raw_bytes: int) -> list[Entry]:
+        """Move up to ``n`` messages into the in-flight hash; one round trip."""
+        n = max(1, min(n, MAX_RECEIVE))
+        flat = self._receive(keys=[self.queue, self.inflight_key, self.landing_key, DEATHS],
+                             args=[n, self._next_tag, max_raw_bytes])
+        out = []
+        for i in range(0, len(flat), 4):
+            tag, deaths, size, payload = int(flat[i]), int(flat[i + 1]), int(flat[i + 2]), flat[i + 3]
+            if size > max_raw_bytes:
+                out.append(Entry(tag, deaths, size, None, payload.decode("ascii")))
+            else:
+                out.append(Entry(tag, deaths, size, payload))
+        if out:
+            self._next_tag = out[-1].tag + 1
+        return out
+
+    def wait(self, timeout_s: float) -> bool:
+        """Block until a message arrives (it lands in the landing list); False on timeout."""
+        return self.client.blmove(self.queue, self.landing_key, timeout_s, "RIGHT", "LEFT") is not None
+
+    # -- processing --------------------------------------------------------------------------
+    def mark_busy(self, tags: Iterable[int]) -> str:
+        """These messages are being processed: a death now is charged to them. Returns the marker,
+        for :meth:`clear_busy`; the next mark replaces it (one round trip per batch)."""
+        token = ",".join(map(str, tags))
+        self.client.set(self.busy_key, token)
+        return token
+
+    def clear_busy(self, token: str) -> None:
+        """Unmark, if the marker is still ``token`` (a later batch's marker stays)."""
+        self._unmark(keys=[self.busy_key], args=[token])
+
+    def ack(self, tags: Sequence[int], sha1s: Sequence[str] = ()) -> None:
+        """The rows of these messages are committed: drop them (one HDEL), and their death counts."""
+        if not tags:
+            return
+        if not sha1s:
+            self.client.hdel(self.inflight_key, *tags)
+            return
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.inflight_key, *tags)
+            pipe.hdel(DEATHS, *sha1s)
+            pipe.execute()
+
+    def release(self, tags: Sequence[int]) -> int:
+        """Return these messages to the queue's consuming end (not charged); oldest is taken first."""
+        if not tags:
+            return 0
+        return int(self._release(keys=[self.inflight_key, self.queue], args=sorted(tags, reverse=True)))
+
+    def held(self) -> int:
+        return int(self.client.hlen(self.inflight_key)) + int(self.client.llen(self.landing_key))
+
+    # -- other workers -----------------------------------------------------------------------
+    def reap(self) -> list[tuple[str, int, int]]:
+        """Return the messages of every registered worker whose alive key expired.
+
+        Returns ``(worker id, messages returned, deaths charged)`` per dead worker.
+        """
+        out = []
+        registry = self.client.hgetall(REGISTRY)
+        if not registry:
+            return out
+        with self.client.pipeline(transaction=False) as pipe:
+            wids = [w.decode() if isinstance(w, bytes) else w for w in registry]
+            for wid in wids:
+                pipe.exists(f"{PREFIX}w:{wid}:alive")
+            alive = pipe.execute()
+        for wid, is_alive in zip(wids, alive):
+            if is_alive or wid == self.wid:
+                continue
+            try:
+                queue = json.loads(registry[wid.encode()] if wid.encode() in registry else registry[wid])["queue"]
+            except (ValueError, KeyError, TypeError):
+                queue = self.queue
+            n, charged = self._run_reap(wid, queue, force=False)
+            if n >= 0:
+                out.append((wid, n, charged))
+        return out
+
+    def _run_reap(self, wid: str, queue: str, force: bool) -> tuple[int, int]:
+        base = f"{PREFIX}w:{wid}:"
+        n, charged = self._reap(keys=[base + "alive", base + "inflight", base + "landing", base + "busy",
+                                      REGISTRY, DEATHS, queue], args=[wid, "1" if force else "0"])
+        return int(n), int(charged)

@@ -1,0 +1,298 @@
+"""The batch thread and the write thread of a worker.
+
+Three threads run a worker's pipeline (see :mod:`worker.service`): the receive thread decodes
+the next messages while the **batch thread** embeds the current batch and applies the heads,
+while the **write thread** commits the previous batch's rows and acks its messages. Model code
+releases the GIL in its kernels, so the stages overlap.
+
+Nothing is acked without its rows. While Postgres is unreachable (or the embedder fails in a way
+that is not the texts' fault) the batch is *held*, not requeued: the worker backs off, logs once
+per interval, and carries on when the dependency returns. Its messages stay in its in-flight
+hash the whole time, safe if the worker dies; such a wait never counts as an attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from sqlalchemy.exc import DBAPIError
+
+from embedclf.classify import EmbedderUnavailable, classify_requests
+from embedclf.store.results import WriteResult
+from worker.backoff import Backoff
+from worker.buffer import Buffer
+from worker.inflight import Inflight
+from worker.intake import Received
+from worker.resources import WorkerResources, is_connection_error
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """A group of messages on its way through the pipeline."""
+
+    items: list[Received]
+    rows: list[dict] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    #: the busy marker set while this job was embedded (see Inflight.mark_busy)
+    busy: str | None = None
+
+
+def internal_error_rows(group: list[Received], exc: BaseException) -> list[dict]:
+    """One error row per message of a group that failed for a reason no retry would fix."""
+    from embedclf.classify import error_row
+
+    message = f"internal error while classifying: {type(exc).__name__}: {exc}"
+    return [error_row(p.task_id, message, item=None, fingerprint=p.fingerprint) for p in group]
+
+
+class Stopping(Exception):
+    """The worker is shutting down while a batch waits: the batch is released, not finished."""
+
+
+class BatchLoop:
+    """Takes batches from the buffer, embeds and classifies them, hands rows to the writer."""
+
+    def __init__(self, res: WorkerResources, buffer: Buffer[Received], inflight: Inflight,
+                 writer: "Writer", chunk_size: int) -> None:
+        self.res, self.buffer, self.inflight, self.writer = res, buffer, inflight, writer
+        self.chunk_size = chunk_size
+        self.stop_event = threading.Event()
+        self.busy = threading.Event()  # a batch is being worked on (not just waited for)
+        self.thread = threading.Thread(target=self._run, name="embedclf-batch", daemon=True)
+        self._db = Backoff("database (head refresh)")
+        self._embed = Backoff("embedder")
+        self._busy: str | None = None
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop_event.is_set():
+            items = self.buffer.take(timeout=0.05 if self._busy else 0.5)
+            if not items:
+                if self._busy:  # idle: what was embedded last is only being written now
+                    self._unmark()
+                continue
+            self.busy.set()
+            try:
+                for group in self._groups(items):
+                    try:
+                        self._process(group)
+                    except Stopping:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - a bug must not loop: the group gets error rows
+                        log.exception("batch of %d messages failed unexpectedly", len(group))
+                        self.writer.submit(Job(group, internal_error_rows(group, exc)))
+            except Stopping:
+                pass  # the messages stay in flight; stopping hands them back to the queue (not charged)
+            finally:
+                self.busy.clear()
+
+    @staticmethod
+    def _groups(items: list[Received]) -> list[list[Received]]:
+        # A message whose worker died while processing it runs alone, so a poison text only
+        # takes itself down, never the messages that happened to share its batch.
+        first = [p for p in items if p.entry.deaths == 0 or p.request is None]
+        retried = [[p] for p in items if p.entry.deaths > 0 and p.request is not None]
+        return ([first] if first else []) + retried
+
+    def _heads(self, wanted: set[str], pending: list[Received]) -> tuple[dict, dict]:
+        while True:
+            try:
+                heads = self.res.heads.snapshot(wanted=wanted)
+                self._db.ok()
+                return heads, dict(self.res.heads.broken)
+            except DBAPIError as exc:
+                if not is_connection_error(exc):
+                    raise
+                self._wait(self._db.failed(exc), pending)
+
+    def _wait(self, delay: float, pending: list[Received]) -> None:
+        if self.stop_event.wait(delay):
+            raise Stopping(pending)
+
+    def _mark(self, tags: list[int]) -> None:
+        try:
+            self._busy = self.inflight.mark_busy(tags)
+        except Exception as exc:  # noqa: BLE001 - best effort: only the attempt attribution is lost
+            self._busy = None
+            log.warning("cannot mark the batch in Redis (%s); a crash now would not be charged to it", exc)
+
+    def _unmark(self) -> None:
+        token, self._busy = self._busy, None
+        if token is not None:
+            try:
+                self.inflight.clear_busy(token)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("cannot unmark the batch in Redis (%s)", exc)
+
+    def _process(self, group: list[Received]) -> None:
+        job = Job(group)
+        requests = [p.request for p in group if p.request is not None]
+        if requests:
+            heads, broken = self._heads({h for r in requests for h in r.heads}, group)
+            while True:
+                self._mark([p.tag for p in group if p.request is not None])
+                t0 = time.perf_counter()
+                try:
+                    job.rows = classify_requests(requests, self.res.embedder, heads, chunk_size=self.chunk_size,
+                                                 broken=broken, head_threads=self.res.settings.head_threads)
+                    break
+                except EmbedderUnavailable as exc:
+                    self._unmark()  # not the texts' fault: no attempt is charged
+                    self._wait(self._embed.failed(exc), group)
+                finally:
+                    self.res.metrics.inference.observe(time.perf_counter() - t0)
+            self._embed.ok()
+            job.busy = self._busy
+        for p in group:
+            job.rows.extend(p.errors)
+        self.writer.submit(job)
+
+
+class Writer:
+    """Commits each job's rows (retrying while Postgres is unreachable), then acks its messages."""
+
+    def __init__(self, res: WorkerResources, inflight: Inflight, depth: int = 2,
+                 after_commit: Callable[[Job, Any], None] | None = None) -> None:
+        self.res, self.inflight = res, inflight
+        self.jobs: queue.Queue[Job | None] = queue.Queue(maxsize=depth)
+        self.after_commit = after_commit
+        self.thread = threading.Thread(target=self._run, name="embedclf-write", daemon=True)
+        self.abort = threading.Event()  # set on a hard stop: give up waiting for Postgres/Redis
+        self._db = Backoff("database (write)")
+        self._redis = Backoff("broker (ack)")
+        self.batches = 0
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def submit(self, job: Job) -> None:
+        self.jobs.put(job)
+
+    def finish(self, timeout: float) -> bool:
+        """Write what was submitted, then stop; False if that took longer than ``timeout``."""
+        try:
+            self.jobs.put(None, timeout=timeout)
+        except queue.Full:
+            return False
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+    def release(self, tags: list[int], why: str) -> None:
+        """Hand messages back to the queue without a row (nothing charged); logged."""
+        if not tags:
+            return
+        try:
+            n = self.inflight.release(tags)
+            log.info("%s: returned %d message(s) to the queue", why, n)
+        except Exception as exc:  # noqa: BLE001 - Redis down: they come back when this worker's heartbeat expires
+            log.warning("%s: could not return %d message(s) now (%s); they come back once this worker's "
+                        "heartbeat expires", why, len(tags), exc)
+
+    def _run(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            try:
+                self._write(job)
+            except Exception:  # noqa: BLE001 - never lose the thread; the messages go back
+                log.exception("writing a batch of %d messages failed; returning them to the queue", len(job.items))
+                self.release([p.tag for p in job.items], "write failed")
+
+    def _write(self, job: Job) -> None:
+        res = self.res
+        received = {}
+        for p in job.items:
+            received.setdefault(p.task_id, p.received_at)
+        for row in job.rows:  # each row carries its own message's fingerprint (set by classify/intake)
+            row["received_at"], row["worker"] = received.get(row["task_id"]), res.hostname
+        t0 = time.perf_counter()
+        try:
+            result = self._commit(job.rows, job.busy)
+        except (DBAPIError, TypeError, ValueError) as exc:  # not a connection problem: find the message at fault
+            log.warning("a batch's rows were refused (%s); writing its messages one by one",
+                        getattr(exc, "orig", None) or exc)
+            result = self._commit_each(job)
+        if result is None:
+            self.release([p.tag for p in job.items], "worker stopping while the database is unreachable")
+            return
+        res.metrics.write.observe(time.perf_counter() - t0)
+        sha1s = [p.entry.sha1 or _sha1(p) for p in job.items if p.entry.deaths > 0]
+        tags = [p.tag for p in job.items]
+        while True:
+            try:
+                self.inflight.ack(tags, sha1s)
+                self._redis.ok()
+                break
+            except Exception as exc:  # noqa: BLE001 - redis errors: the rows are committed, keep trying
+                if self.abort.wait(self._redis.failed(exc)):
+                    return  # unacked: redelivered after the heartbeat expires, a no-op then
+        self.batches += 1
+        res.record(job, result)
+        if self.after_commit is not None:
+            try:
+                self.after_commit(job, result)
+            except Exception:  # noqa: BLE001 - events/results must not stop the pipeline
+                log.exception("after-commit hook failed")
+        log.debug("batch %d: %d messages, %d rows in %.1f ms", self.batches, len(job.items), result.inserted,
+                  1000 * (time.perf_counter() - job.started))
+
+
+    def _commit(self, rows: list[dict], busy: str | None = None) -> WriteResult | None:
+        """Write rows, waiting out connection failures; None when stopped meanwhile."""
+        while True:
+            try:
+                result = self.res.write_results(rows)
+                self._db.ok()
+                return result
+            except DBAPIError as exc:
+                if not is_connection_error(exc):
+                    raise
+                if busy is not None:  # waiting for Postgres is not processing: a death now is not charged
+                    try:
+                        self.inflight.clear_busy(busy)
+                        busy = None
+                    except Exception:  # noqa: BLE001
+                        pass
+                if self.abort.wait(self._db.failed(exc)):
+                    return None
+
+    def _commit_each(self, job: Job) -> WriteResult | None:
+        from embedclf.classify import error_row
+
+        inserted, dupes, conflicts, keys = 0, 0, [], set()
+        for p in job.items:
+            rows = [r for r in job.rows if r["task_id"] == p.task_id]
+            try:
+                result = self._commit(rows)
+            except (DBAPIError, TypeError, ValueError) as exc:
+                reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+                log.error("the rows of task %s cannot be stored (%s); writing an error row instead", p.task_id, reason)
+                row = error_row(p.task_id, f"result could not be stored: {reason}", item=None)
+                row.update(received_at=p.received_at, worker=self.res.hostname, fingerprint=p.fingerprint)
+                try:
+                    result = self._commit([row])
+                except DBAPIError:
+                    log.exception("task %s: not even its error row can be stored; dropping it", p.task_id)
+                    continue
+            if result is None:
+                return None
+            inserted, dupes = inserted + result.inserted, dupes + result.duplicates
+            conflicts += result.conflicts
+            keys |= result.inserted_keys
+        return WriteResult(inserted, dupes, conflicts, keys)
+
+
+def _sha1(p: Received) -> str:
+    import hashlib
+
+    return hashlib.sha1(p.entry.raw or b"").hexdigest()
