@@ -177,6 +177,10 @@ def classify_requests(
         return rows
     texts = list(text_index)
     vectors, failed = embed_chunked(embedder, texts, chunk_size)
+    if log.isEnabledFor(logging.DEBUG):
+        calls = 1 if not chunk_size else -(-len(texts) // chunk_size)
+        log.debug("embedded %d distinct texts in %d call(s) for %d tasks, %d head rows", len(texts), calls,
+                  len(requests), len(runnable))
     by_head: dict[str, list[tuple[int, int]]] = {}
     for row_i, head, t in runnable:
         if t in failed:

@@ -26,6 +26,7 @@ import bz2
 import hashlib
 import json
 import lzma
+import re
 import uuid
 import zlib
 from dataclasses import dataclass, field
@@ -50,6 +51,22 @@ _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 def raw_task_id(raw: bytes) -> str:
     """The deterministic id of a message without a usable task id: ``msg-<sha1 of its bytes>``."""
     return "msg-" + hashlib.sha1(raw).hexdigest()
+
+
+_TAIL_ID = re.compile(rb'"(?:id|correlation_id)":\s*"((?:[^"\\]|\\.){1,1530})"')
+
+
+def task_id_from_tail(tail: bytes) -> str | None:
+    """The task id of a message too large to decode, read from its last bytes (kombu writes the
+    headers and properties after the body), or None. Only a clean, usable id is returned."""
+    found = _TAIL_ID.findall(tail)
+    if not found:
+        return None
+    try:
+        value = json.loads(b'"' + found[-1] + b'"')
+    except ValueError:
+        return None
+    return usable_task_id(value)
 
 
 def sha1_task_id(sha1_hex: str) -> str:

@@ -120,8 +120,8 @@ def settings_env(settings, **extra: str) -> dict[str, str]:
 class WorkerProcess(WorkerProc):
     """A real ``celery -A worker.app worker --pool solo`` subprocess (the benchmark's helper)."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, name: str) -> None:
-        super().__init__(name, env, log_dir)
+    def __init__(self, env: dict[str, str], log_dir: Path, name: str, extra_args: tuple[str, ...] = ()) -> None:
+        super().__init__(name, env, log_dir, extra_args=extra_args)
 
     def wait_ready(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -137,8 +137,8 @@ class WorkerProcess(WorkerProc):
 def start_worker(tmp_path):
     started: list[WorkerProcess] = []
 
-    def start(env: dict[str, str], name: str = "w1") -> WorkerProcess:
-        w = WorkerProcess(env, tmp_path, name)
+    def start(env: dict[str, str], name: str = "w1", *extra_args: str) -> WorkerProcess:
+        w = WorkerProcess(env, tmp_path, name, extra_args)
         started.append(w)
         return w
 

@@ -1,31 +1,20 @@
-"""Fault-injection helpers for the fault tests: a cuttable TCP proxy and a Redis MONITOR batch tracker.
+"""Fault-injection helpers: a cuttable TCP proxy, and finding a worker that is inside a batch.
 
 ``TcpProxy`` forwards a local port to a server (Postgres here). ``cut()`` closes
 its listener and every open connection, so clients get "connection refused"
 and broken sockets, exactly like a database host that went away; ``restore()``
 listens again on the same port.
 
-``BatchTracker`` follows the workers' attempt counters (``worker/attempts.py``)
-through Redis MONITOR: a worker counts ``INCR embedclf:attempts:<id>`` for every
-task of a batch *before* processing it, and ``DEL``s the keys after the rows are
-committed (``DECR`` when it gives the attempt back). So task ids INCRed over a
-connection and not yet DELed/DECRed (over any connection) mean that the worker
-owning the connection is inside a batch. The tracker also counts INCRs per task id: how many times each task was
-taken up for processing, and which tasks a worker recorded as received
-(kombu's ``HSET unacked``).
+``busy_batch`` finds a worker inside a batch from what workers keep in Redis
+(``worker/inflight.py``): a worker writes the tags of the batch it is about to embed to its
+*busy* key, and its registry entry names its pid; the tags name messages in its in-flight hash.
 """
 
 from __future__ import annotations
 
-import os
-import re
+import json
 import socket
 import threading
-import time
-from collections import Counter
-
-ATTEMPT_PREFIX = "embedclf:attempts:"
-TASK_ID = re.compile(r'"id": "([^"]+)"')
 
 
 class TcpProxy:
@@ -114,106 +103,19 @@ def _close(s: socket.socket) -> None:
     s.close()
 
 
-class BatchTracker:
-    """Watch MONITOR on a Redis server; reconnects across Redis restarts."""
+def busy_batch(client, pids: set[int]) -> tuple[int, str, set[str]] | None:
+    """(pid, busy marker, task ids) of a worker among ``pids`` that is embedding a batch now, or None."""
+    from embedclf.envelope import decode
+    from worker.inflight import PREFIX, REGISTRY
 
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.lock = threading.Lock()
-        self.inflight: dict[int, set[str]] = {}  # client port of the INCRs -> task ids not yet done/undone
-        self.begins: Counter[str] = Counter()  # task id -> INCRs (times taken up for processing)
-        self.undone: set[str] = set()  # tasks whose attempt was given back (database unreachable)
-        self.registered: set[str] = set()  # tasks a worker received and recorded as unacked
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not getattr(self, "_listening", False):
-            if time.monotonic() > deadline:
-                raise AssertionError("MONITOR did not start")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def _run(self) -> None:
-        import redis
-
-        while not self._stop.is_set():
-            try:
-                client = redis.Redis(port=self.port, socket_connect_timeout=1)
-                with client.monitor() as m:
-                    self._listening = True
-                    while not self._stop.is_set():
-                        self._on(m.next_command())
-            except (redis.ConnectionError, redis.TimeoutError, OSError):
-                time.sleep(0.1)  # Redis restarting: commands in this gap are not seen
-
-    def _on(self, cmd: dict | None) -> None:
-        if not cmd or cmd.get("client_type") != "tcp" or not cmd.get("command"):
-            return
-        verb, *args = cmd["command"].split(" ")
-        if verb.upper() == "HSET" and args[:1] == ["unacked"]:
-            # kombu records a message it received (BRPOP) as unacked: [message, exchange, routing key]
-            with self.lock:
-                self.registered.update(TASK_ID.findall(cmd["command"]))
-            return
-        ids = [a[len(ATTEMPT_PREFIX):] for a in args if a.startswith(ATTEMPT_PREFIX)]
-        if not ids:
-            return
-        port = int(cmd["client_port"])
-        verb = verb.upper()
-        with self.lock:
-            if verb in ("INCR", "INCRBY"):  # redis-py 8 sends INCR as INCRBY key 1
-                self.inflight.setdefault(port, set()).update(ids)
-                self.begins.update(ids)
-            elif verb in ("DEL", "DECR", "DECRBY"):
-                # done/undo may come over another pooled connection of the same worker (another thread)
-                for open_ids in self.inflight.values():
-                    open_ids.difference_update(ids)
-                if verb != "DEL":
-                    self.undone.update(ids)
-
-    def forget(self, client_port: int) -> set[str]:
-        """Drop (and return) the batch of a connection whose worker was killed."""
-        with self.lock:
-            return self.inflight.pop(client_port, set())
-
-    def busy(self) -> dict[int, set[str]]:
-        """Client port -> ids of the batch it is processing now."""
-        with self.lock:
-            return {p: set(ids) for p, ids in self.inflight.items() if ids}
-
-
-def pid_of_client_port(client_port: int, server_port: int, pids: list[int]) -> int | None:
-    """Which of ``pids`` owns the TCP connection 127.0.0.1:client_port -> :server_port (via /proc)."""
-    inode = None
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = open(table).read().splitlines()[1:]
-        except OSError:
+    for key in client.scan_iter(PREFIX + "w:*:busy"):
+        wid = key.decode()[len(PREFIX + "w:"):-len(":busy")]
+        info = client.hget(REGISTRY, wid)
+        marker = client.get(key)
+        if info is None or marker is None or json.loads(info)["pid"] not in pids:
             continue
-        for line in lines:
-            f = line.split()
-            local, remote = f[1], f[2]
-            if int(local.rsplit(":", 1)[1], 16) == client_port and int(remote.rsplit(":", 1)[1], 16) == server_port:
-                inode = f[9]
-                break
-        if inode:
-            break
-    if not inode:
-        return None
-    target = f"socket:[{inode}]"
-    for pid in pids:
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
-                    return pid
-        except OSError:
-            continue
+        raws = client.hmget(f"{PREFIX}w:{wid}:inflight", marker.decode().split(","))
+        ids = {decode(raw, 1 << 30).task_id for raw in raws if raw}
+        if ids:
+            return json.loads(info)["pid"], marker.decode(), ids
     return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import subprocess
@@ -119,3 +120,14 @@ def tiny_head(engine, name: str = "tiny", dim: int = 32, embedder: str | None = 
 
     head = MLPHead(HeadConfig(input_dim=dim, num_labels=2, hidden_dim=8))
     repo.add_head_version(engine, name, HeadArtifact.from_head(head, ["x", "y"], embedder or f"fake:{dim}"))
+
+
+def queued(port: int, queue: str = "celery") -> list[tuple[str, bytes, dict]]:
+    """(task id, raw message, kwargs) of every message waiting in ``queue``, oldest first."""
+    out = []
+    import redis
+
+    for raw in redis.Redis(port=port).lrange(queue, 0, -1)[::-1]:
+        msg = json.loads(raw)
+        out.append((msg["headers"]["id"], raw, json.loads(base64.b64decode(msg["body"]))[1]))
+    return out

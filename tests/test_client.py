@@ -1,9 +1,7 @@
-"""The producer helper against a private redis-server: payload limit, broker outages, exactly-once enqueue."""
+"""The producer client against a private redis-server: payload limit, multi-text tasks, outages, exactly-once."""
 
 from __future__ import annotations
 
-import base64
-import json
 import threading
 import time
 from collections import Counter
@@ -11,21 +9,11 @@ from collections import Counter
 import pytest
 import redis
 
-from embedclf.client import BrokerUnavailable, Client, PayloadTooLarge, body_size
-from tests.worker.test_redis_auth import free_port
-from tests.worker.test_redis_restart import PersistentRedis
+from embedclf.client import CHUNK_MESSAGES, MARKER_PREFIX, BrokerUnavailable, Client, PayloadTooLarge, TextRef
+from embedclf.envelope import decode
+from tests.helpers import PersistentRedis, free_port, queued
 
 pytestmark = [pytest.mark.redis]
-
-
-def queued(port: int, queue: str = "celery") -> list[tuple[str, int, dict]]:
-    """(task id, raw body bytes, kwargs) of every message waiting in ``queue``."""
-    out = []
-    for raw in redis.Redis(port=port).lrange(queue, 0, -1):
-        msg = json.loads(raw)
-        body = base64.b64decode(msg["body"])
-        out.append((msg["headers"]["id"], len(body), json.loads(body)[1]))
-    return out
 
 
 @pytest.fixture
@@ -35,18 +23,67 @@ def server(tmp_path):
     s.stop()
 
 
-def test_payload_limit_matches_the_bytes_on_the_wire_and_refuses_before_sending(server):
+def test_single_text_tasks_carry_text_request_id_and_enqueue_time(server):
     server.start()
-    client = Client(f"redis://127.0.0.1:{server.port}/0", max_payload_bytes=2048, enqueue_retry_s=5)
+    client = Client(server.url, enqueue_retry_s=5)
     try:
-        [tid] = client.classify_many("h", ["héllo 👋"], request_ids=["r1"])
-        [(qid, size, kwargs)] = queued(server.port)
-        assert qid == tid and kwargs["text"] == "héllo 👋" and kwargs["request_id"] == "r1"
-        # the client measures exactly what the worker will measure (the serialized body)
-        assert body_size(kwargs) == size
+        [ref] = client.classify_many("h", ["héllo 👋"], request_ids=["r1"], per_task=1)
+        tid = client.classify(["a", "b"], "two heads", task_id="chosen-id")
+    finally:
+        client.close()
+    (qid, raw, kwargs), (qid2, _, kwargs2) = queued(server.port)
+    assert ref == TextRef(qid, 0) and kwargs["text"] == "héllo 👋" and kwargs["request_id"] == "r1"
+    assert abs(kwargs["enqueued_at"] - time.time()) < 60
+    assert (tid, qid2, kwargs2["heads"], kwargs2["text"]) == ("chosen-id", "chosen-id", ["a", "b"], "two heads")
+    d = decode(raw, 1 << 20)  # exactly what a worker decodes
+    assert d.ok and d.task_id == qid and d.kwargs == kwargs
+
+
+def test_multi_text_tasks_address_each_text_by_task_and_item(server):
+    server.start()
+    client = Client(server.url)
+    try:
+        refs = client.classify_many("h", [f"text {i}" for i in range(10)], request_ids=[f"r{i}" for i in range(10)],
+                                    per_task=4)
+    finally:
+        client.close()
+    msgs = queued(server.port)
+    assert [len(kw["texts"]) for _, _, kw in msgs] == [4, 4, 2]
+    for i, ref in enumerate(refs):
+        tid, _, kwargs = next(m for m in msgs if m[0] == ref.task_id)
+        assert kwargs["texts"][ref.item] == f"text {i}" and kwargs["request_ids"][ref.item] == f"r{i}"
+
+
+def test_payload_limit_is_the_workers_raw_size_limit_and_refuses_before_sending(server):
+    server.start()
+    client = Client(server.url, max_payload_bytes=2048, enqueue_retry_s=5)
+    try:
+        # a multi-text task that would be too large is split into smaller tasks, each under the limit
+        refs = client.classify_many("h", ["x" * 300] * 12)
+        msgs = queued(server.port)
+        assert len(msgs) > 1 and all(len(raw) <= 2048 for _, raw, _ in msgs)
+        assert sum(len(kw["texts"]) for _, _, kw in msgs) == 12 == len(refs)
+        assert all(decode(raw, 2048).ok for _, raw, _ in msgs)  # the worker accepts every one
+        with pytest.raises(PayloadTooLarge, match=r"payload is \d+ bytes \(max 2048"):
+            client.classify_many("h", ["fine", "x" * 3000, "also fine"], per_task=1)
         with pytest.raises(PayloadTooLarge, match=r"payload is \d+ bytes \(max 2048"):
             client.classify_many("h", ["fine", "x" * 3000, "also fine"])
-        assert len(queued(server.port)) == 1  # nothing of the refused call was sent
+        assert len(queued(server.port)) == len(msgs)  # nothing of the refused calls was sent
+    finally:
+        client.close()
+
+
+def test_a_chunk_is_pushed_once_even_when_its_reply_is_lost(server):
+    """The retry of a chunk whose first push was applied (reply lost) is a no-op: its marker is set."""
+    server.start()
+    client = Client(server.url)
+    r = redis.Redis(port=server.port)
+    try:
+        marker = MARKER_PREFIX + "test"
+        client.redis.ping()  # connects and loads the push script
+        assert client._push(keys=["celery", marker], args=[60, b"m1", b"m2"]) == 2
+        assert client._push(keys=["celery", marker], args=[60, b"m1", b"m2"]) == -1
+        assert r.llen("celery") == 2 and 0 < r.ttl(marker) <= 60
     finally:
         client.close()
 
@@ -63,52 +100,52 @@ def test_broker_down_the_whole_time_fails_after_the_retry_bound(server):
     assert 2 <= elapsed < 6, elapsed
     msg = str(info.value)
     assert "unreachable" in msg and "EMBEDCLF_ENQUEUE_RETRY_S" in msg and "0 task(s) were enqueued" in msg
-    assert "secret" not in msg and info.value.sent == []
+    assert "secret" not in msg and info.value.sent == [] and info.value.refs == []
 
 
 def test_broker_that_comes_up_within_the_bound_gets_every_task_exactly_once(server):
     threading.Timer(2.0, server.start).start()  # the broker is down when the producer starts
-    client = Client(f"redis://127.0.0.1:{server.port}/0", enqueue_retry_s=20)
+    client = Client(server.url, enqueue_retry_s=20)
     t0 = time.monotonic()
     try:
-        ids = client.classify_many("h", [f"text {i}" for i in range(300)])
+        refs = client.classify_many("h", [f"text {i}" for i in range(300)], per_task=1)
     finally:
         client.close()
     assert time.monotonic() - t0 >= 1.5  # it did wait for the broker
     counts = Counter(tid for tid, _, _ in queued(server.port))
-    assert set(counts) == set(ids) and len(ids) == 300
+    assert set(counts) == {r.task_id for r in refs} and len(refs) == 300
     assert max(counts.values()) == 1
 
 
-def test_outage_in_the_middle_of_a_bulk_send_is_retried_without_losing_a_task(server):
+def test_outage_in_the_middle_of_a_bulk_send_loses_and_doubles_nothing(server):
     server.start()
-    client = Client(f"redis://127.0.0.1:{server.port}/0", enqueue_retry_s=20)
-    n = 3_000
+    client = Client(server.url, enqueue_retry_s=20)
+    n = 30_000
     result: dict = {}
 
     def send() -> None:
         try:
-            result["ids"] = client.classify_many("h", [f"text {i}" for i in range(n)])
+            result["refs"] = client.classify_many("h", [f"text {i}" for i in range(n)], per_task=1)
         except Exception as exc:  # noqa: BLE001 - reported by the assertion below
             result["error"] = exc
 
     sender = threading.Thread(target=send)
     sender.start()
     deadline = time.monotonic() + 30
-    while redis.Redis(port=server.port).llen("celery") < 300 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    server.stop()  # mid-stream (append-only file: what was queued survives)
+    while redis.Redis(port=server.port).llen("celery") < 2 * CHUNK_MESSAGES and time.monotonic() < deadline:
+        time.sleep(0.005)
+    at_kill = redis.Redis(port=server.port).llen("celery")
+    server.kill()  # mid-stream, kill -9 (append-only file, fsync always: what was acknowledged survives)
     time.sleep(2)
     server.start()
     sender.join(timeout=120)
     client.close()
     assert "error" not in result, result.get("error")
     counts = Counter(tid for tid, _, _ in queued(server.port))
-    missing = set(result["ids"]) - set(counts)
+    missing = {r.task_id for r in result["refs"]} - set(counts)
     duplicates = sum(c - 1 for c in counts.values())
     print(f"\nproducer outage mid-send: {n} tasks, {len(counts)} distinct queued, {len(missing)} missing, "
           f"{duplicates} duplicated")
+    assert at_kill < n  # Redis really died in the middle of the send
     assert not missing
-    # kombu retries only the publish that failed; a duplicate needs Redis to have stored it and died
-    # before replying, so at most that one message can be doubled (its one row is still one row)
-    assert duplicates <= 1
+    assert duplicates == 0  # a chunk's marker makes the retry of an applied push a no-op

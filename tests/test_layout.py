@@ -64,5 +64,7 @@ def test_app_settings_are_safe():
     assert conf.accept_content == ["json"] and conf.task_serializer == "json"
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_pool == "solo"
-    assert conf.worker_prefetch_multiplier > Settings().batch.max_size
+    # Celery's own consumer never reads the classify queue: the bulk receive step does
+    assert Settings().queue not in {q.name for q in conf.task_queues}
+    assert any(step.__name__ == "BulkReceive" for step in app.steps["consumer"])
     assert conf.broker_transport_options["visibility_timeout"] == Settings().visibility_timeout_s

@@ -12,7 +12,6 @@ the texts. Events are monitoring: if the broker refuses them they are dropped wi
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 
@@ -48,14 +47,13 @@ class TaskEvents:
             status.setdefault(row["task_id"], []).append(row)
         try:
             d = self._get()
-            pid = os.getpid()
             now = time.time()
             for p in items:
                 h = p.headers
                 d.send("task-received", uuid=p.task_id, name=p.task_name or "?", args="()", kwargs=p.summary,
                        root_id=h.get("root_id"), parent_id=h.get("parent_id"), retries=h.get("retries") or 0,
                        eta=h.get("eta"), expires=h.get("expires"), timestamp=p.received_at.timestamp())
-                d.send("task-started", uuid=p.task_id, pid=pid, timestamp=now)
+                d.send("task-started", uuid=p.task_id, timestamp=now)
                 task_rows = status.get(p.task_id, [])
                 ok = sum(r["status"] == "ok" for r in task_rows)
                 if ok:
@@ -66,6 +64,7 @@ class TaskEvents:
                     d.send("task-failed", uuid=p.task_id, timestamp=now, exception=str(error)[:500], traceback="")
             d.flush()
             self.sent += 3 * len(items)
+            log.debug("sent task events of %d tasks", len(items))
         except Exception as exc:  # noqa: BLE001 - monitoring only
             log.warning("task events not sent (%s)", exc)
             self.close()

@@ -45,7 +45,8 @@ DEATHS = PREFIX + "deaths"
 MAX_RECEIVE = 1000
 
 # KEYS: queue, inflight, landing, deaths. ARGV: n, first tag, max raw bytes.
-# Returns a flat list: tag, deaths, size, payload (the message, or its sha1 when size > max).
+# Returns a flat list: tag, deaths, size, payload (the message; or, when size > max, its sha1 followed by
+# its last 4 KB, where kombu's envelope keeps the headers and properties, so the task id can be read).
 _RECEIVE = """
 local n = tonumber(ARGV[1])
 local tag = tonumber(ARGV[2])
@@ -79,7 +80,7 @@ for i = 1, #msgs do
   out[#out + 1] = t
   out[#out + 1] = d
   out[#out + 1] = #msg
-  if #msg > maxb then out[#out + 1] = sha else out[#out + 1] = msg end
+  if #msg > maxb then out[#out + 1] = sha .. string.sub(msg, -4096) else out[#out + 1] = msg end
 end
 redis.call('HSET', KEYS[2], unpack(args))
 return out
@@ -144,7 +145,8 @@ return 0
 class Entry:
     """One received message: its tag in the in-flight hash, deaths so far, raw size and bytes.
 
-    ``raw`` is None for a message over the size limit; ``sha1`` is then its SHA-1 (hex).
+    ``raw`` is None for a message over the size limit; ``sha1`` is then its SHA-1 (hex) and
+    ``tail`` its last 4 KB.
     """
 
     tag: int
@@ -152,6 +154,7 @@ class Entry:
     size: int
     raw: bytes | None
     sha1: str | None = None
+    tail: bytes = b""
 
 
 def worker_id() -> str:
@@ -215,7 +218,7 @@ class Inflight:
         for i in range(0, len(flat), 4):
             tag, deaths, size, payload = int(flat[i]), int(flat[i + 1]), int(flat[i + 2]), flat[i + 3]
             if size > max_raw_bytes:
-                out.append(Entry(tag, deaths, size, None, payload.decode("ascii")))
+                out.append(Entry(tag, deaths, size, None, payload[:40].decode("ascii"), payload[40:]))
             else:
                 out.append(Entry(tag, deaths, size, payload))
         if out:

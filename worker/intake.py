@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Collection
 
 from embedclf.classify import error_row
-from embedclf.envelope import Decoded, decode, kwargs_repr, sha1_task_id
+from embedclf.envelope import Decoded, decode, kwargs_repr, sha1_task_id, task_id_from_tail
 from embedclf.payload import TASK_NAME, ClassifyRequest, PayloadError, parse_request, salvage
 from worker.inflight import Entry
 
@@ -97,8 +97,8 @@ def intake(entry: Entry, limits: IntakeLimits, now: dt.datetime | None = None,
            revoked: Collection[str] = ()) -> Received:
     """Decode and validate one entry (see the module doc)."""
     now = now or dt.datetime.now(dt.timezone.utc)
-    if entry.raw is None:  # over the size limit: Redis returned its size and SHA-1 only
-        tid = sha1_task_id(entry.sha1 or "")
+    if entry.raw is None:  # over the size limit: Redis returned its size, SHA-1 and last 4 KB only
+        tid = task_id_from_tail(entry.tail) or sha1_task_id(entry.sha1 or "")
         msg = f"message is {entry.size} bytes (max {limits.max_payload_bytes}, EMBEDCLF_MAX_PAYLOAD_BYTES); not decoded"
         return Received(entry, now, tid, errors=[error_row(tid, msg, item=None)])
     d: Decoded = decode(entry.raw, limits.max_payload_bytes)

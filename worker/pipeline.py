@@ -192,6 +192,7 @@ class Writer:
             return
         try:
             n = self.inflight.release(tags)
+            self.res.metrics.requeued.inc(n)
             log.info("%s: returned %d message(s) to the queue", why, n)
         except Exception as exc:  # noqa: BLE001 - Redis down: they come back when this worker's heartbeat expires
             log.warning("%s: could not return %d message(s) now (%s); they come back once this worker's "

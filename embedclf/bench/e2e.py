@@ -42,6 +42,8 @@ class E2EParams:
     max_wait_ms: int = 50
     #: tasks/s sent one by one (0: all at once, as fast as the producer can)
     rate: float = 0.0
+    #: texts per task when sending all at once (None: the batch size, so a task fills a batch)
+    per_task: int | None = None
     ready_timeout_s: float = 300.0
     timeout_s: float = 900.0
 
@@ -176,7 +178,9 @@ def run_e2e(texts: Sequence[str], labels: Sequence[str], params: E2EParams, sett
         wait_ready(workers, params.ready_timeout_s)
 
         # 3. a separate producer process enqueues the texts; poll Postgres until every row is there
-        producer = Producer(redis_url, settings.queue, HEAD, texts, log_dir, subprocess_env({}), rate=params.rate)
+        per_task = params.per_task or params.batch_size
+        producer = Producer(redis_url, settings.queue, HEAD, texts, log_dir, subprocess_env({}), rate=params.rate,
+                            per_task=per_task)
         stack.callback(producer.stop)
         wait_rows(engine, n, workers, producer, params.timeout_s, quiet)
         sent = producer.result()
@@ -191,6 +195,7 @@ def run_e2e(texts: Sequence[str], labels: Sequence[str], params: E2EParams, sett
             n=n, workers=params.workers, embedder=model_id, embedder_spec=params.spec,
             batch_max_size=params.batch_size, batch_max_wait_ms=params.max_wait_ms,
             batch_max_tokens=settings.batch.max_tokens, rate=params.rate or None,
+            per_task=None if params.rate else per_task,
             raw_seconds=round(raw_run.seconds, 3), raw_texts_per_s=round(raw_run.texts_per_s, 2),
             enqueue_seconds=round(enqueue_s, 3), enqueue_texts_per_s=round(rate(int(sent["sent"]), enqueue_s), 1),
             worker_rss_mb=round(max(known_rss), 1) if known_rss else None,

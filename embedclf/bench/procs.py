@@ -23,9 +23,9 @@ WORKER_ARGS = ("-m", "celery", "-A", "worker.app", "worker", "--pool", "solo", "
 PRODUCER = r"""
 import json, sys, time
 from embedclf.client import Client
-broker, queue, head, path, rate = sys.argv[1:6]
+broker, queue, head, path, rate, per_task = sys.argv[1:7]
 texts = json.load(open(path, encoding="utf-8"))
-rate = float(rate)
+rate, per_task = float(rate), int(per_task)
 client = Client(broker, queue)
 start = time.time()
 if rate > 0:  # one task at a time, on a fixed schedule: low-load latency
@@ -34,7 +34,7 @@ if rate > 0:  # one task at a time, on a fixed schedule: low-load latency
         time.sleep(max(0.0, t0 + i / rate - time.monotonic()))
         client.classify(head, text)
 else:
-    client.classify_many(head, texts)
+    client.classify_many(head, texts, per_task=per_task)
 end = time.time()
 client.close()
 print(json.dumps({"start": start, "end": end, "sent": len(texts)}), flush=True)
@@ -57,12 +57,13 @@ def last_line(text: str) -> str:
 class WorkerProc:
     """One ``celery -A worker.app worker`` subprocess, logging to a file."""
 
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path, app: str = "worker.app") -> None:
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path, app: str = "worker.app",
+                 extra_args: Sequence[str] = ()) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("w")
         args = [a if a != "worker.app" else app for a in WORKER_ARGS]
-        self.proc = subprocess.Popen([sys.executable, *args, "-n", f"{name}@%h"], cwd=project_root(),
+        self.proc = subprocess.Popen([sys.executable, *args, *extra_args, "-n", f"{name}@%h"], cwd=project_root(),
                                      env=env, stdout=self._log, stderr=subprocess.STDOUT)
         self.started = time.monotonic()
         self.ready_after_s: float | None = None
@@ -122,18 +123,18 @@ def wait_ready(workers: Sequence[WorkerProc], timeout: float) -> None:
 
 
 class Producer:
-    """A separate process that enqueues the texts with ``Client.classify_many`` (as fast as it
-    can), or one by one at ``rate`` tasks/s when ``rate`` > 0."""
+    """A separate process that enqueues the texts with ``Client.classify_many`` in tasks of
+    ``per_task`` texts (as fast as it can), or one by one at ``rate`` tasks/s when ``rate`` > 0."""
 
     def __init__(self, broker_url: str, queue: str, head: str, texts: Sequence[str], work_dir: Path,
-                 env: dict[str, str], rate: float = 0.0) -> None:
+                 env: dict[str, str], rate: float = 0.0, per_task: int = 1) -> None:
         path = work_dir / "texts.json"
         path.write_text(json.dumps(list(texts)), encoding="utf-8")
         self.out_path = work_dir / "producer.out"
         self.err_path = work_dir / "producer.err"
         self._out, self._err = self.out_path.open("w"), self.err_path.open("w")
         self.proc = subprocess.Popen([sys.executable, "-c", PRODUCER, broker_url, queue, head, str(path),
-                                      str(rate)],
+                                      str(rate), str(per_task)],
                                      cwd=project_root(), env=env, stdout=self._out, stderr=self._err)
 
     def check(self) -> None:

@@ -128,12 +128,15 @@ def embed(settings: Settings, data_path: str, text_col: str, n: int, embedder_sp
               help="EMBEDCLF_BATCH_MAX_WAIT_MS of the workers.")
 @click.option("--rate", default=0.0, show_default=True, type=click.FloatRange(0),
               help="Send one task at a time at this many tasks/s (low-load latency); 0: all at once.")
+@click.option("--per-task", default=None, type=click.IntRange(1),
+              help="Texts per task when sending all at once (default: the batch size).")
 @click.option("--timeout", "timeout_s", default=900, show_default=True, type=click.IntRange(1),
               help="Seconds to wait for all rows.")
 @json_option
 @click.pass_obj
 def e2e(settings: Settings, data_path: str, text_col: str, label_col: str, n: int, workers: int,
-        embedder_spec: str | None, batch_size: int, max_wait_ms: int, rate: float, timeout_s: int,
+        embedder_spec: str | None, batch_size: int, max_wait_ms: int, rate: float, per_task: int | None,
+        timeout_s: int,
         as_json: bool) -> None:
     """End to end: a producer process -> Redis -> K workers -> Postgres (temporary DB), vs raw speed."""
     from embedclf.bench.e2e import E2EParams, run_e2e
@@ -146,7 +149,7 @@ def e2e(settings: Settings, data_path: str, text_col: str, label_col: str, n: in
     if len(texts) < n and not as_json:
         click.echo(f"note: {data_path} has only {len(texts)} labelled rows; sending those", err=True)
     params = E2EParams(spec=spec, workers=workers, batch_size=batch_size, max_wait_ms=max_wait_ms,
-                       rate=rate, timeout_s=float(timeout_s))
+                       rate=rate, per_task=per_task, timeout_s=float(timeout_s))
     with sigterm_as_interrupt():
         report = run_e2e(texts, labels, params, settings,
                          lambda s: load_embedder_verbose(settings, s, quiet=as_json), quiet=as_json,

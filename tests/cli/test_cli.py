@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import os
@@ -25,8 +26,8 @@ def test_db_upgrade_current_downgrade_on_fresh_database(run):
     url = f"{PG_SERVER}/embedclf_cli_{secrets.token_hex(3)}"
     try:
         r = run("db", "upgrade", "--create", env={"EMBEDCLF_DATABASE_URL": url})
-        assert "created database" in r.output and "revision 0002" in r.output
-        assert run("db", "current", env={"EMBEDCLF_DATABASE_URL": url}).output.strip() == "0002"
+        assert "created database" in r.output and "revision 0003" in r.output
+        assert run("db", "current", env={"EMBEDCLF_DATABASE_URL": url}).output.strip() == "0003"
         assert "base" in run("db", "downgrade", "base", env={"EMBEDCLF_DATABASE_URL": url}).output
     finally:
         drop_database(url)
@@ -125,11 +126,18 @@ def test_enqueue_and_results(run, settings, clean_db, tmp_path):
     ids_out = tmp_path / "ids.txt"
     r = run("enqueue", "--head", "support", "--file", str(data), "--text-col", "body", "--request-id-col", "id",
             "--ids-out", str(ids_out))
-    assert "enqueued 3 tasks" in r.output
-    assert r_client.llen(settings.queue) == 3
-    messages = [json.loads(m) for m in r_client.lrange(settings.queue, 0, -1)]
-    assert {m["headers"]["task"] for m in messages} == {"embedclf.classify"}
-    assert {m["headers"]["id"] for m in messages} == set(ids_out.read_text().split())
+    assert "enqueued 3 texts in 1 tasks" in r.output
+    assert r_client.llen(settings.queue) == 1  # one multi-text task
+    [message] = [json.loads(m) for m in r_client.lrange(settings.queue, 0, -1)]
+    assert message["headers"]["task"] == "embedclf.classify"
+    kwargs = json.loads(base64.b64decode(message["body"]))[1]
+    assert kwargs["texts"] == ["where is my parcel", "refund please", ""]
+    assert kwargs["request_ids"] == ["r1", "r2", "r3"] and kwargs["head"] == "support"
+    tid = message["headers"]["id"]
+    assert ids_out.read_text().splitlines() == [f"{tid}\t0", f"{tid}\t1", f"{tid}\t2"]
+    r_client.delete(settings.queue)
+    run("enqueue", "--head", "support", "--file", str(data), "--text-col", "body", "--per-task", "1", "--quiet")
+    assert r_client.llen(settings.queue) == 3  # one task per text
     r_client.delete(settings.queue)
 
     repo.write_predictions(clean_db, [

@@ -11,9 +11,7 @@ from click.testing import CliRunner
 
 from embedclf.cli import cli
 from tests.conftest import one_line_error
-from tests.test_client import queued
-from tests.worker.test_redis_auth import free_port
-from tests.worker.test_redis_restart import PersistentRedis
+from tests.helpers import PersistentRedis, free_port, queued
 
 pytestmark = [pytest.mark.redis]
 
@@ -32,10 +30,11 @@ def test_enqueue_waits_for_a_broker_that_comes_up(tmp_path):
     data.write_text("text\n" + "".join(f"message {i}\n" for i in range(50)))
     threading.Timer(2.0, server.start).start()
     try:
-        r = enqueue(server.port, data, "--ids-out", str(tmp_path / "ids.txt"), env={"EMBEDCLF_ENQUEUE_RETRY_S": "20"})
+        r = enqueue(server.port, data, "--ids-out", str(tmp_path / "ids.txt"), "--per-task", "1",
+                    env={"EMBEDCLF_ENQUEUE_RETRY_S": "20"})
         assert r.exit_code == 0, r.output + r.stderr
-        assert "enqueued 50 tasks" in r.output
-        ids = (tmp_path / "ids.txt").read_text().split()
+        assert "enqueued 50 texts in 50 tasks" in r.output
+        ids = [line.split("\t")[0] for line in (tmp_path / "ids.txt").read_text().splitlines()]
         counts = Counter(tid for tid, _, _ in queued(server.port))
         assert sorted(counts) == sorted(ids) and len(ids) == 50 and set(counts.values()) == {1}
     finally:

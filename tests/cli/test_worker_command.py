@@ -14,7 +14,7 @@ from embedclf.heads.checkpoint import HeadArtifact
 from embedclf.heads.mlp import HeadConfig, MLPHead
 from embedclf.store import repository as repo
 from tests.conftest import ROOT, settings_env
-from tests.worker.test_e2e import produce, wait_rows
+from tests.helpers import produce, wait_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 

@@ -39,8 +39,10 @@ NEW_IN_0002 = {"datasets", "examples", "feedback", "embedding_cache"}
 def test_upgrade_downgrade_upgrade(fresh_url):
     assert migrate.current(fresh_url) is None
     migrate.upgrade(fresh_url)
-    assert migrate.current(fresh_url) == "0002"
-    assert {"heads", "head_events", "predictions", "alembic_version"} | NEW_IN_0002 <= _tables(fresh_url)
+    assert migrate.current(fresh_url) == "0003"
+    assert {"heads", "head_events", "predictions", "alembic_version", "task_conflicts"} | NEW_IN_0002 <= _tables(fresh_url)
+    migrate.downgrade(fresh_url, "0002")
+    assert "task_conflicts" not in _tables(fresh_url)
     migrate.downgrade(fresh_url, "0001")
     assert migrate.current(fresh_url) == "0001"
     assert not NEW_IN_0002 & _tables(fresh_url)
@@ -48,7 +50,7 @@ def test_upgrade_downgrade_upgrade(fresh_url):
     assert migrate.current(fresh_url) is None
     assert _tables(fresh_url) == {"alembic_version"}
     migrate.upgrade(fresh_url)
-    assert migrate.current(fresh_url) == "0002"
+    assert migrate.current(fresh_url) == "0003"
 
 
 def _exec(url: str, *stmts: str) -> list:
@@ -62,7 +64,7 @@ def _exec(url: str, *stmts: str) -> list:
 
 
 def test_0002_predictions_rows_per_task_and_head(fresh_url):
-    migrate.upgrade(fresh_url)
+    migrate.upgrade(fresh_url, "0002")
     ins = "INSERT INTO predictions (task_id, head_name, status, label, error, abstained) VALUES "
     _exec(fresh_url,
           ins + "('t1', 'intent', 'ok', 'a', NULL, false), ('t1', 'urgency', 'ok', 'high', NULL, false)",
@@ -76,23 +78,42 @@ def test_0002_predictions_rows_per_task_and_head(fresh_url):
                 "('t5', 'intent', 'error', NULL, 'x', true)"):  # errors never abstain
         with pytest.raises(IntegrityError):
             _exec(fresh_url, ins + bad)
-    # the repository's ON CONFLICT target matches the new unique index
-    from embedclf.store.repository import write_predictions
-    eng = make_engine(fresh_url)
-    try:
-        rows = [{"task_id": "t1", "head_name": "intent", "status": "ok", "label": "a"},
-                {"task_id": "t3", "status": "error", "error": "bad"},
-                {"task_id": "t6", "head_name": "intent", "status": "ok", "label": None, "abstained": True}]
-        assert write_predictions(eng, rows) == 1
-    finally:
-        eng.dispose()
+    _exec(fresh_url, ins + "('t6', 'intent', 'ok', NULL, NULL, true)")
     # downgrade keeps one row per task and turns abstentions into error rows the old check accepts
     migrate.downgrade(fresh_url, "0001")
     (rows,) = _exec(fresh_url, "SELECT task_id, status, error FROM predictions ORDER BY task_id")
     assert [r[0] for r in rows] == ["t1", "t2", "t3", "t6"]
     assert {r[0]: r[1] for r in rows}["t2"] == "error" and "abstained" in {r[0]: r[2] for r in rows}["t2"]
-    migrate.upgrade(fresh_url)
+    migrate.upgrade(fresh_url, "0002")
     assert migrate.current(fresh_url) == "0002"
+
+
+def test_0003_rows_per_task_text_and_head_and_existing_rows_kept(fresh_url):
+    migrate.upgrade(fresh_url, "0002")
+    _exec(fresh_url, "INSERT INTO predictions (task_id, head_name, status, label) VALUES ('old', 'h', 'ok', 'a')")
+    migrate.upgrade(fresh_url)
+    (rows,) = _exec(fresh_url, "SELECT task_id, item, labels, fingerprint FROM predictions")
+    assert [tuple(r) for r in rows] == [("old", 0, None, None)]  # an existing row is item 0 of its task
+    ins = "INSERT INTO predictions (task_id, item, head_name, status, label, error) VALUES "
+    _exec(fresh_url, ins + "('m', 0, 'h', 'ok', 'a', NULL), ('m', 1, 'h', 'ok', 'b', NULL), "
+                           "('m', NULL, NULL, 'error', NULL, 'whole task')")
+    for dup in ("('m', 1, 'h', 'ok', 'c', NULL)", "('m', NULL, NULL, 'error', NULL, 'again')"):
+        with pytest.raises(IntegrityError):  # (task, item, head) is unique, NULLs not distinct
+            _exec(fresh_url, ins + dup)
+    with pytest.raises(IntegrityError):
+        _exec(fresh_url, ins + "('m', -1, 'h', 'ok', 'a', NULL)")
+    # the workers' write path targets the new unique index
+    from embedclf.store.repository import write_predictions
+    eng = make_engine(fresh_url)
+    try:
+        assert write_predictions(eng, [{"task_id": "m", "item": 2, "head_name": "h", "status": "ok", "label": "x"},
+                                       {"task_id": "m", "item": 0, "head_name": "h", "status": "ok", "label": "y"}]) == 1
+    finally:
+        eng.dispose()
+    migrate.downgrade(fresh_url, "0002")  # one row per (task, head) again: the first of each kept
+    (rows,) = _exec(fresh_url, "SELECT task_id, head_name, label FROM predictions ORDER BY id")
+    assert [tuple(r) for r in rows] == [("old", "h", "a"), ("m", "h", "a"), ("m", None, None)]
+    migrate.upgrade(fresh_url)
 
 
 def test_migrations_match_table_definitions(fresh_url):

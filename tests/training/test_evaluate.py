@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from embedclf.embedders.fake import FakeEmbedder
 from embedclf.training.evaluate import confusion_matrix, evaluate_head

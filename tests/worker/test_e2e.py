@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
-import uuid
-from pathlib import Path
 
 import pytest
 
@@ -17,19 +14,9 @@ from embedclf.heads.checkpoint import HeadArtifact
 from embedclf.store import repository as repo
 from embedclf.training.trainer import TrainParams, train_head
 from tests.conftest import settings_env
+from tests.helpers import produce, wait_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
-
-# The producer knows nothing of embedclf: plain Celery + JSON, as another app would.
-PRODUCER = r"""
-import json, sys
-from celery import Celery
-app = Celery(broker=sys.argv[1])
-for t in json.load(open(sys.argv[2])):
-    opts = t.get("opts", {})
-    app.send_task("embedclf.classify", kwargs=t["kwargs"], task_id=t["id"], **opts)
-print("sent", flush=True)
-"""
 
 PICKLE_PRODUCER = r"""
 import os, sys
@@ -41,28 +28,6 @@ app = Celery(broker=sys.argv[1])
 app.send_task("embedclf.classify", kwargs={"head": "support", "text": Evil()}, task_id=sys.argv[3],
               serializer="pickle")
 """
-
-
-def produce(redis_url: str, tasks: list[dict], tmp_path: Path) -> None:
-    path = tmp_path / f"tasks-{uuid.uuid4().hex[:6]}.json"
-    path.write_text(json.dumps(tasks))
-    out = subprocess.run([sys.executable, "-c", PRODUCER, redis_url, str(path)], capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr
-
-
-def wait_rows(engine, ids: list[str], worker, timeout: float = 300) -> dict[str, dict]:
-    deadline = time.monotonic() + timeout
-    rows: list[dict] = []
-    while time.monotonic() < deadline:
-        rows = repo.query_predictions(engine, task_ids=ids, limit=None)
-        if len(rows) >= len(set(ids)):
-            break
-        assert worker.alive(), worker.log()[-3000:]
-        time.sleep(0.3)
-    else:
-        raise AssertionError(f"{len(rows)} of {len(set(ids))} rows after {timeout}s\n{worker.log()[-3000:]}")
-    return {r["task_id"]: r for r in rows}
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +63,8 @@ def test_pipeline_end_to_end(settings, engine, support_head, minilm, start_worke
         ("list", {"head": "support", "text": ["a", "b"]}, "'text' must be a string"),
         ("nohead", {"head": "no-such-head", "text": "where is my parcel"}, "unknown head 'no-such-head'"),
         ("nul", {"head": "support", "text": "refund\x00please"}, "NUL byte"),
-        ("huge", {"head": "support", "text": huge}, "payload is 104858"),  # 10,485,8xx bytes: refused undecoded
+        # 10 MB of text, 14 MB on the wire: refused before it is decoded (Redis hands the worker only its size)
+        ("huge", {"head": "support", "text": huge}, "(max 1048576, EMBEDCLF_MAX_PAYLOAD_BYTES); not decoded"),
         ("long", {"head": "support", "text": "w" * 20_001}, "too long"),  # under the payload limit
         ("missing", {"head": "support"}, "missing required field(s): text"),
         ("extra", {"head": "support", "text": "hi", "colour": "red"}, "unexpected field(s): colour"),
@@ -178,6 +144,6 @@ def test_pickle_message_is_rejected_and_not_executed(settings, engine, support_h
     produce(settings.broker_url, [{"id": "after-pickle", "kwargs": {"head": "support", "text": "refund please"}}],
             tmp_path)
     rows = wait_rows(engine, ["pickled-1", "after-pickle"], worker)
-    assert rows["pickled-1"]["status"] == "error" and "not executed" in rows["pickled-1"]["error"]
+    assert rows["pickled-1"]["status"] == "error" and "refused, not deserialised (JSON only)" in rows["pickled-1"]["error"]
     assert rows["after-pickle"]["status"] == "ok"
     assert not marker.exists()

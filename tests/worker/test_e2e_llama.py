@@ -15,7 +15,7 @@ from embedclf.heads.mlp import HeadConfig, MLPHead
 from embedclf.store import repository as repo
 from embedclf.training.trainer import TrainParams, train_head
 from tests.conftest import settings_env
-from tests.worker.test_e2e import produce, wait_rows
+from tests.helpers import produce, wait_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.llama, pytest.mark.postgres, pytest.mark.redis]
 

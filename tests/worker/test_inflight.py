@@ -69,11 +69,12 @@ def test_receive_moves_messages_in_order_in_one_call_and_ack_removes_them(client
 def test_an_oversized_message_stays_in_redis_and_only_its_size_and_sha1_come_back(client):
     import hashlib
 
-    big = b"x" * 5000
+    big = b"x" * 5000 + b"tail!"
     client.lpush(Q, big)
     f = Inflight(client, Q)
     [e] = f.receive(1, 4096)
-    assert e.raw is None and e.size == 5000 and e.sha1 == hashlib.sha1(big).hexdigest()
+    assert e.raw is None and e.size == 5005 and e.sha1 == hashlib.sha1(big).hexdigest()
+    assert e.tail == big[-4096:]
     assert client.hget(f.inflight_key, e.tag) == big  # held until its error row is committed
     f.ack([e.tag])
     assert client.hlen(f.inflight_key) == 0

@@ -75,6 +75,12 @@ def test_an_oversized_entry_is_answered_without_its_bytes():
     p = intake(Entry(tag=5, deaths=0, size=9_000_000, raw=None, sha1="ab" * 20), LIMITS, NOW)
     [row] = p.errors
     assert p.task_id == sha1_task_id("ab" * 20) and "message is 9000000 bytes" in row["error"]
+    # the id is read from the message's last bytes (headers and properties) when it is there
+    raw = encode("embedclf.classify", "big-one", {"head": "h", "text": "x" * 10_000}, "celery")
+    p = intake(Entry(tag=6, deaths=0, size=len(raw), raw=None, sha1="cd" * 20, tail=raw[-4096:]), LIMITS, NOW)
+    assert p.task_id == "big-one" and p.errors[0]["item"] is None
+    tail = raw[-4096:].replace(b'"big-one"', b'"' + b"z" * 300 + b'"')  # unusable there: the deterministic id
+    assert intake(Entry(7, 0, len(raw), None, "ef" * 20, tail), LIMITS, NOW).task_id == sha1_task_id("ef" * 20)
 
 
 def test_a_malformed_entry_gets_one_row_under_its_deterministic_id():

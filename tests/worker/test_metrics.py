@@ -12,8 +12,7 @@ from embedclf.heads.checkpoint import HeadArtifact
 from embedclf.heads.mlp import HeadConfig, MLPHead
 from embedclf.store import repository as repo
 from tests.conftest import settings_env
-from tests.worker.test_e2e import wait_rows
-from tests.worker.test_redis_auth import free_port
+from tests.helpers import free_port, wait_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
@@ -40,9 +39,9 @@ def test_worker_metrics_are_scraped(settings, clean_db, start_worker):
     before = scrape(port)
     assert before["embedclf_tasks_total{status=ok}"] == 0 and before["embedclf_queue_depth"] >= 0
     client = Client(settings.broker_url, settings.queue)
-    ids = client.classify_many("m", [f"text {i}" for i in range(20)] + ["", "bad\x00"])
+    refs = client.classify_many("m", [f"text {i}" for i in range(20)] + ["", "bad\x00"])  # one texts= task
     client.close()
-    wait_rows(clean_db, ids, worker, timeout=60)
+    wait_rows(clean_db, [r.task_id for r in refs], worker, timeout=60, n=22)
     m = scrape(port)
     assert m["embedclf_tasks_total{status=ok}"] == 20
     assert m["embedclf_tasks_total{status=error}"] == 2

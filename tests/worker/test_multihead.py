@@ -24,9 +24,11 @@ from embedclf.heads.zeroshot import LabelSpec, build_zeroshot
 from embedclf.payload import PayloadError, parse_request, salvage
 from embedclf.store import repository as repo
 from embedclf.training.trainer import TrainParams, train_head
+from embedclf.classify import classify_requests, error_row
+from embedclf.payload import ClassifyRequest
 from tests.conftest import settings_env
-from tests.worker.test_e2e import produce, wait_rows
-from worker.batching import Pending, process_batch
+from tests.helpers import produce, wait_rows
+from worker.intake import fingerprint
 from worker.resources import WorkerResources
 
 pytestmark = pytest.mark.postgres
@@ -45,13 +47,24 @@ def store_fake_head(engine, emb: FakeEmbedder, name: str, labels_of: dict[str, s
     repo.add_head_version(engine, name, HeadArtifact.from_head(result.head, result.labels, emb.model_id))
 
 
-def item(task_id: str, kwargs: dict) -> Pending:
-    """A message as the worker's decoder makes it: a request or a whole-task error row."""
-    now = dt.datetime.now(dt.timezone.utc)
+def item(task_id: str, kwargs: dict) -> ClassifyRequest | dict:
+    """A message as the worker's intake makes it: a request, or the row that answers the whole task."""
+    fp = fingerprint(kwargs)
     try:
-        return Pending(None, now, request=parse_request(task_id, (), kwargs, 1000))
+        return parse_request(task_id, (), kwargs, 1000, fingerprint=fp)
     except PayloadError as exc:
-        return Pending(None, now, error={"task_id": task_id, "status": "error", "error": str(exc), **salvage(kwargs)})
+        return error_row(task_id, str(exc), fingerprint=fp, **salvage(kwargs))
+
+
+def process_batch(items: list, res: WorkerResources) -> int:
+    """What the worker's batch and write threads do with one batch: classify, then one write."""
+    requests = [p for p in items if isinstance(p, ClassifyRequest)]
+    rows = classify_requests(requests, res.embedder, res.heads.snapshot(), broken=res.heads.broken)
+    rows += [dict(p) for p in items if isinstance(p, dict)]
+    now = dt.datetime.now(dt.timezone.utc)
+    for row in rows:
+        row.update(received_at=now, worker=res.hostname)
+    return res.write_results(rows).inserted
 
 
 def rows_by_key(engine) -> dict[tuple[str, str | None], dict]:
@@ -126,7 +139,7 @@ def demo_heads(engine, minilm):
             "zs": (zeroshot.build(), zeroshot.labels)}
 
 
-BATCH_LINE = re.compile(r"embedded (\d+) distinct texts in one call for (\d+) tasks, (\d+) head rows")
+BATCH_LINE = re.compile(r"embedded (\d+) distinct texts in \d+ call\(s\) for (\d+) tasks, (\d+) head rows")
 
 
 @pytest.mark.slow
@@ -143,11 +156,11 @@ def test_worker_serves_several_heads_from_one_embedding(settings, engine, demo_h
     env = {"EMBEDCLF_DATABASE_URL": settings.database_url, "EMBEDCLF_BROKER_URL": settings.broker_url,
            "EMBEDCLF_QUEUE": settings.queue}
     r = CliRunner().invoke(cli, ["enqueue", "--head", "support", "--head", "area", "--head", "zs", "--file",
-                                 str(HOLDOUT_CSV), "--ids-out", str(ids_file), "--quiet"], env=env,
+                                 str(HOLDOUT_CSV), "--ids-out", str(ids_file), "--per-task", "1", "--quiet"], env=env,
                            catch_exceptions=False)
     assert r.exit_code == 0 and "heads 'support', 'area', 'zs'" in r.output, r.output + r.stderr
-    cli_ids = ids_file.read_text().split()
-    assert len(cli_ids) == len(holdout.texts)
+    cli_ids = [line.split("\t")[0] for line in ids_file.read_text().splitlines()]
+    assert len(cli_ids) == len(set(cli_ids)) == len(holdout.texts)
     # and from a plain Celery producer: an unknown head among several, a bad multi-head task
     extra = [
         {"id": "unknown", "kwargs": {"heads": ["support", "nope", "zs"], "text": "I was charged twice"}},

@@ -17,15 +17,9 @@ from embedclf.heads.checkpoint import HeadArtifact
 from embedclf.heads.mlp import HeadConfig, MLPHead
 from embedclf.store import repository as repo
 from tests.conftest import settings_env
-from tests.worker.test_e2e import produce, wait_rows
+from tests.helpers import free_port, produce, wait_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 
@@ -14,38 +13,9 @@ from embedclf.heads.checkpoint import HeadArtifact
 from embedclf.heads.mlp import HeadConfig, MLPHead
 from embedclf.store import repository as repo
 from tests.conftest import settings_env
-from tests.worker.test_e2e import wait_rows
-from tests.worker.test_redis_auth import free_port
+from tests.helpers import PersistentRedis, free_port, wait_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
-
-
-class PersistentRedis:
-    """A private redis-server with the append-only file on, restartable on the same port."""
-
-    def __init__(self, port: int, workdir) -> None:
-        self.port, self.workdir, self.proc = port, workdir, None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-                                      "--dir", str(self.workdir)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        import redis
-
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if redis.Redis(port=self.port, socket_connect_timeout=0.2).ping():
-                    return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise AssertionError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
 
 
 def test_worker_survives_a_redis_restart(settings, clean_db, start_worker, tmp_path):

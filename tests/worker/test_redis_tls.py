@@ -22,9 +22,9 @@ from embedclf.heads.checkpoint import HeadArtifact
 from embedclf.heads.mlp import HeadConfig, MLPHead
 from embedclf.store import repository as repo
 from tests.conftest import settings_env
-from tests.worker.test_e2e import wait_rows
-from tests.worker.test_redis_auth import free_port
-from worker.attempts import AttemptCounter
+from tests.helpers import rows_by_key
+from tests.helpers import free_port
+from worker.inflight import Inflight
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
 
@@ -92,12 +92,13 @@ def test_worker_client_cli_and_health_over_tls(settings, clean_db, start_worker,
     with pytest.raises(redis.ConnectionError, match="certificate verify failed"):
         redis.Redis.from_url(wrong_ca, socket_connect_timeout=1).ping()
 
-    # the attempt counter, as the worker builds it (plain redis-py from the broker URL)
-    counter = AttemptCounter(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5), ttl_s=60)
-    assert counter.begin(["tls-probe"]) == {"tls-probe": 1} and counter.peek(["tls-probe"]) == {"tls-probe": 1}
-    counter.done(["tls-probe"])
-    assert counter.peek(["tls-probe"]) == {"tls-probe": 0}
-    counter.client.close()
+    # the in-flight records, through the client the worker builds from the broker URL
+    from embedclf.redis_conn import redis_client
+
+    probe = Inflight(redis_client(url), "tls-probe-queue")
+    probe.register()
+    assert probe.heartbeat() is True and probe.unregister() == 0
+    probe.client.close()
 
     head = MLPHead(HeadConfig(input_dim=32, num_labels=2, hidden_dim=8))
     repo.add_head_version(clean_db, "tls", HeadArtifact.from_head(head, ["x", "y"], "fake:32"))
@@ -107,23 +108,29 @@ def test_worker_client_cli_and_health_over_tls(settings, clean_db, start_worker,
 
     client = Client(url, enqueue_retry_s=10)
     try:
-        ids = client.classify_many("tls", [f"over tls {i}" for i in range(20)] + [""])
+        refs = client.classify_many("tls", [f"over tls {i}" for i in range(20)] + [""], per_task=1)
     finally:
         client.close()
+    ids = [ref.task_id for ref in refs]
     data = tmp_path / "texts.csv"
     data.write_text("text\nfrom the cli\nagain from the cli\n")
     env = {"EMBEDCLF_DATABASE_URL": settings.database_url, "EMBEDCLF_BROKER_URL": url}
     r = CliRunner().invoke(cli, ["enqueue", "--head", "tls", "--file", str(data), "--quiet",
                                  "--ids-out", str(tmp_path / "ids.txt")], env=env)
     assert r.exit_code == 0, r.output + r.stderr
-    ids += (tmp_path / "ids.txt").read_text().split()
+    ids += [line.split("\t")[0] for line in (tmp_path / "ids.txt").read_text().splitlines()]
 
-    rows = wait_rows(clean_db, ids, worker, timeout=90)
-    assert set(rows) == set(ids) and len(ids) == 23
-    assert [rows[i]["status"] for i in ids].count("ok") == 22 and rows[ids[20]]["status"] == "error"
+    rows = rows_by_key(clean_db, ids)
+    deadline = time.monotonic() + 90
+    while len(rows) < 23 and time.monotonic() < deadline:
+        time.sleep(0.3)
+        rows = rows_by_key(clean_db, ids)
+    assert len(rows) == 23  # 21 single-text tasks and the CLI's 2 texts in one task
+    assert [r["status"] for r in rows.values()].count("ok") == 22
+    assert rows[(ids[20], 0, "tls")]["status"] == "error"
     log = worker.log()
-    # the worker counted and cleared attempts over TLS (a failure would log these warnings)
-    assert "cannot count attempts" not in log and "cannot clear attempt counts" not in log
+    # the worker received, marked and acked over TLS (a failure would log these warnings)
+    assert "unavailable" not in log and "cannot mark" not in log
     assert "batch " in log and password not in log
 
     r = CliRunner().invoke(cli, ["health", "--json", "--timeout", "5"], env=env)
