@@ -36,14 +36,29 @@ def one_line(exc: BaseException) -> str:
     return " ".join(text.split())[:500]
 
 
+def _redact(ctx: click.Context, message: str) -> str:
+    """An error line with no secret of the configured URLs (whole or a piece a parser quoted)."""
+    import os
+
+    from embedclf.config import redact
+
+    s = ctx.obj
+    urls = [s.database_url, s.broker_url] if isinstance(s, Settings) else []
+    urls += [os.environ.get(f"EMBEDCLF_{k}_URL", "") for k in ("DATABASE", "BROKER")]
+    return redact(message, *urls)
+
+
 class Group(click.Group):
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+        except click.ClickException as exc:
+            exc.message = _redact(ctx, exc.message)
+            raise
+        except (click.exceptions.Exit, click.Abort, KeyboardInterrupt):
             raise
         except expected_errors() as exc:
-            raise AppError(one_line(exc)) from None
+            raise AppError(_redact(ctx, one_line(exc))) from None
 
 
 @click.group(cls=Group)
