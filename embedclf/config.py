@@ -116,7 +116,8 @@ def mask_url(url: str) -> str:
 
 def url_secrets(url: str) -> list[str]:
     """The secret strings of ``url`` as they may appear in messages: raw, decoded and re-encoded,
-    and their pieces between URL delimiters (a parser's error may quote only a piece)."""
+    their pieces between URL delimiters (a parser's error may quote only a piece), and the prefixes
+    of 5 characters or more of each (a truncated message may end inside one)."""
     found: set[str] = set()
     try:
         for a, b in _merge(_secret_spans(str(url))):
@@ -126,8 +127,10 @@ def url_secrets(url: str) -> list[str]:
                 forms |= {decoded, quote(decoded, safe=""), quote(decoded), quote_plus(decoded, safe=""),
                           quote_plus(decoded)}
             for form in forms:
-                found.add(form)
-                found.update(re.split(r"(?:[/?#@:;&=,\[\]\s+]|%[0-9A-Fa-f]{2})+", form))
+                for piece in [form, *re.split(r"(?:[/?#@:;&=,\[\]\s+]|%[0-9A-Fa-f]{2})+", form)]:
+                    found.add(piece)
+                    # a message cut short ("...[:200]") may end inside a secret: hide its prefixes too
+                    found.update(piece[:k] for k in range(5, len(piece)))
     except Exception:  # noqa: BLE001
         pass
     return sorted((s for s in found if len(s) >= 3), key=len, reverse=True)

@@ -231,6 +231,13 @@ def test_redact_hides_pieces_a_parser_quoted():
     assert out.startswith("cannot reach redis://:***@127.0.0.1:1/0: ")
 
 
+def test_redact_hides_a_secret_cut_short():
+    """Messages cut to length (``str(exc)[:200]``) may end inside the password."""
+    url = "redis://:Zq8vLm3pXw7@h:1/0"
+    out = redact("cannot connect (AUTH Zq8vLm3p). Start Redis ...", url)
+    assert "Zq8vLm" not in out and out == "cannot connect (AUTH ***). Start Redis ..."
+
+
 def test_metrics_bind_loopback_by_default():
     assert Settings().metrics_addr == "127.0.0.1"
     assert Settings.from_env({"EMBEDCLF_METRICS_ADDR": "0.0.0.0"}).metrics_addr == "0.0.0.0"

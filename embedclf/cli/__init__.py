@@ -26,14 +26,14 @@ def expected_errors() -> tuple[type[BaseException], ...]:
             ValueError, FileNotFoundError, OSError)
 
 
-def one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException, clean=lambda text: text) -> str:
     from sqlalchemy.exc import DBAPIError
 
     if isinstance(exc, DBAPIError) and exc.orig is not None:
         text = f"database error: {exc.orig}"
     else:
         text = str(exc) or type(exc).__name__
-    return " ".join(text.split())[:500]
+    return " ".join(clean(text).split())[:500]
 
 
 def _redact(ctx: click.Context, message: str) -> str:
@@ -58,7 +58,7 @@ class Group(click.Group):
         except (click.exceptions.Exit, click.Abort, KeyboardInterrupt):
             raise
         except expected_errors() as exc:
-            raise AppError(_redact(ctx, one_line(exc))) from None
+            raise AppError(one_line(exc, clean=lambda text: _redact(ctx, text))) from None
 
 
 @click.group(cls=Group)

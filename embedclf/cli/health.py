@@ -22,11 +22,13 @@ from embedclf.cli import cli
 from embedclf.config import Settings, mask_url, redact
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException, settings: Settings) -> str:
+    """The error on one line, secrets of the configured URLs redacted before it is cut to length."""
     from sqlalchemy.exc import DBAPIError
 
     text = str(exc.orig) if isinstance(exc, DBAPIError) and exc.orig is not None else str(exc)
-    return " ".join((text or type(exc).__name__).split())[:300]
+    text = redact(text or type(exc).__name__, settings.database_url, settings.broker_url)
+    return " ".join(text.split())[:300]
 
 
 def _engine(settings: Settings, timeout: float):
@@ -54,7 +56,8 @@ def check_database(settings: Settings, timeout: float = 2.0) -> dict:
     except DatabaseUnavailable as exc:
         return {"ok": False, "error": str(exc)}
     except Exception as exc:  # noqa: BLE001 - a probe reports, it does not crash
-        return {"ok": False, "error": f"cannot check Postgres at {mask_url(settings.database_url)}: {_one_line(exc)}"}
+        return {"ok": False,
+                "error": f"cannot check Postgres at {mask_url(settings.database_url)}: {_one_line(exc, settings)}"}
     if current != head:
         return {"ok": False, "revision": current, "error": f"schema at {current or 'base'}, code expects {head}: "
                                                            "run `embedclf db upgrade`"}
@@ -75,11 +78,11 @@ def check_heads(settings: Settings, timeout: float = 2.0) -> dict:
                     artifact.build()
                     loaded.append(f"{name} v{version}")
                 except Exception as exc:  # noqa: BLE001 - one broken head is reported, the others still count
-                    broken[f"{name} v{version}"] = _one_line(exc)
+                    broken[f"{name} v{version}"] = _one_line(exc, settings)
         finally:
             engine.dispose()
     except Exception as exc:  # noqa: BLE001
-        return {"ok": False, "error": f"cannot read heads: {_one_line(exc)}"}
+        return {"ok": False, "error": f"cannot read heads: {_one_line(exc, settings)}"}
     out: dict = {"ok": bool(loaded), "loaded": loaded}
     if broken:
         out["broken"] = broken
@@ -103,16 +106,16 @@ def check_broker(app, settings: Settings, timeout: float) -> dict:
             conn.ensure_connection(max_retries=1, interval_start=0.2, timeout=timeout)
             depth = conn.default_channel.client.llen(settings.queue)
     except Exception as exc:  # noqa: BLE001 - any broker failure is "unhealthy"
-        return {"ok": False, "error": f"cannot reach {mask_url(settings.broker_url)}: {_one_line(exc)}"}
+        return {"ok": False, "error": f"cannot reach {mask_url(settings.broker_url)}: {_one_line(exc, settings)}"}
     return {"ok": True, "queue": settings.queue, "queue_depth": depth}
 
 
-def check_workers(app, timeout: float, worker: str | None = None) -> dict:
+def check_workers(app, settings: Settings, timeout: float, worker: str | None = None) -> dict:
     """Workers answering a Celery ping (only ``worker`` when given)."""
     try:
         replies = app.control.ping(destination=[worker] if worker else None, timeout=timeout) or []
     except Exception as exc:  # noqa: BLE001
-        return {"ok": False, "error": f"ping failed: {_one_line(exc)}"}
+        return {"ok": False, "error": f"ping failed: {_one_line(exc, settings)}"}
     names = sorted(name for reply in replies for name in reply)
     out: dict = {"ok": bool(names), "alive": names}
     if not names:
@@ -125,7 +128,7 @@ def check_broker_and_workers(settings: Settings, timeout: float) -> tuple[dict, 
     app = _celery(settings)
     try:
         broker = check_broker(app, settings, timeout)
-        workers = check_workers(app, timeout) if broker["ok"] else {"ok": False}
+        workers = check_workers(app, settings, timeout) if broker["ok"] else {"ok": False}
     finally:
         app.close()
     return broker, workers
@@ -143,7 +146,8 @@ def _report(settings: Settings, timeout: float, no_workers_ok: bool, live: bool,
         try:
             report["broker"] = check_broker(app, settings, timeout)
             if worker:
-                report["workers"] = check_workers(app, timeout, worker) if report["broker"]["ok"] else {"ok": False}
+                report["workers"] = (check_workers(app, settings, timeout, worker) if report["broker"]["ok"]
+                                     else {"ok": False})
         finally:
             app.close()
     if ready:
