@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -107,6 +108,8 @@ class MetricsServer(ThreadingHTTPServer):
 
     def __init__(self, addr: str, port: int, registry: CollectorRegistry, live: Check, ready: Check) -> None:
         self.registry, self.live, self.ready = registry, live, ready
+        if ":" in addr:  # an IPv6 address ("::", "::1")
+            self.address_family = socket.AF_INET6
         super().__init__((addr, port), _Handler)
         self.thread = threading.Thread(target=self.serve_forever, name="embedclf-metrics", daemon=True)
 

@@ -157,3 +157,13 @@ def test_binds_loopback_unless_told(served):
         get(port, "/livez", host=ip)
     exposed = served(WorkerMetrics(), "0.0.0.0")  # EMBEDCLF_METRICS_ADDR=0.0.0.0 opts in
     assert get(exposed, "/livez", host=ip)[0] == 200
+
+
+def test_an_ipv6_address_works():
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    server = WorkerMetrics().serve(0, "::1")
+    try:
+        assert get(server.port, "/livez", host="::1")[0] == 200
+    finally:
+        server.close()
