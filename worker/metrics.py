@@ -12,14 +12,23 @@ Each worker process has its own registry and port; scrape every worker. Names:
 - ``embedclf_queue_depth``: messages waiting in the queue, read at scrape time
 - ``embedclf_head_load_failures_total``: head versions that could not be loaded (isolated)
 - ``embedclf_task_id_conflicts_total``: tasks that reused the id of a different task (not written)
+
+The port also answers probes (JSON, 200 when ok, else 503): ``/livez`` (the process is alive and its
+``live`` check passes: the broker answers) and ``/readyz`` (the ``ready`` check passes: the database
+answers and heads are loaded); any other path is a JSON 404. It binds 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Callable
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import urlsplit
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 log = logging.getLogger(__name__)
@@ -41,6 +50,80 @@ class QueueDepth:
             log.warning("queue depth unavailable: %s", exc)
             g.add_metric([], float("nan"))
         yield g
+
+
+#: a probe: ``(ok, detail)``; the endpoint answers ``{"ok": ok, **detail}`` with 200 or 503
+Check = Callable[[], tuple[bool, dict[str, Any]]]
+
+
+def _no_check() -> tuple[bool, dict[str, Any]]:
+    return True, {"checks": "none configured"}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "MetricsServer"
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        path = urlsplit(self.path).path
+        if path == "/metrics":
+            self._send(200, generate_latest(self.server.registry), CONTENT_TYPE_LATEST)
+        elif path in ("/livez", "/readyz"):
+            self._probe(self.server.live if path == "/livez" else self.server.ready)
+        else:
+            self._json(404, {"ok": False, "error": f"not found: {path}", "paths": ["/metrics", "/livez", "/readyz"]})
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.do_GET()
+
+    def _probe(self, check: Check) -> None:
+        try:
+            ok, detail = check()
+            body = {"ok": bool(ok)}
+            body.update({k: v for k, v in dict(detail or {}).items() if k != "ok"})
+        except Exception as exc:  # noqa: BLE001 - a failing check is a failed probe, not a dead server
+            log.warning("%s check raised: %s", self.path, exc)
+            body = {"ok": False, "error": f"check raised {type(exc).__name__}: {exc}"[:500]}
+        self._json(200 if body["ok"] else 503, body)
+
+    def _json(self, status: int, body: dict) -> None:
+        self._send(status, json.dumps(body, default=str, sort_keys=True).encode(), "application/json")
+
+    def _send(self, status: int, payload: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - no access log on stderr
+        log.debug("metrics %s: " + format, self.client_address[0], *args)
+
+
+class MetricsServer(ThreadingHTTPServer):
+    """``/metrics``, ``/livez``, ``/readyz`` on one port, each request in its own daemon thread."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, addr: str, port: int, registry: CollectorRegistry, live: Check, ready: Check) -> None:
+        self.registry, self.live, self.ready = registry, live, ready
+        if ":" in addr:  # an IPv6 address ("::", "::1")
+            self.address_family = socket.AF_INET6
+        super().__init__((addr, port), _Handler)
+        self.thread = threading.Thread(target=self.serve_forever, name="embedclf-metrics", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        self.shutdown()
+        self.server_close()
+        self.thread.join(timeout=5)
 
 
 class WorkerMetrics:
@@ -66,6 +149,16 @@ class WorkerMetrics:
         if queue_depth is not None:
             r.register(QueueDepth(queue_depth))
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
-        start_http_server(port, addr=addr, registry=self.registry)
-        log.info("metrics on http://%s:%d/metrics", addr, port)
+    def serve(self, port: int, addr: str = "127.0.0.1", live: Check | None = None,
+              ready: Check | None = None) -> MetricsServer:
+        """Serve ``/metrics``, ``/livez`` (``live``), ``/readyz`` (``ready``) on ``addr:port`` in a daemon thread.
+
+        ``live`` and ``ready`` return ``(ok, detail)``; the answer is JSON ``{"ok": ok, **detail}``, 200 when
+        ok, else 503 (also when the check raises). Without a check the endpoint answers 200 while the process
+        serves. Checks run in the request's thread: keep them bounded (connect timeouts). Port 0 picks a
+        free port (``server.port``).
+        """
+        server = MetricsServer(addr, port, self.registry, live or _no_check, ready or _no_check)
+        server.thread.start()
+        log.info("metrics on http://%s:%d/metrics (probes /livez, /readyz)", addr, server.port)
+        return server

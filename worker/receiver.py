@@ -83,10 +83,12 @@ class Heartbeat:
     """Refreshes the alive key every ``interval_s``; reaps dead workers every ``reap_s``."""
 
     def __init__(self, inflight: Inflight, interval_s: float, reap_s: float,
-                 on_reaped: Callable[[str, int, int], None] | None = None) -> None:
+                 on_reaped: Callable[[str, int, int], None] | None = None,
+                 on_tick: Callable[[], None] | None = None) -> None:
         self.inflight = inflight
         self.interval_s, self.reap_s = interval_s, reap_s
         self.on_reaped = on_reaped
+        self.on_tick = on_tick
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name="embedclf-heartbeat", daemon=True)
         self._backoff = Backoff("broker (heartbeat)")
@@ -102,6 +104,11 @@ class Heartbeat:
     def _run(self) -> None:
         reaped_at = time.monotonic()
         while not self.stop_event.wait(self.interval_s):
+            if self.on_tick is not None:
+                try:
+                    self.on_tick()
+                except Exception:  # noqa: BLE001 - a probe must not stop the heartbeat
+                    log.exception("heartbeat probe failed")
             try:
                 if not self.inflight.heartbeat():
                     log.warning("this worker's heartbeat had expired (blocked or cut off from Redis for more than "

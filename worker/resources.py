@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 import os
 import socket
+import threading
 import time
 from typing import Any, Callable, Iterable, Sequence
 
@@ -48,6 +49,7 @@ class HeadCache:
         self.broken: dict[str, str] = {}
         self._broken_versions: dict[str, int] = {}
         self._checked_at: float | None = None
+        self._lock = threading.Lock()  # the batch thread and the readiness probe both refresh
 
     def refresh(self) -> None:
         active = repository.active_versions(self.engine)
@@ -83,8 +85,18 @@ class HeadCache:
         self._broken_versions = {n: v for n, v in self._broken_versions.items() if n in broken}
         self._checked_at = self.clock()
 
+    def loaded(self) -> bool:
+        return bool(self._heads)
+
+    def names(self) -> list[str]:
+        return list(self._heads)
+
     def snapshot(self, wanted: Iterable[str] = ()) -> dict[str, LoadedHead]:
         """Current heads; refreshed when stale, or when a wanted name is missing (at most 1/s)."""
+        with self._lock:
+            return self._snapshot(wanted)
+
+    def _snapshot(self, wanted: Iterable[str]) -> dict[str, LoadedHead]:
         now = self.clock()
         age = None if self._checked_at is None else now - self._checked_at
         missing = any(name not in self._heads for name in wanted)

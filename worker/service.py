@@ -73,6 +73,11 @@ class Service:
                         " ".join(str(getattr(exc, "orig", None) or exc).split())[:200])
         self.inflight = Inflight(res.redis, s.queue, alive_ttl_s=s.heartbeat_ttl_s)
         self.inflight.register()
+        from embedclf.checks import broker_persistence_warning
+
+        warning = broker_persistence_warning(res.redis)
+        if warning:
+            log.warning("%s", warning)
         log.info("worker %s receives from queue %r in bulk (batch %d texts / %d ms / %d tokens)", self.inflight.wid,
                  s.queue, s.batch.max_size, s.batch.max_wait_ms, s.batch.max_tokens)
         batcher: Batcher[Received] = Batcher(max_size=s.batch.max_size, max_wait_s=s.batch.max_wait_ms / 1000.0,
@@ -84,7 +89,10 @@ class Service:
                               max_texts=s.max_texts_per_task, max_attempts=s.max_attempts)
         self.receiver = Receiver(self.inflight, self.buffer, limits, count_tokens, revoked=self.revoked)
         interval = max(0.2, min(5.0, s.heartbeat_ttl_s / 4))
-        self.heartbeat = Heartbeat(self.inflight, interval_s=interval, reap_s=max(interval, min(10.0, s.heartbeat_ttl_s / 2)))
+        self.heartbeat = Heartbeat(self.inflight, interval_s=interval, reap_s=max(interval, min(10.0, s.heartbeat_ttl_s / 2)),
+                                   on_tick=self._probe_database)
+        self._db_ok_at: float | None = None
+        self._db_error: str | None = None
         for part in (self.heartbeat, self.writer, self.batches, self.receiver):
             part.start()
 
@@ -121,6 +129,42 @@ class Service:
                         "heartbeat expires", exc)
         self.heartbeat.stop()
 
+    def _probe_database(self) -> None:
+        """Readiness: does Postgres answer (a cheap query)? Load the heads if none are loaded yet."""
+        from embedclf.store.repository import active_versions
+
+        try:
+            active_versions(self.res.engine)
+            if not self.res.heads.loaded():
+                self.res.heads.snapshot()
+        except Exception as exc:  # noqa: BLE001
+            self._db_error = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+            return
+        self._db_ok_at, self._db_error = time.monotonic(), None
+
+    def live(self) -> tuple[bool, dict]:
+        """Liveness: the pipeline's threads run and the broker answered within the heartbeat TTL."""
+        if not self.started or self.stopped:
+            return False, {"reason": "not started" if not self.started else "stopping"}
+        threads = {"receive": self.receiver.thread, "batch": self.batches.thread, "write": self.writer.thread,
+                   "heartbeat": self.heartbeat.thread}
+        dead = [name for name, t in threads.items() if not t.is_alive()]
+        age = time.monotonic() - max(self.receiver.last_ok, self.heartbeat.last_ok)
+        ok = not dead and age < self.settings.heartbeat_ttl_s
+        return ok, {"dead_threads": dead, "broker_ok_age_s": round(age, 1), "worker_id": self.inflight.wid}
+
+    def ready(self) -> tuple[bool, dict]:
+        """Readiness: live, Postgres answered recently, and heads are loaded."""
+        live, detail = self.live()
+        if not self.started:
+            return False, detail
+        age = None if self._db_ok_at is None else time.monotonic() - self._db_ok_at
+        db_ok = age is not None and age < max(10.0, 3 * self.heartbeat.interval_s) and self._db_error is None
+        heads = sorted(self.res.heads.names())
+        detail.update(database_ok=db_ok, database_error=self._db_error, heads=heads,
+                      broken_heads=dict(self.res.heads.broken))
+        return live and db_ok and bool(heads), detail
+
     def status(self) -> dict:
         """For liveness/readiness probes and tests."""
         now = time.monotonic()
@@ -128,7 +172,7 @@ class Service:
             "worker_id": self.inflight.wid if self.started else None,
             "receiving": self.started and self.receiver.thread.is_alive(),
             "broker_ok_age_s": round(now - max(self.receiver.last_ok, self.heartbeat.last_ok), 1) if self.started else None,
-            "heads": sorted(self.res.heads._heads) if self.started else [],  # noqa: SLF001
+            "heads": sorted(self.res.heads.names()) if self.started else [],
             "broken_heads": dict(self.res.heads.broken) if self.started else {},
             "batches": self.writer.batches if self.started else 0,
         }
@@ -148,9 +192,11 @@ def get_service(settings: Settings, **kwargs: Any) -> Service:
 _metrics_served: set[int] = set()
 
 
-def serve_metrics_once(res: WorkerResources, settings: Settings) -> None:
+def serve_metrics_once(service: Service, settings: Settings) -> None:
+    """The metrics port (with /livez and /readyz), once per process, when EMBEDCLF_METRICS_PORT is set."""
     if settings.metrics_port and os.getpid() not in _metrics_served:
-        res.metrics.serve(settings.metrics_port, settings.metrics_addr)
+        service.res.metrics.serve(settings.metrics_port, settings.metrics_addr, live=service.live,
+                                  ready=service.ready)
         _metrics_served.add(os.getpid())
 
 
@@ -170,7 +216,7 @@ class BulkReceive(bootsteps.StartStopStep):
         if self.service.events is not None:
             self.service.events.consumer = c  # a restarted consumer has a new event dispatcher
         self.service.start()
-        serve_metrics_once(self.service.res, settings)
+        serve_metrics_once(self.service, settings)
 
     def _shutting_down(self, c: Any) -> bool:
         from celery.bootsteps import CLOSE, TERMINATE

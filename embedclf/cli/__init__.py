@@ -26,24 +26,39 @@ def expected_errors() -> tuple[type[BaseException], ...]:
             ValueError, FileNotFoundError, OSError)
 
 
-def one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException, clean=lambda text: text) -> str:
     from sqlalchemy.exc import DBAPIError
 
     if isinstance(exc, DBAPIError) and exc.orig is not None:
         text = f"database error: {exc.orig}"
     else:
         text = str(exc) or type(exc).__name__
-    return " ".join(text.split())[:500]
+    return " ".join(clean(text).split())[:500]
+
+
+def _redact(ctx: click.Context, message: str) -> str:
+    """An error line with no secret of the configured URLs (whole or a piece a parser quoted)."""
+    import os
+
+    from embedclf.config import redact
+
+    s = ctx.obj
+    urls = [s.database_url, s.broker_url] if isinstance(s, Settings) else []
+    urls += [os.environ.get(f"EMBEDCLF_{k}_URL", "") for k in ("DATABASE", "BROKER")]
+    return redact(message, *urls)
 
 
 class Group(click.Group):
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+        except click.ClickException as exc:
+            exc.message = _redact(ctx, exc.message)
+            raise
+        except (click.exceptions.Exit, click.Abort, KeyboardInterrupt):
             raise
         except expected_errors() as exc:
-            raise AppError(one_line(exc)) from None
+            raise AppError(one_line(exc, clean=lambda text: _redact(ctx, text))) from None
 
 
 @click.group(cls=Group)

@@ -81,20 +81,38 @@ def current(settings: Settings) -> None:
               help="Also create this role for other apps: INSERT into feedback, nothing else.")
 @click.option("--feedback-password", envvar="EMBEDCLF_FEEDBACK_DB_PASSWORD", default=None,
               help="Set the feedback role's password (or EMBEDCLF_FEEDBACK_DB_PASSWORD).")
+@click.option("--deny-connect", "deny_connect", multiple=True, metavar="DB",
+              help="Revoke CONNECT on this other database from PUBLIC and these roles (repeatable). "
+                   "Every role that relied on PUBLIC's default loses it there.")
+@click.option("--deny-connect-all-others", is_flag=True,
+              help="--deny-connect for every other database of the server that accepts connections.")
 @click.pass_obj
 def roles(settings: Settings, worker_role: str, admin_role: str, worker_password: str | None,
-          admin_password: str | None, feedback_role: str | None, feedback_password: str | None) -> None:
+          admin_password: str | None, feedback_role: str | None, feedback_password: str | None,
+          deny_connect: tuple[str, ...], deny_connect_all_others: bool) -> None:
     """Create least-privilege login roles for workers and for the admin CLI (run as the owner)."""
+    from sqlalchemy import text
+
     from embedclf.store.roles import ensure_roles
 
     engine = require_database(settings)
     try:
-        ensure_roles(engine, worker_role, admin_role, worker_password, admin_password, feedback_role,
-                     feedback_password)
+        others = list(deny_connect)
+        if deny_connect_all_others:
+            with engine.connect() as conn:
+                others += conn.execute(text("SELECT datname FROM pg_database WHERE datallowconn "
+                                            "AND datname <> current_database() ORDER BY datname")).scalars().all()
+        problems = ensure_roles(engine, worker_role, admin_role, worker_password, admin_password, feedback_role,
+                                feedback_password, deny_connect=dict.fromkeys(others))
     finally:
         engine.dispose()
-    click.echo(f"roles ready: {worker_role} (read heads, insert/read predictions), {admin_role} (read/write data)"
-               + (f", {feedback_role} (insert feedback)" if feedback_role else ""))
+    click.echo(f"roles ready: {worker_role} (read heads, insert predictions, read back their keys), {admin_role} "
+               "(read/write data)" + (f", {feedback_role} (insert feedback)" if feedback_role else "")
+               + (f"; CONNECT revoked from PUBLIC on {', '.join(dict.fromkeys(others))}" if others else ""))
+    for p in problems:
+        click.echo(f"warning: {p}", err=True)
+    if problems:
+        raise SystemExit(1)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

@@ -16,7 +16,7 @@ from embedclf.config import Settings, mask_url
 
 
 START_REDIS = ("Start Redis with `docker compose up -d redis` or `redis-server --daemonize yes --bind 127.0.0.1 "
-               "--port 6379`, or set EMBEDCLF_BROKER_URL")
+               "--port 6379 --appendonly yes`, or set EMBEDCLF_BROKER_URL")
 
 
 def require_broker(settings: Settings):
