@@ -50,3 +50,53 @@ def test_worker_metrics_are_scraped(settings, clean_db, start_worker):
     assert m["embedclf_inference_seconds_count"] == m["embedclf_write_seconds_count"] >= 1
     assert m["embedclf_tasks_requeued_total"] == 0 and m["embedclf_tasks_given_up_total"] == 0
     assert m["embedclf_queue_depth"] == 0
+
+
+def probe(port: int, path: str) -> tuple[int, dict]:
+    import json
+    import urllib.error
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_a_worker_started_while_postgres_is_down_is_live_not_ready_then_ready(settings, clean_db, pg_url,
+                                                                              start_worker):
+    """An orchestrator keeps a worker that waits out a database outage (live) but sends it no traffic (not ready)."""
+    import time
+    from urllib.parse import urlsplit
+
+    from sqlalchemy.engine import make_url
+
+    from embedclf.config import Settings
+    from tests.faultkit import TcpProxy
+
+    head = MLPHead(HeadConfig(input_dim=32, num_labels=2, hidden_dim=8))
+    repo.add_head_version(clean_db, "m", HeadArtifact.from_head(head, ["x", "y"], "fake:32"))
+    pg = urlsplit(pg_url.replace("postgresql+psycopg2", "postgresql"))
+    proxy = TcpProxy(pg.hostname or "127.0.0.1", pg.port or 5432)  # not listening yet: Postgres is "down"
+    proxied = make_url(pg_url).set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    port = free_port()
+    wsettings = Settings(database_url=proxied, broker_url=settings.broker_url, queue=settings.queue)
+    worker = start_worker(settings_env(wsettings, EMBEDCLF_EMBEDDER="fake:32", EMBEDCLF_METRICS_PORT=str(port),
+                                       EMBEDCLF_HEARTBEAT_TTL_S="4"), name="w-probes")
+    try:
+        worker.wait_ready()
+        time.sleep(2)
+        live, ready = probe(port, "/livez"), probe(port, "/readyz")
+        assert live[0] == 200 and live[1]["ok"] is True, live
+        assert ready[0] == 503 and ready[1]["database_ok"] is False and ready[1]["heads"] == [], ready
+        assert probe(port, "/health")[0] == 404
+        log = worker.log()
+        assert log.count("unavailable") <= 2 and "Traceback" not in log  # no spinning, no traceback storm
+        proxy.start()  # the database comes back
+        deadline = time.monotonic() + 20
+        while probe(port, "/readyz")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        ready = probe(port, "/readyz")
+        assert ready[0] == 200 and ready[1]["heads"] == ["m"], ready
+    finally:
+        proxy.stop()
