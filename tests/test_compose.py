@@ -275,7 +275,7 @@ def test_workers_shut_down_warm_and_keep_models(services: dict) -> None:
     for name in WORKERS:
         svc = services[name]
         assert svc.get("stop_signal") == "SIGTERM", name
-        assert seconds(svc.get("stop_grace_period", "10s")) >= 30, name
+        assert seconds(svc.get("stop_grace_period", "10s")) > Settings().shutdown_timeout_s, name
         model_dir = resolved_env(svc)["EMBEDCLF_MODEL_DIR"]
         assert f"models:{model_dir}" in (svc.get("volumes") or []), name
         deps = depends_on(svc)

@@ -13,6 +13,7 @@ CORE = [
     "embedclf.embedders.base", "embedclf.embedders.fake", "embedclf.heads.mlp", "embedclf.heads.checkpoint",
     "embedclf.training.split", "embedclf.training.trainer", "embedclf.training.metrics",
     "embedclf.training.evaluate", "embedclf.payload", "embedclf.batching", "embedclf.classify",
+    "embedclf.envelope", "embedclf.embedders.null",
     "embedclf.config",
 ]
 ADAPTER_LIBS = ["sqlalchemy", "psycopg2", "celery", "kombu", "redis", "click", "llama_cpp",

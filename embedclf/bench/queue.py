@@ -6,7 +6,8 @@ In one run, on a private Redis DB and a throw-away database:
    worker with a no-op task (JSON, acks late, prefetch 64) draining a queue filled beforehand;
 2. our bulk enqueue rate (``Client.classify_many``: multi-text tasks, Lua pushes) and, as a
    second figure, its rate with one task per text;
-3. our worker with the ``null:64`` embedder draining single-text tasks, then multi-text tasks;
+3. our worker with the ``null:64`` embedder draining single-text tasks, the same with task events
+   on (``-E``), then multi-text tasks;
    the queue is filled first and the worker started after, and the rate is timed from the
    worker's first committed batch to its last, so the producer is not what is measured.
 """
@@ -103,11 +104,12 @@ def stock_worker_rate(broker: str, n: int, log_dir: Path, timeout: float) -> flo
         r.close()
 
 
-def worker_rate(engine, env: dict[str, str], log_dir: Path, name: str, n_rows: int, timeout: float) -> dict:
+def worker_rate(engine, env: dict[str, str], log_dir: Path, name: str, n_rows: int, timeout: float,
+                extra_args: tuple[str, ...] = ()) -> dict:
     """Start our worker on a filled queue; rows per second from its first committed batch to its last."""
     from sqlalchemy import text
 
-    w = WorkerProc(name, env, log_dir)
+    w = WorkerProc(name, env, log_dir, extra_args=extra_args)
     try:
         wait_ready([w], 120)
 
@@ -177,6 +179,11 @@ def run_queue(params: QueueParams, settings: Settings, quiet: bool) -> dict:
         out["worker_tasks_per_s"] = single["rows_per_s"]
         out["worker_single"] = single
 
+        say(f"ours: the same {params.n_single} single-text tasks with task events on (-E) ...")
+        client.classify_many(HEAD, texts[:params.n_single], per_task=1)
+        events = worker_rate(engine, env, log_dir, "events", params.n_single, params.timeout_s, ("-E",))
+        out["worker_tasks_per_s_events"] = events["rows_per_s"]
+
         say(f"ours: enqueue {params.n_multi} texts in tasks of {params.per_task}, then start a worker ...")
         r.delete(queue)
         t0 = time.perf_counter()
@@ -188,6 +195,7 @@ def run_queue(params: QueueParams, settings: Settings, quiet: bool) -> dict:
     out["ratio_worker_vs_stock"] = round(out["worker_tasks_per_s"] / out["stock_celery_tasks_per_s"], 2)
     out["ratio_worker_multi_vs_stock"] = round(out["worker_texts_per_s_multi"] / out["stock_celery_tasks_per_s"], 2)
     out["ratio_enqueue_vs_stock"] = round(out["enqueue_texts_per_s"] / out["stock_send_task_per_s"], 2)
+    out["events_cost_ratio"] = round(out["worker_tasks_per_s_events"] / out["worker_tasks_per_s"], 3)
     out["ratio_enqueue_single_vs_stock"] = round(out["enqueue_single_tasks_per_s"] / out["stock_send_task_per_s"], 2)
     import shutil
 

@@ -40,6 +40,8 @@ def queue_bench(settings: Settings, n_single: int, n_multi: int, n_stock: int, p
     click.echo(f"embedclf worker (null:64, batch {batch_size}): single-text {report['worker_tasks_per_s']:,.0f} "
                f"tasks/s ({report['ratio_worker_vs_stock']}x stock); multi-text ({per_task}/task) "
                f"{report['worker_texts_per_s_multi']:,.0f} texts/s ({report['ratio_worker_multi_vs_stock']}x)")
+    click.echo(f"task events on (-E): {report['worker_tasks_per_s_events']:,.0f} tasks/s "
+               f"({report['events_cost_ratio']:.2f}x the rate without)")
     click.echo(f"embedclf enqueue: {report['enqueue_texts_per_s']:,.0f} texts/s in multi-text tasks "
                f"({report['ratio_enqueue_vs_stock']}x stock send_task); one task per text "
                f"{report['enqueue_single_tasks_per_s']:,.0f}/s ({report['ratio_enqueue_single_vs_stock']}x)")

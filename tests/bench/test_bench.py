@@ -185,3 +185,24 @@ def test_stats_and_spec_helpers():
     assert p["p50"] == 3.0 and p["p50"] <= p["p95"] <= p["p99"] <= p["max"] == 100.0
     assert with_option("gemma3-270m", "n_batch", 2048) == "gemma3-270m?n_batch=2048"
     assert with_option("gemma3-270m?pooling=last", "n_batch", 512) == "gemma3-270m?pooling=last&n_batch=512"
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.timeout(300)
+def test_queue_smoke():
+    """bench queue: every figure present and consistent; nothing left behind (the rates are not judged here)."""
+    before = bench_databases()
+    r = json.loads(run("queue", "--n-single", "400", "--n-multi", "2000", "--n-stock", "200", "--per-task", "100",
+                       "--batch-size", "64", "--json").stdout)
+    for key in ("stock_celery_tasks_per_s", "worker_tasks_per_s", "worker_texts_per_s_multi", "stock_send_task_per_s",
+                "enqueue_texts_per_s", "ratio_worker_vs_stock", "ratio_enqueue_vs_stock", "worker_tasks_per_s_events",
+                "events_cost_ratio"):
+        assert positive(r[key]), key
+    assert r["ratio_worker_vs_stock"] == pytest.approx(r["worker_tasks_per_s"] / r["stock_celery_tasks_per_s"],
+                                                       rel=0.01)
+    assert r["worker_single"]["error_rows"] == 0 and r["worker_multi"]["error_rows"] == 0
+    assert r["worker_single"]["batches"] >= 400 / 64 and r["worker_multi"]["batches"] >= 2000 / 100
+    check_machine(r["machine"], "null:64")
+    assert bench_databases() <= before
