@@ -1,5 +1,5 @@
 """`python -m embedclf` runs the CLI."""
 
-from embedclf.cli import main
+from embedclf.entry import main
 
 main()

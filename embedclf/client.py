@@ -4,10 +4,14 @@ The messages are ordinary Celery task messages (protocol 2, JSON, exactly what
 ``Celery.send_task`` writes), so workers, ``celery`` tooling and plain ``send_task`` producers
 mix freely. What this client adds:
 
+- **Handles.** :meth:`Client.classify` returns a :class:`~embedclf.handles.TaskHandle`,
+  :meth:`Client.classify_many` a :class:`~embedclf.handles.TextHandle` per text (``task_id``,
+  ``item``): ``.get(timeout)`` waits for the result through the Celery result backend
+  (``result_backend=``) or Postgres (``database_url=``, LISTEN/NOTIFY); :meth:`Client.wait` waits
+  for many together.
 - **Multi-text tasks.** :meth:`Client.classify_many` packs texts into ``texts=[...]`` tasks of up to
   ``per_task`` texts (default 256, at most ``EMBEDCLF_MAX_TEXTS_PER_TASK``), split further so that
-  no message exceeds ``EMBEDCLF_MAX_PAYLOAD_BYTES``. Each text is addressed by
-  ``(task_id, item)`` (:class:`TextRef`).
+  no message exceeds ``EMBEDCLF_MAX_PAYLOAD_BYTES``.
 - **Bulk sends.** Messages go out in chunks, each chunk in one Lua call that pushes all of its
   messages with one ``LPUSH``: one round trip per chunk instead of one per task.
 - **Exactly-once enqueue across broker outages.** Each chunk carries a random marker key that the
@@ -26,10 +30,11 @@ import json
 import logging
 import time
 import uuid
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Sequence
 
-from embedclf.config import Settings, mask_url
+from embedclf.config import Settings, mask_url, redact
 from embedclf.envelope import encode
+from embedclf.handles import BackendSource, NoSource, PostgresSource, ResultSource, TaskHandle, TextHandle, wait_all
 from embedclf.payload import TASK_NAME
 
 log = logging.getLogger(__name__)
@@ -66,18 +71,11 @@ class BrokerUnavailable(EnqueueError):
         #: ids of the tasks enqueued before the broker went away (in order)
         self.sent = sent
         #: with classify_many: the texts whose tasks were enqueued
-        self.refs: list[TextRef] = []
+        self.refs: list[TextHandle] = []
 
 
 class PayloadTooLarge(EnqueueError, ValueError):
     """A message would be larger than the payload limit; nothing was sent."""
-
-
-class TextRef(NamedTuple):
-    """Where a text's result rows are: ``predictions.task_id`` and ``predictions.item``."""
-
-    task_id: str
-    item: int
 
 
 def head_kwargs(head: str | Sequence[str]) -> dict:
@@ -103,7 +101,7 @@ class _Outage:
 
     def failed(self, exc: BaseException, sent: list[str]) -> float:
         now = time.monotonic()
-        reason = " ".join(str(exc).split())[:200]
+        reason = " ".join(redact(str(exc), self.url).split())[:200]
         if self.since is None:
             self.since = now
             log.warning("broker %s unreachable (%s); retrying for up to %gs", mask_url(self.url), reason, self.limit_s)
@@ -123,21 +121,40 @@ class _Outage:
 
 class Client:
     def __init__(self, broker_url: str, queue: str = "celery", *,
+                 result_backend: str | None = None,
+                 database_url: str | None = None,
                  enqueue_retry_s: float = Settings.enqueue_retry_s,
                  max_payload_bytes: int = Settings.max_payload_bytes,
                  max_texts_per_task: int = Settings.max_texts_per_task) -> None:
+        """``result_backend``: the workers' ``EMBEDCLF_RESULT_BACKEND``; else ``database_url`` (needs
+        psycopg2): where handles wait for results. Neither: handles cannot wait (enqueue only)."""
         self.broker_url = broker_url
         self.queue = queue
         self.enqueue_retry_s = enqueue_retry_s
         self.max_payload_bytes = max_payload_bytes
         self.max_texts_per_task = max_texts_per_task
+        self.result_backend, self.database_url = result_backend, database_url
+        self._source: ResultSource | None = None
         self._redis: Any = None
         self._push: Any = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Client":
-        return cls(settings.broker_url, settings.queue, enqueue_retry_s=settings.enqueue_retry_s,
+        return cls(settings.broker_url, settings.queue, result_backend=settings.result_backend or None,
+                   database_url=settings.database_url, enqueue_retry_s=settings.enqueue_retry_s,
                    max_payload_bytes=settings.max_payload_bytes, max_texts_per_task=settings.max_texts_per_task)
+
+    @property
+    def source(self) -> ResultSource:
+        """Where handles wait for results (made on first use)."""
+        if self._source is None:
+            if self.result_backend:
+                self._source = BackendSource(self.broker_url, self.result_backend)
+            elif self.database_url:
+                self._source = PostgresSource(self.database_url)
+            else:
+                self._source = NoSource()
+        return self._source
 
     @property
     def redis(self) -> Any:
@@ -150,10 +167,19 @@ class Client:
 
     # -- public API ------------------------------------------------------------------------
     def classify(self, head: str | Sequence[str], text: str, request_id: str | None = None,
-                 task_id: str | None = None) -> str:
-        """Enqueue one text as a ``text=`` task; returns its task id."""
+                 task_id: str | None = None) -> TaskHandle:
+        """Enqueue one text as a ``text=`` task; returns its handle (``.task_id``, ``.get(timeout)``)."""
         ids = [task_id] if task_id is not None else None
-        return self.classify_many(head, [text], [request_id], task_ids=ids, per_task=1)[0].task_id
+        [h] = self.classify_many(head, [text], [request_id], task_ids=ids, per_task=1)
+        return TaskHandle(h.task_id, h.single, self.source)
+
+    def wait(self, handles: Sequence[TaskHandle | TextHandle], timeout: float | None = None) -> list[Any]:
+        """The results of many handles, waited for together (a failed task: its ClassificationError)."""
+        return wait_all(handles, timeout)
+
+    def get(self, task_id: str, timeout: float | None = None, *, single: bool = False) -> Any:
+        """The result of any task by id (``single``: it had one text and one head)."""
+        return TaskHandle(task_id, single, self.source).get(timeout)
 
     def classify_many(
         self,
@@ -164,8 +190,8 @@ class Client:
         task_ids: Sequence[str] | None = None,
         per_task: int | None = None,
         progress: Callable[[int], None] | None = None,
-    ) -> list[TextRef]:
-        """Enqueue many texts; returns where each text's rows will be, in input order.
+    ) -> list[TextHandle]:
+        """Enqueue many texts; returns a handle per text (``task_id``, ``item``, ``.get()``), in input order.
 
         ``per_task`` texts go into one ``texts=[...]`` task (1: one ``text=`` task per text).
         ``task_ids`` (one per text) chooses the ids and implies ``per_task=1``.
@@ -182,7 +208,9 @@ class Client:
         per_task = min(per_task or DEFAULT_PER_TASK, self.max_texts_per_task)
         rids = list(request_ids) if request_ids is not None else [None] * len(texts)
         messages: list[tuple[str, bytes, int]] = []  # (task id, envelope, texts)
-        refs: list[TextRef] = []
+        refs: list[TextHandle] = []
+        one_head = isinstance(head, str) or len(head) == 1
+        source = self.source
         now = time.time()
         if per_task == 1:
             for i, (text, rid) in enumerate(zip(texts, rids)):
@@ -191,7 +219,7 @@ class Client:
                 if rid is not None:
                     kwargs["request_id"] = rid
                 messages.append((tid, self._envelope(tid, kwargs), 1))
-                refs.append(TextRef(tid, 0))
+                refs.append(TextHandle(tid, 0, one_head, source))
         else:
             start = 0
             while start < len(texts):
@@ -212,7 +240,7 @@ class Client:
                     raise PayloadTooLarge(f"text {start}: payload is {len(raw)} bytes (max {self.max_payload_bytes}, "
                                           "EMBEDCLF_MAX_PAYLOAD_BYTES); nothing was enqueued")
                 messages.append((tid, raw, stop - start))
-                refs.extend(TextRef(tid, i) for i in range(stop - start))
+                refs.extend(TextHandle(tid, i, False, source) for i in range(stop - start))
                 start = stop
         try:
             self._send(messages, progress)
@@ -252,7 +280,7 @@ class Client:
                 except Exception as exc:  # noqa: BLE001 - classified below
                     if not _retryable(exc):
                         raise EnqueueError(f"broker at {mask_url(self.broker_url)} refused the tasks: "
-                                           f"{' '.join(str(exc).split())[:200]}") from None
+                                           f"{' '.join(redact(str(exc), self.broker_url).split())[:200]}") from None
                     time.sleep(outage.failed(exc, sent))
             sent.extend(m[0] for m in chunk)
             if progress is not None:
@@ -268,7 +296,8 @@ class Client:
                 return
             except Exception as exc:  # noqa: BLE001
                 if not _retryable(exc):
-                    raise EnqueueError(f"broker at {mask_url(self.broker_url)}: {' '.join(str(exc).split())[:200]}") from None
+                    raise EnqueueError(f"broker at {mask_url(self.broker_url)}: "
+                                       f"{' '.join(redact(str(exc), self.broker_url).split())[:200]}") from None
                 time.sleep(outage.failed(exc, []))
 
     def queue_depth(self) -> int:
@@ -278,6 +307,9 @@ class Client:
         if self._redis is not None:
             self._redis.close()
             self._redis = None
+        if self._source is not None:
+            self._source.close()
+            self._source = None
 
 
 def _retryable(exc: BaseException) -> bool:

@@ -178,6 +178,11 @@ class Settings:
     #: worker before decoding the JSON (error row). 1 MiB holds a max-length text even at 12 bytes per
     #: character (JSON-escaped astral characters) with room to spare
     max_payload_bytes: int = 1_048_576
+    #: where workers store each task's result for ``AsyncResult.get()`` (any Celery result backend URL, e.g.
+    #: ``redis://host:6379/1``); empty: no Celery results (the rows in Postgres are the results)
+    result_backend: str = ""
+    #: how long stored results live (Celery's ``result_expires``, seconds)
+    result_expires_s: int = 86_400
     #: producers (Client, ``embedclf enqueue``) retry an unreachable broker this long, then fail (seconds)
     enqueue_retry_s: float = 30.0
     #: how often a worker looks for newly activated head versions (seconds)
@@ -241,6 +246,8 @@ class Settings:
             raise ValueError("EMBEDCLF_MAX_ATTEMPTS must be >= 1")
         if not 0 <= self.head_threads <= 1024:
             raise ValueError("EMBEDCLF_HEAD_THREADS must be between 0 and 1024")
+        if self.result_expires_s < 1:
+            raise ValueError("EMBEDCLF_RESULT_EXPIRES_S must be >= 1")
         if not 1 <= self.max_texts_per_task <= 100_000:
             raise ValueError("EMBEDCLF_MAX_TEXTS_PER_TASK must be between 1 and 100000")
         if not 1 <= self.heartbeat_ttl_s <= 3600:

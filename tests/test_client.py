@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 import redis
 
-from embedclf.client import CHUNK_MESSAGES, MARKER_PREFIX, BrokerUnavailable, Client, PayloadTooLarge, TextRef
+from embedclf.client import CHUNK_MESSAGES, MARKER_PREFIX, BrokerUnavailable, Client, PayloadTooLarge
 from embedclf.envelope import decode
 from tests.helpers import PersistentRedis, free_port, queued
 
@@ -28,11 +28,11 @@ def test_single_text_tasks_carry_text_request_id_and_enqueue_time(server):
     client = Client(server.url, enqueue_retry_s=5)
     try:
         [ref] = client.classify_many("h", ["héllo 👋"], request_ids=["r1"], per_task=1)
-        tid = client.classify(["a", "b"], "two heads", task_id="chosen-id")
+        tid = client.classify(["a", "b"], "two heads", task_id="chosen-id").task_id
     finally:
         client.close()
     (qid, raw, kwargs), (qid2, _, kwargs2) = queued(server.port)
-    assert ref == TextRef(qid, 0) and kwargs["text"] == "héllo 👋" and kwargs["request_id"] == "r1"
+    assert (ref.task_id, ref.item) == (qid, 0) and kwargs["text"] == "héllo 👋" and kwargs["request_id"] == "r1"
     assert abs(kwargs["enqueued_at"] - time.time()) < 60
     assert (tid, qid2, kwargs2["heads"], kwargs2["text"]) == ("chosen-id", "chosen-id", ["a", "b"], "two heads")
     d = decode(raw, 1 << 20)  # exactly what a worker decodes

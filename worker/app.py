@@ -34,13 +34,15 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_serializer="json",
         accept_content=["json"],  # what Celery's own consumer accepts: never pickle
         result_serializer="json",
-        result_backend=None,
+        result_accept_content=["json"],
+        # the pipeline stores classify results itself, in bulk (worker/results.py)
+        result_backend=settings.result_backend or None,
+        result_expires=settings.result_expires_s,
         task_ignore_result=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_queues=[Queue(control_queue(settings))],
         task_default_queue=control_queue(settings),
-        task_create_missing_queues=False,
         worker_pool="solo",  # the embedder lives in the consuming process (CUDA-safe)
         worker_concurrency=1,
         worker_prefetch_multiplier=1,

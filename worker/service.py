@@ -33,6 +33,7 @@ from worker.inflight import Inflight
 from worker.intake import IntakeLimits, Received
 from worker.pipeline import BatchLoop, Job, Writer
 from worker.receiver import Heartbeat, Receiver
+from worker.results import ResultSender
 from worker.resources import WorkerResources, get_resources
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,11 @@ def _revoked() -> Any:
 
 class Service:
     def __init__(self, settings: Settings, res: WorkerResources | None = None, *, events: TaskEvents | None = None,
-                 revoked: Any = _revoked) -> None:
+                 results: ResultSender | None = None, revoked: Any = _revoked) -> None:
         self.settings = settings
         self.res = res or get_resources(settings)
         self.events = events
+        self.results = results
         self.revoked = revoked
         self.started = False
         self.stopped = False
@@ -97,6 +99,8 @@ class Service:
             part.start()
 
     def _after_commit(self, job: Job, result: Any) -> None:
+        if self.results is not None:
+            self.results.send(job.items, job.rows, {c.task_id for c in result.conflicts})
         if self.events is not None:
             self.events.batch(job.items, job.rows, time.perf_counter() - job.started)
 
@@ -212,7 +216,8 @@ class BulkReceive(bootsteps.StartStopStep):
     def start(self, c: Any) -> None:
         settings: Settings = c.app.conf.embedclf_settings
         events = TaskEvents(c.app, c.hostname, c)
-        self.service = get_service(settings, events=events)
+        results = ResultSender(c.app, store=bool(settings.result_backend))
+        self.service = get_service(settings, events=events, results=results)
         if self.service.events is not None:
             self.service.events.consumer = c  # a restarted consumer has a new event dispatcher
         self.service.start()

@@ -7,7 +7,7 @@ In one run, on a private Redis DB and a throw-away database:
 2. our bulk enqueue rate (``Client.classify_many``: multi-text tasks, Lua pushes) and, as a
    second figure, its rate with one task per text;
 3. our worker with the ``null:64`` embedder draining single-text tasks, the same with task events
-   on (``-E``), then multi-text tasks;
+   on (``-E``), the same storing Celery results in a Redis result backend, then multi-text tasks;
    the queue is filled first and the worker started after, and the rate is timed from the
    worker's first committed batch to its last, so the producer is not what is measured.
 """
@@ -184,6 +184,15 @@ def run_queue(params: QueueParams, settings: Settings, quiet: bool) -> dict:
         events = worker_rate(engine, env, log_dir, "events", params.n_single, params.timeout_s, ("-E",))
         out["worker_tasks_per_s_events"] = events["rows_per_s"]
 
+        say(f"ours: the same {params.n_single} single-text tasks storing Celery results (result backend) ...")
+        client.classify_many(HEAD, texts[:params.n_single], per_task=1)
+        with_results = worker_rate(engine, {**env, "EMBEDCLF_RESULT_BACKEND": broker}, log_dir, "results",
+                                   params.n_single, params.timeout_s)
+        out["worker_tasks_per_s_results"] = with_results["rows_per_s"]
+        stored = sum(1 for _ in r.scan_iter("celery-task-meta-*", count=1000))
+        if stored < params.n_single:
+            raise BenchError(f"only {stored} of {params.n_single} results stored in the backend")
+
         say(f"ours: enqueue {params.n_multi} texts in tasks of {params.per_task}, then start a worker ...")
         r.delete(queue)
         t0 = time.perf_counter()
@@ -196,6 +205,7 @@ def run_queue(params: QueueParams, settings: Settings, quiet: bool) -> dict:
     out["ratio_worker_multi_vs_stock"] = round(out["worker_texts_per_s_multi"] / out["stock_celery_tasks_per_s"], 2)
     out["ratio_enqueue_vs_stock"] = round(out["enqueue_texts_per_s"] / out["stock_send_task_per_s"], 2)
     out["events_cost_ratio"] = round(out["worker_tasks_per_s_events"] / out["worker_tasks_per_s"], 3)
+    out["results_cost_ratio"] = round(out["worker_tasks_per_s_results"] / out["worker_tasks_per_s"], 3)
     out["ratio_enqueue_single_vs_stock"] = round(out["enqueue_single_tasks_per_s"] / out["stock_send_task_per_s"], 2)
     import shutil
 

@@ -42,6 +42,8 @@ def queue_bench(settings: Settings, n_single: int, n_multi: int, n_stock: int, p
                f"{report['worker_texts_per_s_multi']:,.0f} texts/s ({report['ratio_worker_multi_vs_stock']}x)")
     click.echo(f"task events on (-E): {report['worker_tasks_per_s_events']:,.0f} tasks/s "
                f"({report['events_cost_ratio']:.2f}x the rate without)")
+    click.echo(f"results stored (Redis result backend): {report['worker_tasks_per_s_results']:,.0f} tasks/s "
+               f"({report['results_cost_ratio']:.2f}x the rate without)")
     click.echo(f"embedclf enqueue: {report['enqueue_texts_per_s']:,.0f} texts/s in multi-text tasks "
                f"({report['ratio_enqueue_vs_stock']}x stock send_task); one task per text "
                f"{report['enqueue_single_tasks_per_s']:,.0f}/s ({report['ratio_enqueue_single_vs_stock']}x)")

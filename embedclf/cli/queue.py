@@ -49,7 +49,7 @@ def require_broker(settings: Settings):
 def enqueue(settings: Settings, head: tuple[str, ...], path: str, text_col: str, request_id_col: str | None,
             ids_out: str | None, per_task: int | None, quiet: bool) -> None:
     """Enqueue every row of a file for classification (multi-text `embedclf.classify` tasks)."""
-    from embedclf.client import BrokerUnavailable, Client
+    from embedclf.client import BrokerUnavailable, Client, EnqueueError
     from embedclf.data import load_texts
 
     if len(set(head)) != len(head) or len(head) > 16:
@@ -67,6 +67,8 @@ def enqueue(settings: Settings, head: tuple[str, ...], path: str, text_col: str,
             with open(ids_out, "w") as f:
                 f.write("".join(f"{r.task_id}\t{r.item}\n" for r in exc.refs))
         raise AppError(f"cannot reach the broker: {exc}. " + START_REDIS) from None
+    except EnqueueError as exc:
+        raise AppError(str(exc)) from None
     finally:
         client.close()
     if ids_out:

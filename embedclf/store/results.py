@@ -13,6 +13,9 @@ logs it and counts it in a metric), so neither task's rows are silently mixed wi
 the other's. The check is one index probe per task of the batch (``task_id`` leads the unique
 index). Two different tasks with the same id written at the same instant by two workers can
 both pass it; rows with the same key are then still written once, and the rest are mixed.
+
+In the same round trip the batch's task ids are sent with ``NOTIFY embedclf_results`` (delivered when
+the transaction commits), so producers can wait for rows without polling (``embedclf/waiter.py``).
 """
 
 from __future__ import annotations
@@ -56,6 +59,13 @@ ON CONFLICT (task_id, item, head_name) DO NOTHING
 RETURNING task_id, item, head_name
 """
 
+#: channel the workers NOTIFY with the task ids of every batch they commit (see embedclf/waiter.py)
+NOTIFY_CHANNEL = "embedclf_results"
+#: NOTIFY payloads must stay under 8000 bytes
+_NOTE_BYTES = 7000
+# sent in the same round trip as the INSERT; delivered to listeners only when the transaction commits
+_NOTIFY = f"SELECT pg_notify('{NOTIFY_CHANNEL}', n) FROM unnest(%(notes)s::text[]) AS n;\n"
+
 _EXISTING = """
 SELECT DISTINCT task_id, encode(fingerprint, 'hex') FROM predictions WHERE task_id = ANY(%(ids)s::text[])
 """
@@ -90,12 +100,28 @@ class WriteResult:
     inserted_keys: set[tuple[str, int | None, str | None]]
 
 
+def notes(task_ids: Sequence[str]) -> list[str]:
+    """The task ids as NOTIFY payloads (newline-separated, each under 8000 bytes)."""
+    out, cur, size = [], [], 0
+    for tid in task_ids:
+        n = len(tid.encode("utf-8")) + 1
+        if cur and size + n > _NOTE_BYTES:
+            out.append("\n".join(cur))
+            cur, size = [], 0
+        cur.append(tid)
+        size += n
+    if cur:
+        out.append("\n".join(cur))
+    return out
+
+
 def insert_params(rows: Sequence[dict]) -> dict[str, Any]:
-    """The statement's parameters: the rows as one JSON array, and each task's fingerprint once."""
+    """The statement's parameters: the rows as one JSON array, each task's fingerprint once, the notes."""
     tasks: dict[str, Any] = {}
     for row in rows:
         tasks.setdefault(row["task_id"], row.get("fingerprint"))
-    return {"rows": _dumps(rows).decode("utf-8"), "tids": list(tasks), "tfps": list(tasks.values())}
+    return {"rows": _dumps(rows).decode("utf-8"), "tids": list(tasks), "tfps": list(tasks.values()),
+            "notes": notes(list(tasks))}
 
 
 def _conflict(rows: list[dict], existing: str | None) -> Conflict:
@@ -130,7 +156,7 @@ def write_results(engine: Engine, rows: Sequence[dict]) -> WriteResult:
             unique.append(row)
     conflicts = [_conflict(group, first_fp[tid]) for (tid, _), group in later.items()]
     with transaction(engine) as conn:
-        inserted = {(t, i, h) for t, i, h in conn.exec_driver_sql(_INSERT, insert_params(unique)).all()}
+        inserted = {(t, i, h) for t, i, h in conn.exec_driver_sql(_NOTIFY + _INSERT, insert_params(unique)).all()}
         missing = [r for r in unique if (r["task_id"], r.get("item"), r.get("head_name")) not in inserted]
         reused: set[str] = set()
         if missing:

@@ -198,7 +198,7 @@ def test_queue_smoke():
                        "--batch-size", "64", "--json").stdout)
     for key in ("stock_celery_tasks_per_s", "worker_tasks_per_s", "worker_texts_per_s_multi", "stock_send_task_per_s",
                 "enqueue_texts_per_s", "ratio_worker_vs_stock", "ratio_enqueue_vs_stock", "worker_tasks_per_s_events",
-                "events_cost_ratio"):
+                "events_cost_ratio", "worker_tasks_per_s_results", "results_cost_ratio"):
         assert positive(r[key]), key
     assert r["ratio_worker_vs_stock"] == pytest.approx(r["worker_tasks_per_s"] / r["stock_celery_tasks_per_s"],
                                                        rel=0.01)
