@@ -77,7 +77,9 @@ def check_services(settings: Settings) -> list[str]:
     import redis
 
     try:
-        redis.Redis.from_url(settings.broker_url, socket_connect_timeout=3).ping()
+        from embedclf.redis_conn import redis_client
+
+        redis_client(settings.broker_url, socket_timeout=3, sentinel_master=settings.broker_sentinel_master).ping()
     except Exception as exc:  # noqa: BLE001
         problems.append(
             f"cannot reach Redis at {mask_url(settings.broker_url)} ({exc}). Start it: `docker compose up -d redis`, "

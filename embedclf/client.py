@@ -20,6 +20,9 @@ mix freely. What this client adds:
   fact been applied. The client retries an unreachable broker until it has been down for
   ``enqueue_retry_s`` seconds in a row, then raises :class:`BrokerUnavailable`, whose ``sent``
   lists the task ids enqueued before.
+- **Replication.** With ``wait_replicas=N`` (``EMBEDCLF_ENQUEUE_WAIT_REPLICAS``), each push waits until
+  N replicas have it (``WAIT``) and is pushed again (a no-op when it was kept) if they have not: a
+  failover of the primary then loses no task the client reported as sent.
 - **Payload limit.** Messages are built and measured before anything of the call is sent: a
   single text too large for one message raises :class:`PayloadTooLarge` and nothing is sent.
 """
@@ -45,6 +48,8 @@ DEFAULT_PER_TASK = 256
 CHUNK_MESSAGES = 200
 #: bytes per Lua push, roughly
 CHUNK_BYTES = 4 * 1024 * 1024
+#: with wait_replicas: how long to wait for the replicas' acknowledgement of a push (ms)
+REPLICA_WAIT_MS = 2000
 #: how long a chunk's marker key lives (a retry after longer could push the chunk twice)
 MARKER_TTL_S = 3600
 MARKER_PREFIX = "embedclf:sent:"
@@ -72,6 +77,10 @@ class BrokerUnavailable(EnqueueError):
         self.sent = sent
         #: with classify_many: the texts whose tasks were enqueued
         self.refs: list[TextHandle] = []
+
+
+class NotReplicated(EnqueueError):
+    """A push that fewer replicas than asked acknowledged (retried, like an unreachable broker)."""
 
 
 class PayloadTooLarge(EnqueueError, ValueError):
@@ -125,7 +134,9 @@ class Client:
                  database_url: str | None = None,
                  enqueue_retry_s: float = Settings.enqueue_retry_s,
                  max_payload_bytes: int = Settings.max_payload_bytes,
-                 max_texts_per_task: int = Settings.max_texts_per_task) -> None:
+                 max_texts_per_task: int = Settings.max_texts_per_task,
+                 sentinel_master: str = Settings.broker_sentinel_master,
+                 wait_replicas: int = Settings.enqueue_wait_replicas) -> None:
         """``result_backend``: the workers' ``EMBEDCLF_RESULT_BACKEND``; else ``database_url`` (needs
         psycopg2): where handles wait for results. Neither: handles cannot wait (enqueue only)."""
         self.broker_url = broker_url
@@ -134,6 +145,7 @@ class Client:
         self.max_payload_bytes = max_payload_bytes
         self.max_texts_per_task = max_texts_per_task
         self.result_backend, self.database_url = result_backend, database_url
+        self.sentinel_master, self.wait_replicas = sentinel_master, wait_replicas
         self._source: ResultSource | None = None
         self._redis: Any = None
         self._push: Any = None
@@ -142,7 +154,8 @@ class Client:
     def from_settings(cls, settings: Settings) -> "Client":
         return cls(settings.broker_url, settings.queue, result_backend=settings.result_backend or None,
                    database_url=settings.database_url, enqueue_retry_s=settings.enqueue_retry_s,
-                   max_payload_bytes=settings.max_payload_bytes, max_texts_per_task=settings.max_texts_per_task)
+                   max_payload_bytes=settings.max_payload_bytes, max_texts_per_task=settings.max_texts_per_task,
+                   sentinel_master=settings.broker_sentinel_master, wait_replicas=settings.enqueue_wait_replicas)
 
     @property
     def source(self) -> ResultSource:
@@ -161,7 +174,7 @@ class Client:
         if self._redis is None:
             from embedclf.redis_conn import redis_client
 
-            self._redis = redis_client(self.broker_url, health_check_interval=0)
+            self._redis = redis_client(self.broker_url, health_check_interval=0, sentinel_master=self.sentinel_master)
             self._push = self._redis.register_script(_PUSH)
         return self._redis
 
@@ -275,6 +288,11 @@ class Client:
                 try:
                     _ = self.redis
                     self._push(keys=[self.queue, marker], args=[MARKER_TTL_S, *[m[1] for m in chunk]])
+                    if self.wait_replicas:
+                        acked = int(self.redis.wait(self.wait_replicas, REPLICA_WAIT_MS))
+                        if acked < self.wait_replicas:  # not durable yet: push again (the marker dedupes)
+                            raise NotReplicated(f"{acked} of {self.wait_replicas} replicas acknowledged the "
+                                                f"push within {REPLICA_WAIT_MS} ms")
                     outage.ok()
                     break
                 except Exception as exc:  # noqa: BLE001 - classified below
@@ -315,6 +333,8 @@ class Client:
 def _retryable(exc: BaseException) -> bool:
     import redis
 
+    if isinstance(exc, NotReplicated):
+        return True
     if isinstance(exc, redis.AuthenticationError):
         return False
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError, OSError)):

@@ -164,6 +164,8 @@ class BatchSettings:
 class Settings:
     database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/embedclf"
     broker_url: str = "redis://127.0.0.1:6379/0"
+    #: with ``sentinel://`` broker URLs: the name of the Redis primary the sentinels watch
+    broker_sentinel_master: str = "mymaster"
     #: queue the worker consumes; "celery" is what a plain ``send_task`` uses
     queue: str = "celery"
     #: embedder spec, see ``embedclf.embedders.spec``
@@ -183,6 +185,9 @@ class Settings:
     result_backend: str = ""
     #: how long stored results live (Celery's ``result_expires``, seconds)
     result_expires_s: int = 86_400
+    #: producers wait until this many Redis replicas have each push (``WAIT``), and push again if they have
+    #: not: no accepted task is lost when a failover promotes a replica (0: don't wait)
+    enqueue_wait_replicas: int = 0
     #: producers (Client, ``embedclf enqueue``) retry an unreachable broker this long, then fail (seconds)
     enqueue_retry_s: float = 30.0
     #: how often a worker looks for newly activated head versions (seconds)
@@ -246,6 +251,8 @@ class Settings:
             raise ValueError("EMBEDCLF_MAX_ATTEMPTS must be >= 1")
         if not 0 <= self.head_threads <= 1024:
             raise ValueError("EMBEDCLF_HEAD_THREADS must be between 0 and 1024")
+        if not 0 <= self.enqueue_wait_replicas <= 16:
+            raise ValueError("EMBEDCLF_ENQUEUE_WAIT_REPLICAS must be between 0 and 16")
         if self.result_expires_s < 1:
             raise ValueError("EMBEDCLF_RESULT_EXPIRES_S must be >= 1")
         if not 1 <= self.max_texts_per_task <= 100_000:
@@ -256,6 +263,12 @@ class Settings:
             raise ValueError("EMBEDCLF_SHUTDOWN_TIMEOUT_S must be between 0 and 3600 seconds")
         if self.visibility_timeout_s < 5:
             raise ValueError("EMBEDCLF_VISIBILITY_TIMEOUT_S must be >= 5")
+
+    def broker_transport_options(self) -> dict[str, object]:
+        """What kombu needs besides the URL (the sentinel primary's name for ``sentinel://`` URLs)."""
+        if self.broker_url.strip().lower().startswith("sentinel://"):
+            return {"master_name": self.broker_sentinel_master}
+        return {}
 
     def with_overrides(self, **kwargs: object) -> "Settings":
         return replace(self, **kwargs)  # type: ignore[arg-type]

@@ -46,7 +46,8 @@ def create_app(settings: Settings | None = None) -> Celery:
         worker_pool="solo",  # the embedder lives in the consuming process (CUDA-safe)
         worker_concurrency=1,
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s,
+                                  **settings.broker_transport_options()},
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         worker_send_task_events=False,

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -178,12 +179,9 @@ class Inflight:
         self._release = client.register_script(_RELEASE)
         self._unmark = client.register_script(_UNMARK)
         self._next_tag = 1
-
-    def for_client(self, client: Any) -> "Inflight":
-        """The same worker's records through another connection (for another thread)."""
-        other = Inflight(client, self.queue, self.wid, self.alive_ttl_s)
-        other._next_tag = -1  # receiving belongs to the original
-        return other
+        #: tags received and not yet acked or released: what this process knows it holds
+        self._held: set[int] = set()
+        self._held_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def register(self) -> None:
@@ -206,6 +204,8 @@ class Inflight:
     def unregister(self) -> int:
         """Give every held message back (no death charged) and forget this worker; returns how many."""
         n, _ = self._run_reap(self.wid, self.queue, force=True)
+        with self._held_lock:
+            self._held.clear()
         return n
 
     # -- receiving ---------------------------------------------------------------------------
@@ -222,7 +222,9 @@ class Inflight:
             else:
                 out.append(Entry(tag, deaths, size, payload))
         if out:
-            self._next_tag = out[-1].tag + 1
+            with self._held_lock:  # together: resync() relies on it
+                self._next_tag = out[-1].tag + 1
+                self._held.update(e.tag for e in out)
         return out
 
     def wait(self, timeout_s: float) -> bool:
@@ -247,17 +249,40 @@ class Inflight:
             return
         if not sha1s:
             self.client.hdel(self.inflight_key, *tags)
-            return
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.hdel(self.inflight_key, *tags)
-            pipe.hdel(DEATHS, *sha1s)
-            pipe.execute()
+        else:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.hdel(self.inflight_key, *tags)
+                pipe.hdel(DEATHS, *sha1s)
+                pipe.execute()
+        self._forget(tags)
 
     def release(self, tags: Sequence[int]) -> int:
         """Return these messages to the queue's consuming end (not charged); oldest is taken first."""
         if not tags:
             return 0
-        return int(self._release(keys=[self.inflight_key, self.queue], args=sorted(tags, reverse=True)))
+        n = int(self._release(keys=[self.inflight_key, self.queue], args=sorted(tags, reverse=True)))
+        self._forget(tags)
+        return n
+
+    def _forget(self, tags: Iterable[int]) -> None:
+        with self._held_lock:
+            self._held.difference_update(tags)
+
+    def resync(self) -> int:
+        """Return to the queue the entries of this worker's in-flight hash that it no longer holds.
+
+        After a failover to a replica that missed some writes, or a Redis restart that lost the last
+        second of its append-only file, an ack (HDEL) may be undone: the message reappears in the hash
+        although its rows exist. Such orphans would stay there for the worker's lifetime; they go back
+        to the queue (their rows are not written again). Returns how many.
+        """
+        with self._held_lock:
+            horizon, held = self._next_tag, set(self._held)
+        tags = [int(t) for t in self.client.hkeys(self.inflight_key)]
+        orphans = [t for t in tags if t < horizon and t not in held]
+        if not orphans:
+            return 0
+        return int(self._release(keys=[self.inflight_key, self.queue], args=sorted(orphans, reverse=True)))
 
     def held(self) -> int:
         return int(self.client.hlen(self.inflight_key)) + int(self.client.llen(self.landing_key))

@@ -116,6 +116,10 @@ class Heartbeat:
                                 "processed again, with one row each", self.inflight.alive_ttl_s)
                 if time.monotonic() - reaped_at >= self.reap_s:
                     reaped_at = time.monotonic()
+                    orphans = self.inflight.resync()
+                    if orphans:
+                        log.warning("returned %d message(s) of this worker's in-flight records that it no longer "
+                                    "held (an ack undone by a Redis failover or restart) to the queue", orphans)
                     for wid, n, charged in self.inflight.reap():
                         log.warning("worker %s is gone (heartbeat expired): returned its %d message(s) to the queue "
                                     "(%d charged one attempt: they were being processed)", wid, n, charged)

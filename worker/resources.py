@@ -129,7 +129,7 @@ class WorkerResources:
         if self._redis is None:
             from embedclf.redis_conn import redis_client
 
-            self._redis = redis_client(self.settings.broker_url)
+            self._redis = redis_client(self.settings.broker_url, sentinel_master=self.settings.broker_sentinel_master)
         return self._redis
 
     @property

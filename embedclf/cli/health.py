@@ -95,7 +95,8 @@ def _celery(settings: Settings):
     from celery import Celery
 
     app = Celery("embedclf-health", broker=settings.broker_url, set_as_current=False)
-    app.conf.update(accept_content=["json"], broker_connection_retry_on_startup=False)
+    app.conf.update(accept_content=["json"], broker_connection_retry_on_startup=False,
+                    broker_transport_options=settings.broker_transport_options())
     return app
 
 

@@ -163,3 +163,16 @@ def test_heartbeat_reports_an_expired_key(client):
     client.delete(f.alive_key)
     assert f.heartbeat() is False
     assert 0 < client.pttl(f.alive_key) <= 1000
+
+
+def test_resync_returns_entries_whose_ack_was_undone_and_nothing_it_still_holds(client):
+    sent = fill(client, 4)
+    f = Inflight(client, Q)
+    got = f.receive(3, 1 << 20)
+    f.ack([got[0].tag, got[1].tag])
+    client.hset(f.inflight_key, got[0].tag, got[0].raw)  # a failover or restart undid that HDEL
+    assert f.resync() == 1  # only the orphan: the third is still held by this process
+    assert client.hkeys(f.inflight_key) == [str(got[2].tag).encode()]
+    assert client.lrange(Q, -1, -1) == [sent[0]]  # back at the consuming end
+    later = f.receive(5, 1 << 20)
+    assert {e.raw for e in later} == {sent[0], sent[3]} and f.resync() == 0
