@@ -68,3 +68,67 @@ def test_sigterm_finishes_and_acks_the_batch_in_flight(settings, clean_db, start
     # acked: nothing went back to the queue, nothing is held, nothing charged
     assert r.llen(settings.queue) == 0
     assert not list(r.scan_iter(PREFIX + "w:*")) and not r.hkeys(REGISTRY) and r.hlen(DEATHS) == 0
+
+
+def _proxied(settings, pg_url):
+    from urllib.parse import urlsplit
+
+    from sqlalchemy.engine import make_url
+
+    from embedclf.config import Settings
+    from tests.faultkit import TcpProxy
+
+    pg = urlsplit(pg_url.replace("postgresql+psycopg2", "postgresql"))
+    proxy = TcpProxy(pg.hostname or "127.0.0.1", pg.port or 5432)
+    url = make_url(pg_url).set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    return proxy, Settings(database_url=url, broker_url=settings.broker_url, queue=settings.queue)
+
+
+def _held(r) -> int:
+    return sum(int(r.hlen(k)) for k in r.scan_iter(PREFIX + "w:*:inflight"))
+
+
+def test_kill_or_stop_while_a_batch_waits_for_postgres_charges_no_attempt(settings, clean_db, pg_url, start_worker,
+                                                                          tmp_path):
+    """Waiting for the database is not processing: neither a kill -9 nor a SIGTERM then counts against the tasks."""
+    import os
+    import signal
+
+    tiny_head(clean_db)
+    r = empty_queue(settings)
+    proxy, wsettings = _proxied(settings, pg_url)
+    proxy.start()
+    env = settings_env(wsettings, EMBEDCLF_EMBEDDER="fake:32", EMBEDCLF_HEARTBEAT_TTL_S="3")
+    try:
+        w1 = start_worker(env, name="w-wait-1")
+        w1.wait_ready()
+        proxy.cut()  # the database goes away
+        ids = [f"held-{i}" for i in range(6)]
+        produce(settings.broker_url, [{"id": t, "kwargs": {"head": "tiny", "text": f"text {t}"}} for t in ids], tmp_path)
+        deadline = time.monotonic() + 30
+        while (_held(r) < 6 or "database (write) unavailable" not in w1.log()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _held(r) == 6 and "database (write) unavailable" in w1.log()  # classified, waiting to write
+        time.sleep(1)
+        os.kill(w1.pid, signal.SIGKILL)  # dies while its batch waits for Postgres
+        w1.proc.wait()
+        w2 = start_worker(env, name="w-wait-2")  # its heartbeat thread reaps w1's messages
+        w2.wait_ready()
+        deadline = time.monotonic() + 30
+        while "is gone (heartbeat expired)" not in w2.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "returned its 6 message(s) to the queue (0 charged" in w2.log(), w2.log()[-2000:]
+        assert r.hlen(DEATHS) == 0
+        # and a warm stop while waiting for Postgres hands them back at once, uncharged
+        deadline = time.monotonic() + 30
+        while _held(r) < 6 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert w2.stop(timeout=90) == 0
+        assert r.llen(settings.queue) == 6 and _held(r) == 0 and r.hlen(DEATHS) == 0
+        proxy.start()
+        w3 = start_worker(env, name="w-wait-3")
+        w3.wait_ready()
+        rows = wait_rows(clean_db, ids, w3, timeout=60)
+        assert sorted(rows) == sorted(ids) and all(row["status"] == "ok" for row in rows.values())
+    finally:
+        proxy.stop()
