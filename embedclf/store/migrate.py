@@ -7,17 +7,27 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-_CANDIDATES = (
-    Path(__file__).resolve().parents[2] / "migrations",  # source checkout / editable install
-    Path.cwd() / "migrations",  # container image: WORKDIR holds migrations/
-)
+def _installed() -> Path | None:
+    """Where a wheel install put the migrations (data files ``share/embedclf/migrations``)."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("embedclf")
+    except metadata.PackageNotFoundError:
+        return None
+    for f in dist.files or ():
+        if f.as_posix().endswith("share/embedclf/migrations/env.py"):
+            return Path(str(dist.locate_file(f))).resolve().parent
+    return None
 
 
 def migrations_dir() -> Path:
-    for path in _CANDIDATES:
-        if (path / "env.py").is_file():
+    """The Alembic scripts: the source checkout's ``migrations/`` (editable installs), else the copy a
+    wheel installed, else ``./migrations`` (a container whose WORKDIR holds them)."""
+    for path in (Path(__file__).resolve().parents[2] / "migrations", _installed(), Path.cwd() / "migrations"):
+        if path is not None and (path / "env.py").is_file():
             return path
-    raise FileNotFoundError("migrations/ not found next to the package or in the current directory")
+    raise FileNotFoundError("the migrations are not installed: reinstall embedclf, or run from a checkout")
 
 
 def alembic_config(database_url: str) -> Config:
