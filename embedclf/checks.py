@@ -137,9 +137,13 @@ def main(argv: list[str]) -> int:
     if what == "install":
         problems = check_install()
     elif what == "services":
-        problems = check_services(Settings.from_env())
-        if not problems:
+        try:
             s = Settings.from_env()
+        except ValueError as exc:
+            print(f"error: bad settings: {exc}", file=sys.stderr)
+            return 1
+        problems = check_services(s)
+        if not problems:
             print(f"services ok: postgres {mask_url(s.database_url)}, redis {mask_url(s.broker_url)}")
     else:
         print("usage: python -m embedclf.checks install|services", file=sys.stderr)

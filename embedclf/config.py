@@ -211,6 +211,14 @@ class Settings:
     log_level: str = "INFO"
     batch: BatchSettings = field(default_factory=BatchSettings)
 
+    def __post_init__(self) -> None:
+        # postgres:// and postgresql:// (what most tools print) mean the psycopg2 driver here
+        url = self.database_url.strip()
+        for prefix in ("postgres://", "postgresql://", "postgres+psycopg2://"):
+            if url.startswith(prefix):
+                object.__setattr__(self, "database_url", "postgresql+psycopg2://" + url[len(prefix):])
+                break
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if environ is None else environ
@@ -231,6 +239,10 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        _check_url(self.database_url, "EMBEDCLF_DATABASE_URL", ("postgresql", "postgresql+psycopg2"),
+                   "a PostgreSQL URL, postgresql://user:password@host:5432/dbname")
+        _check_url(self.broker_url, "EMBEDCLF_BROKER_URL", ("redis", "rediss", "sentinel"),
+                   "a Redis URL, redis://[:password@]host:6379/0 (or rediss://, sentinel://)")
         if self.batch.max_size < 1:
             raise ValueError("EMBEDCLF_BATCH_MAX_SIZE must be >= 1")
         if self.batch.max_wait_ms < 0:
@@ -281,11 +293,28 @@ class Settings:
             if f.name == "batch":
                 for bf in fields(value):
                     out[f"batch.{bf.name}"] = getattr(value, bf.name)
-            elif f.name.endswith("_url"):
-                out[f.name] = mask_url(value)
+            elif f.name.endswith("_url") or f.name == "result_backend":
+                out[f.name] = mask_url(value) if value else value
+            elif "token" in f.name or "password" in f.name:
+                out[f.name] = "***" if value else value
             else:
                 out[f.name] = value
         return out
+
+
+def _check_url(url: str, var: str, schemes: tuple[str, ...], what: str) -> None:
+    """One line naming the variable when ``url`` cannot be used (never the URL's password)."""
+    pieces = [p for p in url.split(";") if p.strip()] if url.strip().lower().startswith("sentinel://") else [url]
+    for piece in pieces or [url]:
+        try:
+            parts = urlsplit(piece.strip())
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError as exc:
+            raise ValueError(f"{var} is not a valid URL ({mask_url(url)}): {redact(str(exc), url)}") from None
+        scheme = parts.scheme.lower()
+        if scheme not in schemes or (len(pieces) > 1 and scheme != "sentinel"):
+            shown = f"{scheme}://" if scheme else mask_url(piece)
+            raise ValueError(f"{var} must be {what}; got {shown}")
 
 
 #: every environment variable the settings read, for docs and for the compose test

@@ -110,6 +110,8 @@ def _valid_non_default(name: str, default: object) -> str:
         return str(default * 2 + 1)
     if isinstance(default, float):
         return str(default * 2 + 1)
+    if name == "EMBEDCLF_DATABASE_URL":
+        return "postgresql+psycopg2://changed@changed-host:1234/changed"
     if name.endswith("_URL"):
         return "redis://changed-host:1234/5"
     return f"changed-{name.lower()}"
@@ -268,3 +270,22 @@ def test_with_overrides_is_a_copy():
 def test_head_refresh_must_be_positive(value):
     with pytest.raises(ValueError, match="EMBEDCLF_HEAD_REFRESH_S"):
         Settings.from_env({"EMBEDCLF_HEAD_REFRESH_S": value})
+
+
+@pytest.mark.parametrize("var, value, fragment", [
+    ("EMBEDCLF_DATABASE_URL", "mysql://u:secret@h/db", "EMBEDCLF_DATABASE_URL must be a PostgreSQL URL"),
+    ("EMBEDCLF_DATABASE_URL", "postgresql://u:secret@h:notaport/db", "EMBEDCLF_DATABASE_URL is not a valid URL"),
+    ("EMBEDCLF_BROKER_URL", "http://u:secret@h:80/", "EMBEDCLF_BROKER_URL must be a Redis URL"),
+    ("EMBEDCLF_BROKER_URL", "sentinel://a:1;redis://b:2", "EMBEDCLF_BROKER_URL must be a Redis URL"),
+])
+def test_unusable_urls_name_their_variable_in_one_line(var, value, fragment):
+    with pytest.raises(ValueError) as info:
+        Settings.from_env({var: value})
+    msg = str(info.value)
+    assert fragment in msg and "\n" not in msg and "secret" not in msg
+
+
+def test_postgres_urls_in_the_common_forms_mean_psycopg2():
+    for url in ("postgres://u@h/db", "postgresql://u@h/db", "postgresql+psycopg2://u@h/db"):
+        assert Settings.from_env({"EMBEDCLF_DATABASE_URL": url}).database_url == "postgresql+psycopg2://u@h/db"
+    assert Settings.from_env({"EMBEDCLF_BROKER_URL": "sentinel://a:1;sentinel://b:2"}).broker_url.startswith("sentinel")

@@ -29,7 +29,10 @@ def expected_errors() -> tuple[type[BaseException], ...]:
 def one_line(exc: BaseException, clean=lambda text: text) -> str:
     from sqlalchemy.exc import DBAPIError
 
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
+    if isinstance(exc, DBAPIError) and getattr(exc.orig, "pgcode", None) == "42P01":  # undefined_table
+        first = str(exc.orig).strip().splitlines()[0]
+        text = f"the database has no embedclf schema yet ({first}): run `embedclf db upgrade`"
+    elif isinstance(exc, DBAPIError) and exc.orig is not None:
         text = f"database error: {exc.orig}"
     else:
         text = str(exc) or type(exc).__name__
@@ -61,7 +64,7 @@ class Group(click.Group):
             raise AppError(one_line(exc, clean=lambda text: _redact(ctx, text))) from None
 
 
-@click.group(cls=Group)
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="embedclf")
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 @click.pass_context
@@ -78,7 +81,7 @@ def main() -> None:
     cli(prog_name="embedclf")
 
 
-from embedclf.cli import db, evaluate, heads, queue, demo, health, bench, data, services  # noqa: E402,F401  (register commands)
+from embedclf.cli import db, evaluate, heads, queue, demo, health, bench, data, services, config_cmd  # noqa: E402,F401,E501  (register commands)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

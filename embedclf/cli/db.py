@@ -20,9 +20,11 @@ def require_database(settings: Settings):
         ping(engine)
     except DatabaseUnavailable as exc:
         engine.dispose()
+        if "does not exist" in str(exc):  # the server answers; the database is not there yet
+            raise DatabaseUnavailable(f"{exc}: create it with `embedclf db upgrade --create`") from None
         raise DatabaseUnavailable(
-            f"{exc}. Start one with `docker compose up -d postgres`, or `pg_ctlcluster --skip-systemctl-redirect "
-            f"$(ls /etc/postgresql) main start`; or set EMBEDCLF_DATABASE_URL"
+            f"{exc}. Start Postgres (`embedclf services up` starts a private one; or `pg_ctlcluster "
+            f"--skip-systemctl-redirect $(ls /etc/postgresql) main start`), or set EMBEDCLF_DATABASE_URL"
         ) from None
     return engine
 
@@ -61,13 +63,20 @@ def downgrade(settings: Settings, revision: str) -> None:
 
 
 @db.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_obj
-def current(settings: Settings) -> None:
-    """Print the current schema revision."""
+def current(settings: Settings, as_json: bool) -> None:
+    """Print the current schema revision (and whether it is the code's latest)."""
+    import json
+
     from embedclf.store import migrate
 
     require_database(settings).dispose()
-    click.echo(migrate.current(settings.database_url) or "base (no tables)")
+    rev = migrate.current(settings.database_url)
+    if as_json:
+        click.echo(json.dumps({"revision": rev, "head": migrate.head(), "at_head": rev == migrate.head()}))
+    else:
+        click.echo(rev or "base (no tables)")
 
 
 @db.command()

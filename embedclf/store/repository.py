@@ -198,6 +198,8 @@ def query_predictions(
     status: str | None = None,
     request_id: str | None = None,
     task_ids: Iterable[str] | None = None,
+    label: str | None = None,
+    since: dt.datetime | None = None,
     limit: int | None = 20,
 ) -> list[dict]:
     cols = [c for c in predictions.c if c.name not in ("id", "fingerprint")]
@@ -210,6 +212,10 @@ def query_predictions(
         q = q.where(predictions.c.request_id == request_id)
     if task_ids is not None:
         q = q.where(predictions.c.task_id.in_(list(task_ids)))
+    if label is not None:
+        q = q.where(predictions.c.label == label)
+    if since is not None:
+        q = q.where(predictions.c.completed_at >= since)
     if limit is not None:
         q = q.limit(limit)
     with engine.connect() as conn:

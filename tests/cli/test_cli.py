@@ -173,3 +173,81 @@ def test_enqueue_bad_inputs(run, tmp_path):
 def test_bad_settings_are_reported(run):
     one_line_error(run("heads", "list", env={"EMBEDCLF_BATCH_MAX_SIZE": "lots"}, ok=False),
                    "EMBEDCLF_BATCH_MAX_SIZE")
+
+
+def test_h_is_help_everywhere(run):
+    for args in (["-h"], ["db", "-h"], ["db", "upgrade", "-h"], ["heads", "-h"], ["enqueue", "-h"], ["bench", "queue", "-h"],
+                 ["services", "-h"], ["config", "-h"]):
+        r = run(*args)
+        assert r.exit_code == 0 and "Usage:" in r.output, args
+
+
+def test_config_prints_the_settings_in_effect_with_secrets_masked(run):
+    env = {"EMBEDCLF_BROKER_URL": "redis://:hunter22@h:1/0", "EMBEDCLF_RESULT_BACKEND": "redis://:backendpw@h:1/1",
+           "EMBEDCLF_BATCH_MAX_SIZE": "96"}
+    out = run("config", env=env).output
+    assert "EMBEDCLF_BATCH_MAX_SIZE  96  (environment)" in out.replace("   ", "  ") or "96  (environment)" in out
+    assert "EMBEDCLF_QUEUE" in out and "(default)" in out
+    assert "hunter22" not in out and "backendpw" not in out
+    data = json.loads(run("config", "--json", env=env).output)
+    assert data["EMBEDCLF_BATCH_MAX_SIZE"] == 96 and data["EMBEDCLF_BROKER_URL"] == "redis://:***@h:1/0"
+
+
+def test_bad_urls_are_one_line_errors_naming_the_variable(run):
+    for var, value, fragment in [("EMBEDCLF_DATABASE_URL", "mysql://u:pw@h/db", "EMBEDCLF_DATABASE_URL must be"),
+                                 ("EMBEDCLF_BROKER_URL", "http://h:80/", "EMBEDCLF_BROKER_URL must be")]:
+        one_line_error(run("results", env={var: value}, ok=False), fragment)
+
+
+def test_missing_database_and_missing_schema_say_what_to_run(run, pg_url):
+    from embedclf.store.db import create_database, drop_database
+
+    missing = pg_url + "_nosuchdb"
+    one_line_error(run("results", env={"EMBEDCLF_DATABASE_URL": missing}, ok=False),
+                   "does not exist", "embedclf db upgrade --create")
+    empty = pg_url + "_empty"
+    create_database(empty)
+    try:
+        one_line_error(run("results", env={"EMBEDCLF_DATABASE_URL": empty}, ok=False),
+                       "no embedclf schema", "embedclf db upgrade")
+    finally:
+        drop_database(empty)
+
+
+def test_enqueue_checks_heads_and_has_timeout_and_json(run, settings, clean_db, tmp_path):
+    from tests.helpers import tiny_head
+
+    tiny_head(clean_db, "known")
+    r_client = redis.Redis.from_url(settings.broker_url)
+    r_client.delete(settings.queue)
+    data = tmp_path / "texts.txt"
+    data.write_text("one\ntwo\n")
+    r = run("enqueue", "--head", "nosuch", "--file", str(data), "--quiet")
+    assert "warning: no active head 'nosuch' (active heads: known)" in r.stderr and r_client.llen(settings.queue) == 1
+    one_line_error(run("enqueue", "--head", "nosuch", "--file", str(data), "--strict", ok=False),
+                   "no active head 'nosuch'", "nothing was enqueued")
+    assert r_client.llen(settings.queue) == 1
+    out = json.loads(run("enqueue", "--head", "known", "--file", str(data), "--json").stdout)
+    assert out == {"texts": 2, "tasks": 1, "heads": ["known"], "queue": settings.queue, "ids_out": None}
+    r_client.delete(settings.queue)
+    t0 = __import__("time").monotonic()
+    one_line_error(run("enqueue", "--head", "known", "--file", str(data), "--timeout", "1",
+                       env={"EMBEDCLF_BROKER_URL": "redis://127.0.0.1:1/0"}, ok=False), "cannot reach the broker")
+    assert __import__("time").monotonic() - t0 < 10
+
+
+def test_results_filters_and_json(run, clean_db):
+    repo.write_predictions(clean_db, [
+        {"task_id": "f1", "item": 0, "status": "ok", "label": "shipping", "score": 0.8, "head_name": "support",
+         "top3": [{"label": "shipping", "score": 0.8}]},
+        {"task_id": "f2", "item": 3, "status": "ok", "label": "billing", "score": 0.7, "head_name": "support",
+         "top3": [{"label": "billing", "score": 0.7}]},
+    ])
+    rows = [json.loads(line) for line in run("results", "--json", "--label", "billing").output.splitlines()]
+    assert [(r["task_id"], r["item"]) for r in rows] == [("f2", 3)]
+    assert "T" in rows[0]["completed_at"]  # ISO 8601
+    assert [json.loads(x)["task_id"] for x in run("results", "--json", "--task-id", "f1").output.splitlines()] == ["f1"]
+    assert run("results", "--since", "1h", "--json").output.count("\n") == 2
+    assert run("results", "--since", "2999-01-01", "--json").output.strip() == ""
+    table = run("results").output
+    assert "f2:3" in table and "task_id:item" in table
