@@ -74,7 +74,6 @@ def check_services(settings: Settings) -> list[str]:
             "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`; "
             "or point EMBEDCLF_DATABASE_URL at your server"
         )
-    import redis
 
     try:
         from embedclf.redis_conn import redis_client

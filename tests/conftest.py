@@ -57,7 +57,7 @@ def clean_db(engine):
     from sqlalchemy import text
 
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE predictions, head_events, heads RESTART IDENTITY"))
+        conn.execute(text("TRUNCATE predictions, head_events, heads, task_conflicts RESTART IDENTITY"))
     return engine
 
 

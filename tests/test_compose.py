@@ -313,7 +313,7 @@ def test_migrate_runs_the_cli_once(services: dict, pyproject: dict) -> None:
     assert argv(migrate["command"]) == ["embedclf", "db", "upgrade"]
     assert migrate.get("restart") == "no"  # a quoted "no": bare `no` is YAML false
     assert depends_on(migrate).get("postgres") == "service_healthy"
-    assert pyproject["project"]["scripts"].get("embedclf") == "embedclf.cli:main"
+    assert pyproject["project"]["scripts"].get("embedclf") == "embedclf.entry:main"
 
 
 def test_cli_module_exists(pyproject: dict) -> None:

@@ -249,13 +249,13 @@ def test_describe_masks_secrets_and_flattens_batch():
     s = Settings(database_url="postgresql://app:topsecret@db/x", broker_url="redis://:alsosecret@r:6379/0")
     d = s.describe()
     assert "topsecret" not in str(d) and "alsosecret" not in str(d)
-    assert d["database_url"] == "postgresql://app:***@db/x"
+    assert d["database_url"] == "postgresql+psycopg2://app:***@db/x"  # postgresql:// means psycopg2
     assert d["broker_url"] == "redis://:***@r:6379/0"
     assert d["batch.max_size"] == 64 and d["batch.max_wait_ms"] == 50 and d["batch.max_tokens"] == 4096
     assert "batch" not in d
     assert d["queue"] == "celery"
     # the settings object itself keeps the real URL
-    assert s.database_url == "postgresql://app:topsecret@db/x"
+    assert s.database_url == "postgresql+psycopg2://app:topsecret@db/x"
 
 
 def test_with_overrides_is_a_copy():

@@ -25,7 +25,7 @@ def test_dockerfiles_exist_and_copy_real_paths(services: dict) -> None:
 
 
 def test_dockerfile_contents(pyproject: dict) -> None:
-    torch_pin = next(d for d in pyproject["project"]["dependencies"] if d.startswith("torch"))
+    torch_pin = next(d for d in pyproject["project"]["optional-dependencies"]["worker"] if d.startswith("torch"))
     version = torch_pin.split("==", 1)[1]
     images = {"Dockerfile": ["python:3.11-slim"] * 2,
               "Dockerfile.gpu": ["nvidia/cuda:12.6.3-devel-ubuntu24.04", "nvidia/cuda:12.6.3-runtime-ubuntu24.04"]}
@@ -36,7 +36,7 @@ def test_dockerfile_contents(pyproject: dict) -> None:
         assert base_images(path) == expected_images, name
         assert dockerfile_args(ins).get("TORCH_VERSION") == version, f"{name}: torch != pyproject pin"
         assert "https://download.pytorch.org/whl/cpu" in text
-        assert 'pip install ".[llama]"' in text
+        assert 'pip install ".[worker,llama]"' in text
         # the last stage is what runs: non-root, /app, unbuffered logs
         last = max(i for i, (kw, _) in enumerate(ins) if kw == "FROM")
         final = ins[last:]

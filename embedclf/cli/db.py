@@ -23,8 +23,8 @@ def require_database(settings: Settings):
         if "does not exist" in str(exc):  # the server answers; the database is not there yet
             raise DatabaseUnavailable(f"{exc}: create it with `embedclf db upgrade --create`") from None
         raise DatabaseUnavailable(
-            f"{exc}. Start Postgres (`embedclf services up` starts a private one; or `pg_ctlcluster "
-            f"--skip-systemctl-redirect $(ls /etc/postgresql) main start`), or set EMBEDCLF_DATABASE_URL"
+            f"{exc}. Start Postgres: `embedclf services up` (a private one), `docker compose up -d postgres`, or "
+            f"`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`; or set EMBEDCLF_DATABASE_URL"
         ) from None
     return engine
 

@@ -64,7 +64,6 @@ def enqueue(settings: Settings, head: tuple[str, ...], path: str, text_col: str,
     if len(set(head)) != len(head) or len(head) > 16:
         raise click.BadParameter("give 1 to 16 distinct head names", param_hint="--head")
     rows = load_texts(path, text_col, request_id_col)
-    _check_heads(settings, head, strict)
     if timeout_s is not None:
         settings = replace(settings, enqueue_retry_s=timeout_s)
     quiet = quiet or as_json
@@ -72,6 +71,7 @@ def enqueue(settings: Settings, head: tuple[str, ...], path: str, text_col: str,
     client = Client.from_settings(settings)
     try:
         client.wait_for_broker()  # before the progress bar, so a broker that never came is one line
+        _check_heads(settings, head, strict)
         with tqdm(total=len(rows), desc="enqueue", unit="text", file=sys.stderr, disable=quiet) as bar:
             refs = client.classify_many(head[0] if len(head) == 1 else list(head), [t for _, t in rows],
                                         [r for r, _ in rows], per_task=per_task, progress=bar.update)
