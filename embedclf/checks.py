@@ -1,7 +1,10 @@
-"""Pre-flight checks used by the Makefile: ``python -m embedclf.checks install|services``.
+"""Pre-flight checks used by the Makefile: ``python -m embedclf.checks install|onnx|services``.
 
 ``install``: the heavy dependencies import, and llama.cpp can decode (run in a
 child process: a build with instructions this CPU lacks dies with SIGILL).
+``onnx`` (every ``make install``): the ONNX files of ``minilm-onnx`` / ``minilm-int8``
+are in the model cache, built from the pip-shipped MiniLM when missing (offline,
+seconds; a no-op when present), and each embeds a text to a unit vector.
 ``services``: Postgres and Redis answer at the configured URLs; if not, say
 how to start them. Exit code 1 with a one-line reason on failure.
 """
@@ -49,6 +52,29 @@ def check_install() -> list[str]:
     return problems
 
 
+ONNX_SPECS = ("minilm-onnx", "minilm-int8")
+
+
+def check_onnx(settings: Settings) -> list[str]:
+    """Build (when missing) and load the ONNX embedders; each must embed a text to a unit vector."""
+    import numpy as np
+
+    from embedclf.embedders.spec import load_embedder
+
+    problems = []
+    for spec in ONNX_SPECS:
+        try:
+            emb = load_embedder(spec, model_dir=settings.model_dir)
+            vec = emb.embed_batch(["hello world"])
+            if vec.shape != (1, emb.dim) or abs(float(np.linalg.norm(vec)) - 1.0) > 1e-3:
+                raise ValueError(f"bad vector: shape {vec.shape}, norm {np.linalg.norm(vec):.4f}")
+            print(f"{spec} ok: {emb.model_id}, {emb.path}")  # type: ignore[attr-defined]
+            emb.close()
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"{spec}: {type(exc).__name__}: {exc}")
+    return problems
+
+
 def check_services(settings: Settings) -> list[str]:
     problems = []
     from embedclf.store.db import DatabaseUnavailable, make_engine, ping
@@ -81,13 +107,18 @@ def main(argv: list[str]) -> int:
     what = argv[0] if argv else ""
     if what == "install":
         problems = check_install()
+    elif what == "onnx":
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")  # ONNX build progress
+        problems = check_onnx(Settings.from_env())
     elif what == "services":
         problems = check_services(Settings.from_env())
         if not problems:
             s = Settings.from_env()
             print(f"services ok: postgres {mask_url(s.database_url)}, redis {mask_url(s.broker_url)}")
     else:
-        print("usage: python -m embedclf.checks install|services", file=sys.stderr)
+        print("usage: python -m embedclf.checks install|onnx|services", file=sys.stderr)
         return 2
     for p in problems:
         print(f"error: {p}", file=sys.stderr)
