@@ -27,7 +27,7 @@ def machine_block(m: dict, echo: Echo) -> None:
 
 
 def embed_report(r: dict, echo: Echo) -> None:
-    if len(r.get("embedders", ())) > 1 or r.get("processes", 1) > 1:
+    if len(r.get("embedders", ())) > 1 or r.get("processes", [1]) != [1]:
         return compare_report(r, echo)
     machine_block(r["machine"], echo)
     echo(f"\nraw embed_batch throughput, first {r['n']} texts of {r['data']} in file order "
@@ -58,20 +58,22 @@ def embed_report(r: dict, echo: Echo) -> None:
 def compare_report(r: dict, echo: Echo) -> None:
     """Several embedders (or one in several processes): texts/s per batch size, ratio to the first."""
     machine_block(r["machine"], echo)
-    procs = r.get("processes", 1)
-    each = f", {procs} processes at once (each all {r['n']} texts; figures are their sum)" if procs > 1 else ""
+    procs = max(r.get("processes", [1]))
+    each = f"; 'xP': P processes at once, each all {r['n']} texts, texts/s summed" if procs > 1 else ""
     echo(f"\nraw embed_batch throughput, first {r['n']} texts of {r['data']} in file order, "
          f"median of {r['rounds']} interleaved round(s){each}:")
     sizes = [run["batch_size"] for run in r["embedders"][0]["runs"]]
-    width = max(len(e["embedder_spec"]) for e in r["embedders"]) + 2
+    label = {id(e): e["embedder_spec"] + (f" x{e['processes']}" if e["processes"] > 1 else "")
+             for e in r["embedders"]}
+    width = max(len(x) for x in label.values()) + 2
     echo(f"  {'embedder':<{width}}" + "".join(f"{'batch ' + str(b):>12}" for b in sizes) + f"{'best':>10}{'x first':>9}")
     for e in r["embedders"]:
         cells = "".join(f"{run['texts_per_s']:>12.1f}" for run in e["runs"])
-        echo(f"  {e['embedder_spec']:<{width}}{cells}{e['best']['texts_per_s']:>10.1f}"
+        echo(f"  {label[id(e)]:<{width}}{cells}{e['best']['texts_per_s']:>10.1f}"
              f"{e['ratio_to_first']['best']:>9.2f}")
     echo("(texts/s; 'x first': best against the first embedder's best)")
-    for e in r["embedders"]:
-        echo(f"  {e['embedder_spec']}: model id {e['embedder']}")
+    for spec, model_id in dict.fromkeys((e["embedder_spec"], e["embedder"]) for e in r["embedders"]):
+        echo(f"  {spec}: model id {model_id}")
 
 
 def e2e_report(r: dict, echo: Echo) -> None:
