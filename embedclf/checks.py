@@ -2,7 +2,7 @@
 
 ``install``: the heavy dependencies import, and llama.cpp can decode (run in a
 child process: a build with instructions this CPU lacks dies with SIGILL).
-``onnx`` (every ``make install``): the ONNX files of ``minilm-onnx`` / ``minilm-int8``
+``onnx`` (every ``make install``): the ONNX files of ``minilm-onnx`` / ``minilm-int8`` / ``minilm-int8w``
 are in the model cache, built from the pip-shipped MiniLM when missing (offline,
 seconds; a no-op when present), and each embeds a text to a unit vector.
 ``services``: Postgres and Redis answer at the configured URLs; if not, say
@@ -52,7 +52,7 @@ def check_install() -> list[str]:
     return problems
 
 
-ONNX_SPECS = ("minilm-onnx", "minilm-int8")
+ONNX_SPECS = ("minilm-onnx", "minilm-int8", "minilm-int8w")
 
 
 def check_onnx(settings: Settings) -> list[str]:

