@@ -15,6 +15,8 @@ export TRANSFORMERS_OFFLINE ?= 1
 .PHONY: install demo test test-fast services clean
 
 install: $(VENV)/.install-stamp
+	# ONNX files of minilm-onnx / minilm-int8 in the model cache: built offline if missing (seconds), else a no-op
+	$(BIN)/python -m embedclf.checks onnx
 
 $(VENV)/.install-stamp: pyproject.toml Makefile scripts/llama_cmake_args.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -1,7 +1,10 @@
-"""Pre-flight checks used by the Makefile: ``python -m embedclf.checks install|services``.
+"""Pre-flight checks used by the Makefile: ``python -m embedclf.checks install|onnx|services``.
 
 ``install``: the heavy dependencies import, and llama.cpp can decode (run in a
 child process: a build with instructions this CPU lacks dies with SIGILL).
+``onnx`` (every ``make install``): the ONNX files of ``minilm-onnx`` / ``minilm-int8`` / ``minilm-int8w``
+are in the model cache, built from the pip-shipped MiniLM when missing (offline,
+seconds; a no-op when present), and each embeds a text to a unit vector.
 ``services``: Postgres and Redis answer at the configured URLs; if not, say
 how to start them. Exit code 1 with a one-line reason on failure.
 :func:`broker_persistence_warning` tells a worker at start whether the broker would lose its queue.
@@ -51,6 +54,29 @@ def check_install() -> list[str]:
             problems.append(f"llama.cpp probe failed (exit {proc.returncode}): {tail[0][:300]}")
     else:
         print(proc.stdout.strip())
+    return problems
+
+
+ONNX_SPECS = ("minilm-onnx", "minilm-int8", "minilm-int8w")
+
+
+def check_onnx(settings: Settings) -> list[str]:
+    """Build (when missing) and load the ONNX embedders; each must embed a text to a unit vector."""
+    import numpy as np
+
+    from embedclf.embedders.spec import load_embedder
+
+    problems = []
+    for spec in ONNX_SPECS:
+        try:
+            emb = load_embedder(spec, model_dir=settings.model_dir)
+            vec = emb.embed_batch(["hello world"])
+            if vec.shape != (1, emb.dim) or abs(float(np.linalg.norm(vec)) - 1.0) > 1e-3:
+                raise ValueError(f"bad vector: shape {vec.shape}, norm {np.linalg.norm(vec):.4f}")
+            print(f"{spec} ok: {emb.model_id}, {emb.path}")  # type: ignore[attr-defined]
+            emb.close()
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"{spec}: {type(exc).__name__}: {exc}")
     return problems
 
 
@@ -135,6 +161,11 @@ def main(argv: list[str]) -> int:
     what = argv[0] if argv else ""
     if what == "install":
         problems = check_install()
+    elif what == "onnx":
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")  # ONNX build progress
+        problems = check_onnx(Settings.from_env())
     elif what == "services":
         try:
             s = Settings.from_env()
@@ -145,7 +176,7 @@ def main(argv: list[str]) -> int:
         if not problems:
             print(f"services ok: postgres {mask_url(s.database_url)}, redis {mask_url(s.broker_url)}")
     else:
-        print("usage: python -m embedclf.checks install|services", file=sys.stderr)
+        print("usage: python -m embedclf.checks install|onnx|services", file=sys.stderr)
         return 2
     for p in problems:
         print(f"error: {p}", file=sys.stderr)

@@ -11,8 +11,12 @@ from pathlib import Path
 
 #: distribution name -> importable module; versions come from package metadata, so
 #: reporting them imports nothing heavy (llama_cpp would load its shared library)
-PACKAGES = {"torch": "torch", "sentence_transformers": "sentence_transformers", "llama_cpp": "llama_cpp"}
-DISTRIBUTIONS = {"torch": "torch", "sentence_transformers": "sentence-transformers", "llama_cpp": "llama-cpp-python"}
+PACKAGES = {"torch": "torch", "sentence_transformers": "sentence_transformers", "llama_cpp": "llama_cpp",
+            "onnxruntime": "onnxruntime"}
+DISTRIBUTIONS = {"torch": "torch", "sentence_transformers": "sentence-transformers", "llama_cpp": "llama-cpp-python",
+                 "onnxruntime": "onnxruntime"}
+#: CPU flags that decide which int8 / fp32 kernels run (int8 speed differs a lot with VNNI)
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
 
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
@@ -24,6 +28,19 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     except OSError:
         pass
     return None
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """The :data:`SIMD_FLAGS` this CPU has."""
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() == "flags":
+                have = set(value.split())
+                return [f for f in SIMD_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
 
 
 def gpu_name() -> str | None:
@@ -54,6 +71,7 @@ def machine_info(model_id: str | None) -> dict:
     info: dict = {
         "cpu_count": os.cpu_count(),
         "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "gpu": gpu_name(),
         "python": platform.python_version(),
     }

@@ -6,6 +6,7 @@ length-sorted group (``Embedder.embed`` sorts by length; the worker cannot).
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -27,6 +28,10 @@ class RawRun:
     #: llama ``n_batch`` asked for, and what llama.cpp actually uses (it caps n_batch at n_ctx)
     n_batch: int | None = None
     n_batch_effective: int | None = None
+    #: with several rounds: each round's seconds (``seconds`` is their median)
+    round_seconds: tuple[float, ...] | None = None
+    #: processes that embedded the texts at once, each all of them (``n`` counts every process's texts)
+    processes: int = 1
 
     @property
     def texts_per_s(self) -> float:
@@ -39,6 +44,8 @@ class RawRun:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["seconds"] = round(self.seconds, 4)
+        if self.round_seconds is not None:
+            d["round_seconds"] = [round(x, 4) for x in self.round_seconds]
         d["texts_per_s"] = round(self.texts_per_s, 2)
         tps = self.tokens_per_s
         d["tokens_per_s"] = None if tps is None else round(tps, 1)
@@ -90,6 +97,49 @@ def sweep(embedder: Embedder, texts: Sequence[str], batch_sizes: Sequence[int], 
     prefix = f"n_batch {n_batch}, " if n_batch else ""
     return [measure(embedder, texts, bs, quiet=quiet, tokens=tokens, n_batch=n_batch, label=f"{prefix}batch {bs}")
             for bs in batch_sizes]
+
+
+def median_run(runs: Sequence[RawRun]) -> RawRun:
+    """One run per round of the same measurement -> one run with the median seconds."""
+    secs = tuple(r.seconds for r in runs)
+    first = runs[0]
+    return RawRun(first.batch_size, first.n, statistics.median(secs), first.tokens, first.n_batch,
+                  first.n_batch_effective, secs if len(secs) > 1 else None, first.processes)
+
+
+Measurer = Callable[[int, str], RawRun]
+
+
+def compare(measurers: Sequence[Measurer], names: Sequence[str], batch_sizes: Sequence[int],
+            rounds: int) -> list[list[RawRun]]:
+    """Several embedders on the same texts, interleaved: round after round, each batch size, each embedder in
+    turn, so a change in machine load hits them alike. Per embedder and batch size: the median of the rounds.
+
+    ``measurers[k](batch_size, label)`` times embedder k once (see :func:`in_process`).
+    """
+    per: list[list[list[RawRun]]] = [[[] for _ in batch_sizes] for _ in measurers]
+    for r in range(rounds):
+        for b, bs in enumerate(batch_sizes):
+            for k, run in enumerate(measurers):
+                per[k][b].append(run(bs, f"round {r + 1}/{rounds}, {names[k]}, batch {bs}"))
+    return [[median_run(runs) for runs in by_batch] for by_batch in per]
+
+
+def in_process(embedder: Embedder, texts: Sequence[str], *, quiet: bool) -> Measurer:
+    tokens = count_tokens(embedder, texts)
+    return lambda bs, label: measure(embedder, texts, bs, quiet=quiet, tokens=tokens, label=label)
+
+
+def ratios(results: Sequence[Sequence[RawRun]]) -> list[dict]:
+    """Each embedder's texts/s over the first one's: best against best, and per batch size."""
+    ref = results[0]
+    out = []
+    for runs in results:
+        out.append({
+            "best": round(best(runs).texts_per_s / best(ref).texts_per_s, 3),
+            "per_batch": {str(r.batch_size): round(r.texts_per_s / q.texts_per_s, 3) for r, q in zip(runs, ref)},
+        })
+    return out
 
 
 def with_option(spec: str, key: str, value: object) -> str:

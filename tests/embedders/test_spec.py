@@ -45,7 +45,7 @@ def test_alias_qwen3_embedding_decodes_instruction() -> None:
 
 def test_every_alias_parses() -> None:
     for name in ALIASES:
-        assert parse_spec(name).kind in {"st", "llama"}
+        assert parse_spec(name).kind in {"st", "onnx", "llama"}
 
 
 def test_str_round_trips_options() -> None:

@@ -51,7 +51,7 @@ def test_resolve_errors(tmp_path: Path) -> None:
 
 
 def test_unknown_option_rejected() -> None:
-    with pytest.raises(SpecError, match="known: batch_size, device, normalize"):
+    with pytest.raises(SpecError, match="known: backend, batch_size, device, normalize"):
         SentenceTransformerEmbedder.from_spec(parse_spec("minilm?pooling=mean"))
 
 

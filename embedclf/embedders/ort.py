@@ -1,0 +1,131 @@
+"""ONNX Runtime adapter: a sentence-transformers model exported by :mod:`embedclf.embedders.onnx_build`.
+
+Spec: ``onnx:TARGET?quant=none|int8|int8w&threads=N&batch_size=N&normalize=0|1`` where TARGET is what
+``st:`` takes, but local only (``pip:PACKAGE`` or a directory). Aliases: ``minilm-onnx`` (fp32),
+``minilm-int8`` and ``minilm-int8w``. ``st:TARGET?backend=onnx`` is the same as ``onnx:TARGET``.
+
+The graph returns pooled vectors; this module tokenizes (the model's own ``tokenizer.json``,
+truncated at its ``max_seq_length``), pads each sub-batch to its longest text and L2-normalises.
+
+``model_id`` (measured with ``scripts/embedder_agreement.py`` on all 10,003 BANKING77 training
+texts): fp32 vectors are the torch model's (minimum cosine 1.000000 to six decimals) and int8w's
+are interchangeable with them (minimum 0.99951), so both keep the torch id (``st:all-MiniLM-L6-v2``)
+and heads and cached vectors carry over. int8 vectors differ (mean 0.9933, minimum 0.9722):
+``+int8`` is appended, and a head trained on the torch model is refused by an int8 worker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from embedclf.embedders.base import Embedder, l2_normalize
+from embedclf.embedders.spec import EmbedderSpec, SpecError
+
+ONNX_OPTIONS = ("quant", "threads", "batch_size", "normalize")
+#: vectors interchangeable with torch's (cosine >= 0.999 on every one of 10,003 BANKING77 texts) keep its id
+MODEL_ID_SUFFIX = {"none": "", "int8": "+int8", "int8w": ""}
+
+
+class OnnxEmbedder(Embedder):
+    """Embeds with ONNX Runtime on the CPU; ``threads`` (intra-op) and ``batch_size`` don't change ``model_id``."""
+
+    def __init__(self, target: str, quant: str = "none", threads: int = 0, batch_size: int = 64,
+                 normalize: bool = True, model_dir: str | Path | None = None, log: Callable[[str], None] | None = None
+                 ) -> None:
+        from embedclf.embedders.onnx_build import QUANTS, ensure_built, read_source
+
+        if quant not in QUANTS:
+            raise SpecError(f"onnx option quant={quant!r} is not one of {', '.join(QUANTS)}")
+        if batch_size < 1:
+            raise SpecError("onnx option batch_size must be >= 1")
+        if threads < 0:
+            raise SpecError("onnx option threads must be >= 0 (0: ONNX Runtime's default, one per core)")
+        self.source = read_source(target)
+        self.path = ensure_built(self.source, quant, model_dir, log=log)
+        self.quant = quant
+        self.threads = threads
+        self.batch_size = batch_size
+        self.normalize = normalize or self.source.normalize
+        self.model_id = f"st:{self.source.name}" + MODEL_ID_SUFFIX[quant] + ("" if self.normalize else "+nonorm")
+        self._tokenizer = self._new_tokenizer()
+        self._counter = self._new_tokenizer()  # count_tokens: not shared with embed_batch's thread
+        self._session: Any = self._new_session()
+        self.dim = int(self._session.get_outputs()[0].shape[-1])
+
+    @classmethod
+    def from_spec(cls, spec: EmbedderSpec, *, model_dir: str | Path | None = None,
+                  drop: Sequence[str] = ()) -> "OnnxEmbedder":
+        from embedclf.embedders.st import check_options, parse_bool, parse_int
+
+        opts = {k: v for k, v in spec.options.items() if k not in drop}
+        check_options(opts, ONNX_OPTIONS, "onnx")
+        kwargs: dict[str, Any] = {}
+        if "quant" in opts:
+            kwargs["quant"] = opts["quant"].strip().lower()
+        for key in ("threads", "batch_size"):
+            if key in opts:
+                kwargs[key] = parse_int(key, opts[key])
+        if "normalize" in opts:
+            kwargs["normalize"] = parse_bool("normalize", opts["normalize"])
+        return cls(spec.target, model_dir=model_dir, **kwargs)
+
+    def _new_tokenizer(self):
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(self.source.tokenizer_file))
+        tok.enable_truncation(self.source.max_seq_length)
+        tok.no_padding()  # each sub-batch is padded here, to its own longest text
+        return tok
+
+    def _new_session(self):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+
+    @property
+    def session(self) -> Any:
+        if self._session is None:
+            raise RuntimeError("embedder is closed")
+        return self._session
+
+    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        """Sorted by length into sub-batches of ``batch_size`` (as sentence-transformers does), rows in input order."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        session = self.session
+        encodings = self._tokenizer.encode_batch(list(texts))
+        order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            width = len(encodings[idx[0]].ids)
+            ids = np.full((len(idx), width), self.source.pad_id, dtype=np.int64)
+            mask = np.zeros((len(idx), width), dtype=np.int64)
+            for row, i in enumerate(idx):
+                n = len(encodings[i].ids)
+                ids[row, :n] = encodings[i].ids
+                mask[row, :n] = 1
+            out[idx] = session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        return l2_normalize(out) if self.normalize else out
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model sees, special tokens included, capped at ``max_seq_length``."""
+        return len(self._counter.encode(text).ids)
+
+    def token_counter(self) -> Callable[[str], int]:
+        """Counts with a private tokenizer: one Rust tokenizer used by two threads raises "Already borrowed"."""
+        tok = self._new_tokenizer()
+        return lambda text: len(tok.encode(text).ids)
+
+    def max_tokens_per_text(self) -> int:
+        return self.source.max_seq_length
+
+    def close(self) -> None:
+        self._session = None

