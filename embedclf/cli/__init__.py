@@ -78,7 +78,7 @@ def main() -> None:
     cli(prog_name="embedclf")
 
 
-from embedclf.cli import db, evaluate, heads, queue, demo, health, bench, data  # noqa: E402,F401  (register commands)
+from embedclf.cli import db, evaluate, heads, queue, demo, health, bench, data, serve  # noqa: E402,F401  (register commands)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
