@@ -141,7 +141,7 @@ def create_app(settings: Settings, *, max_waiting: int = MAX_WAITING) -> FastAPI
                            f"stays queued: GET {url} later", task_id=task_id, result_url=url)
         return JSONResponse(result_body(task_id, rows, sub.single), status_code=200)
 
-    @v1.get("/results/{task_id}", response_model=schemas.TaskResult, summary="A task's result",
+    @v1.get("/results/{task_id:path}", response_model=schemas.TaskResult, summary="A task's result",
             responses=schemas.error_responses(401, 404, 422, 503))
     async def result(request: Request, task_id: str = Path(min_length=1, max_length=255)) -> JSONResponse:
         rows = await anyio.to_thread.run_sync(request.app.state.backend.rows, task_id)

@@ -75,6 +75,8 @@ def test_heads_endpoint_lists_the_active_heads(api):
 def test_results_endpoint_unknown_and_invalid_ids(api):
     r = httpx.get(f"{api.url}/v1/results/never-sent", timeout=10)
     assert r.status_code == 404 and r.json()["error"] == "not_found"
+    r = httpx.get(f"{api.url}/v1/results/a/b%2Fc", timeout=10)  # ids chosen by other producers may hold '/'
+    assert r.status_code == 404 and r.json()["task_id"] == "a/b/c"
     r = httpx.get(f"{api.url}/v1/results/{'x' * 256}", timeout=10)
     assert r.status_code == 422 and r.json()["error"] == "invalid_request"
 
@@ -139,3 +141,19 @@ def test_worker_down_waits_time_out_with_504_on_one_listen_connection(idle_api, 
         assert "Traceback" not in r.text
     assert timeout_s <= elapsed < timeout_s + 5
     assert idle_api.redis.llen(idle_api.queue) == n  # still queued, for a worker that comes back
+
+
+def test_a_task_that_fails_as_a_whole_is_a_200_with_its_error(api, engine):
+    """Valid request, failed classification (the head expects another embedder than the worker runs)."""
+    from tests.helpers import tiny_head
+
+    tiny_head(engine, "wrongdim", dim=16)  # active, so the API accepts it; the worker runs fake:32
+    r = post(api, {"head": "wrongdim", "text": "hello", "wait": True, "timeout_s": 60})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "error"
+    e = body["result"]
+    assert e["status"] == "error" and e["label"] is None and e["error"]
+    r = post(api, {"heads": ["tiny", "wrongdim"], "text": "hello", "wait": True, "timeout_s": 60})
+    assert r.status_code == 200 and r.json()["status"] == "partial"
+    assert {e["head_name"]: e["status"] for e in r.json()["result"]} == {"tiny": "ok", "wrongdim": "error"}
