@@ -35,19 +35,18 @@ def bench_databases() -> set[str]:
 @pytest.mark.redis
 @pytest.mark.timeout(180)
 def test_http_smoke():
-    before = bench_databases()
     result = CliRunner().invoke(cli, ["bench", "http", "-n", "30", "--rate", "30", "--warmup", "2",
                                       "--max-wait-ms", "10", "--json"], env=ENV, catch_exceptions=False)
     assert result.exit_code == 0, result.output + result.stderr
     r = json.loads(result.stdout)
     assert r["mode"] == "http" and r["embedder"] == "fake:64" and r["n"] == 30 and r["warmup"] == 2
-    assert r["requests"] == 30 and r["ok"] == 30 and r["statuses"] == {"200": 30} and r["first_error"] is None
-    assert r["rows"] == 30  # only the measured requests' rows
-    assert 0 < r["throughput_per_s"] and r["seconds"] > 0
-    assert 0 < r["queue_p50_ms"] and 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] <= r["latency_max_ms"]
-    assert r["server_rss_mb"] > 0 and r["worker_rss_mb"] > 0
+    assert (r["requests"], r["ok"], r["statuses"], r["first_error"]) == (30, 30, {"200": 30}, None), r
+    assert r["rows"] == 30, r  # only the measured requests' rows
+    assert 0 < r["throughput_per_s"] and r["seconds"] > 0, r
+    assert 0 < r["queue_p50_ms"] and 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] <= r["latency_max_ms"], r
+    assert r["server_rss_mb"] > 0 and r["worker_rss_mb"] > 0, r
     assert r["batch_sizes"]["batches"] >= 1 and r["machine"]["embedder"] == "fake:64"
-    # the temporary database is gone, no other one was left behind, the Redis DB is flushed
-    after = bench_databases()
-    assert r["database"].startswith("embedclf_bench_") and r["database"] not in after and after <= before
+    # the temporary database is gone and the Redis DB is flushed (other sessions may run benches on the same
+    # servers meanwhile, so only this run's database is checked)
+    assert r["database"].startswith("embedclf_bench_") and r["database"] not in bench_databases()
     assert redis.Redis.from_url(f"{REDIS_SERVER}/{r['redis_db']}").dbsize() == 0
