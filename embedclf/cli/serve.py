@@ -29,8 +29,10 @@ def is_loopback(host: str) -> bool:
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="One log line per request.")
+@click.option("--shutdown-timeout", "shutdown_s", default=30.0, show_default=True, type=click.FloatRange(0),
+              help="On SIGTERM, let requests in flight (waiting ones too) finish for this long, then close them.")
 @click.pass_obj
-def serve(settings: Settings, host: str, port: int, log_level: str, access_log: bool) -> None:
+def serve(settings: Settings, host: str, port: int, log_level: str, access_log: bool, shutdown_s: float) -> None:
     """Serve the HTTP API: POST /v1/classify, GET /v1/results/{id}, /v1/heads, /livez, /readyz, /docs."""
     try:
         import fastapi  # noqa: F401
@@ -44,4 +46,4 @@ def serve(settings: Settings, host: str, port: int, log_level: str, access_log: 
         click.echo(f"warning: serving on {host} without EMBEDCLF_API_TOKEN: anyone who reaches the port can "
                    "classify and read results", err=True)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=access_log,
-                server_header=False, date_header=True)
+                server_header=False, date_header=True, timeout_graceful_shutdown=shutdown_s)

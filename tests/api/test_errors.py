@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -145,6 +146,44 @@ def test_readyz_is_503_when_broker_and_database_do_not_answer(settings):
         # the database is down: results and heads are a 503, not a 500
         check_error(httpx.get(f"{api.url}/v1/heads", timeout=15), 503, "database_unavailable")
         check_error(httpx.get(f"{api.url}/v1/results/abc", timeout=15), 503, "database_unavailable")
+        # the broker is down: the task cannot be enqueued (after the API's 5 s of retries)
+        t0 = time.monotonic()
+        r = httpx.post(f"{api.url}/v1/classify", json={"head": "tiny", "text": "x", "wait": True}, timeout=30)
+        body = check_error(r, 503, "broker_unavailable", "unreachable")
+        assert r.headers["retry-after"] and "secret-pw" not in r.text and time.monotonic() - t0 < 15, body
+
+
+def test_too_many_waiting_is_503_before_anything_is_enqueued(settings, active_heads):
+    import asyncio
+
+    import redis
+
+    s = settings.with_overrides(queue="http-crowded")
+    queue = redis.Redis.from_url(settings.broker_url)
+    queue.delete(s.queue)
+
+    async def crowd(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            waits = [asyncio.ensure_future(client.post("/v1/classify", json={
+                "head": "tiny", "text": f"w{i}", "wait": True, "timeout_s": 3})) for i in range(2)]
+            await asyncio.sleep(1.0)  # both wait now
+            more = await asyncio.gather(*(client.post("/v1/classify", json={
+                "head": "tiny", "text": "late", "wait": True}) for _ in range(3)))
+            return list(more) + list(await asyncio.gather(*waits))
+
+    try:
+        with ApiServer(s, max_waiting=2) as api:
+            replies = asyncio.run(crowd(api.url))
+            for r in replies[:3]:
+                check_error(r, 503, "too_many_waiting", "2 requests are waiting")
+            assert [r.status_code for r in replies[3:]] == [504, 504]
+            assert queue.llen(s.queue) == 2  # the refused requests enqueued nothing
+            # once they are answered, waiting is possible again (the count went back down)
+            r = httpx.post(f"{api.url}/v1/classify", json={"head": "tiny", "text": "y", "wait": True, "timeout_s": 0.5},
+                           timeout=10)
+            assert r.status_code == 504
+    finally:
+        queue.delete(s.queue)
 
 
 TOKEN = "t0ken-for-the-tests-0123456789"
