@@ -123,6 +123,7 @@ async def _load(url: str, token: str, texts: Sequence[str], params: HttpParams, 
             try:
                 r = await client.post("/v1/classify", json=body)
                 out["status"] = r.status_code
+                out["timing"] = server_timing(r.headers.get("server-timing", ""))
                 reply = r.json()
                 out["task_id"] = reply.get("task_id")
                 if r.status_code != 200 or reply.get("status") != "ok":
@@ -138,6 +139,18 @@ async def _load(url: str, token: str, texts: Sequence[str], params: HttpParams, 
                 raise BenchError(f"warm-up request failed: {warm['error']}")
         t0 = time.perf_counter() + 0.05
         return list(await asyncio.gather(*(one(params.warmup + i, t0 + i / params.rate) for i in range(params.n))))
+
+
+def server_timing(header: str) -> dict[str, float]:
+    """``{"parse": ms, "enqueue": ms, "wait": ms}`` from a ``Server-Timing`` header."""
+    out: dict[str, float] = {}
+    for part in header.split(","):
+        name, _, rest = part.strip().partition(";dur=")
+        try:
+            out[name] = float(rest)
+        except ValueError:
+            continue
+    return out
 
 
 def row_figures(engine, task_ids: Sequence[str], batch_size: int) -> dict:
@@ -175,6 +188,12 @@ def summarize(records: Sequence[dict], params: HttpParams) -> dict:
     if ok:
         lat = percentiles([1000.0 * (r["done"] - r["scheduled"]) for r in ok])
         out.update({f"{k}_ms" if k.startswith("p") else f"latency_{k}_ms": round(v, 1) for k, v in lat.items()})
+        # the server's own view (Server-Timing): body checks, heads check + enqueue, wait for the rows
+        for part in ("parse", "enqueue", "wait"):
+            values = [r["timing"][part] for r in ok if part in r.get("timing", {})]
+            if values:
+                p = percentiles(values)
+                out[f"server_{part}_p50_ms"], out[f"server_{part}_p99_ms"] = round(p["p50"], 1), round(p["p99"], 1)
     return out
 
 

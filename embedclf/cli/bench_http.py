@@ -61,6 +61,10 @@ def print_report(r: dict) -> None:
     if r["ok"]:
         echo(f"latency (scheduled send -> answer): p50 {r['p50_ms']:.0f} ms, p95 {r['p95_ms']:.0f} ms, "
              f"p99 {r['p99_ms']:.0f} ms, max {r['latency_max_ms']:.0f} ms")
+    if "server_wait_p50_ms" in r:
+        echo(f"in the server (p50 / p99): body {r['server_parse_p50_ms']:.1f} / {r['server_parse_p99_ms']:.1f} ms, "
+             f"heads check + enqueue {r['server_enqueue_p50_ms']:.1f} / {r['server_enqueue_p99_ms']:.1f} ms, "
+             f"wait for the rows {r['server_wait_p50_ms']:.0f} / {r['server_wait_p99_ms']:.0f} ms")
     if r.get("rows"):
         bs = r["batch_sizes"]
         echo(f"of which queue + worker (rows' enqueued_at -> completed_at): p50 {r['queue_p50_ms']:.0f} ms, "

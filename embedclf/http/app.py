@@ -73,6 +73,14 @@ class _Waiting:
         self.limiter: anyio.CapacityLimiter | None = None
 
 
+def _timing(arrived: float, parsed: float, enqueued: float, answered: float | None = None) -> dict[str, str]:
+    """``Server-Timing``: read and validate the body, check heads and enqueue, wait (milliseconds)."""
+    parts = [f"parse;dur={1000 * (parsed - arrived):.1f}", f"enqueue;dur={1000 * (enqueued - parsed):.1f}"]
+    if answered is not None:
+        parts.append(f"wait;dur={1000 * (answered - enqueued):.1f}")
+    return {"Server-Timing": ", ".join(parts)}
+
+
 def _auth(token: str) -> Any:
     expected = token.encode()
     bearer = HTTPBearer(auto_error=False, description="EMBEDCLF_API_TOKEN")
@@ -120,6 +128,7 @@ def create_app(settings: Settings, *, max_waiting: int = MAX_WAITING) -> FastAPI
             raise ApiError(415, "unsupported_media_type", "send the body as JSON (Content-Type: application/json)")
         body = await read_body(request, settings.max_payload_bytes)
         sub = parse_body(body, settings.max_text_chars, settings.max_texts_per_task)
+        parsed = time.monotonic()
         backend = request.app.state.backend
         if sub.wait and waiting.now >= waiting.limit:
             raise ApiError(503, "too_many_waiting", f"{waiting.now} requests are waiting already (the most is "
@@ -128,18 +137,21 @@ def create_app(settings: Settings, *, max_waiting: int = MAX_WAITING) -> FastAPI
         waiting.now += int(sub.wait)
         try:
             task_id = await anyio.to_thread.run_sync(backend.submit, sub)
+            enqueued = time.monotonic()
             url = f"/v1/results/{task_id}"
             if not sub.wait:
                 return JSONResponse({"task_id": task_id, "items": len(sub.texts), "result_url": url},
-                                    status_code=202, headers={"Location": url})
-            left = sub.timeout_s - (time.monotonic() - arrived)
+                                    status_code=202, headers={"Location": url,
+                                                              **_timing(arrived, parsed, enqueued)})
+            left = sub.timeout_s - (enqueued - arrived)
             rows = await anyio.to_thread.run_sync(backend.wait, task_id, left, limiter=waiting.limiter)
         finally:
             waiting.now -= int(sub.wait)
+        timing = _timing(arrived, parsed, enqueued, time.monotonic())
         if rows is None:
             raise ApiError(504, "timeout", f"no result within {sub.timeout_s:g}s (are workers running?); the task "
-                           f"stays queued: GET {url} later", task_id=task_id, result_url=url)
-        return JSONResponse(result_body(task_id, rows, sub.single), status_code=200)
+                           f"stays queued: GET {url} later", headers=timing, task_id=task_id, result_url=url)
+        return JSONResponse(result_body(task_id, rows, sub.single), status_code=200, headers=timing)
 
     @v1.get("/results/{task_id:path}", response_model=schemas.TaskResult, summary="A task's result",
             responses=schemas.error_responses(401, 404, 422, 503))

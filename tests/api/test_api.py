@@ -28,6 +28,7 @@ def test_wait_returns_the_entry_of_one_text(api):
     assert set(e) == ENTRY_KEYS and e["label"] in ("x", "y") and e["head_name"] == "tiny" and e["head_version"] == 1
     assert e["request_id"] == "r-1" and e["item"] == 0 and e["abstained"] is False and e["error"] is None
     assert [t["label"] for t in e["top3"]][0] == e["label"] and e["score"] == pytest.approx(e["top3"][0]["score"])
+    assert [p.split(";")[0] for p in r.headers["server-timing"].split(", ")] == ["parse", "enqueue", "wait"]
     # the same result by id
     again = httpx.get(f"{api.url}/v1/results/{body['task_id']}", timeout=10)
     assert again.status_code == 200 and again.json() == body

@@ -44,6 +44,7 @@ def test_http_smoke():
     assert r["rows"] == 30, r  # only the measured requests' rows
     assert 0 < r["throughput_per_s"] and r["seconds"] > 0, r
     assert 0 < r["queue_p50_ms"] and 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] <= r["latency_max_ms"], r
+    assert 0 <= r["server_parse_p50_ms"] and 0 < r["server_enqueue_p50_ms"] and 0 < r["server_wait_p50_ms"], r
     assert r["server_rss_mb"] > 0 and r["worker_rss_mb"] > 0, r
     assert r["batch_sizes"]["batches"] >= 1 and r["machine"]["embedder"] == "fake:64"
     # the temporary database is gone and the Redis DB is flushed (other sessions may run benches on the same
