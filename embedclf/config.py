@@ -35,6 +35,8 @@ _SECRET_KEY = re.compile(r"pass|pwd|secret|token|credential", re.I)
 #: one host of a netloc after masking: ``name``, ``[v6]``, either with ``:digits``
 _CLEAN_HOST = re.compile(r"(\[[0-9A-Za-z:.%]*\]|[^:\[\]]*)(:[0-9]*)?")
 _MASK = "***"
+#: settings that are secrets as a whole (URLs are masked by :func:`mask_url` instead)
+SECRET_FIELDS = ("api_token",)
 
 
 def _secret_spans(url: str) -> list[tuple[int, int]]:
@@ -206,6 +208,9 @@ class Settings:
     metrics_port: int = 0
     #: address the metrics server binds; loopback unless configured (EMBEDCLF_METRICS_ADDR=0.0.0.0 to expose)
     metrics_addr: str = "127.0.0.1"
+    #: bearer token the HTTP API (``embedclf serve``) requires on every /v1 endpoint (``Authorization: Bearer
+    #: <token>``); empty: the API is open. Never printed (masked by describe(), hidden from repr)
+    api_token: str = field(default="", repr=False)
     #: where downloaded GGUF files are kept
     model_dir: str = field(default_factory=lambda: os.path.expanduser("~/.cache/embedclf/models"))
     log_level: str = "INFO"
@@ -275,6 +280,9 @@ class Settings:
             raise ValueError("EMBEDCLF_SHUTDOWN_TIMEOUT_S must be between 0 and 3600 seconds")
         if self.visibility_timeout_s < 5:
             raise ValueError("EMBEDCLF_VISIBILITY_TIMEOUT_S must be >= 5")
+        if self.api_token and not all("!" <= c <= "~" for c in self.api_token):
+            # an Authorization header carries printable ASCII; a stray space or newline would lock everyone out
+            raise ValueError("EMBEDCLF_API_TOKEN must be printable ASCII without spaces")
 
     def broker_transport_options(self) -> dict[str, object]:
         """What kombu needs besides the URL (the sentinel primary's name for ``sentinel://`` URLs)."""

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
-from embedclf.config import BatchSettings, Settings, env_names, mask_url, redact
+from embedclf.config import SECRET_FIELDS, BatchSettings, Settings, env_names, mask_url, redact
 
 
 def test_defaults():
@@ -124,8 +124,13 @@ def test_every_env_name_is_actually_read():
         if key.startswith("batch_"):
             key = "batch." + key.removeprefix("batch_")
         value = _valid_non_default(name, defaults[key])
-        described = Settings.from_env({name: value}).describe()
-        assert str(described[key]) == value, name
+        settings = Settings.from_env({name: value})
+        described = settings.describe()
+        if key in SECRET_FIELDS:  # read, but never shown
+            assert getattr(settings, key) == value and described[key] == "***", name
+            assert value not in repr(settings), name
+        else:
+            assert str(described[key]) == value, name
         assert described[key] != defaults[key], name
 
 
@@ -256,6 +261,16 @@ def test_describe_masks_secrets_and_flattens_batch():
     assert d["queue"] == "celery"
     # the settings object itself keeps the real URL
     assert s.database_url == "postgresql+psycopg2://app:topsecret@db/x"
+
+
+def test_api_token_is_read_masked_and_checked():
+    s = Settings.from_env({"EMBEDCLF_API_TOKEN": "tok-0123456789abcdef"})
+    assert s.api_token == "tok-0123456789abcdef"
+    assert "tok-0123456789abcdef" not in repr(s) and "tok-0123456789abcdef" not in str(s.describe())
+    assert s.describe()["api_token"] == "***" and Settings().describe()["api_token"] == ""
+    for bad in ("two words", "tab\there", "trailing\n", "caf\u00e9"):
+        with pytest.raises(ValueError, match="EMBEDCLF_API_TOKEN"):
+            Settings.from_env({"EMBEDCLF_API_TOKEN": bad})
 
 
 def test_with_overrides_is_a_copy():

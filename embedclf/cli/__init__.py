@@ -81,7 +81,7 @@ def main() -> None:
     cli(prog_name="embedclf")
 
 
-from embedclf.cli import db, evaluate, heads, queue, demo, health, bench, data, services, config_cmd  # noqa: E402,F401,E501  (register commands)
+from embedclf.cli import db, evaluate, heads, queue, demo, health, bench, data, services, config_cmd, serve  # noqa: E402,F401,E501  (register commands)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

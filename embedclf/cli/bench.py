@@ -322,3 +322,4 @@ def _train_cached(settings: Settings, emb, texts, labels, epochs, as_json: bool,
 
 from embedclf.cli import bench_gguf  # noqa: E402,F401  (registers `bench make-gguf`)
 from embedclf.cli import bench_queue  # noqa: E402,F401  (registers `bench queue`)
+from embedclf.cli import bench_http  # noqa: E402,F401  (registers `bench http`)
