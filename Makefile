@@ -43,9 +43,9 @@ demo: install
 test: install services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# unit tests only: no model, no worker processes (seconds)
+# unit tests only: no model, no worker process, no Postgres or Redis needed
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not postgres and not redis" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

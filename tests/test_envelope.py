@@ -46,6 +46,7 @@ def p2_body(kwargs: dict = KW) -> bytes:
     return json.dumps([[], kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]).encode()
 
 
+@pytest.mark.redis
 def test_celery_send_task_messages_decode(redis_url):
     """What Celery itself writes into Redis (protocol 2, and zlib-compressed) decodes to the same task."""
     import redis

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 from urllib.parse import urlsplit
 
-from tqdm import tqdm
+from embedclf.progress import bar as progress_bar
 
 from embedclf.bench import BenchError, raw
 from embedclf.bench.infra import claim_redis_db, temp_database
@@ -63,7 +63,7 @@ def store_head(engine, embedder: Embedder, texts: Sequence[str], labels: Sequenc
     step = max(1, len(texts) // HEAD_MAX_TEXTS)
     texts, labels = list(texts[::step][:HEAD_MAX_TEXTS]), list(labels[::step][:HEAD_MAX_TEXTS])
     k = len(texts)
-    with tqdm(total=k, desc="head: embedding", unit="text", file=sys.stderr, disable=quiet, leave=False) as bar:
+    with progress_bar(total=k, desc="head: embedding", unit="text", disable=quiet, leave=False) as bar:
         X = embedder.embed(texts, progress=bar.update)
     result = train_head(X, labels, TrainParams(epochs=HEAD_EPOCHS))
     artifact = HeadArtifact.from_head(result.head, result.labels, embedder.model_id)
@@ -77,7 +77,7 @@ def wait_rows(engine, n: int, workers: Sequence[WorkerProc], producer: Producer,
 
     deadline = time.monotonic() + timeout
     done = 0
-    with tqdm(total=n, desc="rows", unit="row", file=sys.stderr, disable=quiet, dynamic_ncols=True) as bar:
+    with progress_bar(total=n, desc="rows", unit="row", disable=quiet) as bar:
         while done < n:
             with engine.connect() as conn:
                 done = int(conn.execute(text("SELECT count(*) FROM predictions")).scalar() or 0)

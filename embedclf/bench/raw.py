@@ -7,12 +7,11 @@ length-sorted group (``Embedder.embed`` sorts by length; the worker cannot).
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterator, Sequence
 
-from tqdm import tqdm
+from embedclf.progress import bar as progress_bar
 
 from embedclf.bench import BenchError
 from embedclf.bench.stats import rate
@@ -84,8 +83,8 @@ def count_tokens(embedder: Embedder, texts: Sequence[str]) -> int | None:
 
 def measure(embedder: Embedder, texts: Sequence[str], batch_size: int, *, quiet: bool, tokens: int | None = None,
             n_batch: int | None = None, label: str | None = None) -> RawRun:
-    """One timed pass (with a tqdm bar on stderr unless ``quiet``)."""
-    with tqdm(total=len(texts), desc=label or f"batch {batch_size}", unit="text", file=sys.stderr, disable=quiet,
+    """One timed pass (with a progress bar on stderr unless ``quiet``)."""
+    with progress_bar(total=len(texts), desc=label or f"batch {batch_size}", unit="text", disable=quiet,
               dynamic_ncols=True, leave=False) as bar:
         seconds = time_embed(embedder, texts, batch_size, bar.update)
     return RawRun(batch_size, len(texts), seconds, tokens, n_batch, effective_n_batch(embedder) if n_batch else None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 
 import click
 
@@ -55,10 +54,10 @@ def make_gguf(out_path: str, preset: str, layers: int | None, hidden: int | None
     if dry_run:
         return
     sg.check_target(out_path, shape, dtype, overwrite=force)  # fails before the progress bar appears
-    from tqdm import tqdm
+    from embedclf.progress import bar as progress_bar
 
     total = sum(sg.tensor_nbytes(t, dtype) for t in shape.tensors())
-    bar = tqdm(total=total, unit="B", unit_scale=True, desc="writing", file=sys.stderr, dynamic_ncols=True)
+    bar = progress_bar(total=total, unit="B", desc="writing", unit_scale=True)
     n_tensors = len(shape.tensors())
 
     def progress(nbytes: int, done: int) -> None:

@@ -181,13 +181,13 @@ def cache_line(emb) -> str:
 
 def run_search(emb, texts: list[str], labels: list[str], params, n_trials: int, quiet: bool):
     """Optuna search on the training part's validation slice; returns (best params, stored summary)."""
-    from tqdm import tqdm
+    from embedclf.progress import bar as progress_bar
 
     from embedclf.cli.common import embed_progress
     from embedclf.training.search import search_params
 
     X = emb.embed(texts, embed_progress(quiet)(len(texts)))  # kept in memory: the final training reuses it
-    bar = tqdm(total=n_trials, desc="search", unit="trial", file=sys.stderr, disable=quiet, dynamic_ncols=True)
+    bar = progress_bar(total=n_trials, desc="search", unit="trial", disable=quiet)
     best = [0.0]
 
     def on_trial(row: dict) -> None:

@@ -6,10 +6,9 @@ import csv
 import datetime as dt
 import io
 import json
-import sys
 
 import click
-from tqdm import tqdm
+from embedclf.progress import bar as progress_bar
 
 from embedclf.cli import AppError, cli
 from embedclf.cli.db import require_database
@@ -72,7 +71,7 @@ def enqueue(settings: Settings, head: tuple[str, ...], path: str, text_col: str,
     try:
         client.wait_for_broker()  # before the progress bar, so a broker that never came is one line
         _check_heads(settings, head, strict)
-        with tqdm(total=len(rows), desc="enqueue", unit="text", file=sys.stderr, disable=quiet) as bar:
+        with progress_bar(total=len(rows), desc="enqueue", unit="text", disable=quiet) as bar:
             refs = client.classify_many(head[0] if len(head) == 1 else list(head), [t for _, t in rows],
                                         [r for r, _ in rows], per_task=per_task, progress=bar.update)
     except BrokerUnavailable as exc:

@@ -212,6 +212,8 @@ def test_e2e_paced_low_load(tiny, tmp_path):
     assert 20 <= r["p50_ms"] <= r["p95_ms"]  # at least the max wait, nothing lost in between
 
 
+@pytest.mark.postgres
+@pytest.mark.redis
 def test_bad_inputs(tiny, tmp_path):
     before = bench_databases()
     one_line_error(run("embed", "--data", str(tiny), "--text-col", "body", ok=False), "no column 'body'")
