@@ -304,3 +304,17 @@ def test_postgres_urls_in_the_common_forms_mean_psycopg2():
     for url in ("postgres://u@h/db", "postgresql://u@h/db", "postgresql+psycopg2://u@h/db"):
         assert Settings.from_env({"EMBEDCLF_DATABASE_URL": url}).database_url == "postgresql+psycopg2://u@h/db"
     assert Settings.from_env({"EMBEDCLF_BROKER_URL": "sentinel://a:1;sentinel://b:2"}).broker_url.startswith("sentinel")
+
+
+def test_the_settings_page_is_current():
+    """docs/settings.md is generated from the settings object: regenerate it when a setting changes."""
+    from pathlib import Path
+
+    from embedclf.settings_doc import markdown
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "settings.md").read_text()
+    assert page == markdown(), "docs/settings.md is stale: python -m embedclf.settings_doc > docs/settings.md"
+    from embedclf.config import env_names
+
+    assert all(f"`{name}`" in page for name in env_names())
+    assert all(note for _, _, note in __import__("embedclf.settings_doc").settings_doc.rows())
