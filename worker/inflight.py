@@ -179,6 +179,9 @@ class Inflight:
         self._release = client.register_script(_RELEASE)
         self._unmark = client.register_script(_UNMARK)
         self._next_tag = 1
+        #: the batch thread's own connection for busy marks (see mark_busy)
+        self._marker: Any = None
+        self._marker_pending = False
         #: tags received and not yet acked or released: what this process knows it holds
         self._held: set[int] = set()
         self._held_lock = threading.Lock()
@@ -206,6 +209,7 @@ class Inflight:
         n, _ = self._run_reap(self.wid, self.queue, force=True)
         with self._held_lock:
             self._held.clear()
+        self._drop_marker_conn()
         return n
 
     # -- receiving ---------------------------------------------------------------------------
@@ -234,14 +238,57 @@ class Inflight:
     # -- processing --------------------------------------------------------------------------
     def mark_busy(self, tags: Iterable[int]) -> str:
         """These messages are being processed: a death now is charged to them. Returns the marker,
-        for :meth:`clear_busy`; the next mark replaces it (one round trip per batch)."""
+        for :meth:`clear_busy`; the next mark replaces it.
+
+        The ``SET`` is written to a connection of its own and its reply read at the next mark, so a batch
+        does not wait a round trip for it: once written to the socket, the command reaches Redis even if
+        this process dies the next instant (the kernel sends what was queued when it closes the socket).
+        """
         token = ",".join(map(str, tags))
-        self.client.set(self.busy_key, token)
+        conn = self._marker_conn()
+        try:
+            if self._marker_pending:
+                self._marker_pending = False
+                conn.read_response()  # the previous mark's reply, long arrived
+            conn.send_command("SET", self.busy_key, token)
+            self._marker_pending = True
+        except Exception:
+            self._drop_marker_conn()
+            raise
         return token
 
-    def clear_busy(self, token: str) -> None:
-        """Unmark, if the marker is still ``token`` (a later batch's marker stays)."""
+    def _marker_conn(self) -> Any:
+        if self._marker is None:
+            self._marker = self.client.connection_pool.make_connection()
+            self._marker_pending = False
+        return self._marker
+
+    def _drop_marker_conn(self) -> None:
+        if self._marker is not None:
+            try:
+                self._marker.disconnect()
+            except Exception:  # noqa: BLE001
+                pass
+        self._marker, self._marker_pending = None, False
+
+    def clear_busy(self, token: str, from_marking_thread: bool = True) -> None:
+        """Unmark, if the marker is still ``token`` (a later batch's marker stays).
+
+        On the marking thread, the pending SET's reply is read first, so a mark is never cleared before it
+        was set; another thread (the writer) skips that: the SET went out before it was handed the batch."""
+        if from_marking_thread:
+            self.flush_marks()
         self._unmark(keys=[self.busy_key], args=[token])
+
+    def flush_marks(self) -> None:
+        """Wait for the reply of the last mark (only the thread that marks may call this)."""
+        if self._marker is not None and self._marker_pending:
+            try:
+                self._marker_pending = False
+                self._marker.read_response()
+            except Exception:
+                self._drop_marker_conn()
+                raise
 
     def ack(self, tags: Sequence[int], sha1s: Sequence[str] = ()) -> None:
         """The rows of these messages are committed: drop them (one HDEL), and their death counts."""

@@ -158,33 +158,59 @@ class BatchLoop:
 
 
 class Writer:
-    """Commits each job's rows (retrying while Postgres is unreachable), then acks its messages."""
+    """Commits each job's rows (retrying while Postgres is unreachable), then acks its messages.
 
-    def __init__(self, res: WorkerResources, inflight: Inflight, depth: int = 2,
+    ``threads`` write in parallel, each on its own connection: while one waits for its commit to
+    reach the disk, another sends its rows (the order of batches does not matter: rows are keyed).
+    """
+
+    def __init__(self, res: WorkerResources, inflight: Inflight, depth: int = 6, threads: int = 3,
                  after_commit: Callable[[Job, Any], None] | None = None) -> None:
         self.res, self.inflight = res, inflight
         self.jobs: queue.Queue[Job | None] = queue.Queue(maxsize=depth)
         self.after_commit = after_commit
-        self.thread = threading.Thread(target=self._run, name="embedclf-write", daemon=True)
+        self.threads = [threading.Thread(target=self._run, name=f"embedclf-write-{i}", daemon=True)
+                        for i in range(max(1, threads))]
         self.abort = threading.Event()  # set on a hard stop: give up waiting for Postgres/Redis
-        self._db = Backoff("database (write)")
-        self._redis = Backoff("broker (ack)")
+        self._local = threading.local()  # each thread's backoff state
+        self._lock = threading.Lock()  # after-commit hooks (events, results) run one at a time
         self.batches = 0
 
+    @property
+    def _db(self) -> Backoff:
+        if not hasattr(self._local, "db"):
+            self._local.db = Backoff("database (write)")
+        return self._local.db
+
+    @property
+    def _redis(self) -> Backoff:
+        if not hasattr(self._local, "redis"):
+            self._local.redis = Backoff("broker (ack)")
+        return self._local.redis
+
     def start(self) -> None:
-        self.thread.start()
+        for t in self.threads:
+            t.start()
+
+    def alive(self) -> bool:
+        return all(t.is_alive() for t in self.threads)
 
     def submit(self, job: Job) -> None:
         self.jobs.put(job)
 
     def finish(self, timeout: float) -> bool:
         """Write what was submitted, then stop; False if that took longer than ``timeout``."""
+        import time as _time
+
+        deadline = _time.monotonic() + timeout
         try:
-            self.jobs.put(None, timeout=timeout)
+            for _ in self.threads:
+                self.jobs.put(None, timeout=max(0.0, deadline - _time.monotonic()))
         except queue.Full:
             return False
-        self.thread.join(timeout)
-        return not self.thread.is_alive()
+        for t in self.threads:
+            t.join(max(0.0, deadline - _time.monotonic()))
+        return not any(t.is_alive() for t in self.threads)
 
     def release(self, tags: list[int], why: str) -> None:
         """Hand messages back to the queue without a row (nothing charged); logged."""
@@ -237,13 +263,14 @@ class Writer:
             except Exception as exc:  # noqa: BLE001 - redis errors: the rows are committed, keep trying
                 if self.abort.wait(self._redis.failed(exc)):
                     return  # unacked: redelivered after the heartbeat expires, a no-op then
-        self.batches += 1
         res.record(job, result)
-        if self.after_commit is not None:
-            try:
-                self.after_commit(job, result)
-            except Exception:  # noqa: BLE001 - events/results must not stop the pipeline
-                log.exception("after-commit hook failed")
+        with self._lock:
+            self.batches += 1
+            if self.after_commit is not None:
+                try:
+                    self.after_commit(job, result)
+                except Exception:  # noqa: BLE001 - events/results must not stop the pipeline
+                    log.exception("after-commit hook failed")
         log.debug("batch %d: %d messages, %d rows in %.1f ms", self.batches, len(job.items), result.inserted,
                   1000 * (time.perf_counter() - job.started))
 
@@ -260,7 +287,7 @@ class Writer:
                     raise
                 if busy is not None:  # waiting for Postgres is not processing: a death now is not charged
                     try:
-                        self.inflight.clear_busy(busy)
+                        self.inflight.clear_busy(busy, from_marking_thread=False)
                         busy = None
                     except Exception:  # noqa: BLE001
                         pass

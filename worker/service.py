@@ -150,9 +150,9 @@ class Service:
         """Liveness: the pipeline's threads run and the broker answered within the heartbeat TTL."""
         if not self.started or self.stopped:
             return False, {"reason": "not started" if not self.started else "stopping"}
-        threads = {"receive": self.receiver.thread, "batch": self.batches.thread, "write": self.writer.thread,
-                   "heartbeat": self.heartbeat.thread}
-        dead = [name for name, t in threads.items() if not t.is_alive()]
+        threads = {"receive": self.receiver.thread.is_alive(), "batch": self.batches.thread.is_alive(),
+                   "write": self.writer.alive(), "heartbeat": self.heartbeat.thread.is_alive()}
+        dead = [name for name, alive in threads.items() if not alive]
         age = time.monotonic() - max(self.receiver.last_ok, self.heartbeat.last_ok)
         ok = not dead and age < self.settings.heartbeat_ttl_s
         return ok, {"dead_threads": dead, "broker_ok_age_s": round(age, 1), "worker_id": self.inflight.wid}
