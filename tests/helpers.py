@@ -131,3 +131,25 @@ def queued(port: int, queue: str = "celery") -> list[tuple[str, bytes, dict]]:
         msg = json.loads(raw)
         out.append((msg["headers"]["id"], raw, json.loads(base64.b64decode(msg["body"]))[1]))
     return out
+
+
+def loaded_head(name: str, labels: list[str], embedder_id: str = "fake:32", version: int = 1, seed: int = 0,
+                dim: int = 32):
+    """An in-memory :class:`LoadedHead` with a small random MLP (no database)."""
+    import torch
+
+    from embedclf.classify import LoadedHead
+    from embedclf.heads.mlp import HeadConfig, MLPHead
+
+    torch.manual_seed(seed)
+    module = MLPHead(HeadConfig(input_dim=dim, num_labels=len(labels), hidden_dim=16, num_layers=2))
+    module.set_center(torch.randn(10, dim))
+    module.eval()
+    return LoadedHead(name=name, version=version, embedder_id=embedder_id, labels=labels, module=module)
+
+
+def req(i: int, head: str, text: str, **kw):
+    """A :class:`ClassifyRequest` with task id ``t{i}`` and request id ``r{i}``."""
+    from embedclf.payload import ClassifyRequest
+
+    return ClassifyRequest(task_id=f"t{i}", head=head, text=text, request_id=f"r{i}", **kw)

@@ -16,7 +16,7 @@ import redis
 
 from embedclf.checks import START_REDIS_LOCAL, broker_persistence_warning, check_services
 from embedclf.config import Settings
-from tests.worker.test_redis_auth import free_port
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,8 @@ import torch
 
 from embedclf.classify import LoadedHead, classify_requests, embed_isolating, error_row
 from embedclf.embedders.fake import FakeEmbedder
-from embedclf.heads.mlp import HeadConfig, MLPHead
 from embedclf.payload import ClassifyRequest
+from tests.helpers import loaded_head, req
 
 DIM = 32
 
@@ -25,24 +25,12 @@ class BoomEmbedder(FakeEmbedder):
         return super().embed_batch(texts)
 
 
-def make_loaded(name: str, labels: list[str], embedder_id: str = f"fake:{DIM}", version: int = 1, seed: int = 0):
-    torch.manual_seed(seed)
-    module = MLPHead(HeadConfig(input_dim=DIM, num_labels=len(labels), hidden_dim=16, num_layers=2))
-    module.set_center(torch.randn(10, DIM))
-    module.eval()
-    return LoadedHead(name=name, version=version, embedder_id=embedder_id, labels=labels, module=module)
-
-
 @pytest.fixture
 def heads() -> dict[str, LoadedHead]:
     return {
-        "support": make_loaded("support", ["billing", "bug", "shipping", "account"], version=3, seed=1),
-        "sentiment": make_loaded("sentiment", ["neg", "neu", "pos"], version=1, seed=2),
+        "support": loaded_head("support", ["billing", "bug", "shipping", "account"], version=3, seed=1),
+        "sentiment": loaded_head("sentiment", ["neg", "neu", "pos"], version=1, seed=2),
     }
-
-
-def req(i: int, head: str, text: str, **kw) -> ClassifyRequest:
-    return ClassifyRequest(task_id=f"t{i}", head=head, text=text, request_id=f"r{i}", **kw)
 
 
 def expected_label(head: LoadedHead, text: str) -> str:
@@ -131,7 +119,7 @@ def test_unknown_head_with_no_active_heads():
 
 
 def test_embedder_mismatch_names_both_ids(heads):
-    heads = heads | {"old": make_loaded("old", ["a", "b", "c"], embedder_id="minilm:v1", version=4)}
+    heads = heads | {"old": loaded_head("old", ["a", "b", "c"], embedder_id="minilm:v1", version=4)}
     emb = FakeEmbedder(DIM)
     rows = classify_requests([req(0, "old", "hi"), req(1, "support", "hi")], emb, heads)
     err = rows[0]
@@ -234,7 +222,7 @@ def test_unknown_head_among_several_fails_only_that_head(heads):
 
 
 def test_mismatched_embedder_among_several_fails_only_that_head(heads):
-    heads = heads | {"old": make_loaded("old", ["a", "b"], embedder_id="minilm:v1", version=2)}
+    heads = heads | {"old": loaded_head("old", ["a", "b"], embedder_id="minilm:v1", version=2)}
     rows = classify_requests([multi(0, ("old", "support"), "hi")], FakeEmbedder(DIM), heads)
     assert rows[0]["status"] == "error" and rows[0]["head_name"] == "old" and "minilm:v1" in rows[0]["error"]
     assert rows[1]["status"] == "ok" and rows[1]["head_name"] == "support"
@@ -251,7 +239,7 @@ def test_failed_embedding_gives_an_error_row_per_head(heads):
 def test_abstaining_head_keeps_top3_but_no_label():
     import dataclasses
 
-    head = make_loaded("support", ["billing", "bug", "shipping", "account"], seed=1)
+    head = loaded_head("support", ["billing", "bug", "shipping", "account"], seed=1)
     texts = [f"text number {i}" for i in range(12)]
     proba = head.module.predict_proba(FakeEmbedder(DIM).embed_batch(texts))
     # a threshold between the lowest and highest top score: some rows answer, some abstain
@@ -277,7 +265,7 @@ def test_out_of_scope_label_is_an_abstention():
     texts = [f"another text {i}" for i in range(20)]
     proba = None
     for seed in range(20):  # a random head that predicts "oos" for some texts but not all
-        head = make_loaded("support", ["billing", "bug", "oos"], seed=seed)
+        head = loaded_head("support", ["billing", "bug", "oos"], seed=seed)
         proba = head.module.predict_proba(FakeEmbedder(DIM).embed_batch(texts))
         if 0 < (proba.argmax(1) == 2).sum() < len(texts):
             break

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.api.conftest import ApiServer
+from tests.api.server import ApiServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 

@@ -248,11 +248,11 @@ def test_st_backend_onnx_is_the_onnx_kind() -> None:
 @pytest.mark.slow
 def test_int8_worker_refuses_a_head_trained_on_torch(torch_minilm) -> None:
     from embedclf.classify import classify_requests
-    from tests.test_classify import make_loaded, req
+    from tests.helpers import loaded_head, req
 
     int8 = load_embedder("minilm-int8")
     try:
-        heads = {"torch-head": make_loaded("torch-head", ["a", "b"], embedder_id=torch_minilm.model_id)}
+        heads = {"torch-head": loaded_head("torch-head", ["a", "b"], embedder_id=torch_minilm.model_id)}
         (row,) = classify_requests([req(0, "torch-head", "refund please")], int8, heads)
     finally:
         int8.close()

@@ -17,7 +17,7 @@ from embedclf.heads.checkpoint import HeadArtifact
 from embedclf.store import repository as repo
 from embedclf.training.trainer import TrainParams, train_head
 from tests.conftest import settings_env
-from tests.worker.test_e2e import produce, wait_rows
+from tests.helpers import produce, wait_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
 

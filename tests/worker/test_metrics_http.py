@@ -15,7 +15,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.worker.test_redis_auth import free_port
+from tests.helpers import free_port
 from worker.metrics import WorkerMetrics
 
 
