@@ -20,6 +20,7 @@ class LineProgress:
         self.n = 0
         self._start = self._last = time.monotonic()
         self._closed = False
+        self._postfix = ""
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -32,10 +33,16 @@ class LineProgress:
         rate = self.n / max(now - self._start, 1e-9)
         of = f"/{self.total}" if self.total else ""
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
-        print(f"{self.desc}: {self.n}{of} {self.unit}{pct}, {rate:.1f} {self.unit}/s", file=self.file, flush=True)
+        extra = f", {self._postfix}" if self._postfix else ""
+        print(f"{self.desc}: {self.n}{of} {self.unit}{pct}, {rate:.1f} {self.unit}/s{extra}", file=self.file,
+              flush=True)
 
-    def set_postfix_str(self, s: str) -> None:  # noqa: D401 - tqdm's name
-        pass
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        self._postfix = s
+
+    def set_postfix(self, ordered_dict: Any = None, refresh: bool = True, **values: Any) -> None:
+        items = {**(ordered_dict or {}), **values}
+        self._postfix = ", ".join(f"{k}={v}" for k, v in items.items())
 
     def close(self) -> None:
         if not self._closed:
@@ -55,7 +62,10 @@ class _Off:
     def update(self, n: int = 1) -> None:
         self.n += n
 
-    def set_postfix_str(self, s: str) -> None:
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        pass
+
+    def set_postfix(self, ordered_dict: Any = None, refresh: bool = True, **values: Any) -> None:
         pass
 
     def close(self) -> None:

@@ -42,3 +42,22 @@ def test_a_terminal_gets_tqdm_and_disabled_prints_nothing():
     with bar(total=3, disable=True, file=out) as off:
         off.update(3)
     assert out.getvalue() == "" and off.n == 3
+
+
+def test_postfix_goes_into_the_line_and_every_kind_accepts_tqdm_postfix_calls():
+    out = io.StringIO()
+    with bar(total=2, desc="search", unit="trial", file=out) as b:
+        b.update(1)
+        b.set_postfix(best_val_acc="0.912")
+        b.update(1)
+    assert out.getvalue().strip() == out.getvalue().strip().splitlines()[-1]
+    assert out.getvalue().rstrip().endswith("trial/s, best_val_acc=0.912")
+    for kind in (bar(total=1, disable=True), bar(total=1, file=Tty())):
+        kind.set_postfix(a=1, refresh=False)
+        kind.set_postfix_str("b", refresh=False)
+        kind.close()
+    line = bar(total=1, file=io.StringIO())
+    line.set_postfix_str("tensors 1/2", refresh=False)
+    line.update(1)
+    line.close()
+    assert line.file.getvalue().rstrip().endswith(", tensors 1/2")

@@ -7,61 +7,14 @@ import sys
 
 import click
 
+from embedclf.cli import (
+    bench, bench_gguf, bench_http, bench_queue, config_cmd, data, db, demo, evaluate, heads, health, queue, report,
+    serve, services, zeroshot,
+)
+from embedclf.cli.base import AppError, Group
 from embedclf.config import Settings
 
-
-class AppError(click.ClickException):
-    """A one-line error; exit code 1."""
-
-
-def expected_errors() -> tuple[type[BaseException], ...]:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from embedclf.data import DataError
-    from embedclf.embedders.spec import SpecError
-    from embedclf.store.db import DatabaseUnavailable
-    from embedclf.store.repository import HeadNotFound, HeadStateError
-
-    return (DataError, SpecError, DatabaseUnavailable, HeadNotFound, HeadStateError, SQLAlchemyError,
-            ValueError, FileNotFoundError, OSError)
-
-
-def one_line(exc: BaseException, clean=lambda text: text) -> str:
-    from sqlalchemy.exc import DBAPIError
-
-    if isinstance(exc, DBAPIError) and getattr(exc.orig, "pgcode", None) == "42P01":  # undefined_table
-        first = str(exc.orig).strip().splitlines()[0]
-        text = f"the database has no embedclf schema yet ({first}): run `embedclf db upgrade`"
-    elif isinstance(exc, DBAPIError) and exc.orig is not None:
-        text = f"database error: {exc.orig}"
-    else:
-        text = str(exc) or type(exc).__name__
-    return " ".join(clean(text).split())[:500]
-
-
-def _redact(ctx: click.Context, message: str) -> str:
-    """An error line with no secret of the configured URLs (whole or a piece a parser quoted)."""
-    import os
-
-    from embedclf.config import redact
-
-    s = ctx.obj
-    urls = [s.database_url, s.broker_url] if isinstance(s, Settings) else []
-    urls += [os.environ.get(f"EMBEDCLF_{k}_URL", "") for k in ("DATABASE", "BROKER")]
-    return redact(message, *urls)
-
-
-class Group(click.Group):
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
-        try:
-            return super().invoke(ctx)
-        except click.ClickException as exc:
-            exc.message = _redact(ctx, exc.message)
-            raise
-        except (click.exceptions.Exit, click.Abort, KeyboardInterrupt):
-            raise
-        except expected_errors() as exc:
-            raise AppError(one_line(exc, clean=lambda text: _redact(ctx, text))) from None
+__all__ = ["AppError", "cli", "main"]
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -81,7 +34,19 @@ def main() -> None:
     cli(prog_name="embedclf")
 
 
-from embedclf.cli import db, evaluate, heads, queue, demo, health, bench, data, services, config_cmd, serve  # noqa: E402,F401,E501  (register commands)
+def _register() -> None:
+    """Every command, in one list: modules define commands, only this file attaches them."""
+    for command in (db.db, heads.heads, data.data, data.feedback, evaluate.evaluate, queue.enqueue, queue.results,
+                    db.worker, serve.serve, health.health, demo.demo, services.services, bench.bench,
+                    config_cmd.config_cmd):
+        cli.add_command(command)
+    for command in (zeroshot.zeroshot, report.report_cmd):
+        heads.heads.add_command(command)
+    for command in (bench_gguf.make_gguf, bench_queue.queue_bench, bench_http.http_bench):
+        bench.bench.add_command(command)
+
+
+_register()
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

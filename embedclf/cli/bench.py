@@ -11,7 +11,6 @@ from typing import Iterator
 
 import click
 
-from embedclf.cli import cli
 from embedclf.cli.common import echo_json, embedder_option, load_embedder_verbose
 from embedclf.config import Settings
 
@@ -62,7 +61,7 @@ def _spec(settings: Settings, spec: str | None) -> str:
     return spec
 
 
-@cli.group()
+@click.group()
 def bench() -> None:
     """Benchmarks: raw embedder speed, end to end through workers, head training."""
 
@@ -318,8 +317,3 @@ def _train_cached(settings: Settings, emb, texts, labels, epochs, as_json: bool,
         echo_json(report)
     else:
         cached_report(report, click.echo)
-
-
-from embedclf.cli import bench_gguf  # noqa: E402,F401  (registers `bench make-gguf`)
-from embedclf.cli import bench_queue  # noqa: E402,F401  (registers `bench queue`)
-from embedclf.cli import bench_http  # noqa: E402,F401  (registers `bench http`)

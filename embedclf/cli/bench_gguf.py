@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import click
 
-from embedclf.cli.bench import bench
 
 
 def _gb(n: int) -> str:
@@ -16,7 +15,7 @@ def _count(n: int) -> str:
     return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.2f} M"
 
 
-@bench.command("make-gguf")
+@click.command("make-gguf")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="GGUF file to write.")
 @click.option("--preset", default="qwen3-8b", show_default=True, type=click.Choice(["qwen3-8b", "tiny"]),
               help="qwen3-8b: the real shapes (16.4 GB in F16); tiny: same architecture, 2 layers, a few MB.")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from embedclf.cli.bench import _spec, bench, json_option, sigterm_as_interrupt
+from embedclf.cli.bench import _spec, json_option, sigterm_as_interrupt
 from embedclf.cli.common import echo_json, embedder_option, load_embedder_verbose
 from embedclf.config import Settings
 
 
-@bench.command("http")
+@click.command("http")
 @click.option("-n", "n", default=300, show_default=True, type=click.IntRange(1), help="Measured requests.")
 @click.option("--rate", default=20.0, show_default=True, type=click.FloatRange(0.1, 10_000),
               help="Requests per second, sent on a fixed schedule (open loop).")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from embedclf.cli.bench import bench, json_option, sigterm_as_interrupt
+from embedclf.cli.bench import json_option, sigterm_as_interrupt
 from embedclf.cli.common import echo_json
 from embedclf.config import Settings
 
 
-@bench.command("queue")
+@click.command("queue")
 @click.option("--n-single", default=20_000, show_default=True, type=click.IntRange(100),
               help="Single-text tasks our worker drains.")
 @click.option("--n-multi", default=100_000, show_default=True, type=click.IntRange(100),

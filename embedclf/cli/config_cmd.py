@@ -6,11 +6,10 @@ import json
 
 import click
 
-from embedclf.cli import cli
 from embedclf.config import Settings, env_names
 
 
-@cli.command("config")
+@click.command("config")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_obj
 def config_cmd(settings: Settings, as_json: bool) -> None:

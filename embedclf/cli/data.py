@@ -11,13 +11,12 @@ from pathlib import Path
 
 import click
 
-from embedclf.cli import cli
 from embedclf.cli.common import echo_json
 from embedclf.cli.db import require_database
 from embedclf.config import Settings
 
 
-@cli.group()
+@click.group()
 def data() -> None:
     """Labelled datasets stored in Postgres (train heads with `heads train --dataset NAME`)."""
 
@@ -105,7 +104,7 @@ def delete(settings: Settings, name: str, yes: bool) -> None:
     click.echo(f"deleted dataset {name!r} ({n} examples)")
 
 
-@cli.command()
+@click.command()
 @click.argument("task_id")
 @click.argument("label")
 @click.option("--head", default=None, help="Head the label is for (needed when the task ran several heads).")

@@ -7,7 +7,6 @@ import sys
 
 import click
 
-from embedclf.cli import cli
 from embedclf.config import Settings, mask_url
 
 
@@ -29,7 +28,7 @@ def require_database(settings: Settings):
     return engine
 
 
-@cli.group()
+@click.group()
 def db() -> None:
     """Database schema (Alembic migrations)."""
 
@@ -124,7 +123,7 @@ def roles(settings: Settings, worker_role: str, admin_role: str, worker_password
         raise SystemExit(1)
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.pass_context
 def worker(ctx: click.Context, loglevel: str) -> None:

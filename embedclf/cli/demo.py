@@ -11,11 +11,11 @@ from pathlib import Path
 
 import click
 
-from embedclf.cli import AppError, cli
+from embedclf.cli.base import AppError
 from embedclf.config import Settings, mask_url
 
 
-@cli.command()
+@click.command()
 @click.option("--head", default="support", show_default=True, help="Name of the demo head.")
 @click.option("--timeout", default=600, show_default=True, help="Seconds to wait for the worker's rows.")
 @click.pass_context

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from embedclf.cli import cli
 from embedclf.cli.common import (
     columns_options, echo_json, embed_progress, embedder_option, epoch_progress, load_embedder_verbose,
     params_from, print_report, train_options,
@@ -52,7 +51,7 @@ def load_clinc(path: str | Path) -> dict[str, tuple[list[str], list[str]]]:
     return out
 
 
-@cli.command()
+@click.command()
 @click.option("--train", "train_path", type=click.Path(dir_okay=False), help="Training file.")
 @click.option("--test", "test_path", type=click.Path(dir_okay=False), help="Test file.")
 @click.option("--data", "clinc_path", type=click.Path(dir_okay=False),

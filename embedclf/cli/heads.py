@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from embedclf.cli import cli
 from embedclf.cli.common import (
     columns_options, echo_json, embed_progress, embedder_option, epoch_progress, load_embedder_verbose,
     params_from, print_report, train_options,
@@ -17,7 +16,7 @@ from embedclf.cli.db import require_database
 from embedclf.config import Settings
 
 
-@cli.group()
+@click.group()
 def heads() -> None:
     """Trained classification heads (versioned, one active version per name)."""
 
@@ -175,7 +174,3 @@ def delete_(settings: Settings, name: str, version: int) -> None:
 
     repository.delete_version(require_database(settings), name, version)
     click.echo(f"deleted head {name!r} version {version}")
-
-
-from embedclf.cli import zeroshot  # noqa: E402,F401  (registers `heads zeroshot`)
-from embedclf.cli import report as _report  # noqa: E402,F401  (registers `heads report`)

@@ -18,7 +18,6 @@ import math
 
 import click
 
-from embedclf.cli import cli
 from embedclf.config import Settings, mask_url, redact
 
 
@@ -158,7 +157,7 @@ def _report(settings: Settings, timeout: float, no_workers_ok: bool, live: bool,
     return report, all(part["ok"] for part in report.values())
 
 
-@cli.command()
+@click.command()
 @click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait for the broker, Postgres, workers.")
 @click.option("--no-workers-ok", is_flag=True, help="Healthy even when no worker answers.")
 @click.option("--live", is_flag=True, help="Liveness only: the broker answers (and --worker, if given).")

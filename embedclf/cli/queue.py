@@ -10,7 +10,7 @@ import json
 import click
 from embedclf.progress import bar as progress_bar
 
-from embedclf.cli import AppError, cli
+from embedclf.cli.base import AppError
 from embedclf.cli.db import require_database
 from embedclf.config import Settings, mask_url
 
@@ -34,7 +34,7 @@ def require_broker(settings: Settings):
     return client
 
 
-@cli.command()
+@click.command()
 @click.option("--head", "head", required=True, multiple=True,
               help="Head name to classify with; repeat it for several heads (one embedding, a row per head).")
 @click.option("--file", "path", required=True, type=click.Path(dir_okay=False), help="CSV/TSV/JSONL/TXT file.")
@@ -141,7 +141,7 @@ def _since(value: str | None) -> dt.datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
 
 
-@cli.command()
+@click.command()
 @click.option("--head", default=None, help="Only rows of this head.")
 @click.option("--status", type=click.Choice(["ok", "error"]), default=None, help="Only ok rows, or only errors.")
 @click.option("--request-id", default=None, help="Only rows with this request id.")

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import click
 
-from embedclf.cli import AppError
-from embedclf.cli.heads import heads
+from embedclf.cli.base import AppError
 from embedclf.config import Settings
 
 WORST_CLASSES = 5
@@ -124,7 +123,7 @@ def write_report(out: Path, title: str, summary: dict, report: dict, stem: str =
     return [str(js), str(md), *plots]
 
 
-@heads.command(name="report")
+@click.command(name="report")
 @click.argument("name")
 @click.argument("version", required=False, type=int)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),

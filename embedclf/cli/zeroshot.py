@@ -10,7 +10,6 @@ from pathlib import Path
 import click
 
 from embedclf.cli.common import echo_json, embed_progress, embedder_option, load_embedder_verbose
-from embedclf.cli.heads import heads
 from embedclf.config import Settings
 
 
@@ -65,7 +64,7 @@ def evaluate_zeroshot(head, labels: list[str], embedder, data, quiet: bool) -> d
     return {**{k: round(v, 4) for k, v in report.items()}, "n_test": len(data.texts)}
 
 
-@heads.command()
+@click.command()
 @click.argument("name")
 @click.option("--labels", "labels_path", required=True, type=click.Path(dir_okay=False),
               help="Labels file: label[,description] (CSV/TSV/JSON/JSONL/TXT), or any labelled data file.")
