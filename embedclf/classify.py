@@ -24,16 +24,13 @@ import numpy as np
 
 from embedclf.embedders.base import Embedder
 from embedclf.payload import ClassifyRequest, clean_str
-from embedclf.training.abstain import head_abstain_mask
+from embedclf.heads.abstain import head_abstain_mask
+from embedclf.errors import EmbedderUnavailable  # noqa: F401  (re-exported: defined in errors.py)
 
 log = logging.getLogger(__name__)
 TOP_K = 3
 #: words in an exception that mark a failure of the embedder, not of the text
 TRANSIENT_MARKERS = ("out of memory", "timed out", "timeout", "resource exhausted", "cuda error", "device-side")
-
-
-class EmbedderUnavailable(RuntimeError):
-    """The embedder failed in a way that is not the texts' fault; retry the batch later."""
 
 
 @dataclass(frozen=True)
@@ -194,7 +191,7 @@ def classify_requests(
         head = heads[name]
         with torch_threads(head_threads):
             proba = head.module.predict_proba(vectors[[t for _, t in pairs]])
-        abstained = head_abstain_mask(head.module, head.labels, proba).tolist()
+        abstained = head_abstain_mask(head.module.config, head.labels, proba).tolist()
         labels = head.labels
         idx, scores = _top_k(proba, TOP_K)
         for (row_i, _), ix, sc, abst in zip(pairs, idx, scores, abstained):

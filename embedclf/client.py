@@ -39,6 +39,7 @@ from embedclf.config import Settings, mask_url, redact
 from embedclf.envelope import encode
 from embedclf.handles import BackendSource, NoSource, PostgresSource, ResultSource, TaskHandle, TextHandle, wait_all
 from embedclf.payload import TASK_NAME
+from embedclf.errors import EnqueueError, BrokerUnavailable, NotReplicated, PayloadTooLarge  # noqa: F401  (re-exported: defined in errors.py)
 
 log = logging.getLogger(__name__)
 
@@ -62,29 +63,6 @@ return -1
 """
 
 _RETRYABLE_REPLIES = ("LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "OOM")
-
-
-class EnqueueError(RuntimeError):
-    """A task could not be enqueued."""
-
-
-class BrokerUnavailable(EnqueueError):
-    """The broker stayed unreachable longer than the retry bound."""
-
-    def __init__(self, message: str, sent: list[str]) -> None:
-        super().__init__(message)
-        #: ids of the tasks enqueued before the broker went away (in order)
-        self.sent = sent
-        #: with classify_many: the texts whose tasks were enqueued
-        self.refs: list[TextHandle] = []
-
-
-class NotReplicated(EnqueueError):
-    """A push that fewer replicas than asked acknowledged (retried, like an unreachable broker)."""
-
-
-class PayloadTooLarge(EnqueueError, ValueError):
-    """A message would be larger than the payload limit; nothing was sent."""
 
 
 def head_kwargs(head: str | Sequence[str]) -> dict:

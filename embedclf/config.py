@@ -12,6 +12,7 @@ from typing import Mapping
 from urllib.parse import urlsplit
 
 from embedclf.redaction import mask_url, redact, url_secrets  # noqa: F401  (re-exported: the settings' masking)
+from embedclf.errors import ConfigError
 
 PREFIX = "EMBEDCLF_"
 
@@ -22,7 +23,7 @@ def _bool(value: str) -> bool:
         return True
     if v in {"0", "false", "no", "off", ""}:
         return False
-    raise ValueError(f"not a boolean: {value!r}")
+    raise ConfigError(f"not a boolean: {value!r}")
 
 
 #: settings that are secrets as a whole (URLs are masked by :func:`mask_url` instead)
@@ -129,40 +130,40 @@ class Settings:
         _check_url(self.broker_url, "EMBEDCLF_BROKER_URL", ("redis", "rediss", "sentinel"),
                    "a Redis URL, redis://[:password@]host:6379/0 (or rediss://, sentinel://)")
         if self.batch.max_size < 1:
-            raise ValueError("EMBEDCLF_BATCH_MAX_SIZE must be >= 1")
+            raise ConfigError("EMBEDCLF_BATCH_MAX_SIZE must be >= 1")
         if self.batch.max_wait_ms < 0:
-            raise ValueError("EMBEDCLF_BATCH_MAX_WAIT_MS must be >= 0")
+            raise ConfigError("EMBEDCLF_BATCH_MAX_WAIT_MS must be >= 0")
         if self.batch.max_tokens < 16:
-            raise ValueError("EMBEDCLF_BATCH_MAX_TOKENS must be >= 16")
+            raise ConfigError("EMBEDCLF_BATCH_MAX_TOKENS must be >= 16")
         if self.max_text_chars < 1:
-            raise ValueError("EMBEDCLF_MAX_TEXT_CHARS must be >= 1")
+            raise ConfigError("EMBEDCLF_MAX_TEXT_CHARS must be >= 1")
         if self.max_payload_bytes < 1024:
-            raise ValueError("EMBEDCLF_MAX_PAYLOAD_BYTES must be >= 1024")
+            raise ConfigError("EMBEDCLF_MAX_PAYLOAD_BYTES must be >= 1024")
         if not 0 <= self.enqueue_retry_s <= 86400:
-            raise ValueError("EMBEDCLF_ENQUEUE_RETRY_S must be between 0 and 86400 seconds")
+            raise ConfigError("EMBEDCLF_ENQUEUE_RETRY_S must be between 0 and 86400 seconds")
         if not (self.head_refresh_s > 0 and self.head_refresh_s < 86400):
-            raise ValueError("EMBEDCLF_HEAD_REFRESH_S must be a positive number of seconds")
+            raise ConfigError("EMBEDCLF_HEAD_REFRESH_S must be a positive number of seconds")
         if not 0 <= self.metrics_port <= 65535:
-            raise ValueError("EMBEDCLF_METRICS_PORT must be a port number (0 = off)")
+            raise ConfigError("EMBEDCLF_METRICS_PORT must be a port number (0 = off)")
         if self.max_attempts < 1:
-            raise ValueError("EMBEDCLF_MAX_ATTEMPTS must be >= 1")
+            raise ConfigError("EMBEDCLF_MAX_ATTEMPTS must be >= 1")
         if not 0 <= self.head_threads <= 1024:
-            raise ValueError("EMBEDCLF_HEAD_THREADS must be between 0 and 1024")
+            raise ConfigError("EMBEDCLF_HEAD_THREADS must be between 0 and 1024")
         if not 0 <= self.enqueue_wait_replicas <= 16:
-            raise ValueError("EMBEDCLF_ENQUEUE_WAIT_REPLICAS must be between 0 and 16")
+            raise ConfigError("EMBEDCLF_ENQUEUE_WAIT_REPLICAS must be between 0 and 16")
         if self.result_expires_s < 1:
-            raise ValueError("EMBEDCLF_RESULT_EXPIRES_S must be >= 1")
+            raise ConfigError("EMBEDCLF_RESULT_EXPIRES_S must be >= 1")
         if not 1 <= self.max_texts_per_task <= 100_000:
-            raise ValueError("EMBEDCLF_MAX_TEXTS_PER_TASK must be between 1 and 100000")
+            raise ConfigError("EMBEDCLF_MAX_TEXTS_PER_TASK must be between 1 and 100000")
         if not 1 <= self.heartbeat_ttl_s <= 3600:
-            raise ValueError("EMBEDCLF_HEARTBEAT_TTL_S must be between 1 and 3600 seconds")
+            raise ConfigError("EMBEDCLF_HEARTBEAT_TTL_S must be between 1 and 3600 seconds")
         if not 0 <= self.shutdown_timeout_s <= 3600:
-            raise ValueError("EMBEDCLF_SHUTDOWN_TIMEOUT_S must be between 0 and 3600 seconds")
+            raise ConfigError("EMBEDCLF_SHUTDOWN_TIMEOUT_S must be between 0 and 3600 seconds")
         if self.visibility_timeout_s < 5:
-            raise ValueError("EMBEDCLF_VISIBILITY_TIMEOUT_S must be >= 5")
+            raise ConfigError("EMBEDCLF_VISIBILITY_TIMEOUT_S must be >= 5")
         if self.api_token and not all("!" <= c <= "~" for c in self.api_token):
             # an Authorization header carries printable ASCII; a stray space or newline would lock everyone out
-            raise ValueError("EMBEDCLF_API_TOKEN must be printable ASCII without spaces")
+            raise ConfigError("EMBEDCLF_API_TOKEN must be printable ASCII without spaces")
 
     def broker_transport_options(self) -> dict[str, object]:
         """What kombu needs besides the URL (the sentinel primary's name for ``sentinel://`` URLs)."""
@@ -198,11 +199,11 @@ def _check_url(url: str, var: str, schemes: tuple[str, ...], what: str) -> None:
             parts = urlsplit(piece.strip())
             parts.port  # noqa: B018 - raises on a port that is not a number
         except ValueError as exc:
-            raise ValueError(f"{var} is not a valid URL ({mask_url(url)}): {redact(str(exc), url)}") from None
+            raise ConfigError(f"{var} is not a valid URL ({mask_url(url)}): {redact(str(exc), url)}") from None
         scheme = parts.scheme.lower()
         if scheme not in schemes or (len(pieces) > 1 and scheme != "sentinel"):
             shown = f"{scheme}://" if scheme else mask_url(piece)
-            raise ValueError(f"{var} must be {what}; got {shown}")
+            raise ConfigError(f"{var} must be {what}; got {shown}")
 
 
 #: every environment variable the settings read, for docs and for the compose test
@@ -223,4 +224,4 @@ def _convert(type_name: object, raw: str, key: str) -> object:
             return _bool(raw)
         return raw
     except ValueError as exc:
-        raise ValueError(f"{key}: {exc}") from None
+        raise ConfigError(f"{key}: {exc}") from None

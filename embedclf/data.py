@@ -8,12 +8,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+from embedclf.errors import DataError  # noqa: F401  (re-exported: defined in errors.py)
 
 csv.field_size_limit(64 * 1024 * 1024)
-
-
-class DataError(ValueError):
-    """A data file that cannot be used; the message names the file and the problem."""
 
 
 @dataclass(frozen=True)

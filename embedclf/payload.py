@@ -33,6 +33,7 @@ import datetime as dt
 import math
 from dataclasses import dataclass
 from typing import Any
+from embedclf.errors import PayloadError  # noqa: F401  (re-exported: defined in errors.py)
 
 TASK_NAME = "embedclf.classify"
 REQUIRED = ("head", "text")  # "heads" may stand in for "head", "texts" for "text"
@@ -42,10 +43,6 @@ MAX_HEAD_NAME = 128
 MAX_HEADS = 16
 #: default cap on ``texts`` per task (EMBEDCLF_MAX_TEXTS_PER_TASK)
 MAX_TEXTS = 1000
-
-
-class PayloadError(ValueError):
-    """A task payload that cannot be classified; the message goes into the error row."""
 
 
 @dataclass(frozen=True)
@@ -91,17 +88,17 @@ class ClassifyRequest:
     def __post_init__(self) -> None:
         if not self.heads:
             if self.head is None:
-                raise ValueError("a request names a head or heads")
+                raise PayloadError("a request names a head or heads")
             object.__setattr__(self, "heads", (self.head,))
         else:
             object.__setattr__(self, "heads", tuple(self.heads))
             if self.head is None and len(self.heads) == 1:
                 object.__setattr__(self, "head", self.heads[0])
             elif self.head is not None and self.heads != (self.head,):
-                raise ValueError("'head' and 'heads' disagree")
+                raise PayloadError("'head' and 'heads' disagree")
         if not self.items and not self.bad:
             if self.text is None:
-                raise ValueError("a request has a text or texts")
+                raise PayloadError("a request has a text or texts")
             object.__setattr__(self, "items", (TextItem(0, self.text, self.request_id),))
         else:
             object.__setattr__(self, "items", tuple(self.items))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 from urllib.parse import unquote, urlsplit
+from embedclf.errors import ConfigError
 
 #: seconds a command may take; blocking commands add their own timeout on top
 SOCKET_TIMEOUT_S = 10.0
@@ -34,14 +35,14 @@ def sentinel_nodes(url: str) -> tuple[list[tuple[str, int]], str | None, str | N
             continue
         u = urlsplit(part)
         if u.scheme.lower() != "sentinel":
-            raise ValueError("every URL of a sentinel list must start with sentinel://")
+            raise ConfigError("every URL of a sentinel list must start with sentinel://")
         nodes.append((u.hostname or "127.0.0.1", u.port or 26379))
         if u.password is not None:
             username, password = (unquote(u.username) if u.username else None), unquote(u.password)
         if u.path.strip("/"):
             db = int(u.path.strip("/"))
     if not nodes:
-        raise ValueError("no sentinel in the URL")
+        raise ConfigError("no sentinel in the URL")
     return nodes, username, password, db
 
 

@@ -25,12 +25,9 @@ from pathlib import Path
 from typing import Callable
 
 from embedclf.config import Settings, mask_url
+from embedclf.errors import ServicesError  # noqa: F401  (re-exported: defined in errors.py)
 
 STATE = "services.json"
-
-
-class ServicesError(RuntimeError):
-    """A private server could not be started or stopped."""
 
 
 def services_dir() -> Path:

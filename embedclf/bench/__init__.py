@@ -15,7 +15,5 @@ Nothing here is a timed test: the CLI prints figures, the tests only check they 
 """
 
 from __future__ import annotations
+from embedclf.errors import BenchError  # noqa: F401  (re-exported: defined in errors.py)
 
-
-class BenchError(ValueError):
-    """A benchmark that cannot run or did not finish; the CLI prints it as one ``Error:`` line."""

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from embedclf.training.trainer import TrainParams, train_head
+from embedclf.errors import BenchError
 
 #: name -> TrainParams overrides on top of the defaults (the default head is "mlp+linear")
 VARIANTS: dict[str, dict] = {
@@ -31,9 +32,9 @@ def parse_variants(value: str) -> list[str]:
     names = [v.strip() for v in value.split(",") if v.strip()]
     unknown = [v for v in names if v not in VARIANTS]
     if unknown or not names:
-        raise ValueError(f"unknown head variant(s) {unknown or value!r}; choose from {', '.join(VARIANTS)}")
+        raise BenchError(f"unknown head variant(s) {unknown or value!r}; choose from {', '.join(VARIANTS)}")
     if len(set(names)) != len(names):
-        raise ValueError(f"a variant is listed twice: {value!r}")
+        raise BenchError(f"a variant is listed twice: {value!r}")
     return names
 
 
@@ -42,7 +43,7 @@ def check_folds(labels: Sequence[str], folds: int) -> None:
     _, counts = np.unique(np.asarray(labels), return_counts=True)
     smallest = int(counts.min()) if len(counts) else 0
     if folds < 2 or len(counts) < 2 or smallest < folds:
-        raise ValueError(f"{folds}-fold cross-validation needs >= 2 folds, >= 2 labels and every label at least "
+        raise BenchError(f"{folds}-fold cross-validation needs >= 2 folds, >= 2 labels and every label at least "
                          f"{folds} times (the rarest has {smallest})")
 
 
@@ -55,7 +56,7 @@ def cross_validate(X: np.ndarray, labels: Sequence[str], variants: Sequence[str]
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(labels)
     if len(X) != len(y):
-        raise ValueError("one label per row")
+        raise BenchError("one label per row")
     check_folds(labels, folds)
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
     acc: dict[str, list[float]] = {v: [] for v in variants}

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+from embedclf.errors import BenchError
 
 ARCH = "qwen3"
 DTYPES = ("f16", "q8_0")
@@ -86,22 +87,22 @@ class Qwen3Shape:
     def validate(self, dtype: str = "f16") -> None:
         """Raise ValueError naming the first option llama.cpp or the chosen type cannot take."""
         if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+            raise BenchError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         for key in ("layers", "hidden", "ffn", "heads", "kv_heads", "head_dim", "vocab", "context"):
             if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+                raise BenchError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.heads % self.kv_heads:
-            raise ValueError(f"heads ({self.heads}) must be a multiple of kv-heads ({self.kv_heads})")
+            raise BenchError(f"heads ({self.heads}) must be a multiple of kv-heads ({self.kv_heads})")
         if self.head_dim % 2:
-            raise ValueError(f"head-dim must be even (RoPE rotates pairs), got {self.head_dim}")
+            raise BenchError(f"head-dim must be even (RoPE rotates pairs), got {self.head_dim}")
         base = self.special_base
         if base < 257 or base + len(SPECIAL_TOKENS) > self.vocab:
-            raise ValueError(f"vocab {self.vocab} too small: needs 256 byte tokens, >= 1 merge and "
+            raise BenchError(f"vocab {self.vocab} too small: needs 256 byte tokens, >= 1 merge and "
                              f"{len(SPECIAL_TOKENS)} special tokens (at least 260)")
         if dtype == "q8_0":
             for key, n in (("hidden", self.hidden), ("ffn", self.ffn), ("heads*head-dim", self.heads * self.head_dim)):
                 if n % 32:
-                    raise ValueError(f"q8_0 packs rows in blocks of 32: {key} = {n} is not a multiple of 32")
+                    raise BenchError(f"q8_0 packs rows in blocks of 32: {key} = {n} is not a multiple of 32")
 
     def tensors(self) -> list[TensorSpec]:
         """The tensors llama.cpp's qwen3 loader asks for, in file order."""
@@ -152,12 +153,12 @@ def make_shape(preset: str = "qwen3-8b", **overrides: int | None) -> Qwen3Shape:
     """A preset with some fields replaced (None values are ignored). A changed vocab puts the
     special tokens at its last three ids."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
+        raise BenchError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
     shape = PRESETS[preset]
     changes = {k: v for k, v in overrides.items() if v is not None}
     unknown = sorted(set(changes) - {f for f in Qwen3Shape.__dataclass_fields__ if f != "name"})
     if unknown:
-        raise ValueError(f"unknown shape option(s): {', '.join(unknown)}")
+        raise BenchError(f"unknown shape option(s): {', '.join(unknown)}")
     if "vocab" in changes and changes["vocab"] != shape.vocab:
         changes["first_special"] = None
     if changes:
@@ -254,13 +255,13 @@ def check_target(path: str | os.PathLike[str], shape: Qwen3Shape, dtype: str, ov
     shape.validate(dtype)
     path = Path(path)
     if path.exists() and not overwrite:
-        raise ValueError(f"{path} exists (use --force to overwrite)")
+        raise BenchError(f"{path} exists (use --force to overwrite)")
     if not path.parent.is_dir():
-        raise ValueError(f"directory {path.parent} does not exist")
+        raise BenchError(f"directory {path.parent} does not exist")
     need = estimate_bytes(shape, dtype) + 64 * 2**20
     free = shutil.disk_usage(path.parent).free
     if free < need:
-        raise OSError(f"not enough disk space in {path.parent}: need {need / 1e9:.2f} GB, {free / 1e9:.2f} GB free")
+        raise BenchError(f"not enough disk space in {path.parent}: need {need / 1e9:.2f} GB, {free / 1e9:.2f} GB free")
     return path
 
 
@@ -290,7 +291,7 @@ def write_gguf(
     import gguf
 
     if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+        raise BenchError(f"seed must be >= 0, got {seed}")
     path = check_target(path, shape, dtype, overwrite)
     t0 = time.perf_counter()
     specs = shape.tensors()

@@ -12,15 +12,15 @@ class AppError(click.ClickException):
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
+    """What the CLI prints as one ``Error:`` line: the project's own errors and database errors.
+
+    Anything else (a bare ``ValueError``, ``KeyError``...) is a bug and keeps its traceback.
+    """
     from sqlalchemy.exc import SQLAlchemyError
 
-    from embedclf.data import DataError
-    from embedclf.embedders.spec import SpecError
-    from embedclf.store.db import DatabaseUnavailable
-    from embedclf.store.repository import HeadNotFound, HeadStateError
+    from embedclf.errors import EmbedclfError
 
-    return (DataError, SpecError, DatabaseUnavailable, HeadNotFound, HeadStateError, SQLAlchemyError,
-            ValueError, FileNotFoundError, OSError)
+    return (EmbedclfError, SQLAlchemyError)
 
 
 def one_line(exc: BaseException, clean=lambda text: text) -> str:
@@ -59,3 +59,8 @@ class Group(click.Group):
             raise
         except expected_errors() as exc:
             raise AppError(one_line(exc, clean=lambda text: _redact(ctx, text))) from None
+        except OSError as exc:
+            if exc.filename is None or isinstance(exc, ConnectionError):
+                raise  # not about a path the user gave: a bug or an unexpected failure, keep the traceback
+            # a file or directory named on the command line that cannot be read or written
+            raise AppError(f"{exc.filename}: {exc.strerror or exc}") from None

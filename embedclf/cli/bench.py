@@ -13,6 +13,7 @@ import click
 
 from embedclf.cli.common import echo_json, embedder_option, load_embedder_verbose
 from embedclf.config import Settings
+from embedclf.cli.base import AppError
 
 
 def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
@@ -96,12 +97,12 @@ def embed(settings: Settings, data_path: str, text_col: str, n: int, embedder_sp
 
     specs = [_spec(settings, s) for s in embedder_specs] or [_spec(settings, None)]
     if n_batch and (len(specs) > 1 or parse_spec(specs[0]).kind != "llama"):
-        raise ValueError(f"--n-batch applies to llama.cpp specs only, one at a time, not {', '.join(map(repr, specs))}")
+        raise AppError(f"--n-batch applies to llama.cpp specs only, one at a time, not {', '.join(map(repr, specs))}")
     if n_batch and (processes != [1] or rounds > 1):
-        raise ValueError("--n-batch cannot be combined with --processes or --rounds")
+        raise AppError("--n-batch cannot be combined with --processes or --rounds")
     texts = [t for _, t in load_texts(data_path, text_col) if isinstance(t, str) and t.strip()][:n]
     if not texts:
-        raise ValueError(f"{data_path}: no non-empty texts in column {text_col!r}")
+        raise AppError(f"{data_path}: no non-empty texts in column {text_col!r}")
     if n_batch:  # one llama model, reloaded per n_batch value (one copy in memory at a time)
         runs: list[raw.RawRun] = []
         for nb in n_batch:
@@ -212,7 +213,7 @@ def e2e(settings: Settings, data_path: str, text_col: str, label_col: str, n: in
 
         e2e_report(report, click.echo)
     if report["error_rows"]:
-        raise ValueError(f"{report['error_rows']} error rows (first: {report['first_error']})")
+        raise AppError(f"{report['error_rows']} error rows (first: {report['first_error']})")
 
 
 @bench.command()

@@ -7,6 +7,7 @@ import click
 from embedclf.cli.bench import _spec, json_option, sigterm_as_interrupt
 from embedclf.cli.common import echo_json, embedder_option, load_embedder_verbose
 from embedclf.config import Settings
+from embedclf.cli.base import AppError
 
 
 @click.command("http")
@@ -31,7 +32,7 @@ def http_bench(settings: Settings, n: int, rate: float, embedder_spec: str | Non
         import httpx  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as exc:
-        raise ValueError(f"bench http needs the http and dev extras (missing: {exc.name}): "
+        raise AppError(f"bench http needs the http and dev extras (missing: {exc.name}): "
                          "pip install 'embedclf[worker,http,dev]'") from None
     from embedclf.bench.http import HttpParams, run_http
     from embedclf.bench.machine import machine_info
@@ -48,7 +49,7 @@ def http_bench(settings: Settings, n: int, rate: float, embedder_spec: str | Non
     else:
         print_report(report)
     if report["ok"] != report["requests"]:
-        raise ValueError(f"{report['requests'] - report['ok']} of {report['requests']} requests failed "
+        raise AppError(f"{report['requests'] - report['ok']} of {report['requests']} requests failed "
                          f"({report['statuses']}; first: {report['first_error']})")
 
 

@@ -14,6 +14,7 @@ import click
 from embedclf.cli.common import echo_json
 from embedclf.cli.db import require_database
 from embedclf.config import Settings
+from embedclf.cli.base import AppError
 
 
 @click.group()
@@ -73,7 +74,7 @@ def export(settings: Settings, name: str, out: str | None) -> None:
     texts, labels = fetch_examples(require_database(settings), name)
     suffix = Path(out).suffix.lower() if out else ".csv"
     if suffix not in {".csv", ".tsv", ".jsonl"}:
-        raise ValueError(f"{out}: --out must end in .csv, .tsv or .jsonl")
+        raise AppError(f"{out}: --out must end in .csv, .tsv or .jsonl")
     f = open(out, "w", encoding="utf-8", newline="") if out else sys.stdout
     try:
         if suffix == ".jsonl":
@@ -115,7 +116,7 @@ def feedback(settings: Settings, task_id: str, label: str, head: str | None, not
     from embedclf.store.datasets import add_feedback
 
     if "\x00" in task_id + label + (note or ""):
-        raise ValueError("task id, label and note cannot contain NUL characters")
+        raise AppError("task id, label and note cannot contain NUL characters")
     used = add_feedback(require_database(settings), task_id, label, head, note=note, source="cli",
                         created_by=getpass.getuser())
     click.echo(f"feedback stored: task {task_id} head {used!r} label {label!r}")
@@ -130,9 +131,9 @@ def load_training_data(settings: Settings, data_path: str | None, dataset: str |
     from embedclf.data import Labeled, load_labeled
 
     if (data_path is None) == (dataset is None):
-        raise ValueError("give exactly one of --data FILE or --dataset NAME")
+        raise AppError("give exactly one of --data FILE or --dataset NAME")
     if with_feedback and dataset is None:
-        raise ValueError("--with-feedback needs --dataset NAME")
+        raise AppError("--with-feedback needs --dataset NAME")
     if data_path is not None:
         return load_labeled(data_path, text_col, label_col), 0
     from embedclf.store.datasets import training_examples
@@ -143,7 +144,7 @@ def load_training_data(settings: Settings, data_path: str | None, dataset: str |
     finally:
         engine.dispose()
     if not texts:
-        raise ValueError(f"dataset {dataset!r} has no examples")
+        raise AppError(f"dataset {dataset!r} has no examples")
     return Labeled(texts, labels), n_fb
 
 

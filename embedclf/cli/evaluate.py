@@ -13,6 +13,7 @@ from embedclf.cli.common import (
 )
 from embedclf.cli.data import no_cache_option
 from embedclf.config import Settings
+from embedclf.cli.base import AppError
 
 CLINC_SPLITS = ("train", "val", "test", "oos_train", "oos_val", "oos_test")
 
@@ -109,7 +110,7 @@ def evaluate(settings: Settings, train_path: str | None, test_path: str | None, 
         unseen = sorted(set(test.labels) - set(train.labels))
         if unseen:
             shown = ", ".join(repr(u) for u in unseen[:5])
-            raise ValueError(f"{len(unseen)} test label(s) never appear in training: {shown}")
+            raise AppError(f"{len(unseen)} test label(s) never appear in training: {shown}")
         train_texts, train_labels, test_texts, test_labels = train.texts, train.labels, test.texts, test.labels
         if abstain_precision is not None:
             abstention = Abstention(target_precision=abstain_precision)

@@ -11,6 +11,7 @@ import click
 
 from embedclf.cli.common import echo_json, embed_progress, embedder_option, load_embedder_verbose
 from embedclf.config import Settings
+from embedclf.cli.base import AppError
 
 
 def read_label_specs(path: str, label_col: str, description_col: str) -> list:
@@ -50,7 +51,7 @@ def load_eval(path: str, text_col: str, label_col: str, labels: list[str]):
     unknown = sorted(set(data.labels) - set(labels))
     if unknown:
         shown = ", ".join(repr(u) for u in unknown[:5])
-        raise ValueError(f"{len(unknown)} label(s) of {path} are not among the head's labels: {shown}")
+        raise AppError(f"{len(unknown)} label(s) of {path} are not among the head's labels: {shown}")
     return data
 
 

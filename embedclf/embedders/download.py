@@ -17,13 +17,11 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path, PurePosixPath
+from embedclf.errors import ModelNotFoundError  # noqa: F401  (re-exported: defined in errors.py)
+from embedclf.errors import SpecError
 
 HF_PREFIX = "hf://"
 PIP_PREFIX = "pip:"
-
-
-class ModelNotFoundError(FileNotFoundError):
-    """The model file a spec names is not on disk and cannot (or may not) be fetched."""
 
 
 def default_model_dir() -> Path:
@@ -46,13 +44,13 @@ def parse_hf_target(target: str) -> tuple[str, str]:
     rest = target[len(HF_PREFIX) :] if target.startswith(HF_PREFIX) else target
     parts = rest.split("/", 2)
     if len(parts) != 3 or not all(parts):
-        raise ValueError(f"hf target must look like hf://OWNER/REPO/FILE.gguf, got {target!r}")
+        raise SpecError(f"hf target must look like hf://OWNER/REPO/FILE.gguf, got {target!r}")
     owner, repo, filename = parts
     pure = PurePosixPath(filename)
     if pure.is_absolute() or ".." in pure.parts:
-        raise ValueError(f"hf target file must be a relative path inside the repo, got {filename!r}")
+        raise SpecError(f"hf target file must be a relative path inside the repo, got {filename!r}")
     if not filename.endswith(".gguf"):
-        raise ValueError(f"hf target must name a .gguf file, got {filename!r}")
+        raise SpecError(f"hf target must name a .gguf file, got {filename!r}")
     return f"{owner}/{repo}", filename
 
 

@@ -115,15 +115,15 @@ class LlamaCppEmbedder(Embedder):
         pack: bool = True,
     ) -> None:
         if pooling not in POOLING_TYPES:
-            raise ValueError(f"pooling must be one of {', '.join(POOLING_TYPES)}, got {pooling!r}")
+            raise SpecError(f"pooling must be one of {', '.join(POOLING_TYPES)}, got {pooling!r}")
         for name, value in (("n_ctx", n_ctx), ("n_batch", n_batch), ("batch_size", batch_size)):
             if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+                raise SpecError(f"{name} must be >= 1, got {value}")
         if n_ubatch is not None and n_ubatch < min(n_batch, n_ctx):
             # a pooled text must fit one micro-batch; llama.cpp aborts the process otherwise
-            raise ValueError(f"n_ubatch ({n_ubatch}) must be >= n_batch ({n_batch}) for pooled embeddings")
+            raise SpecError(f"n_ubatch ({n_ubatch}) must be >= n_batch ({n_batch}) for pooled embeddings")
         if dim is not None and dim < 1:
-            raise ValueError(f"dim must be >= 1, got {dim}")
+            raise SpecError(f"dim must be >= 1, got {dim}")
         path = Path(model_path).expanduser()
         if not path.is_file():
             raise ModelNotFoundError(f"GGUF model file {path} does not exist")
@@ -167,10 +167,10 @@ class LlamaCppEmbedder(Embedder):
         # a GGUF with tokenizer.ggml.add_eos_token=true gets EOS from the tokenizer itself
         self._gguf_adds_eos = bool(llama_cpp.llama_vocab_get_add_eos(llama_cpp.llama_model_get_vocab(self._llm.model)))
         if add_eos and self._eos < 0:
-            raise ValueError(f"{path.name} defines no EOS token, add_eos is impossible")
+            raise SpecError(f"{path.name} defines no EOS token, add_eos is impossible")
         self._n_embd = int(self._llm.n_embd())
         if dim is not None and dim > self._n_embd:
-            raise ValueError(f"dim={dim} exceeds the model's embedding size {self._n_embd}")
+            raise SpecError(f"dim={dim} exceeds the model's embedding size {self._n_embd}")
         self.dim = dim or self._n_embd
         self._truncate_dim = dim if dim is not None and dim < self._n_embd else None
         # token/seq-id buffers for one decode; one seq id per token

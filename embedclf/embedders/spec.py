@@ -34,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
+from embedclf.errors import SpecError  # noqa: F401  (re-exported: defined in errors.py)
 
 if TYPE_CHECKING:  # pragma: no cover
     from embedclf.embedders.base import Embedder
@@ -58,10 +59,6 @@ ALIASES: dict[str, str] = {
         "?pooling=mean&normalize=1&n_ctx=2048&n_batch=2048&n_gpu_layers=-1"
     ),
 }
-
-
-class SpecError(ValueError):
-    """An embedder spec that cannot be parsed or loaded."""
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import numpy as np
 from embedclf.embedders.base import Embedder
 from embedclf.embedders.options import check_options, parse_bool, parse_int
 from embedclf.embedders.spec import EmbedderSpec, SpecError
+from embedclf.errors import ModelNotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
@@ -51,7 +52,7 @@ def resolve_st_target(target: str) -> tuple[str, str, bool]:
             ) from exc
         model_dir = Path(module.__file__ or "").resolve().parent / "model"
         if not model_dir.is_dir():
-            raise FileNotFoundError(f"package {package!r} has no model directory at {model_dir}")
+            raise ModelNotFoundError(f"package {package!r} has no model directory at {model_dir}")
         return str(model_dir), PIP_MODEL_NAMES.get(package, package), True
     path = Path(target).expanduser()
     if path.exists():
@@ -62,7 +63,7 @@ def resolve_st_target(target: str) -> tuple[str, str, bool]:
         name = PIP_MODEL_NAMES.get(local.parent.name, local.name) if local.name == "model" else local.name
         return str(local), name, True
     if target.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"sentence-transformers model directory not found: {target}")
+        raise ModelNotFoundError(f"sentence-transformers model directory not found: {target}")
     return target, target.rstrip("/").rsplit("/", 1)[-1], False
 
 

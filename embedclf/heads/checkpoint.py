@@ -17,6 +17,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from embedclf.heads.mlp import HeadConfig, MLPHead
+from embedclf.errors import HeadLoadError
 
 FORMAT_VERSION = 1
 
@@ -77,7 +78,7 @@ class HeadArtifact:
         p = Path(path)
         meta = json.loads((p / "config.json").read_text())
         if meta.get("format") != FORMAT_VERSION:
-            raise ValueError(f"unsupported head format {meta.get('format')!r} in {p}")
+            raise HeadLoadError(f"unsupported head format {meta.get('format')!r} in {p}")
         return cls(
             HeadConfig.from_dict(meta["config"]),
             meta["labels"],

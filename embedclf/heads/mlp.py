@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import torch
 from torch import nn
+from embedclf.errors import HeadLoadError
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
 
@@ -65,7 +66,7 @@ class HeadConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown head config keys: {sorted(unknown)}")
+            raise HeadLoadError(f"unknown head config keys: {sorted(unknown)}")
         return cls(**data)
 
 

@@ -25,6 +25,7 @@ import torch
 from embedclf.embedders.base import Embedder, l2_normalize
 from embedclf.heads.checkpoint import HeadArtifact
 from embedclf.heads.mlp import HeadConfig, MLPHead
+from embedclf.errors import DataError
 
 #: softmax temperature over cosines. The cosines of one text to different labels differ
 #: by a few hundredths, so 1.0 would give almost flat probabilities. 0.05 gave the lowest
@@ -54,30 +55,30 @@ class LabelSpec:
     def of(cls, label: str, description: str | None = None) -> "LabelSpec":
         label = str(label).strip()
         if not label:
-            raise ValueError("a label name is empty")
+            raise DataError("a label name is empty")
         desc = " ".join((description or "").split())
         return cls(label, desc, True) if desc else cls(label, label_text(label), False)
 
 
 def check_labels(specs: Sequence[LabelSpec]) -> None:
     if len(specs) < 2:
-        raise ValueError(f"a zero-shot head needs at least 2 labels, got {len(specs)}")
+        raise DataError(f"a zero-shot head needs at least 2 labels, got {len(specs)}")
     seen: set[str] = set()
     for s in specs:
         if s.label in seen:
-            raise ValueError(f"label {s.label!r} is listed more than once")
+            raise DataError(f"label {s.label!r} is listed more than once")
         seen.add(s.label)
 
 
 def head_from_label_vectors(vectors: np.ndarray, temperature: float = DEFAULT_TEMPERATURE) -> MLPHead:
     """The cosine head over raw label embeddings ``vectors`` (one row per label)."""
     if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+        raise DataError(f"temperature must be > 0, got {temperature}")
     v = np.asarray(vectors, dtype=np.float32)
     if v.ndim != 2 or v.shape[0] < 2:
-        raise ValueError(f"expected label embeddings of shape [labels >= 2, dim], got {v.shape}")
+        raise DataError(f"expected label embeddings of shape [labels >= 2, dim], got {v.shape}")
     if not np.isfinite(v).all() or (np.linalg.norm(v, axis=1) == 0).any():
-        raise ValueError("a label embedding is zero or not finite")
+        raise DataError("a label embedding is zero or not finite")
     config = HeadConfig(input_dim=v.shape[1], num_labels=v.shape[0], num_layers=1, dropout=0.0,
                         input_norm=True, linear_skip=False)
     head = MLPHead(config)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from embedclf.payload import PayloadError, parse_request
+from embedclf.errors import ApiError  # noqa: F401  (re-exported: defined in errors.py)
 
 #: body fields of the HTTP API itself (the rest is the task's kwargs)
 HTTP_FIELDS = ("wait", "timeout_s")
@@ -21,20 +22,6 @@ TASK_FIELDS = ("head", "heads", "text", "texts", "request_id", "request_ids")
 #: seconds a ``wait: true`` request waits unless it says otherwise, and the most it may ask for
 DEFAULT_TIMEOUT_S = 30.0
 MAX_TIMEOUT_S = 300.0
-
-
-class ApiError(Exception):
-    """An answer other than success: HTTP ``status``, JSON ``{"error": code, "message": message, **extra}``."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
-                 **extra: Any) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.headers = headers
-        self.extra = extra
-
-    def body(self) -> dict[str, Any]:
-        return {"error": self.code, "message": self.message, **self.extra}
 
 
 def invalid(message: str, **extra: Any) -> ApiError:

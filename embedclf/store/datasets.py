@@ -16,17 +16,11 @@ from sqlalchemy.engine import Engine
 
 from embedclf.store.db import transaction
 from embedclf.store.tables import datasets, examples, feedback, heads, predictions
+from embedclf.errors import DatasetNotFound, FeedbackError  # noqa: F401  (re-exported: defined in errors.py)
+from embedclf.errors import DataError
 
 #: rows per INSERT statement
 CHUNK = 1000
-
-
-class DatasetNotFound(ValueError):
-    pass
-
-
-class FeedbackError(ValueError):
-    """Feedback that cannot be recorded (unknown task, ambiguous head, label not of the head)."""
 
 
 def text_sha256(text: str) -> bytes:
@@ -56,13 +50,13 @@ def import_examples(engine: Engine, name: str, texts: Sequence[str], labels: Seq
                     source: str = "import", created_by: str | None = None) -> ImportResult:
     """Add examples to dataset ``name`` (created if missing); exact duplicates are skipped."""
     if len(texts) != len(labels):
-        raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+        raise DataError(f"{len(texts)} texts but {len(labels)} labels")
     if not name.strip() or len(name) > 128:
-        raise ValueError("a dataset name must be 1-128 characters")
+        raise DataError("a dataset name must be 1-128 characters")
     rows, seen = [], set()
     for t, y in zip(texts, labels):
         if "\x00" in t or "\x00" in y:
-            raise ValueError("texts and labels cannot contain NUL characters")
+            raise DataError("texts and labels cannot contain NUL characters")
         key = (text_sha256(t), y)
         if key not in seen:
             seen.add(key)

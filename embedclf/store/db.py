@@ -9,10 +9,8 @@ from typing import Iterator
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
-
-
-class DatabaseUnavailable(RuntimeError):
-    """Postgres did not answer at the configured URL."""
+from embedclf.errors import DatabaseUnavailable  # noqa: F401  (re-exported: defined in errors.py)
+from embedclf.errors import ConfigError
 
 
 def make_engine(url: str, **kwargs: object) -> Engine:
@@ -48,7 +46,7 @@ def _admin_engine(url: str) -> tuple[Engine, str]:
     u = make_url(url)
     name = u.database or ""
     if not _DB_NAME.match(name):
-        raise ValueError(f"refusing unusual database name {name!r}")
+        raise ConfigError(f"refusing unusual database name {name!r}")
     admin = create_engine(u.set(database="postgres"), isolation_level="AUTOCOMMIT", future=True)
     return admin, name
 
@@ -61,7 +59,7 @@ def create_database(url: str, exist_ok: bool = True) -> bool:
             exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).scalar()
             if exists:
                 if not exist_ok:
-                    raise ValueError(f"database {name} already exists")
+                    raise ConfigError(f"database {name} already exists")
                 return False
             conn.execute(text(f'CREATE DATABASE "{name}"'))
             return True

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from embedclf.errors import InstallError
 
 def _installed() -> Path | None:
     """Where a wheel install put the migrations (data files ``share/embedclf/migrations``)."""
@@ -27,7 +28,7 @@ def migrations_dir() -> Path:
     for path in (Path(__file__).resolve().parents[2] / "migrations", _installed(), Path.cwd() / "migrations"):
         if path is not None and (path / "env.py").is_file():
             return path
-    raise FileNotFoundError("the migrations are not installed: reinstall embedclf, or run from a checkout")
+    raise InstallError("the migrations are not installed: reinstall embedclf, or run from a checkout")
 
 
 def alembic_config(database_url: str) -> Config:

@@ -17,14 +17,7 @@ from embedclf.heads.checkpoint import HeadArtifact
 from embedclf.heads.mlp import HeadConfig
 from embedclf.store.db import transaction
 from embedclf.store.tables import head_events, heads, predictions
-
-
-class HeadNotFound(LookupError):
-    pass
-
-
-class HeadStateError(RuntimeError):
-    pass
+from embedclf.errors import HeadNotFound, HeadStateError  # noqa: F401  (re-exported: defined in errors.py)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from embedclf.store.db import transaction
+from embedclf.errors import ConfigError
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 WORKER_TABLE_GRANTS = {"heads": ("SELECT",), "predictions": ("INSERT",), "task_conflicts": ("INSERT",)}
@@ -44,7 +45,7 @@ FEEDBACK_INSERT_COLUMNS = {"feedback": ("task_id", "head_name", "label", "note")
 
 def _check(name: str) -> str:
     if not _ROLE.match(name):
-        raise ValueError(f"role name {name!r} must match {_ROLE.pattern}")
+        raise ConfigError(f"role name {name!r} must match {_ROLE.pattern}")
     return name
 
 

@@ -28,6 +28,9 @@ from typing import Sequence
 
 import numpy as np
 
+from embedclf.errors import DataError
+from embedclf.heads.abstain import abstain_mask, labels_oos_index  # noqa: F401  (re-exported)
+
 
 #: in-scope accuracy (a fraction) the OOS threshold may cost on validation
 DEFAULT_MAX_ACCURACY_LOSS = 0.005
@@ -44,15 +47,6 @@ class AbstainRule:
         return asdict(self)
 
 
-def abstain_mask(proba: np.ndarray, threshold: float | None, oos_index: int | None = None) -> np.ndarray:
-    """True where the head abstains: top probability below ``threshold`` or top label = the OOS label."""
-    proba = np.asarray(proba)
-    mask = np.zeros(len(proba), dtype=bool)
-    if threshold is not None and threshold > 0:
-        mask |= proba.max(axis=1) < threshold
-    if oos_index is not None:
-        mask |= proba.argmax(axis=1) == oos_index
-    return mask
 
 
 def scope_metrics(in_proba: np.ndarray, in_y: np.ndarray, oos_proba: np.ndarray | None,
@@ -92,7 +86,7 @@ def choose_threshold(
     """Pick the abstention threshold on validation data (see the module docstring)."""
     in_proba, in_y = np.asarray(in_proba, dtype=float), np.asarray(in_y)
     if len(in_y) == 0:
-        raise ValueError("choosing an abstention threshold needs in-scope validation texts")
+        raise DataError("choosing an abstention threshold needs in-scope validation texts")
     if not 0.0 < target_precision <= 1.0:
         raise ValueError("target precision must be in (0, 1]")
     # texts the OOS class already catches are abstained on whatever the threshold
@@ -129,21 +123,3 @@ def choose_threshold(
         criterion = f"lowest threshold with answered precision >= {target_precision:g} on validation"
     val = scope_metrics(in_proba, in_y, oos_proba, threshold, oos_index)
     return AbstainRule(threshold=threshold, criterion=criterion, val=val)
-
-
-def labels_oos_index(labels: Sequence[str], oos_label: str | None) -> int | None:
-    """Index of the out-of-scope label in ``labels`` (None when the head has none)."""
-    if oos_label is None:
-        return None
-    try:
-        return list(labels).index(oos_label)
-    except ValueError:
-        return None
-
-
-def head_abstain_mask(module: object, labels: Sequence[str], proba: np.ndarray) -> np.ndarray:
-    """Where a loaded head abstains, from the threshold / OOS label stored in its config (none: never)."""
-    config = getattr(module, "config", None)
-    threshold = getattr(config, "abstain_threshold", None)
-    oos_index = labels_oos_index(labels, getattr(config, "oos_label", None))
-    return abstain_mask(proba, threshold, oos_index)

@@ -25,6 +25,7 @@ from embedclf.training.metrics import classification_report, confusion_matrix
 from embedclf.training.quality import build_report, softmax
 from embedclf.training.split import LabelEncoder
 from embedclf.training.trainer import EpochCallback, TrainParams, TrainResult, train_head
+from embedclf.errors import DataError
 
 __all__ = ["Evaluation", "Abstention", "confusion_matrix", "evaluate_head"]
 
@@ -122,9 +123,9 @@ def evaluate_head(
         unseen = sorted(set(labels) - known)
         if unseen:
             shown = ", ".join(repr(u) for u in unseen[:5])
-            raise ValueError(f"{len(unseen)} {what} label(s) never appear in training: {shown}")
+            raise DataError(f"{len(unseen)} {what} label(s) never appear in training: {shown}")
     if oos_label is not None and oos_label in set(train_labels):
-        raise ValueError(f"out-of-scope label {oos_label!r} is already an in-scope label")
+        raise DataError(f"out-of-scope label {oos_label!r} is already an in-scope label")
 
     parts: dict[str, list[str]] = {"train": list(train_texts), "test": list(test_texts)}
     if val is not None:

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from embedclf.training.trainer import TrainParams, TrainResult, train_head
+from embedclf.errors import DataError
 
 TrialCallback = Callable[[dict], None]
 
@@ -118,6 +119,6 @@ def search_params(
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=base.seed))
     study.optimize(objective, n_trials=n_trials)
     if not best or not math.isfinite(best["value"]):
-        raise ValueError("hyper-parameter search found no usable trial")
+        raise DataError("hyper-parameter search found no usable trial")
     return SearchResult(best=best["params"], best_value=best["acc"], best_trial=best["trial"], trials=trials,
                         best_result=best["result"], seconds=time.perf_counter() - start)

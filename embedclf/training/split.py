@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from embedclf.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -16,7 +17,7 @@ class LabelEncoder:
     def fit(cls, values: Sequence[str]) -> "LabelEncoder":
         labels = tuple(sorted(set(values)))
         if len(labels) < 2:
-            raise ValueError(f"need at least 2 distinct labels, found {len(labels)}")
+            raise DataError(f"need at least 2 distinct labels, found {len(labels)}")
         return cls(labels)
 
     def encode(self, values: Sequence[str]) -> np.ndarray:
@@ -24,7 +25,7 @@ class LabelEncoder:
         missing = sorted({v for v in values if v not in index})
         if missing:
             shown = ", ".join(repr(m) for m in missing[:5])
-            raise ValueError(f"labels not seen in training: {shown}{' ...' if len(missing) > 5 else ''}")
+            raise DataError(f"labels not seen in training: {shown}{' ...' if len(missing) > 5 else ''}")
         return np.array([index[v] for v in values], dtype=np.int64)
 
 

@@ -27,6 +27,7 @@ from torch import nn
 from embedclf.heads.mlp import HeadConfig, MLPHead
 from embedclf.training.metrics import classification_report
 from embedclf.training.split import LabelEncoder, stratified_split
+from embedclf.errors import DataError
 
 EpochCallback = Callable[[int, int, dict], None]
 
@@ -120,14 +121,14 @@ def train_head(
     if val is None:
         tr_idx, va_idx = stratified_split(y, params.val_fraction, seed=params.seed)
         if len(va_idx) == 0:
-            raise ValueError("training data too small for a validation split")
+            raise DataError("training data too small for a validation split")
         Xt, yt = torch.from_numpy(X[tr_idx]), torch.from_numpy(y[tr_idx])
         Xv_np, yv_np = X[va_idx], y[va_idx]
     else:
         Xv_np = np.asarray(val[0], dtype=np.float32)
         unknown = sorted(set(val[1]) - set(encoder.labels))
         if unknown or len(Xv_np) != len(val[1]) or len(Xv_np) == 0:
-            raise ValueError(f"validation set must be non-empty with known labels (unknown: {unknown[:5]})")
+            raise DataError(f"validation set must be non-empty with known labels (unknown: {unknown[:5]})")
         Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
         yv_np = encoder.encode(val[1])
     Xv, yv = torch.from_numpy(Xv_np), torch.from_numpy(yv_np)
