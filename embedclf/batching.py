@@ -75,7 +75,7 @@ class Batcher(Generic[T]):
             return False
         if self.full():
             return True
-        return self.clock() - self._items[0][3] >= self.max_wait_s
+        return bool(self.clock() - self._items[0][3] >= self.max_wait_s)
 
     def wait_left(self) -> float | None:
         """Seconds until the oldest item's batch becomes due (None when empty)."""
@@ -83,7 +83,7 @@ class Batcher(Generic[T]):
             return None
         if self.full():
             return 0.0
-        return max(0.0, self.max_wait_s - (self.clock() - self._items[0][3]))
+        return float(max(0.0, self.max_wait_s - (self.clock() - self._items[0][3])))
 
     def take(self) -> list[T]:
         """The oldest items that fit in one batch (at least one); the rest stay buffered."""

@@ -30,8 +30,9 @@ import re
 import uuid
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
+_fast_loads: Callable[[bytes], Any] | None
 try:  # orjson parses several times faster; everything it refuses goes to the standard parser
     from orjson import loads as _fast_loads
 except ImportError:  # pragma: no cover - optional speed-up
@@ -208,7 +209,7 @@ def decode(raw: bytes, max_bytes: int) -> Decoded:
     except _Bad as exc:
         return Decoded(raw_task_id(raw), error=f"malformed message: {exc}")
     # the id first: every later error is reported under it when it is usable
-    props = env.get("properties") if isinstance(env.get("properties"), dict) else {}
+    props: dict[str, Any] = env["properties"] if isinstance(env.get("properties"), dict) else {}
     claimed = headers.get("id", props.get("correlation_id"))
     task_id = usable_task_id(claimed)
     out = Decoded(task_id or raw_task_id(raw), task_name=headers.get("task"), headers=headers)

@@ -156,8 +156,9 @@ def ensure(settings: Settings, environ: dict[str, str] | None = None, say: Calla
         url = getattr(settings, field_name)
         if answers(url) or var in env:
             continue  # it answers, or the user chose this URL: never replaced behind their back
-        if svc.url(kind) and answers(svc.url(kind)):
-            settings = replace(settings, **{field_name: svc.url(kind)})
+        known = svc.url(kind)
+        if known and answers(known):
+            settings = replace(settings, **{field_name: known})
             continue
         info = start(svc.root)
         svc.running[kind] = info

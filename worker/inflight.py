@@ -340,7 +340,7 @@ class Inflight:
 
         Returns ``(worker id, messages returned, deaths charged)`` per dead worker.
         """
-        out = []
+        out: list[tuple[str, int, int]] = []
         registry = self.client.hgetall(REGISTRY)
         if not registry:
             return out

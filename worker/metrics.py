@@ -79,7 +79,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _probe(self, check: Check) -> None:
         try:
             ok, detail = check()
-            body = {"ok": bool(ok)}
+            body: dict[str, object] = {"ok": bool(ok)}
             body.update({k: v for k, v in dict(detail or {}).items() if k != "ok"})
         except Exception as exc:  # noqa: BLE001 - a failing check is a failed probe, not a dead server
             log.warning("%s check raised: %s", self.path, exc)

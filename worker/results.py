@@ -30,7 +30,7 @@ def task_results(items: Iterable[Any], rows: list[dict], skip: set[str]) -> list
     by_key: dict[tuple[str, Any], list[dict]] = {}
     for row in rows:
         by_key.setdefault((row["task_id"], row.get("fingerprint")), []).append(row)
-    out = []
+    out: list[tuple[Any, str, Any]] = []
     for p in items:
         if p.task_id in skip:
             continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Hashable, Iterable, Sequence
+from typing import Any, Hashable, Iterable, Sequence
 
 import numpy as np
 
@@ -37,7 +37,7 @@ def histogram(sizes: Iterable[int], max_size: int) -> list[dict]:
     (should not happen) lands in a final ">max" bucket.
     """
     edges = bucket_edges(max_size)
-    buckets = []
+    buckets: list[dict[str, Any]] = []
     for i, lo in enumerate(edges):
         hi = edges[i + 1] - 1 if i + 1 < len(edges) else lo
         buckets.append({"sizes": str(lo) if lo == hi else f"{lo}-{hi}", "batches": 0})

@@ -49,11 +49,11 @@ def _redact(ctx: click.Context, message: str) -> str:
 
 
 class Group(click.Group):
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
+    def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except click.ClickException as exc:
-            exc.message = _redact(ctx, exc.message)
+            exc.message = _redact(ctx, exc.message)  # type: ignore[misc]  # click declares it Final
             raise
         except (click.exceptions.Exit, click.Abort, KeyboardInterrupt):
             raise

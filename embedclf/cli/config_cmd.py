@@ -26,6 +26,6 @@ def config_cmd(settings: Settings, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({r["variable"]: r["value"] for r in rows}))
         return
-    width = max(len(r["variable"]) for r in rows)
+    width = max(len(str(r["variable"])) for r in rows)
     for r in rows:
         click.echo(f"{r['variable']:<{width}}  {r['value']}  ({r['source']})")

@@ -75,4 +75,5 @@ class Embedder(ABC):
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norms, eps)
+    out: np.ndarray = x / np.maximum(norms, eps)
+    return out

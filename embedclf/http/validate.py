@@ -99,7 +99,7 @@ def parse_body(body: bytes, max_text_chars: int, max_texts: int) -> Submission:
     if req.bad:
         errors = [{"item": b.item, "error": b.error} for b in req.bad]
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise invalid(errors[0]["error"] + more, errors=errors)
+        raise invalid(f"{errors[0]['error']}{more}", errors=errors)
     if req.multi:
         texts = [i.text for i in req.items]
         rids = kwargs.get("request_ids")

@@ -68,7 +68,7 @@ def import_examples(engine: Engine, name: str, texts: Sequence[str], labels: Seq
             .on_conflict_do_nothing(index_elements=["name"]).returning(datasets.c.id)
         ).first()
         created = res is not None
-        ds_id = res[0] if created else conn.execute(select(datasets.c.id).where(datasets.c.name == name)).scalar_one()
+        ds_id = res[0] if res is not None else conn.execute(select(datasets.c.id).where(datasets.c.name == name)).scalar_one()
         for start in range(0, len(rows), CHUNK):
             chunk = [dict(r, dataset_id=ds_id) for r in rows[start : start + CHUNK]]
             stmt = pg_insert(examples).values(chunk).on_conflict_do_nothing(

@@ -31,7 +31,7 @@ from embedclf.store.db import transaction
 try:
     from orjson import dumps as _dumps
 except ImportError:  # pragma: no cover - optional speed-up
-    def _dumps(obj: Any) -> bytes:
+    def _dumps(obj: Any, /) -> bytes:  # type: ignore[misc]  # orjson's signature has more optional arguments
         return json.dumps(obj, default=str).encode()
 
 #: (column, type in the JSON record)
@@ -102,7 +102,9 @@ class WriteResult:
 
 def notes(task_ids: Sequence[str]) -> list[str]:
     """The task ids as NOTIFY payloads (newline-separated, each under 8000 bytes)."""
-    out, cur, size = [], [], 0
+    out: list[str] = []
+    cur: list[str] = []
+    size = 0
     for tid in task_ids:
         n = len(tid.encode("utf-8")) + 1
         if cur and size + n > _NOTE_BYTES:

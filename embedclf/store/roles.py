@@ -51,7 +51,8 @@ def _check(name: str) -> str:
 
 def _run(conn: Connection, statement: sql.Composable) -> None:
     """Execute a statement composed with psycopg2.sql on the transaction's own DBAPI connection."""
-    with conn.connection.dbapi_connection.cursor() as cur:
+    dbapi: Any = conn.connection.dbapi_connection  # psycopg2's connection: its cursor is a context manager
+    with dbapi.cursor() as cur:
         cur.execute(statement)
 
 
