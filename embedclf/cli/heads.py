@@ -23,14 +23,16 @@ def heads() -> None:
 
 @heads.command()
 @click.option("--name", required=True, help="Head name tasks refer to.")
-@click.option("--data", "data_path", default=None, type=click.Path(dir_okay=False), help="CSV/TSV/JSONL file.")
+@click.option("--data", "data_path", default=None, type=click.Path(dir_okay=False),
+              help="Labelled file: .csv, .tsv, .jsonl/.ndjson or .json (a list of objects).")
 @training_data_options
 @embedder_option
 @columns_options
 @click.option("--test-size", default=0.2, show_default=True, type=click.FloatRange(0.05, 0.5),
               help="Held-out fraction for the report.")
 @train_options
-@click.option("--activate/--no-activate", default=True, show_default=True)
+@click.option("--activate/--no-activate", default=True, show_default=True,
+              help="Make the new version the active one (workers serve it within EMBEDCLF_HEAD_REFRESH_S).")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False),
               help="Write report.json, report.md and the training, confusion and reliability PNGs here.")
 @click.option("--abstain-precision", type=click.FloatRange(0.01, 1.0), default=None,
@@ -105,13 +107,16 @@ def _plots(ev, out: Path, stem: str) -> list[str]:
 
 @heads.command(name="list")
 @click.argument("name", required=False)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list of versions (dates in ISO 8601).")
 @click.pass_obj
 def list_(settings: Settings, name: str | None, as_json: bool) -> None:
     """List head versions."""
     from embedclf.store import repository
 
-    rows = repository.list_heads(require_database(settings), name)
+    engine = require_database(settings)
+    rows = repository.list_heads(engine, name)
+    if not rows and name is not None:
+        raise repository.missing_head(name, repository.head_names(engine))
     if as_json:
         echo_json([{"name": r.name, "version": r.version, "active": r.is_active, "embedder_id": r.embedder_id,
                     "labels": len(r.labels), "accuracy": r.metrics.get("accuracy"), "created_at": r.created_at}
