@@ -34,7 +34,8 @@ def heads() -> None:
 @click.option("--activate/--no-activate", default=True, show_default=True,
               help="Make the new version the active one (workers serve it within EMBEDCLF_HEAD_REFRESH_S).")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False),
-              help="Write report.json, report.md and the training, confusion and reliability PNGs here.")
+              help="Write NAME-vVERSION-report.json, -report.md and the -training, -confusion and -reliability "
+                   "PNGs here (the names `heads report` writes).")
 @click.option("--abstain-precision", type=click.FloatRange(0.01, 1.0), default=None,
               help="Let the head abstain (no label) below the confidence at which validation answers reach this "
                    "precision, e.g. 0.95; stored with the head.")
@@ -85,7 +86,7 @@ def train(settings: Settings, name: str, data_path: str | None, embedder_spec: s
     )
     summary.update(head=name, version=version, active=activate)
     if plots_dir:
-        summary["plots"] = _plots(ev, Path(plots_dir), f"{name}-v{version}")
+        summary["plots"] = _plots(ev, Path(plots_dir), name, version)
     if as_json:
         echo_json(summary)
         return
@@ -99,10 +100,10 @@ def train(settings: Settings, name: str, data_path: str | None, embedder_spec: s
         click.echo(f"  plot: {p}")
 
 
-def _plots(ev, out: Path, stem: str) -> list[str]:
-    from embedclf.cli.report import write_report  # report.json + report.md + PNGs
+def _plots(ev, out: Path, name: str, version: int) -> list[str]:
+    from embedclf.cli.report import report_stem, write_report  # report.json + report.md + PNGs
 
-    return write_report(out, stem, ev.summary(), ev.report, stem=stem)
+    return write_report(out, f"head {name} v{version}", ev.summary(), ev.report, stem=report_stem(name, version))
 
 
 @heads.command(name="list")

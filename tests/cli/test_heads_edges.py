@@ -89,3 +89,15 @@ def test_json_parse_errors_name_the_file_in_one_line(run, tmp_path):
     lines = tmp_path / "broken.jsonl"
     lines.write_text('{"text": "a", "label": "x"}\n{"text": \n')
     one_line_error(run("enqueue", "--head", "x", "--file", str(lines), ok=False), f"{lines}:2: invalid JSON")
+
+
+@pytest.mark.postgres
+def test_evaluate_plots_follow_the_naming_scheme(run, tmp_path):
+    from embedclf.demo import HOLDOUT_CSV, TRAIN_CSV
+
+    r = run("evaluate", "--train", str(TRAIN_CSV), "--test", str(HOLDOUT_CSV), "--epochs", "3", "--plots",
+            str(tmp_path), "--json")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(f"evaluate-{k}" for k in ("report.json", "report.md", "training.png", "confusion.png",
+                                                     "reliability.png"))
+    assert sorted(json.loads(r.stdout)["plots"]) == sorted(str(tmp_path / n) for n in names)
