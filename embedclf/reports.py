@@ -8,8 +8,9 @@ without saving it, so tests can read what it says. The pure helpers
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -118,7 +119,8 @@ def confusion_figure(cm: np.ndarray, labels: Sequence[str], max_labels: int = MA
         idx = np.sort(np.argsort(-score, kind="stable")[:max_labels])
     sub = cm[np.ix_(idx, idx)]
     support = cm[idx].sum(1)
-    columns = [labels[i] for i in idx]
+    shown = [labels[int(i)] for i in idx]
+    columns = list(shown)
     partial = len(idx) < len(labels)
     if partial:  # texts predicted as a label not shown: one more column, so every row adds up to its texts
         sub = np.concatenate([sub, (support - sub.sum(1))[:, None]], axis=1)
@@ -135,7 +137,7 @@ def confusion_figure(cm: np.ndarray, labels: Sequence[str], max_labels: int = MA
         ax.text(j, i, str(int(sub[i, j])), ha="center", va="center", fontsize=fontsize,
                 color="white" if norm[i, j] > 0.55 else "black")
     ax.set_xticks(range(len(columns)), columns, rotation=90, fontsize=8)
-    ax.set_yticks(range(n), [f"{labels[i]} ({support[k]})" for k, i in enumerate(idx)], fontsize=8)
+    ax.set_yticks(range(n), [f"{name} ({count})" for name, count in zip(shown, support)], fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true label (its test texts)")
     what = "confusion matrix\ntexts per cell, colour: share of the true class"
