@@ -185,6 +185,10 @@ def test_kept_last_epoch_is_explained_and_the_unused_peak_marked():
             for e, a in enumerate([0.5, 0.9, 0.8, 0.8], 1)]
     note = kept_epoch_note(hist, 4)
     assert "last epoch (4)" in note and "too small" in note
+    pytest.importorskip("torch")
+    from embedclf.training.trainer import MIN_CALIBRATION_EXAMPLES
+
+    assert f"(< {MIN_CALIBRATION_EXAMPLES} texts)" in note  # the trainer's threshold, not a stale copy
     said = texts(training_figure(hist, 4, title="head support v1"))
     assert note in said and "head support v1: training curve" in said
     assert "peak validation accuracy (epoch 2), not used" in said
