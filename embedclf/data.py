@@ -13,6 +13,10 @@ from embedclf.errors import DataError  # noqa: F401  (re-exported: defined in er
 csv.field_size_limit(64 * 1024 * 1024)
 
 
+#: file name endings the readers understand (lower-cased); anything else is refused, never guessed
+SUPPORTED_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".txt")
+
+
 @dataclass(frozen=True)
 class Labeled:
     texts: list[str]
@@ -32,6 +36,10 @@ def _records(path: Path) -> Iterator[dict]:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        kind = f"{suffix!r} files" if suffix else "files without an extension"
+        raise DataError(f"{path}: {kind} are not supported; use one of {', '.join(SUPPORTED_SUFFIXES)} "
+                        "(e.g. save a spreadsheet as CSV)")
     try:
         if suffix in {".jsonl", ".ndjson"}:
             with path.open(encoding="utf-8") as f:
@@ -45,7 +53,10 @@ def _records(path: Path) -> Iterator[dict]:
                             raise DataError(f"{path}:{n}: each line must be a JSON object")
                         yield rec
         elif suffix == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON ({exc.msg})") from None
             if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
                 raise DataError(f"{path}: expected a JSON list of objects")
             yield from data
@@ -54,10 +65,14 @@ def _records(path: Path) -> Iterator[dict]:
                 for line in f:
                     if line.strip():
                         yield {"text": line.rstrip("\n")}
-        else:
+        else:  # .csv, .tsv
             with path.open(encoding="utf-8-sig", newline="") as f:  # -sig: Excel's BOM
                 dialect = "excel-tab" if suffix == ".tsv" else "excel"
-                yield from csv.DictReader(f, dialect=dialect)
+                reader = csv.DictReader(f, dialect=dialect)
+                try:
+                    yield from reader
+                except csv.Error as exc:
+                    raise DataError(f"{path}:{reader.reader.line_num}: not valid {suffix[1:].upper()} ({exc})") from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 

@@ -206,3 +206,43 @@ def test_fingerprint_cannot_be_forged_with_separators():
     a = Labeled(["a\x1fb", "c"], ["x", "y"])
     b = Labeled(["a", "b\x1ec"], ["x\x1fb", "y"])
     assert a.fingerprint() != b.fingerprint()
+
+
+# --- refused formats and parse errors that name the file --------------------------------
+
+
+@pytest.mark.parametrize("name", ["sheet.xlsx", "data.parquet", "data.csv.gz", "noextension"])
+def test_unknown_extension_is_refused_not_read_as_csv(tmp_path, name):
+    p = tmp_path / name
+    p.write_text("text,label\nhello,a\n", encoding="utf-8")  # parseable as CSV: must still be refused
+    for load in (load_labeled, load_texts):
+        with pytest.raises(DataError) as info:
+            load(p)
+        msg = str(info.value)
+        assert msg.startswith(f"{p}: ") and "not supported" in msg
+        assert ".csv, .tsv, .jsonl, .ndjson, .json, .txt" in msg
+
+
+def test_extension_match_is_case_insensitive(tmp_path):
+    p = write_csv(tmp_path / "UPPER.CSV", ["text", "label"], ROWS)
+    assert load_labeled(p).labels == [y for _, y in ROWS]
+
+
+def test_invalid_json_names_file_line_and_column(tmp_path):
+    p = tmp_path / "broken.json"
+    p.write_text('[{"text": "a", "label": "x"},\n {"text": "b", "label": }]', encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        load_labeled(p)
+    assert str(info.value).startswith(f"{p}:2:")
+    assert "invalid JSON" in str(info.value)
+
+
+def test_csv_reader_error_names_file_and_line(tmp_path):
+    p = tmp_path / "big.csv"
+    p.write_text("text,label\nshort,a\n" + "x" * 50 + ",b\n", encoding="utf-8")
+    old = csv.field_size_limit(20)
+    try:
+        with pytest.raises(DataError, match=r"big\.csv:3: not valid CSV \(field larger than field limit"):
+            load_labeled(p)
+    finally:
+        csv.field_size_limit(old)

@@ -69,7 +69,7 @@ def bench() -> None:
 
 @bench.command()
 @data_option
-@click.option("--text-col", default="text", show_default=True)
+@click.option("--text-col", default="text", show_default=True, help="Column holding the text.")
 @click.option("-n", "n", default=2000, show_default=True, type=click.IntRange(1), help="First N texts of the file.")
 @click.option("--embedder", "embedder_specs", multiple=True,
               help="Embedder spec (default: EMBEDCLF_EMBEDDER, else minilm). Repeat to measure several in one run: "
@@ -166,7 +166,7 @@ def _measure_specs(settings: Settings, specs: list[str], texts: list[str], batch
 
 @bench.command()
 @data_option
-@click.option("--text-col", default="text", show_default=True)
+@click.option("--text-col", default="text", show_default=True, help="Column holding the text.")
 @click.option("--label-col", default="label", show_default=True, help="Labels for the throw-away head.")
 @click.option("-n", "n", required=True, type=click.IntRange(1), help="Texts to send (the first N of the file).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
@@ -218,8 +218,8 @@ def e2e(settings: Settings, data_path: str, text_col: str, label_col: str, n: in
 
 @bench.command()
 @data_option
-@click.option("--text-col", default="text", show_default=True)
-@click.option("--label-col", default="label", show_default=True)
+@click.option("--text-col", default="text", show_default=True, help="Column holding the text.")
+@click.option("--label-col", default="label", show_default=True, help="Column holding the label.")
 @click.option("-n", "n", default=None, type=click.IntRange(1), help="First N labelled rows (default: all).")
 @embedder_option
 @click.option("--epochs", default=None, type=click.IntRange(1, 10_000), help="Max epochs (default 60).")
@@ -256,13 +256,14 @@ def train(settings: Settings, data_path: str, text_col: str, label_col: str, n: 
 
 @bench.command("heads")
 @data_option
-@click.option("--text-col", default="text", show_default=True)
-@click.option("--label-col", default="label", show_default=True)
+@click.option("--text-col", default="text", show_default=True, help="Column holding the text.")
+@click.option("--label-col", default="label", show_default=True, help="Column holding the label.")
 @click.option("-n", "n", default=None, type=click.IntRange(1), help="First N labelled rows (default: all).")
 @embedder_option
 @click.option("--variants", default="mlp,mlp+linear,linear", show_default=True,
               help="Comma-separated head variants; the first is the reference for paired differences.")
-@click.option("--folds", default=5, show_default=True, type=click.IntRange(2, 20))
+@click.option("--folds", default=5, show_default=True, type=click.IntRange(2, 20),
+              help="Cross-validation folds (stratified); every variant sees the same folds.")
 @click.option("--epochs", default=None, type=click.IntRange(1, 10_000), help="Max epochs (default 60).")
 @json_option
 @click.pass_obj

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 import time
@@ -26,7 +27,8 @@ def columns_options(f: Callable) -> Callable:
 
 
 def train_options(f: Callable) -> Callable:
-    f = click.option("--seed", default=0, show_default=True, type=int)(f)
+    f = click.option("--seed", default=0, show_default=True, type=int,
+                     help="Random seed of the data splits (held-out, validation) and of the training.")(f)
     f = click.option("--linear-member/--no-linear-member", default=True, show_default=True,
                      help="Also fit a softmax regression and average its calibrated probabilities with the MLP's.")(f)
     f = click.option("--epochs", default=None, type=click.IntRange(1, 10_000), help="Max epochs (default 60).")(f)
@@ -108,5 +110,20 @@ def print_report(summary: dict) -> None:
                f"(best epoch {summary['best_epoch']}, temperature {summary['temperature']})")
 
 
+def json_default(value: object) -> object:
+    """What ``json.dumps`` cannot write itself: dates and times as ISO 8601, numpy scalars as numbers, else text."""
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "shape", None) == ():
+        return item()
+    return str(value)
+
+
+def to_json(obj: Any, **kwargs: Any) -> str:
+    """The one JSON encoding of every ``--json`` output (sorted keys, ISO 8601 dates)."""
+    return json.dumps(obj, default=json_default, sort_keys=True, **kwargs)
+
+
 def echo_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, default=str, sort_keys=True))
+    click.echo(to_json(obj))

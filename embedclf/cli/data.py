@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from embedclf.cli.base import AppError
 from embedclf.cli.common import echo_json
 from embedclf.cli.db import require_database
 from embedclf.config import Settings
@@ -44,7 +45,7 @@ def import_(settings: Settings, name: str, file: str, text_col: str, label_col: 
 
 
 @data.command(name="list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list of datasets (dates in ISO 8601).")
 @click.pass_obj
 def list_(settings: Settings, as_json: bool) -> None:
     """List datasets with their example and label counts."""
@@ -64,17 +65,17 @@ def list_(settings: Settings, as_json: bool) -> None:
 
 
 @data.command()
-@click.option("--dataset", "name", required=True)
+@click.option("--dataset", "name", required=True, help="Dataset to export.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="File to write (.csv, .tsv or .jsonl; default: CSV on stdout).")
 @click.pass_obj
 def export(settings: Settings, name: str, out: str | None) -> None:
     """Write a dataset's examples (columns text, label) in insertion order."""
     from embedclf.store.datasets import fetch_examples
 
-    texts, labels = fetch_examples(require_database(settings), name)
     suffix = Path(out).suffix.lower() if out else ".csv"
     if suffix not in {".csv", ".tsv", ".jsonl"}:
         raise AppError(f"{out}: --out must end in .csv, .tsv or .jsonl")
+    texts, labels = fetch_examples(require_database(settings), name)
     f = open(out, "w", encoding="utf-8", newline="") if out else sys.stdout
     try:
         if suffix == ".jsonl":
@@ -92,7 +93,7 @@ def export(settings: Settings, name: str, out: str | None) -> None:
 
 
 @data.command()
-@click.option("--dataset", "name", required=True)
+@click.option("--dataset", "name", required=True, help="Dataset to delete, with its examples.")
 @click.option("--yes", is_flag=True, help="Do not ask.")
 @click.pass_obj
 def delete(settings: Settings, name: str, yes: bool) -> None:

@@ -79,8 +79,10 @@ def current(settings: Settings, as_json: bool) -> None:
 
 
 @db.command()
-@click.option("--worker", "worker_role", default="embedclf_worker", show_default=True)
-@click.option("--admin", "admin_role", default="embedclf_admin", show_default=True)
+@click.option("--worker", "worker_role", default="embedclf_worker", show_default=True,
+              help="Role the workers log in as: read heads, insert predictions, read back their keys.")
+@click.option("--admin", "admin_role", default="embedclf_admin", show_default=True,
+              help="Role the admin CLI logs in as: read and write the data tables.")
 @click.option("--worker-password", envvar="EMBEDCLF_WORKER_DB_PASSWORD", default=None,
               help="Set the worker role's password (or EMBEDCLF_WORKER_DB_PASSWORD).")
 @click.option("--admin-password", envvar="EMBEDCLF_ADMIN_DB_PASSWORD", default=None,
@@ -124,7 +126,8 @@ def roles(settings: Settings, worker_role: str, admin_role: str, worker_password
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.option("--loglevel", default="INFO", show_default=True)
+@click.option("--loglevel", default="INFO", show_default=True,
+              help="Celery log level (DEBUG, INFO, WARNING, ERROR); other options go to `celery worker`.")
 @click.pass_context
 def worker(ctx: click.Context, loglevel: str) -> None:
     """Run a worker (same as `celery -A worker.app worker --pool solo`); extra args go to celery."""

@@ -70,7 +70,8 @@ def load_clinc(path: str | Path) -> dict[str, tuple[list[str], list[str]]]:
 @click.option("--oos-class/--no-oos-class", default=True, show_default=True,
               help="With --data: also train the out-of-scope training texts as a class (predicting it = abstaining).")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False),
-              help="Write report.json, report.md and the PNG plots (training, confusion, reliability) here.")
+              help="Write evaluate-report.json, -report.md and the -training, -confusion and -reliability PNGs "
+                   "here (no head is stored, so no name and version).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (no progress bars).")
 @click.pass_obj
 def evaluate(settings: Settings, train_path: str | None, test_path: str | None, clinc_path: str | None,
@@ -124,7 +125,8 @@ def evaluate(settings: Settings, train_path: str | None, test_path: str | None, 
     summary = ev.summary()
     summary["embedding_cache"] = {"cached": embedder.hits, "embedded": embedder.embedded}
     if plots_dir:
-        summary["plots"] = write_report(Path(plots_dir), f"evaluate {source}", ev.summary(), ev.report)
+        summary["plots"] = write_report(Path(plots_dir), f"evaluate {source}", ev.summary(), ev.report,
+                                        stem="evaluate")
     if as_json:
         echo_json(summary)
     else:

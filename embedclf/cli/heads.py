@@ -23,16 +23,19 @@ def heads() -> None:
 
 @heads.command()
 @click.option("--name", required=True, help="Head name tasks refer to.")
-@click.option("--data", "data_path", default=None, type=click.Path(dir_okay=False), help="CSV/TSV/JSONL file.")
+@click.option("--data", "data_path", default=None, type=click.Path(dir_okay=False),
+              help="Labelled file: .csv, .tsv, .jsonl/.ndjson or .json (a list of objects).")
 @training_data_options
 @embedder_option
 @columns_options
 @click.option("--test-size", default=0.2, show_default=True, type=click.FloatRange(0.05, 0.5),
               help="Held-out fraction for the report.")
 @train_options
-@click.option("--activate/--no-activate", default=True, show_default=True)
+@click.option("--activate/--no-activate", default=True, show_default=True,
+              help="Make the new version the active one (workers serve it within EMBEDCLF_HEAD_REFRESH_S).")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False),
-              help="Write report.json, report.md and the training, confusion and reliability PNGs here.")
+              help="Write NAME-vVERSION-report.json, -report.md and the -training, -confusion and -reliability "
+                   "PNGs here (the names `heads report` writes).")
 @click.option("--abstain-precision", type=click.FloatRange(0.01, 1.0), default=None,
               help="Let the head abstain (no label) below the confidence at which validation answers reach this "
                    "precision, e.g. 0.95; stored with the head.")
@@ -83,7 +86,7 @@ def train(settings: Settings, name: str, data_path: str | None, embedder_spec: s
     )
     summary.update(head=name, version=version, active=activate)
     if plots_dir:
-        summary["plots"] = _plots(ev, Path(plots_dir), f"{name}-v{version}")
+        summary["plots"] = _plots(ev, Path(plots_dir), name, version)
     if as_json:
         echo_json(summary)
         return
@@ -97,21 +100,24 @@ def train(settings: Settings, name: str, data_path: str | None, embedder_spec: s
         click.echo(f"  plot: {p}")
 
 
-def _plots(ev, out: Path, stem: str) -> list[str]:
-    from embedclf.cli.report import write_report  # report.json + report.md + PNGs
+def _plots(ev, out: Path, name: str, version: int) -> list[str]:
+    from embedclf.cli.report import report_stem, write_report  # report.json + report.md + PNGs
 
-    return write_report(out, stem, ev.summary(), ev.report, stem=stem)
+    return write_report(out, f"head {name} v{version}", ev.summary(), ev.report, stem=report_stem(name, version))
 
 
 @heads.command(name="list")
 @click.argument("name", required=False)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list of versions (dates in ISO 8601).")
 @click.pass_obj
 def list_(settings: Settings, name: str | None, as_json: bool) -> None:
     """List head versions."""
     from embedclf.store import repository
 
-    rows = repository.list_heads(require_database(settings), name)
+    engine = require_database(settings)
+    rows = repository.list_heads(engine, name)
+    if not rows and name is not None:
+        raise repository.missing_head(name, repository.head_names(engine))
     if as_json:
         echo_json([{"name": r.name, "version": r.version, "active": r.is_active, "embedder_id": r.embedder_id,
                     "labels": len(r.labels), "accuracy": r.metrics.get("accuracy"), "created_at": r.created_at}

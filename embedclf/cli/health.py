@@ -13,7 +13,6 @@ whole or in pieces, reaches the output, even inside a driver's or URL parser's e
 
 from __future__ import annotations
 
-import json
 import math
 
 import click
@@ -164,7 +163,7 @@ def _report(settings: Settings, timeout: float, no_workers_ok: bool, live: bool,
 @click.option("--ready", is_flag=True, help="Readiness only: Postgres answers, schema at head, an active head loads.")
 @click.option("--worker", "worker", default=None, metavar="NAME@HOST",
               help="With --live: this worker must also answer a ping.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the same checks, 'healthy' too).")
 @click.pass_obj
 def health(settings: Settings, timeout: float, no_workers_ok: bool, live: bool, ready: bool, worker: str | None,
            as_json: bool) -> None:
@@ -178,7 +177,9 @@ def health(settings: Settings, timeout: float, no_workers_ok: bool, live: bool, 
     if live or ready:
         report["mode"] = "+".join(m for m, on in (("live", live), ("ready", ready)) if on)
     if as_json:
-        out = json.dumps(report, default=str, sort_keys=True)
+        from embedclf.cli.common import to_json
+
+        out = to_json(report)
     else:
         lines = []
         for name, part in report.items():

@@ -37,8 +37,8 @@ def require_broker(settings: Settings):
 @click.command()
 @click.option("--head", "head", required=True, multiple=True,
               help="Head name to classify with; repeat it for several heads (one embedding, a row per head).")
-@click.option("--file", "path", required=True, type=click.Path(dir_okay=False), help="CSV/TSV/JSONL/TXT file.")
-@click.option("--text-col", default="text", show_default=True)
+@click.option("--file", "path", required=True, type=click.Path(dir_okay=False), help="Texts: .csv, .tsv, .jsonl/.ndjson, .json or .txt (one text a line).")
+@click.option("--text-col", default="text", show_default=True, help="Column holding the text.")
 @click.option("--request-id-col", default=None, help="Column to send as request_id.")
 @click.option("--ids-out", type=click.Path(dir_okay=False),
               help="Write where each row's results will be, one 'task_id<TAB>item' line per input row, here.")

@@ -8,15 +8,23 @@ report can be rebuilt at any time without the training data.
 
 from __future__ import annotations
 
-import json
+import re
 from pathlib import Path
 
 import click
 
 from embedclf.cli.base import AppError
+from embedclf.cli.common import to_json
 from embedclf.config import Settings
 
 WORST_CLASSES = 5
+
+
+def report_stem(head: str, version: int) -> str:
+    """``<head>-v<version>``, the prefix of every report file of a head version (``heads train --plots``,
+    ``heads report``); characters a file name should not hold become ``_``."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", head).lstrip(".") or "_"
+    return f"{safe}-v{version}"
 
 
 def _f(v: object, digits: int = 4) -> str:
@@ -88,36 +96,37 @@ def markdown(title: str, summary: dict, report: dict, plots: list[str]) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_plots(report: dict, out: Path, stem: str = "") -> list[str]:
-    """Training curve, confusion matrix (top confused labels past 20) and reliability diagram as PNGs."""
+def write_plots(report: dict, out: Path, stem: str, title: str = "") -> list[str]:
+    """Training curve, confusion matrix and reliability diagram as ``<stem>-<kind>.png``, titled ``title``."""
     from embedclf.reports import plot_confusion, plot_reliability, plot_training_curve
     from embedclf.training.quality import dense_confusion
 
     out.mkdir(parents=True, exist_ok=True)
-    pre = f"{stem}-" if stem else ""
+    pre = f"{stem}-"
     paths = []
     if report.get("history"):
-        title = ("MLP member (the linear member is fitted by L-BFGS: no epochs)"
-                 if len(report.get("members") or {}) > 1 else None)
+        what = ("training curve of the MLP member (the linear member is fitted by L-BFGS: no epochs)"
+                if len(report.get("members") or {}) > 1 else "training curve")
         paths.append(plot_training_curve(report["history"], report.get("best_epoch", 0), out / f"{pre}training.png",
-                                         title))
+                                         title or None, what))
     labels = report.get("labels", [])
     if labels:
         cm = dense_confusion(report.get("confusion", []), len(labels))
-        paths.append(plot_confusion(cm, labels, out / f"{pre}confusion.png", max_labels=20))
+        paths.append(plot_confusion(cm, labels, out / f"{pre}confusion.png", title=title or None))
     cal = report.get("calibration")
     if cal:
         paths.append(plot_reliability(cal["bins"], out / f"{pre}reliability.png", uncalibrated=cal["bins_uncalibrated"],
-                                      ece=cal["ece"], ece_uncalibrated=cal["ece_uncalibrated"]))
+                                      ece=cal["ece"], ece_uncalibrated=cal["ece_uncalibrated"],
+                                      temperature=cal.get("temperature"), title=title or None))
     return [str(p) for p in paths]
 
 
-def write_report(out: Path, title: str, summary: dict, report: dict, stem: str = "") -> list[str]:
-    """report.json + report.md + PNGs in ``out``; returns every path written."""
-    plots = write_plots(report, out, stem)
-    pre = f"{stem}-" if stem else ""
+def write_report(out: Path, title: str, summary: dict, report: dict, stem: str) -> list[str]:
+    """``<stem>-report.json``, ``<stem>-report.md`` and the PNGs in ``out``; returns every path written."""
+    plots = write_plots(report, out, stem, title)
+    pre = f"{stem}-"
     js = out / f"{pre}report.json"
-    js.write_text(json.dumps({"summary": summary, "report": report}, indent=2, sort_keys=True, default=str))
+    js.write_text(to_json({"summary": summary, "report": report}, indent=2))
     md = out / f"{pre}report.md"
     md.write_text(markdown(title, summary, report, plots))
     return [str(js), str(md), *plots]
@@ -127,7 +136,8 @@ def write_report(out: Path, title: str, summary: dict, report: dict, stem: str =
 @click.argument("name")
 @click.argument("version", required=False, type=int)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Directory for report.json, report.md and the PNG plots.")
+              help="Directory for NAME-vVERSION-report.json, -report.md and the -training, -confusion and "
+                   "-reliability PNGs.")
 @click.pass_obj
 def report_cmd(settings: Settings, name: str, version: int | None, out_dir: str) -> None:
     """Write the stored evaluation report of a head version (default: the active one)."""
@@ -141,7 +151,8 @@ def report_cmd(settings: Settings, name: str, version: int | None, out_dir: str)
     if not report:
         raise AppError(f"head {name!r} version {meta.version} has no stored report (trained before reports were "
                        "stored); retrain it with `embedclf heads train`")
-    paths = write_report(Path(out_dir), f"head {name} v{meta.version}", metrics, report)
+    paths = write_report(Path(out_dir), f"head {name} v{meta.version}", metrics, report,
+                         stem=report_stem(name, meta.version))
     print_report(metrics)
     echo_quality(metrics, report)
     for p in paths:

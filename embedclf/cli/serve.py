@@ -25,9 +25,9 @@ def is_loopback(host: str) -> bool:
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind (0.0.0.0 or :: to expose it; set EMBEDCLF_API_TOKEN then).")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="TCP port to listen on.")
 @click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]), help="Server log level.")
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="One log line per request.")
 @click.option("--shutdown-timeout", "shutdown_s", default=30.0, show_default=True, type=click.FloatRange(0),
               help="On SIGTERM, let requests in flight (waiting ones too) finish for this long, then close them.")

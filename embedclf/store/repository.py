@@ -82,6 +82,37 @@ def add_head_version(
     return version
 
 
+#: up to this many head names are listed in a "does not exist" error
+LIST_NAMES_UP_TO = 10
+
+
+def missing_head(name: str, names: Sequence[str]) -> HeadNotFound:
+    """The error for a head NAME that does not exist, naming the heads that do (when few)."""
+    if not names:
+        known = "no heads yet: train one with `embedclf heads train`"
+    elif len(names) <= LIST_NAMES_UP_TO:
+        known = "heads: " + ", ".join(names)
+    else:
+        known = f"{len(names)} heads: see `embedclf heads list`"
+    return HeadNotFound(f"head {name!r} does not exist ({known})")
+
+
+def _names(conn: Any) -> list[str]:
+    return list(conn.execute(select(heads.c.name).distinct().order_by(heads.c.name)).scalars())
+
+
+def _not_found(conn: Any, name: str, what: str) -> HeadNotFound:
+    """``head NAME has WHAT`` when the head exists, else that it does not exist."""
+    names = _names(conn)
+    return HeadNotFound(f"head {name!r} has {what}") if name in names else missing_head(name, names)
+
+
+def head_names(engine: Engine) -> list[str]:
+    """Every head name with at least one stored version, sorted."""
+    with engine.connect() as conn:
+        return _names(conn)
+
+
 def _activate(conn: Any, name: str, version: int, action: str, by: str | None) -> None:
     conn.execute(update(heads).where(and_(heads.c.name == name, heads.c.is_active)).values(is_active=False))
     res = conn.execute(
@@ -90,7 +121,7 @@ def _activate(conn: Any, name: str, version: int, action: str, by: str | None) -
         .values(is_active=True, activated_at=func.now())
     )
     if res.rowcount != 1:
-        raise HeadNotFound(f"head {name!r} has no version {version}")
+        raise _not_found(conn, name, f"no version {version}")
     conn.execute(insert(head_events).values(name=name, version=version, action=action, by=by))
 
 
@@ -108,7 +139,7 @@ def rollback(engine: Engine, name: str, by: str | None = None) -> int:
             select(heads.c.version).where(and_(heads.c.name == name, heads.c.is_active))
         ).scalar()
         if current is None:
-            raise HeadNotFound(f"head {name!r} has no active version")
+            raise _not_found(conn, name, "no active version")
         existing = set(conn.execute(select(heads.c.version).where(heads.c.name == name)).scalars())
         history = conn.execute(
             select(head_events.c.version).where(head_events.c.name == name).order_by(head_events.c.id.desc())
@@ -129,7 +160,7 @@ def delete_version(engine: Engine, name: str, version: int) -> None:
             select(heads.c.is_active).where(and_(heads.c.name == name, heads.c.version == version))
         ).scalar()
         if active is None:
-            raise HeadNotFound(f"head {name!r} has no version {version}")
+            raise _not_found(conn, name, f"no version {version}")
         if active:
             raise HeadStateError(f"head {name!r} version {version} is active; activate another version first")
         conn.execute(delete(heads).where(and_(heads.c.name == name, heads.c.version == version)))
@@ -159,9 +190,8 @@ def load_head(engine: Engine, name: str, version: int | None = None) -> tuple[He
                 and_(heads.c.name == name, cond)
             )
         ).first()
-    if row is None:
-        what = "no active version" if version is None else f"no version {version}"
-        raise HeadNotFound(f"head {name!r} has {what}")
+        if row is None:
+            raise _not_found(conn, name, "no active version" if version is None else f"no version {version}")
     artifact = HeadArtifact(
         config=HeadConfig.from_dict(dict(row.config)),
         labels=list(row.labels),

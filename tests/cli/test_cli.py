@@ -77,7 +77,7 @@ def test_heads_train_bad_inputs(run, clean_db, tmp_path):
     one_label.write_text("text,label\nhello,a\nworld,a\n")
     one_line_error(run("heads", "train", "--name", "x", "--data", str(one_label), ok=False), "at least 2")
     one_line_error(run("heads", "show", "ghost", ok=False), "head 'ghost'")
-    one_line_error(run("heads", "activate", "ghost", "3", ok=False), "no version 3")
+    one_line_error(run("heads", "activate", "ghost", "3", ok=False), "head 'ghost' does not exist")
     assert repo.list_heads(clean_db) == []
 
 

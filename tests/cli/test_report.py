@@ -50,14 +50,17 @@ def test_train_stores_report_and_heads_report_writes_it(run, clean_db, tmp_path)
     out = tmp_path / "report"
     r = run("heads", "report", "support", "--out", str(out))
     files = {p.name: p for p in out.iterdir()}
-    assert set(files) == {"report.json", "report.md", "training.png", "confusion.png", "reliability.png"}
+    # one naming scheme: `heads report` writes the very names `heads train --plots` wrote
+    assert set(files) == {p.name for p in (tmp_path / "train-plots").iterdir()}
     assert all(files[n].read_bytes()[:8] == PNG for n in files if n.endswith(".png"))
-    stored = json.loads(files["report.json"].read_text())
+    stored = json.loads(files["support-v1-report.json"].read_text())
     assert stored["report"]["per_class"] == rep["per_class"]
     assert stored["summary"]["accuracy"] == meta.metrics["accuracy"]
-    md = files["report.md"].read_text()
+    md = files["support-v1-report.md"].read_text()
+    assert md.startswith("# head support v1\n")
     assert "## Per class" in md and all(f"| {lbl} |" in md for lbl in labels)
-    assert "ECE" in r.output and str(out / "report.md") in r.output
+    assert "![support-v1-confusion](support-v1-confusion.png)" in md
+    assert "ECE" in r.output and str(out / "support-v1-report.md") in r.output
 
 
 def test_heads_report_errors(run, clean_db, tmp_path):

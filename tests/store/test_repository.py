@@ -70,8 +70,31 @@ def test_rollback_without_history_is_refused(clean_db):
 
 
 def test_load_unknown_head(clean_db):
-    with pytest.raises(repo.HeadNotFound, match="'nope'"):
+    with pytest.raises(repo.HeadNotFound, match=r"head 'nope' does not exist \(no heads yet"):
         repo.load_head(clean_db, "nope")
+
+
+def test_a_head_that_does_not_exist_is_told_apart_from_a_missing_version(clean_db):
+    repo.add_head_version(clean_db, "beta", artifact(1), activate=False)
+    repo.add_head_version(clean_db, "alpha", artifact(2))
+    for call in (lambda: repo.load_head(clean_db, "nope"), lambda: repo.load_head(clean_db, "nope", 1),
+                 lambda: repo.activate(clean_db, "nope", 1), lambda: repo.rollback(clean_db, "nope"),
+                 lambda: repo.delete_version(clean_db, "nope", 1)):
+        with pytest.raises(repo.HeadNotFound) as info:
+            call()
+        assert str(info.value) == "head 'nope' does not exist (heads: alpha, beta)"
+    # an existing head keeps the precise message
+    with pytest.raises(repo.HeadNotFound, match="^head 'beta' has no active version$"):
+        repo.load_head(clean_db, "beta")
+    with pytest.raises(repo.HeadNotFound, match="^head 'alpha' has no version 7$"):
+        repo.load_head(clean_db, "alpha", 7)
+    assert repo.head_names(clean_db) == ["alpha", "beta"]
+
+
+def test_many_head_names_are_not_all_listed():
+    names = [f"h{i:02d}" for i in range(repo.LIST_NAMES_UP_TO + 1)]
+    assert str(repo.missing_head("x", names)) == f"head 'x' does not exist ({len(names)} heads: see `embedclf heads list`)"
+    assert "h09" in str(repo.missing_head("x", names[:-1]))
 
 
 def _ok(task_id: str, **kw) -> dict:
