@@ -87,7 +87,7 @@ def check_services(settings: Settings) -> list[str]:
     try:
         from sqlalchemy.engine import make_url
 
-        engine = make_engine(make_url(settings.database_url).set(database="postgres"))
+        engine = make_engine(make_url(settings.database_url).set(database="postgres").render_as_string(False))
         try:
             ping(engine)
         finally:

@@ -33,13 +33,14 @@ import json
 import logging
 import time
 import uuid
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from embedclf.config import Settings, mask_url, redact
 from embedclf.envelope import encode
+from embedclf.errors import BrokerUnavailable, EnqueueError, NotReplicated, PayloadTooLarge  # noqa: F401  (re-exported: defined in errors.py)
 from embedclf.handles import BackendSource, NoSource, PostgresSource, ResultSource, TaskHandle, TextHandle, wait_all
 from embedclf.payload import TASK_NAME
-from embedclf.errors import EnqueueError, BrokerUnavailable, NotReplicated, PayloadTooLarge  # noqa: F401  (re-exported: defined in errors.py)
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class Client:
         self._push: Any = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Client":
+    def from_settings(cls, settings: Settings) -> Client:
         return cls(settings.broker_url, settings.queue, result_backend=settings.result_backend or None,
                    database_url=settings.database_url, enqueue_retry_s=settings.enqueue_retry_s,
                    max_payload_bytes=settings.max_payload_bytes, max_texts_per_task=settings.max_texts_per_task,
@@ -157,7 +158,7 @@ class Client:
         return self._redis
 
     # -- public API ------------------------------------------------------------------------
-    def classify(self, head: str | Sequence[str], text: str, request_id: str | None = None,
+    def classify(self, head: str | Sequence[str], text: str, request_id: str | int | None = None,
                  task_id: str | None = None) -> TaskHandle:
         """Enqueue one text as a ``text=`` task; returns its handle (``.task_id``, ``.get(timeout)``)."""
         ids = [task_id] if task_id is not None else None
@@ -176,7 +177,7 @@ class Client:
         self,
         head: str | Sequence[str],
         texts: Sequence[object],
-        request_ids: Sequence[str | None] | None = None,
+        request_ids: Sequence[str | int | None] | None = None,
         *,
         task_ids: Sequence[str] | None = None,
         per_task: int | None = None,

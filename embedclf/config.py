@@ -7,12 +7,12 @@ adapters (store, worker, CLI) receive and use to build their own resources.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Mapping
 from urllib.parse import urlsplit
 
-from embedclf.redaction import mask_url, redact, url_secrets  # noqa: F401  (re-exported: the settings' masking)
 from embedclf.errors import ConfigError
+from embedclf.redaction import mask_url, redact, url_secrets  # noqa: F401  (re-exported: the settings' masking)
 
 PREFIX = "EMBEDCLF_"
 
@@ -106,7 +106,7 @@ class Settings:
                 break
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
         for f in fields(cls):
@@ -171,7 +171,7 @@ class Settings:
             return {"master_name": self.broker_sentinel_master}
         return {}
 
-    def with_overrides(self, **kwargs: object) -> "Settings":
+    def with_overrides(self, **kwargs: object) -> Settings:
         return replace(self, **kwargs)  # type: ignore[arg-type]
 
     def describe(self) -> dict[str, object]:

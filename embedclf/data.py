@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+
 from embedclf.errors import DataError  # noqa: F401  (re-exported: defined in errors.py)
 
 csv.field_size_limit(64 * 1024 * 1024)
@@ -72,7 +73,8 @@ def _records(path: Path) -> Iterator[dict]:
                 try:
                     yield from reader
                 except csv.Error as exc:
-                    raise DataError(f"{path}:{reader.reader.line_num}: not valid {suffix[1:].upper()} ({exc})") from None
+                    line = reader.reader.line_num
+                    raise DataError(f"{path}:{line}: not valid {suffix[1:].upper()} ({exc})") from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 

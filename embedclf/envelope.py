@@ -29,10 +29,11 @@ import lzma
 import re
 import uuid
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-_fast_loads: Callable[[bytes], Any] | None
+_fast_loads: Callable[[bytes | str], Any] | None
 try:  # orjson parses several times faster; everything it refuses goes to the standard parser
     from orjson import loads as _fast_loads
 except ImportError:  # pragma: no cover - optional speed-up

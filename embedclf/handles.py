@@ -16,8 +16,9 @@ Where results come from (a :class:`ResultSource`):
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 from embedclf.errors import ClassificationError
 from embedclf.results import entries, failure, for_item, task_value

@@ -33,6 +33,7 @@ import datetime as dt
 import math
 from dataclasses import dataclass
 from typing import Any
+
 from embedclf.errors import PayloadError  # noqa: F401  (re-exported: defined in errors.py)
 
 TASK_NAME = "embedclf.classify"
@@ -290,6 +291,7 @@ def salvage(kwargs: Any) -> dict[str, Any]:
         # a ``texts`` task's whole-task error answers for every item: item NULL
         "item": None if "texts" in kwargs else 0,
         "head_name": clean_str(head, MAX_HEAD_NAME) if isinstance(head, str) else None,
-        "request_id": clean_str(str(rid), MAX_ID_CHARS) if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None,
+        "request_id": clean_str(str(rid),
+                                MAX_ID_CHARS) if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None,
         "enqueued_at": enqueued_at,
     }

@@ -49,7 +49,7 @@ class LineProgress:
             self._closed = True
             self._line(time.monotonic())
 
-    def __enter__(self) -> "LineProgress":
+    def __enter__(self) -> LineProgress:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -71,7 +71,7 @@ class _Off:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "_Off":
+    def __enter__(self) -> _Off:
         return self
 
     def __exit__(self, *exc: Any) -> None:

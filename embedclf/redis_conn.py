@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
 from embedclf.errors import ConfigError
 
 #: seconds a command may take; blocking commands add their own timeout on top

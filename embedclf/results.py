@@ -11,7 +11,8 @@ order. A task none of whose rows is ``ok`` failed as a whole: :class:`~embedclf.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from embedclf.errors import ClassificationError
 

@@ -20,9 +20,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 from embedclf.config import Settings, mask_url
 from embedclf.errors import ServicesError  # noqa: F401  (re-exported: defined in errors.py)
@@ -45,7 +45,7 @@ class Services:
     running: dict[str, dict] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, root: Path | None = None) -> "Services":
+    def load(cls, root: Path | None = None) -> Services:
         root = root or services_dir()
         try:
             running = json.loads((root / STATE).read_text())
@@ -158,7 +158,7 @@ def ensure(settings: Settings, environ: dict[str, str] | None = None, say: Calla
             continue  # it answers, or the user chose this URL: never replaced behind their back
         known = svc.url(kind)
         if known and answers(known):
-            settings = replace(settings, **{field_name: known})
+            settings = replace(settings, **{field_name: known})  # type: ignore[arg-type]  # a URL field: str
             continue
         info = start(svc.root)
         svc.running[kind] = info

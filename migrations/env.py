@@ -7,7 +7,8 @@ from embedclf.config import Settings
 from embedclf.store.tables import metadata
 
 config = context.config
-url = config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url") or Settings.from_env().database_url
+url = (config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url")
+       or Settings.from_env().database_url)
 
 
 def run_offline() -> None:

@@ -59,7 +59,7 @@ class TcpProxy:
         while self._up.is_set() and lsock is self._listener:
             try:
                 client, _ = lsock.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -38,9 +38,9 @@ def redis_server(tmp_path):
             try:
                 client.ping()
                 return client
-            except redis.ConnectionError:
+            except redis.ConnectionError as exc:
                 if time.monotonic() > deadline or procs[-1].poll() is not None:
-                    raise AssertionError(f"redis-server {args} did not start")
+                    raise AssertionError(f"redis-server {args} did not start") from exc
                 time.sleep(0.05)
 
     yield start

@@ -11,14 +11,28 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from embedclf.config import Settings, env_names
 from embedclf.embedders.spec import parse_spec
 from tests.composefiles import (  # noqa: F401  (fixtures are used by name)
-    COMPOSE, DUMMY_ENV, REPO, SERVICES, WORKERS, argv, compose, compose_text, depends_on, environment, option,
-    pyproject, resolved_env, seconds, services,
+    COMPOSE,
+    DUMMY_ENV,
+    REPO,
+    SERVICES,
+    WORKERS,
+    argv,
+    compose,
+    compose_text,
+    depends_on,
+    environment,
+    option,
+    pyproject,
+    resolved_env,
+    seconds,
+    services,
 )
 
 

@@ -6,7 +6,8 @@ from dataclasses import fields
 from urllib.parse import urlsplit
 
 import pytest
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from embedclf.config import SECRET_FIELDS, BatchSettings, Settings, env_names, mask_url, redact
 
@@ -232,7 +233,8 @@ def test_mask_url_property_no_password_survives(password, template):
 
 def test_redact_hides_pieces_a_parser_quoted():
     url = "redis://:abcd1234/efgh5678@127.0.0.1:1/0"
-    message = "cannot reach redis://:abcd1234/efgh5678@127.0.0.1:1/0: Port could not be cast to integer value as 'abcd1234'"
+    message = ("cannot reach redis://:abcd1234/efgh5678@127.0.0.1:1/0: "
+               "Port could not be cast to integer value as 'abcd1234'")
     out = redact(message, url)
     assert "abcd1234" not in out and "efgh5678" not in out
     assert out.startswith("cannot reach redis://:***@127.0.0.1:1/0: ")

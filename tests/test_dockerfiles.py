@@ -5,8 +5,17 @@ from __future__ import annotations
 import fnmatch
 
 from tests.composefiles import (  # noqa: F401  (fixtures are used by name)
-    IMAGE_PATHS, REPO, base_images, built_dockerfiles, compose, compose_text, copy_sources, dockerfile_args,
-    dockerfile_instructions, pyproject, services,
+    IMAGE_PATHS,
+    REPO,
+    base_images,
+    built_dockerfiles,
+    compose,
+    compose_text,
+    copy_sources,
+    dockerfile_args,
+    dockerfile_instructions,
+    pyproject,
+    services,
 )
 
 

@@ -186,8 +186,10 @@ def test_unusable_task_ids_get_a_deterministic_id_and_say_why(bad_id, problem):
 
 
 def test_two_long_ids_sharing_a_prefix_never_collide():
-    a = envelope(p2_body(), headers={"task": "embedclf.classify", "id": "p" * 300 + "a"}, properties={"body_encoding": "base64"})
-    b = envelope(p2_body(), headers={"task": "embedclf.classify", "id": "p" * 300 + "b"}, properties={"body_encoding": "base64"})
+    a = envelope(p2_body(), headers={"task": "embedclf.classify", "id": "p" * 300 + "a"},
+                 properties={"body_encoding": "base64"})
+    b = envelope(p2_body(), headers={"task": "embedclf.classify", "id": "p" * 300 + "b"},
+                 properties={"body_encoding": "base64"})
     assert decode(a, LIMIT).task_id != decode(b, LIMIT).task_id
 
 

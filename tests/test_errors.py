@@ -64,7 +64,8 @@ def _group(exc: BaseException) -> click.Group:
     return group
 
 
-@pytest.mark.parametrize("exc", [errors.ConfigError("EMBEDCLF_X must be >= 1"), errors.DataError("f.csv: no column 'y'")])
+@pytest.mark.parametrize("exc", [errors.ConfigError("EMBEDCLF_X must be >= 1"),
+                                 errors.DataError("f.csv: no column 'y'")])
 def test_project_errors_are_one_line_with_exit_1(exc):
     result = CliRunner().invoke(_group(exc), ["boom"])
     assert result.exit_code == 1

@@ -281,7 +281,8 @@ def test_salvage_of_a_heads_list():
 
 
 _json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner,
+                                                                                 max_size=4),
                      max_leaves=20)
 
 
@@ -333,7 +334,8 @@ def test_a_texts_task_whose_texts_are_all_bad_is_still_a_request():
 @pytest.mark.parametrize("kwargs, message", [
     ({"head": "h", "texts": "one"}, r"'texts' must be a list of strings, got str"),
     ({"head": "h", "texts": []}, r"'texts' must hold 1 to 1000 texts"),
-    ({"head": "h", "texts": ["a"] * 1001}, r"'texts' must hold 1 to 1000 texts \(EMBEDCLF_MAX_TEXTS_PER_TASK\), got 1001"),
+    ({"head": "h", "texts": ["a"] * 1001},
+     r"'texts' must hold 1 to 1000 texts \(EMBEDCLF_MAX_TEXTS_PER_TASK\), got 1001"),
     ({"head": "h", "texts": ["a"], "text": "b"}, r"send either 'text' or 'texts'"),
     ({"head": "h", "texts": ["a"], "request_id": "r"}, r"send 'request_ids'"),
     ({"head": "h", "text": "a", "request_ids": ["r"]}, r"'request_ids' goes with 'texts'"),

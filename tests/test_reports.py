@@ -11,8 +11,14 @@ matplotlib = pytest.importorskip("matplotlib")
 from matplotlib import image as mpimg  # noqa: E402
 
 from embedclf.reports import (  # noqa: E402
-    best_by_accuracy, confusion_figure, kept_epoch_note, merge_sparse_bins, plot_confusion, plot_training_curve,
-    reliability_figure, training_figure,
+    best_by_accuracy,
+    confusion_figure,
+    kept_epoch_note,
+    merge_sparse_bins,
+    plot_confusion,
+    plot_training_curve,
+    reliability_figure,
+    training_figure,
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -244,7 +250,8 @@ def test_reliability_with_temperature_one_says_so_and_draws_one_curve():
 def test_write_report_names_every_file_after_the_head_version(tmp_path):
     from embedclf.cli.report import report_stem, write_report
 
-    bins = [{"lo": i / 15, "hi": (i + 1) / 15, "count": 20 if i > 9 else 0, "confidence": (i + 0.5) / 15 if i > 9 else None,
+    bins = [{"lo": i / 15, "hi": (i + 1) / 15, "count": 20 if i > 9 else 0,
+             "confidence": (i + 0.5) / 15 if i > 9 else None,
              "accuracy": 0.8 if i > 9 else None} for i in range(15)]
     report = {"labels": ["a", "b"], "confusion": [[0, 0, 50], [0, 1, 3], [1, 1, 47]], "history": history(5),
               "best_epoch": 5, "per_class": [], "members": {},

@@ -32,8 +32,9 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 

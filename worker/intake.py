@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection
+from typing import Any
 
 from embedclf.classify import error_row
 from embedclf.envelope import Decoded, decode, kwargs_repr, sha1_task_id, task_id_from_tail

@@ -24,8 +24,9 @@ import json
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -61,7 +62,7 @@ def _no_check() -> tuple[bool, dict[str, Any]]:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "MetricsServer"
+    server: MetricsServer
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)

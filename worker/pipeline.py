@@ -17,8 +17,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
@@ -60,7 +61,7 @@ class BatchLoop:
     """Takes batches from the buffer, embeds and classifies them, hands rows to the writer."""
 
     def __init__(self, res: WorkerResources, buffer: Buffer[Received], inflight: Inflight,
-                 writer: "Writer", chunk_size: int) -> None:
+                 writer: Writer, chunk_size: int) -> None:
         self.res, self.buffer, self.inflight, self.writer = res, buffer, inflight, writer
         self.chunk_size = chunk_size
         self.stop_event = threading.Event()
@@ -237,7 +238,7 @@ class Writer:
 
     def _write(self, job: Job) -> None:
         res = self.res
-        received = {}
+        received: dict[str, Any] = {}
         for p in job.items:
             received.setdefault(p.task_id, p.received_at)
         for row in job.rows:  # each row carries its own message's fingerprint (set by classify/intake)

@@ -16,7 +16,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from typing import Callable, Collection
+from collections.abc import Callable, Collection
 
 from worker.backoff import Backoff
 from worker.buffer import Buffer

@@ -12,7 +12,8 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
@@ -79,7 +80,8 @@ class HeadCache:
                     self.on_broken(name, version, reason)
                 continue
             heads[name] = LoadedHead(name, version, artifact.embedder_id, artifact.labels, module)
-            log.info("loaded head %s v%d (%d labels, embedder %s)", name, version, len(artifact.labels), artifact.embedder_id)
+            log.info("loaded head %s v%d (%d labels, embedder %s)", name, version, len(artifact.labels),
+                     artifact.embedder_id)
         self._heads = heads
         self.broken = broken
         self._broken_versions = {n: v for n, v in self._broken_versions.items() if n in broken}
@@ -161,11 +163,11 @@ class WorkerResources:
                                     on_broken=lambda *_: self.metrics.head_load_failures.inc())
         return self._heads
 
-    def write_results(self, rows: Sequence[dict]) -> "WriteResult":
+    def write_results(self, rows: Sequence[dict]) -> WriteResult:
         """Write a batch's rows in one statement (raises on failure: the caller retries)."""
         return write_results(self.engine, rows)
 
-    def record(self, job: Any, result: "WriteResult") -> None:
+    def record(self, job: Any, result: WriteResult) -> None:
         """Metrics and log lines of a committed batch: rows inserted (not attempted), latency, conflicts."""
         m = self.metrics
         now = dt.datetime.now(dt.timezone.utc)

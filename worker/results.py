@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from embedclf.results import entries, failure, task_value
 

@@ -33,8 +33,8 @@ from worker.inflight import Inflight
 from worker.intake import IntakeLimits, Received
 from worker.pipeline import BatchLoop, Job, Writer
 from worker.receiver import Heartbeat, Receiver
-from worker.results import ResultSender
 from worker.resources import WorkerResources, get_resources
+from worker.results import ResultSender
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,8 @@ class Service:
                               max_texts=s.max_texts_per_task, max_attempts=s.max_attempts)
         self.receiver = Receiver(self.inflight, self.buffer, limits, count_tokens, revoked=self.revoked)
         interval = max(0.2, min(5.0, s.heartbeat_ttl_s / 4))
-        self.heartbeat = Heartbeat(self.inflight, interval_s=interval, reap_s=max(interval, min(10.0, s.heartbeat_ttl_s / 2)),
+        self.heartbeat = Heartbeat(self.inflight, interval_s=interval, reap_s=max(interval, min(10.0,
+                                                                                                s.heartbeat_ttl_s / 2)),
                                    on_tick=self._probe_database)
         self._db_ok_at: float | None = None
         self._db_error: str | None = None
@@ -175,7 +176,8 @@ class Service:
         return {
             "worker_id": self.inflight.wid if self.started else None,
             "receiving": self.started and self.receiver.thread.is_alive(),
-            "broker_ok_age_s": round(now - max(self.receiver.last_ok, self.heartbeat.last_ok), 1) if self.started else None,
+            "broker_ok_age_s": round(now - max(self.receiver.last_ok, self.heartbeat.last_ok),
+                                     1) if self.started else None,
             "heads": sorted(self.res.heads.names()) if self.started else [],
             "broken_heads": dict(self.res.heads.broken) if self.started else {},
             "batches": self.writer.batches if self.started else 0,

@@ -15,5 +15,6 @@ Nothing here is a timed test: the CLI prints figures, the tests only check they 
 """
 
 from __future__ import annotations
+
 from embedclf.errors import BenchError  # noqa: F401  (re-exported: defined in errors.py)
 

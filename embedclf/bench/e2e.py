@@ -13,13 +13,11 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 from urllib.parse import urlsplit
-
-from embedclf.progress import bar as progress_bar
 
 from embedclf.bench import BenchError, raw
 from embedclf.bench.infra import claim_redis_db, temp_database
@@ -27,6 +25,7 @@ from embedclf.bench.procs import Producer, WorkerProc, subprocess_env, wait_read
 from embedclf.bench.stats import batch_distribution, percentiles, rate
 from embedclf.config import Settings
 from embedclf.embedders.base import Embedder
+from embedclf.progress import bar as progress_bar
 
 HEAD = "bench"
 #: the head only has to exist and match the embedder; its quality is irrelevant here

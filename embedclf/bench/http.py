@@ -21,10 +21,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from embedclf.bench import BenchError
@@ -119,7 +120,7 @@ async def _load(url: str, token: str, texts: Sequence[str], params: HttpParams, 
             sent = time.perf_counter()
             body = {"head": HEAD, "text": texts[(first + i) % len(texts)], "request_id": first + i, "wait": True,
                     "timeout_s": params.timeout_s}
-            out = {"scheduled": at, "sent": sent, "status": None, "task_id": None, "error": None}
+            out: dict[str, Any] = {"scheduled": at, "sent": sent, "status": None, "task_id": None, "error": None}
             try:
                 r = await client.post("/v1/classify", json=body)
                 out["status"] = r.status_code

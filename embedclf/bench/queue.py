@@ -17,10 +17,10 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from embedclf.bench import BenchError
 from embedclf.bench.infra import claim_redis_db, temp_database
@@ -123,7 +123,8 @@ def worker_rate(engine, env: dict[str, str], log_dir: Path, name: str, n_rows: i
         w.stop()
     with engine.begin() as conn:
         first, last, errors = conn.execute(text(
-            "SELECT min(completed_at), max(completed_at), count(*) FILTER (WHERE status <> 'ok') FROM predictions")).one()
+            "SELECT min(completed_at), max(completed_at), count(*) FILTER (WHERE status <> 'ok') "
+            "FROM predictions")).one()
         in_first = conn.execute(text("SELECT count(*) FROM predictions WHERE completed_at = :t"), {"t": first}).scalar()
         batches = conn.execute(text("SELECT count(DISTINCT completed_at) FROM predictions")).scalar()
         conn.execute(text("TRUNCATE predictions"))

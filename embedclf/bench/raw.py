@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator, Sequence
-
-from embedclf.progress import bar as progress_bar
 
 from embedclf.bench import BenchError
 from embedclf.bench.stats import rate
 from embedclf.embedders.base import Embedder
+from embedclf.progress import bar as progress_bar
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ load their model before any timing starts; between runs they wait on a pipe.
 from __future__ import annotations
 
 import multiprocessing as mp
-from typing import Sequence
+from collections.abc import Sequence
 
 from embedclf.bench import BenchError
 from embedclf.bench.raw import RawRun
@@ -74,7 +74,7 @@ class ProcessGroup:
         tokens = None if self.tokens is None else self.tokens * self.processes
         return RawRun(batch_size, self.n * self.processes, seconds, tokens, processes=self.processes)
 
-    def __enter__(self) -> "ProcessGroup":
+    def __enter__(self) -> ProcessGroup:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 Echo = Callable[[str], None]
 
@@ -66,7 +66,8 @@ def compare_report(r: dict, echo: Echo) -> None:
     label = {id(e): e["embedder_spec"] + (f" x{e['processes']}" if e["processes"] > 1 else "")
              for e in r["embedders"]}
     width = max(len(x) for x in label.values()) + 2
-    echo(f"  {'embedder':<{width}}" + "".join(f"{'batch ' + str(b):>12}" for b in sizes) + f"{'best':>10}{'x first':>9}")
+    columns = "".join(f"{'batch ' + str(b):>12}" for b in sizes)
+    echo(f"  {'embedder':<{width}}" + columns + f"{'best':>10}{'x first':>9}")
     for e in r["embedders"]:
         cells = "".join(f"{run['texts_per_s']:>12.1f}" for run in e["runs"])
         echo(f"  {label[id(e)]:<{width}}{cells}{e['best']['texts_per_s']:>10.1f}"

@@ -31,11 +31,13 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any
 
 import numpy as np
+
 from embedclf.errors import BenchError
 
 ARCH = "qwen3"
@@ -155,7 +157,7 @@ def make_shape(preset: str = "qwen3-8b", **overrides: int | None) -> Qwen3Shape:
     if preset not in PRESETS:
         raise BenchError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
     shape = PRESETS[preset]
-    changes = {k: v for k, v in overrides.items() if v is not None}
+    changes: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     unknown = sorted(set(changes) - {f for f in Qwen3Shape.__dataclass_fields__ if f != "name"})
     if unknown:
         raise BenchError(f"unknown shape option(s): {', '.join(unknown)}")
@@ -305,6 +307,7 @@ def write_gguf(
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
+        assert writer.fout is not None  # opened by write_header_to_file
         fout = writer.fout[0]
         for i, spec in enumerate(specs):
             writer.write_padding(fout, fout.tell())  # each tensor starts aligned

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from tqdm import tqdm
 

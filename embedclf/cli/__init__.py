@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import click
 
@@ -49,4 +48,4 @@ def _register() -> None:
 _register()
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

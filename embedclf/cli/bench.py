@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import signal
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 import click
 
@@ -116,14 +116,15 @@ def embed(settings: Settings, data_path: str, text_col: str, n: int, embedder_sp
     else:
         results, model_ids, entries = _measure_specs(settings, specs, texts, batch_sizes, rounds, processes,
                                                      as_json)
-    entries = [{"embedder_spec": s, "processes": p, "embedder": m, "tokens": rs[0].tokens,
-                "runs": [r.to_dict() for r in rs], "best": raw.best(rs).to_dict()}
-               for (s, p), m, rs in zip(entries, model_ids, results)]
-    for e, ratio in zip(entries, raw.ratios(results)):
+    rows: list[dict[str, Any]] = [
+        {"embedder_spec": s, "processes": p, "embedder": m, "tokens": rs[0].tokens,
+         "runs": [r.to_dict() for r in rs], "best": raw.best(rs).to_dict()}
+        for (s, p), m, rs in zip(entries, model_ids, results)]
+    for e, ratio in zip(rows, raw.ratios(results)):
         e["ratio_to_first"] = ratio
     report = {"mode": "embed", "data": data_path, "n": len(texts), "rounds": rounds, "processes": processes,
-              **{k: entries[0][k] for k in ("embedder", "embedder_spec", "tokens", "runs", "best")},
-              "embedders": entries, "machine": machine_info(", ".join(dict.fromkeys(model_ids)))}
+              **{k: rows[0][k] for k in ("embedder", "embedder_spec", "tokens", "runs", "best")},
+              "embedders": rows, "machine": machine_info(", ".join(dict.fromkeys(model_ids)))}
     if as_json:
         echo_json(report)
     else:
@@ -145,7 +146,8 @@ def _measure_specs(settings: Settings, specs: list[str], texts: list[str], batch
 
     entries = [(spec, p) for spec in specs for p in processes]
     with ExitStack() as stack:
-        measurers, model_ids = [], []
+        measurers: list[Any] = []
+        model_ids: list[str] = []
         for spec, p in entries:
             if max(processes) > 1:
                 from embedclf.bench.raw_procs import ProcessGroup

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
+from embedclf.cli.base import AppError
 from embedclf.cli.bench import _spec, json_option, sigterm_as_interrupt
 from embedclf.cli.common import echo_json, embedder_option, load_embedder_verbose
 from embedclf.config import Settings
-from embedclf.cli.base import AppError
 
 
 @click.command("http")

@@ -137,8 +137,8 @@ def _report(settings: Settings, timeout: float, no_workers_ok: bool, live: bool,
             worker: str | None) -> tuple[dict, bool]:
     if not (live or ready):  # the full check
         broker, workers = check_broker_and_workers(settings, timeout)
-        report = {"database": check_database(settings, timeout), "broker": broker, "workers": workers}
-        return report, report["database"]["ok"] and broker["ok"] and (workers["ok"] or no_workers_ok)
+        full = {"database": check_database(settings, timeout), "broker": broker, "workers": workers}
+        return full, full["database"]["ok"] and broker["ok"] and (workers["ok"] or no_workers_ok)
     report: dict = {}
     if live:
         app = _celery(settings)

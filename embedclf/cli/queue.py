@@ -8,12 +8,11 @@ import io
 import json
 
 import click
-from embedclf.progress import bar as progress_bar
 
 from embedclf.cli.base import AppError
 from embedclf.cli.db import require_database
 from embedclf.config import Settings, mask_url
-
+from embedclf.progress import bar as progress_bar
 
 START_REDIS = ("Start Redis with `docker compose up -d redis` or `redis-server --daemonize yes --bind 127.0.0.1 "
                "--port 6379 --appendonly yes`, or set EMBEDCLF_BROKER_URL")
@@ -37,7 +36,8 @@ def require_broker(settings: Settings):
 @click.command()
 @click.option("--head", "head", required=True, multiple=True,
               help="Head name to classify with; repeat it for several heads (one embedding, a row per head).")
-@click.option("--file", "path", required=True, type=click.Path(dir_okay=False), help="Texts: .csv, .tsv, .jsonl/.ndjson, .json or .txt (one text a line).")
+@click.option("--file", "path", required=True, type=click.Path(dir_okay=False),
+              help="Texts: .csv, .tsv, .jsonl/.ndjson, .json or .txt (one text a line).")
 @click.option("--text-col", default="text", show_default=True, help="Column holding the text.")
 @click.option("--request-id-col", default=None, help="Column to send as request_id.")
 @click.option("--ids-out", type=click.Path(dir_okay=False),
@@ -148,7 +148,8 @@ def _since(value: str | None) -> dt.datetime | None:
 @click.option("--task-id", "task_ids", multiple=True, help="Only rows of this task (repeatable).")
 @click.option("--label", default=None, help="Only rows with this label.")
 @click.option("--since", default=None, help="Only rows completed since: an ISO 8601 time or 90s, 10m, 2h, 3d.")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1_000_000), help="At most this many rows.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="At most this many rows.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
               help="table, csv, or JSON (one object per line).")
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")

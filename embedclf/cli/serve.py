@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 
 import click
 
@@ -46,4 +47,4 @@ def serve(settings: Settings, host: str, port: int, log_level: str, access_log: 
         click.echo(f"warning: serving on {host} without EMBEDCLF_API_TOKEN: anyone who reaches the port can "
                    "classify and read results", err=True)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=access_log,
-                server_header=False, date_header=True, timeout_graceful_shutdown=shutdown_s)
+                server_header=False, date_header=True, timeout_graceful_shutdown=math.ceil(shutdown_s))

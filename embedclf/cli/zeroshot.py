@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
+from embedclf.cli.base import AppError
 from embedclf.cli.common import echo_json, embed_progress, embedder_option, load_embedder_verbose
 from embedclf.config import Settings
-from embedclf.cli.base import AppError
 
 
 def read_label_specs(path: str, label_col: str, description_col: str) -> list:
@@ -71,7 +71,8 @@ def evaluate_zeroshot(head, labels: list[str], embedder, data, quiet: bool) -> d
               help="Labels file: label[,description] (CSV/TSV/JSON/JSONL/TXT), or any labelled data file.")
 @click.option("--label-col", default="label", show_default=True, help="Label column (labels and --eval file).")
 @click.option("--description-col", default="description", show_default=True,
-              help="Description column, used when present; else the label name is embedded (card_arrival -> card arrival).")
+              help="Description column, used when present; else the label name is embedded "
+                   "(card_arrival -> card arrival).")
 @embedder_option
 @click.option("--temperature", default=None, type=click.FloatRange(1e-4, 100.0),
               help="Softmax temperature over cosines (default 0.05).")

@@ -8,7 +8,7 @@ libraries.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -65,7 +65,7 @@ class Embedder(ABC):
                 progress(len(idx))
         return out
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: the default releases nothing
         """Release the model (optional)."""
 
     def __repr__(self) -> str:

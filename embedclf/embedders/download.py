@@ -17,8 +17,11 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path, PurePosixPath
-from embedclf.errors import ModelNotFoundError  # noqa: F401  (re-exported: defined in errors.py)
-from embedclf.errors import SpecError
+
+from embedclf.errors import (
+    ModelNotFoundError,  # noqa: F401  (re-exported: defined in errors.py)
+    SpecError,
+)
 
 HF_PREFIX = "hf://"
 PIP_PREFIX = "pip:"

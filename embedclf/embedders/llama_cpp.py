@@ -29,15 +29,16 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from embedclf.embedders.base import Embedder, l2_normalize
 from embedclf.embedders.download import ModelNotFoundError, resolve_gguf
-from embedclf.embedders.spec import EmbedderSpec, SpecError
 from embedclf.embedders.options import check_options, parse_bool, parse_int
+from embedclf.embedders.spec import EmbedderSpec, SpecError
 
 #: llama.cpp ``enum llama_pooling_type`` values (kept here so importing this module
 #: does not need llama-cpp-python)
@@ -181,7 +182,7 @@ class LlamaCppEmbedder(Embedder):
         )
 
     @classmethod
-    def from_spec(cls, spec: EmbedderSpec, model_dir: str | Path | None = None) -> "LlamaCppEmbedder":
+    def from_spec(cls, spec: EmbedderSpec, model_dir: str | Path | None = None) -> LlamaCppEmbedder:
         """Resolve the target to a local GGUF (see :mod:`.download`) and convert the string options."""
         opts = dict(spec.options)
         check_options(opts, LLAMA_OPTIONS, "llama")

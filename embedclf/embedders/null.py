@@ -8,7 +8,7 @@ writes rows through the same path as any real embedder.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -32,10 +32,11 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 from embedclf.embedders.spec import SpecError
 
@@ -167,7 +168,7 @@ def _build(src: SourceModel, out_dir: Path, quant: str, log) -> None:
     t0 = time.perf_counter()
     fp32 = out_dir / FILE_NAMES["none"]
     model = _load_torch(src)
-    versions = {"torch": torch.__version__}
+    versions: dict[str, str] = {"torch": str(torch.__version__)}
     if not fp32.is_file():
         log(f"exporting {src.name} to ONNX (fp32) in {out_dir} ...")
         with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
@@ -188,7 +189,7 @@ def _build(src: SourceModel, out_dir: Path, quant: str, log) -> None:
     import onnxruntime
 
     versions.update(onnx=onnx.__version__, onnxruntime=onnxruntime.__version__)
-    manifest = {"source": str(src.path), "name": src.name, "recipe": RECIPE, "pooling": src.pooling,
+    manifest: dict[str, Any] = {"source": str(src.path), "name": src.name, "recipe": RECIPE, "pooling": src.pooling,
                 "max_seq_length": src.max_seq_length, "versions": versions,
                 "files": sorted(p.name for p in out_dir.glob("*.onnx"))}
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

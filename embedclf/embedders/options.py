@@ -5,7 +5,7 @@ Shared by every embedder adapter; pure, no imports beyond the spec error.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from embedclf.embedders.spec import SpecError
 

@@ -16,8 +16,9 @@ and heads and cached vectors carry over. int8 vectors differ (mean 0.9933, minim
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class OnnxEmbedder(Embedder):
 
     @classmethod
     def from_spec(cls, spec: EmbedderSpec, *, model_dir: str | Path | None = None,
-                  drop: Sequence[str] = ()) -> "OnnxEmbedder":
+                  drop: Sequence[str] = ()) -> OnnxEmbedder:
         opts = {k: v for k, v in spec.options.items() if k not in drop}
         check_options(opts, ONNX_OPTIONS, "onnx")
         kwargs: dict[str, Any] = {}

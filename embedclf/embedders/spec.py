@@ -34,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
+
 from embedclf.errors import SpecError  # noqa: F401  (re-exported: defined in errors.py)
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -90,7 +91,7 @@ def parse_spec(spec: str) -> EmbedderSpec:
     return EmbedderSpec(kind, target, overrides)
 
 
-def load_embedder(spec: str | EmbedderSpec, *, model_dir: str | None = None) -> "Embedder":
+def load_embedder(spec: str | EmbedderSpec, *, model_dir: str | None = None) -> Embedder:
     """Build the embedder a spec names (loads the model: seconds to minutes)."""
     parsed = spec if isinstance(spec, EmbedderSpec) else parse_spec(spec)
     if parsed.kind == "fake":

@@ -20,8 +20,9 @@ from __future__ import annotations
 import copy
 import importlib
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -96,16 +97,14 @@ class SentenceTransformerEmbedder(Embedder):
         #: returns unit vectors, so normalize=False would change nothing but the model_id
         self.normalize = normalize or self.model_normalizes(self._model)
         self.model_id = f"st:{name}" + ("" if self.normalize else "+nonorm")
-        get_dim = getattr(self._model, "get_embedding_dimension", None) or getattr(
-            self._model, "get_sentence_embedding_dimension"
-        )
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         dim = get_dim()
         if not dim:
             raise ValueError(f"cannot determine the embedding dimension of {load_from}")
         self.dim = int(dim)
 
     @classmethod
-    def from_spec(cls, spec: EmbedderSpec) -> "SentenceTransformerEmbedder":
+    def from_spec(cls, spec: EmbedderSpec) -> SentenceTransformerEmbedder:
         opts = dict(spec.options)
         check_options(opts, ST_OPTIONS, "sentence-transformers")
         if opts.get("backend", "torch").strip().lower() != "torch":
@@ -129,7 +128,7 @@ class SentenceTransformerEmbedder(Embedder):
         return any(type(m).__name__ == "Normalize" for m in modules)
 
     @property
-    def model(self) -> "SentenceTransformer":
+    def model(self) -> SentenceTransformer:
         if self._model is None:
             raise RuntimeError("embedder is closed")
         return self._model

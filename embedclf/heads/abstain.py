@@ -6,7 +6,7 @@ and stored in the head's config; applying them is all a worker does, so it lives
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

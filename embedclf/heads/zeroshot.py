@@ -16,16 +16,16 @@ and a later trained version of the same name simply replaces it.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from embedclf.embedders.base import Embedder, l2_normalize
+from embedclf.errors import DataError
 from embedclf.heads.checkpoint import HeadArtifact
 from embedclf.heads.mlp import HeadConfig, MLPHead
-from embedclf.errors import DataError
 
 #: softmax temperature over cosines. The cosines of one text to different labels differ
 #: by a few hundredths, so 1.0 would give almost flat probabilities. 0.05 gave the lowest
@@ -52,7 +52,7 @@ class LabelSpec:
     described: bool = False
 
     @classmethod
-    def of(cls, label: str, description: str | None = None) -> "LabelSpec":
+    def of(cls, label: str, description: str | None = None) -> LabelSpec:
         label = str(label).strip()
         if not label:
             raise DataError("a label name is empty")

@@ -14,8 +14,9 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 import anyio
 from fastapi import Depends, FastAPI, Path, Request

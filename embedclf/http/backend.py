@@ -86,7 +86,7 @@ class Backend:
         try:
             if not sub.multi:
                 rid = sub.request_ids[0] if sub.request_ids else None
-                return self.client.classify(sub.head, sub.texts[0], rid).task_id  # type: ignore[arg-type]
+                return self.client.classify(sub.head, sub.texts[0], rid).task_id
             self._check_size(sub)
             handles = self.client.classify_many(sub.head, sub.texts, sub.request_ids, per_task=len(sub.texts))
         except PayloadTooLarge:
@@ -139,13 +139,14 @@ class Backend:
         with self._heads_lock:
             active, age = self._active, now - self._active_at
             stale = active is None or age > self.settings.head_refresh_s
-            if stale or (any(n not in active for n in names) and age > HEADS_RECHECK_S):  # type: ignore[operator]
+            if active is None or stale or (any(n not in active for n in names) and age > HEADS_RECHECK_S):
                 try:
                     active = self.active_versions()
                 except Exception as exc:  # noqa: BLE001
                     log.warning("unknown-head check skipped: cannot read heads (%s)", self._clean(exc))
                     return
                 self._active, self._active_at = active, now
+        assert active is not None  # read above whenever the cache was empty
         unknown = [n for n in names if n not in active]
         if unknown:
             known = ", ".join(sorted(active)) or "none"

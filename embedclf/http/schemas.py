@@ -6,7 +6,7 @@ JSON error shape), not by these models; responses are built to match them.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,16 +21,16 @@ class ClassifyBody(BaseModel):
         {"heads": ["support", "urgency"], "texts": ["refund please", "app crashes"], "request_ids": ["r1", "r2"]},
     ]})
 
-    head: Optional[str] = Field(None, description="Name of an active head.")
-    heads: Optional[list[str]] = Field(None, description="1-16 distinct head names: each text is embedded once, "
+    head: str | None = Field(None, description="Name of an active head.")
+    heads: list[str] | None = Field(None, description="1-16 distinct head names: each text is embedded once, "
                                                          "one result entry per text and head.")
-    text: Optional[str] = Field(None, description="The text (non-empty, no NUL, at most EMBEDCLF_MAX_TEXT_CHARS).")
-    texts: Optional[list[str]] = Field(None, description="1 to EMBEDCLF_MAX_TEXTS_PER_TASK texts, one task.")
-    request_id: Optional[Union[str, int]] = Field(None, description="Your correlation id (with text), <= 256 chars.")
-    request_ids: Optional[list[Optional[Union[str, int]]]] = Field(
+    text: str | None = Field(None, description="The text (non-empty, no NUL, at most EMBEDCLF_MAX_TEXT_CHARS).")
+    texts: list[str] | None = Field(None, description="1 to EMBEDCLF_MAX_TEXTS_PER_TASK texts, one task.")
+    request_id: str | int | None = Field(None, description="Your correlation id (with text), <= 256 chars.")
+    request_ids: list[str | int | None] | None = Field(
         None, description="With texts: one id (or null) per text.")
     wait: bool = Field(False, description="Answer with the result (200) instead of the task id (202).")
-    timeout_s: Optional[float] = Field(None, gt=0, le=MAX_TIMEOUT_S,
+    timeout_s: float | None = Field(None, gt=0, le=MAX_TIMEOUT_S,
                                        description=f"With wait: give up after this many seconds from arrival "
                                                    f"(504); default {DEFAULT_TIMEOUT_S:g}.")
 
@@ -50,23 +50,23 @@ class Entry(BaseModel):
     """One (text, head) answer: the shape of embedclf.results."""
 
     status: Literal["ok", "error"]
-    label: Optional[str] = Field(description="Best label; null when the head abstained or on error.")
-    score: Optional[float]
-    top3: Optional[list[TopLabel]]
-    labels: Optional[list[TopLabel]] = Field(description="Multi-label heads: every label over its threshold.")
-    abstained: Optional[bool]
-    head_name: Optional[str] = Field(description="Null: an error row that stands for every head of the task.")
-    head_version: Optional[int]
-    item: Optional[int] = Field(description="The text's position; null: the row answers for the whole task.")
-    request_id: Optional[str]
-    error: Optional[str]
+    label: str | None = Field(description="Best label; null when the head abstained or on error.")
+    score: float | None
+    top3: list[TopLabel] | None
+    labels: list[TopLabel] | None = Field(description="Multi-label heads: every label over its threshold.")
+    abstained: bool | None
+    head_name: str | None = Field(description="Null: an error row that stands for every head of the task.")
+    head_version: int | None
+    item: int | None = Field(description="The text's position; null: the row answers for the whole task.")
+    request_id: str | None
+    error: str | None
 
 
 class TaskResult(BaseModel):
     task_id: str
     status: Literal["ok", "partial", "error"] = Field(
         description="ok: every entry ok; partial: some entries are errors; error: the task failed as a whole.")
-    result: Union[Entry, list[Entry]] = Field(
+    result: Entry | list[Entry] = Field(
         description="One entry for a head+text request (and for a task with a single row read back by id), "
                     "else a list in (item, head) order.")
 
@@ -83,8 +83,8 @@ class Head(BaseModel):
     version: int
     labels: list[str]
     embedder: str = Field(description="Embedder id the head was trained on, e.g. st:all-MiniLM-L6-v2.")
-    created_at: Optional[str]
-    activated_at: Optional[str]
+    created_at: str | None
+    activated_at: str | None
 
 
 class Heads(BaseModel):

@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from embedclf.payload import PayloadError, parse_request
 from embedclf.errors import ApiError  # noqa: F401  (re-exported: defined in errors.py)
+from embedclf.payload import PayloadError, parse_request
 
 #: body fields of the HTTP API itself (the rest is the task's kwargs)
 HTTP_FIELDS = ("wait", "timeout_s")

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from sqlalchemy import and_, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Engine
 
+from embedclf.errors import DataError, DatasetNotFound, FeedbackError  # noqa: F401  (re-exported: defined in errors.py)
 from embedclf.store.db import transaction
 from embedclf.store.tables import datasets, examples, feedback, heads, predictions
-from embedclf.errors import DatasetNotFound, FeedbackError  # noqa: F401  (re-exported: defined in errors.py)
-from embedclf.errors import DataError
 
 #: rows per INSERT statement
 CHUNK = 1000
@@ -68,7 +67,8 @@ def import_examples(engine: Engine, name: str, texts: Sequence[str], labels: Seq
             .on_conflict_do_nothing(index_elements=["name"]).returning(datasets.c.id)
         ).first()
         created = res is not None
-        ds_id = res[0] if res is not None else conn.execute(select(datasets.c.id).where(datasets.c.name == name)).scalar_one()
+        ds_id = (res[0] if res is not None
+                 else conn.execute(select(datasets.c.id).where(datasets.c.name == name)).scalar_one())
         for start in range(0, len(rows), CHUNK):
             chunk = [dict(r, dataset_id=ds_id) for r in rows[start : start + CHUNK]]
             stmt = pg_insert(examples).values(chunk).on_conflict_do_nothing(

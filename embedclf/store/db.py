@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
-from embedclf.errors import DatabaseUnavailable  # noqa: F401  (re-exported: defined in errors.py)
-from embedclf.errors import ConfigError
+
+from embedclf.errors import (
+    ConfigError,
+    DatabaseUnavailable,  # noqa: F401  (re-exported: defined in errors.py)
+)
 
 
 def make_engine(url: str, **kwargs: object) -> Engine:

@@ -8,7 +8,7 @@ per chunk), embeds only the unseen ones with the wrapped embedder and stores the
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sqlalchemy import and_, func, select
@@ -27,7 +27,8 @@ GET_CHUNK = 2000
 PUT_CHUNK = 500
 
 
-def get_many(engine: Engine, embedder_id: str, keys: Sequence[bytes], dim: int | None = None) -> dict[bytes, np.ndarray]:
+def get_many(engine: Engine, embedder_id: str, keys: Sequence[bytes], dim: int | None = None) -> dict[bytes,
+                                                                                                      np.ndarray]:
     """Cached vectors of ``keys`` (sha256 digests) that exist; one query per :data:`GET_CHUNK` keys.
 
     With ``dim`` given, rows of another dimension are ignored (a model id reused for another size).

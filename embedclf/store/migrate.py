@@ -6,7 +6,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+
 from embedclf.errors import InstallError
+
 
 def _installed() -> Path | None:
     """Where a wheel install put the migrations (data files ``share/embedclf/migrations``)."""
@@ -47,8 +49,8 @@ def downgrade(database_url: str, revision: str) -> None:
 
 
 def current(database_url: str) -> str | None:
-    from sqlalchemy import create_engine, pool
     from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine, pool
 
     engine = create_engine(database_url, poolclass=pool.NullPool)
     try:

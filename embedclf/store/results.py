@@ -21,8 +21,9 @@ the transaction commits), so producers can wait for rows without polling (``embe
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from sqlalchemy.engine import Engine
 

@@ -24,14 +24,15 @@ verifiers computed client-side, so the plain password never appears in a stateme
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from psycopg2 import sql
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
-from embedclf.store.db import transaction
 from embedclf.errors import ConfigError
+from embedclf.store.db import transaction
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 WORKER_TABLE_GRANTS = {"heads": ("SELECT",), "predictions": ("INSERT",), "task_conflicts": ("INSERT",)}

@@ -24,13 +24,11 @@ The threshold is chosen on validation data only:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 
 from embedclf.errors import DataError
 from embedclf.heads.abstain import abstain_mask, labels_oos_index  # noqa: F401  (re-exported)
-
 
 #: in-scope accuracy (a fraction) the OOS threshold may cost on validation
 DEFAULT_MAX_ACCURACY_LOSS = 0.005
@@ -104,7 +102,8 @@ def choose_threshold(
         oos_proba = np.asarray(oos_proba, dtype=float)
         oos_caught = abstain_mask(oos_proba, None, oos_index)
         oos_conf = oos_proba.max(axis=1)
-        oos_abst = (oos_caught.sum() + np.searchsorted(np.sort(oos_conf[~oos_caught]), cands, side="left")) / len(oos_conf)
+        oos_abst = (oos_caught.sum() + np.searchsorted(np.sort(oos_conf[~oos_caught]), cands,
+                                                       side="left")) / len(oos_conf)
         in_acc = right / len(in_y)
         if max_accuracy_loss is None:
             best = int(np.argmax(in_acc + oos_abst))  # first maximum: the lowest threshold among equals

@@ -9,12 +9,16 @@ history and the non-zero cells of the confusion matrix.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from embedclf.training.metrics import (
-    confused_pairs, confusion_matrix, expected_calibration_error, per_class, reliability_bins,
+    confused_pairs,
+    confusion_matrix,
+    expected_calibration_error,
+    per_class,
+    reliability_bins,
 )
 
 ECE_BINS = 15

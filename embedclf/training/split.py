@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
+
 from embedclf.errors import DataError
 
 
@@ -14,7 +15,7 @@ class LabelEncoder:
     labels: tuple[str, ...]
 
     @classmethod
-    def fit(cls, values: Sequence[str]) -> "LabelEncoder":
+    def fit(cls, values: Sequence[str]) -> LabelEncoder:
         labels = tuple(sorted(set(values)))
         if len(labels) < 2:
             raise DataError(f"need at least 2 distinct labels, found {len(labels)}")

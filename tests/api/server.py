@@ -27,7 +27,7 @@ class ApiServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "ApiServer":
+    def __enter__(self) -> ApiServer:
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:

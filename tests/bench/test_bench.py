@@ -19,8 +19,7 @@ from embedclf.bench.raw import with_option
 from embedclf.bench.stats import batch_distribution, histogram, percentiles
 from embedclf.cli import cli
 from embedclf.demo import TRAIN_CSV
-from tests.conftest import PG_SERVER, REDIS_SERVER
-from tests.conftest import one_line_error
+from tests.conftest import PG_SERVER, REDIS_SERVER, one_line_error
 
 ENV = {
     # the bench makes its own database and Redis DB index on these servers

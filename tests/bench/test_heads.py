@@ -28,7 +28,7 @@ def test_folds_are_paired_and_scored_on_held_out_texts():
     assert len(seen) == 9 and {s["variant"] for s in seen} == {"mlp", "mlp+linear", "linear"}
     ref = r["variants"]["mlp"]
     assert ref["mean_diff"] == 0.0 and ref["folds_not_worse"] == 3
-    for name, v in r["variants"].items():
+    for v in r["variants"].values():
         assert len(v["fold_accuracy"]) == 3
         assert v["mean_accuracy"] == pytest.approx(np.mean(v["fold_accuracy"]), abs=1e-4)
         diffs = np.array(v["fold_accuracy"]) - np.array(ref["fold_accuracy"])

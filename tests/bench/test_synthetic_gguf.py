@@ -166,7 +166,8 @@ def test_same_seed_same_file_and_vectors_other_seed_differs(tiny_f16, tiny_dir):
     assert f"wrote {again}" in r.output and f"{again.stat().st_size:,} bytes" in r.output
     make_gguf("--out", str(other), "--preset", "tiny", "--seed", str(TINY_SEED + 1))
     assert sha256(again) == sha256(tiny_f16) != sha256(other)
-    a, b, c = embed(tiny_f16, "pack=0&pooling=last"), embed(again, "pack=0&pooling=last"), embed(other, "pack=0&pooling=last")
+    a, b, c = embed(tiny_f16, "pack=0&pooling=last"), embed(again, "pack=0&pooling=last"), embed(other,
+                                                                                                 "pack=0&pooling=last")
     assert np.array_equal(a, b)
     assert np.abs(a - c).max() > 0.1
 

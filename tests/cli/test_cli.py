@@ -90,7 +90,8 @@ def test_train_with_custom_columns_and_plots(run, clean_db, tmp_path):
             "--label-col", "intent", "--epochs", "5", "--plots", str(tmp_path / "plots"))
     pngs = sorted(p.name for p in (tmp_path / "plots").iterdir() if p.suffix == ".png")
     assert pngs == ["intents-v1-confusion.png", "intents-v1-reliability.png", "intents-v1-training.png"]
-    assert (tmp_path / "plots" / "intents-v1-report.json").exists() and (tmp_path / "plots" / "intents-v1-report.md").exists()
+    assert (tmp_path / "plots" / "intents-v1-report.json").exists()
+    assert (tmp_path / "plots" / "intents-v1-report.md").exists()
     assert all((tmp_path / "plots" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     assert "stored head 'intents'" in r.output
 
@@ -176,7 +177,8 @@ def test_bad_settings_are_reported(run):
 
 
 def test_h_is_help_everywhere(run):
-    for args in (["-h"], ["db", "-h"], ["db", "upgrade", "-h"], ["heads", "-h"], ["enqueue", "-h"], ["bench", "queue", "-h"],
+    for args in (["-h"], ["db", "-h"], ["db", "upgrade", "-h"], ["heads", "-h"], ["enqueue", "-h"], ["bench", "queue",
+                                                                                                     "-h"],
                  ["services", "-h"], ["config", "-h"]):
         r = run(*args)
         assert r.exit_code == 0 and "Usage:" in r.output, args

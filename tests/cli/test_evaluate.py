@@ -72,7 +72,8 @@ def test_evaluate_clinc_bad_inputs(tmp_path, small_clinc):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"train": [["hi", "greet"]]}))
     one_line_error(run("evaluate", "--data", str(bad)), "missing split", "oos_val")
-    bad.write_text(json.dumps({s: [["only text"]] for s in ("train", "val", "test", "oos_train", "oos_val", "oos_test")}))
+    bad.write_text(json.dumps({s: [["only text"]] for s in ("train", "val", "test", "oos_train", "oos_val",
+                                                            "oos_test")}))
     one_line_error(run("evaluate", "--data", str(bad)), "[text, label] pairs")
     with pytest.raises(DataError, match="no such file"):
         load_clinc(tmp_path / "nope.json")

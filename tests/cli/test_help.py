@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from embedclf.cli import cli
 
 
-def commands(cmd: click.Command, path: tuple[str, ...] = ("embedclf",)) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+def commands(cmd: click.Command, path: tuple[str, ...] = ("embedclf",)) -> Iterator[tuple[tuple[str, ...],
+                                                                                          click.Command]]:
     yield path, cmd
     if isinstance(cmd, click.Group):
         for name in sorted(cmd.commands):

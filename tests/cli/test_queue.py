@@ -69,7 +69,8 @@ def test_results_table_shows_abstentions():
 
     from embedclf.cli.queue import format_table
 
-    row = {"completed_at": dt.datetime(2026, 1, 1), "task_id": "t-1", "item": 0, "head_name": "support", "head_version": 2, "status": "ok",
+    row = {"completed_at": dt.datetime(2026, 1, 1), "task_id": "t-1", "item": 0, "head_name": "support",
+           "head_version": 2, "status": "ok",
            "label": None, "abstained": True, "score": 0.31, "error": None, "text": "what is the weather",
            "top3": [{"label": "billing", "score": 0.31}, {"label": "bug", "score": 0.2}, {"label": "x", "score": 0.1}]}
     line = format_table([row]).splitlines()[1]

@@ -24,7 +24,9 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, assume, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, assume, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from embedclf import checks
 from embedclf.cli import cli

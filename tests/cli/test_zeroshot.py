@@ -15,7 +15,8 @@ pytestmark = pytest.mark.postgres
 
 def test_labels_with_descriptions_stored_inactive_then_activated(run, clean_db, tmp_path):
     labels = tmp_path / "labels.csv"
-    labels.write_text("label,description\nbilling,charges invoices and refunds\nshipping,\nbug_report,the app crashes\n")
+    labels.write_text("label,description\nbilling,charges invoices and refunds\nshipping,\n"
+                      "bug_report,the app crashes\n")
     r = run("heads", "zeroshot", "triage", "--labels", str(labels))
     assert "3 labels, embedder fake:64" in r.output and "version 1 (not active" in r.output
     assert repo.active_versions(clean_db) == {}

@@ -10,8 +10,9 @@ import hashlib
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -71,14 +72,16 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hub, "hf_hub_download", refuse)
 
 
-def test_hf_uses_file_in_model_dir_without_network(tmp_path: Path, no_network: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hf_uses_file_in_model_dir_without_network(tmp_path: Path, no_network: None,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / GEMMA_FILE).write_bytes(b"GGUF")
     for offline in ("1", "0"):  # a present file is used whether or not offline mode is on
         monkeypatch.setenv("HF_HUB_OFFLINE", offline)
         assert resolve_gguf(HF_TARGET, tmp_path) == tmp_path / GEMMA_FILE
 
 
-def test_hf_missing_offline_says_where_to_put_it(tmp_path: Path, no_network: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hf_missing_offline_says_where_to_put_it(tmp_path: Path, no_network: None,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotFoundError) as info:
         resolve_gguf(HF_TARGET, tmp_path)
@@ -278,7 +281,8 @@ def test_eos_tokens(last: LlamaCppEmbedder, last_eos: LlamaCppEmbedder) -> None:
 @pytest.mark.llama
 def test_semantic_sanity(mean: LlamaCppEmbedder) -> None:
     lost, stolen, fx, weather = mean.embed_batch(
-        ["I lost my card", "My card has gone missing", "What is the exchange rate for euros?", "The weather is nice today"]
+        ["I lost my card", "My card has gone missing", "What is the exchange rate for euros?",
+         "The weather is nice today"]
     )
     assert cos(lost, stolen) > cos(lost, fx)
     assert cos(lost, stolen) > cos(lost, weather)

@@ -1,4 +1,5 @@
-"""ONNX Runtime embedders (``minilm-onnx``, ``minilm-int8``): built offline by ``make install``, checked against torch."""
+"""ONNX Runtime embedders (``minilm-onnx``, ``minilm-int8``): built offline by ``make install``, checked against
+torch."""
 
 from __future__ import annotations
 

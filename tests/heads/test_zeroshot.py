@@ -12,7 +12,13 @@ from embedclf.demo import HOLDOUT_CSV, TRAIN_CSV
 from embedclf.embedders.fake import FakeEmbedder
 from embedclf.heads.checkpoint import HeadArtifact, same_weights
 from embedclf.heads.zeroshot import (
-    DEFAULT_TEMPERATURE, KIND, LabelSpec, build_zeroshot, check_labels, head_from_label_vectors, label_text,
+    DEFAULT_TEMPERATURE,
+    KIND,
+    LabelSpec,
+    build_zeroshot,
+    check_labels,
+    head_from_label_vectors,
+    label_text,
 )
 from embedclf.payload import ClassifyRequest
 from embedclf.training.metrics import accuracy

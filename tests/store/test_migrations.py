@@ -40,7 +40,8 @@ def test_upgrade_downgrade_upgrade(fresh_url):
     assert migrate.current(fresh_url) is None
     migrate.upgrade(fresh_url)
     assert migrate.current(fresh_url) == "0003"
-    assert {"heads", "head_events", "predictions", "alembic_version", "task_conflicts"} | NEW_IN_0002 <= _tables(fresh_url)
+    assert {"heads", "head_events", "predictions", "alembic_version",
+            "task_conflicts"} | NEW_IN_0002 <= _tables(fresh_url)
     migrate.downgrade(fresh_url, "0002")
     assert "task_conflicts" not in _tables(fresh_url)
     migrate.downgrade(fresh_url, "0001")
@@ -107,7 +108,8 @@ def test_0003_rows_per_task_text_and_head_and_existing_rows_kept(fresh_url):
     eng = make_engine(fresh_url)
     try:
         assert write_predictions(eng, [{"task_id": "m", "item": 2, "head_name": "h", "status": "ok", "label": "x"},
-                                       {"task_id": "m", "item": 0, "head_name": "h", "status": "ok", "label": "y"}]) == 1
+                                       {"task_id": "m", "item": 0, "head_name": "h", "status": "ok",
+                                        "label": "y"}]) == 1
     finally:
         eng.dispose()
     migrate.downgrade(fresh_url, "0002")  # one row per (task, head) again: the first of each kept

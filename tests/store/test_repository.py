@@ -93,7 +93,8 @@ def test_a_head_that_does_not_exist_is_told_apart_from_a_missing_version(clean_d
 
 def test_many_head_names_are_not_all_listed():
     names = [f"h{i:02d}" for i in range(repo.LIST_NAMES_UP_TO + 1)]
-    assert str(repo.missing_head("x", names)) == f"head 'x' does not exist ({len(names)} heads: see `embedclf heads list`)"
+    assert str(repo.missing_head("x",
+                                 names)) == f"head 'x' does not exist ({len(names)} heads: see `embedclf heads list`)"
     assert "h09" in str(repo.missing_head("x", names[:-1]))
 
 

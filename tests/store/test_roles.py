@@ -294,8 +294,9 @@ def test_worker_grants_are_exactly_these(roles, engine):
     with engine.connect() as conn:
         tables = set(conn.execute(text("SELECT table_name, privilege_type FROM information_schema.role_table_grants "
                                        "WHERE grantee = :r"), {"r": worker}).all())
-        columns = set(conn.execute(text("SELECT table_name, column_name, privilege_type FROM "
-                                        "information_schema.column_privileges WHERE grantee = :r"), {"r": worker}).all())
+        query = text("SELECT table_name, column_name, privilege_type FROM "
+                     "information_schema.column_privileges WHERE grantee = :r")
+        columns = set(conn.execute(query, {"r": worker}).all())
     assert tables == {("heads", "SELECT"), ("predictions", "INSERT"), ("task_conflicts", "INSERT")}
     # a table-wide grant shows in column_privileges for every column: keep only predictions' SELECTs
     assert {(c, p) for t, c, p in columns if t == "predictions" and p == "SELECT"} == {

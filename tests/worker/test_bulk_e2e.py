@@ -33,7 +33,8 @@ def rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-def envelope(body: bytes, headers: dict, properties: dict | None = None, content_type: str = "application/json") -> bytes:
+def envelope(body: bytes, headers: dict, properties: dict | None = None,
+             content_type: str = "application/json") -> bytes:
     env = {"body": base64.b64encode(body).decode(), "content-encoding": "utf-8", "content-type": content_type,
            "headers": headers, "properties": properties or {"body_encoding": "base64"}}
     return json.dumps(env).encode()
@@ -72,7 +73,8 @@ def test_every_hostile_entry_gets_exactly_one_row_and_the_worker_never_restarts(
         "pickle": envelope(b"\x80\x04K\x01.", {"task": "embedclf.classify", "id": "pickled"},
                            content_type="application/x-python-serialize"),
         "lone-surrogate": envelope(p2({"head": "tiny", "text": "x"}), {"task": "embedclf.classify",
-                                                                       "id": "sur"}).replace(b'"sur"', b'"s\xed\xa0\x80r"'),
+                                                                       "id": "sur"}).replace(b'"sur"',
+                                                                                             b'"s\xed\xa0\x80r"'),
         "deep-nesting": envelope(b"[" * 100_000 + b"]" * 100_000, {"task": "embedclf.classify", "id": "deep"}),
         "zip-bomb": envelope(zlib.compress(b"[" + b" " * 50_000_000 + b"]"),
                              {"task": "embedclf.classify", "id": "bomb", "compression": "application/x-gzip"}),

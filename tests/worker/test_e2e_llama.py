@@ -66,6 +66,7 @@ def test_gemma_worker_token_aware_batches(settings, engine, start_worker, tmp_pa
     # a head trained on another embedder is refused with a clear error
     refused = rows["g-minilm-head"]
     assert refused["status"] == "error"
-    assert "'st:all-MiniLM-L6-v2'" in refused["error"] and "'llama:gemma-3-270m-q4_k_m.gguf:mean:norm'" in refused["error"]
+    assert "'st:all-MiniLM-L6-v2'" in refused["error"]
+    assert "'llama:gemma-3-270m-q4_k_m.gguf:mean:norm'" in refused["error"]
     print(f"\ngemma e2e: {len(texts)} texts in {elapsed:.1f}s, {len(per_batch)} batches, "
           f"tokens/batch {sorted(per_batch.values())}, accuracy {accuracy:.3f}, agreement {agree:.3f}")

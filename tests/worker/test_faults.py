@@ -214,7 +214,8 @@ def test_no_task_lost_or_duplicated_under_faults(engine, clean_db, pg_url, start
             rows = rows_of(clean_db, ids)
             if len(rows) != last:
                 last, stable_since = len(rows), time.monotonic()
-            held_now = client.llen("celery") + sum(int(client.hlen(k)) for k in client.scan_iter("embedclf:w:*:inflight"))
+            inflight = sum(int(client.hlen(k)) for k in client.scan_iter("embedclf:w:*:inflight"))
+            held_now = client.llen("celery") + inflight
             if len(rows) == len(expected) or time.monotonic() > deadline or (
                     not held_now and time.monotonic() - stable_since > 3 * HEARTBEAT_TTL_S):
                 break

@@ -12,7 +12,9 @@ import uuid
 
 import pytest
 from celery import Celery
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from embedclf.heads.checkpoint import HeadArtifact
 from embedclf.heads.mlp import HeadConfig, MLPHead

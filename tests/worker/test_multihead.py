@@ -14,6 +14,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
+from embedclf.classify import classify_requests, error_row
 from embedclf.cli import cli
 from embedclf.config import Settings
 from embedclf.data import load_labeled
@@ -21,11 +22,9 @@ from embedclf.demo import HOLDOUT_CSV, TRAIN_CSV
 from embedclf.embedders.fake import FakeEmbedder
 from embedclf.heads.checkpoint import HeadArtifact
 from embedclf.heads.zeroshot import LabelSpec, build_zeroshot
-from embedclf.payload import PayloadError, parse_request, salvage
+from embedclf.payload import ClassifyRequest, PayloadError, parse_request, salvage
 from embedclf.store import repository as repo
 from embedclf.training.trainer import TrainParams, train_head
-from embedclf.classify import classify_requests, error_row
-from embedclf.payload import ClassifyRequest
 from tests.conftest import settings_env
 from tests.helpers import produce, wait_rows
 from worker.intake import fingerprint

@@ -115,7 +115,8 @@ def test_poison_entries_each_get_one_row_and_valid_tasks_around_them_are_served(
     client = Client(redis_url, queue)
     before = client.classify_many("tiny", ["before 1", "before 2"], per_task=1)
     poison = [b"not json", b"[1,2]", b'{"headers": [1], "body": "x"}', b"\xff\xfe\xfd", b"[" * 50_000 + b"]" * 50_000,
-              b'{"body": "e30=", "content-type": "application/json", "headers": {"task": "embedclf.classify", "id": "np"}}']
+              b'{"body": "e30=", "content-type": "application/json", '
+              b'"headers": {"task": "embedclf.classify", "id": "np"}}']
     r.lpush(queue, *poison)
     after = client.classify_many("tiny", ["after 1", "after 2"], per_task=1)
     client.close()

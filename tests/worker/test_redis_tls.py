@@ -22,8 +22,7 @@ from embedclf.heads.checkpoint import HeadArtifact
 from embedclf.heads.mlp import HeadConfig, MLPHead
 from embedclf.store import repository as repo
 from tests.conftest import settings_env
-from tests.helpers import rows_by_key
-from tests.helpers import free_port
+from tests.helpers import free_port, rows_by_key
 from worker.inflight import Inflight
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]

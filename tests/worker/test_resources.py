@@ -16,11 +16,13 @@ pytestmark = pytest.mark.postgres
 
 TEXTS = {
     "fruit": ["apple banana", "ripe mango", "banana split", "fresh apple", "mango smoothie", "pear and apple"],
-    "cars": ["fast car engine", "car tyres", "engine oil change", "new car brakes", "tyres and brakes", "diesel engine"],
+    "cars": ["fast car engine", "car tyres", "engine oil change", "new car brakes", "tyres and brakes",
+             "diesel engine"],
 }
 
 
-def store_head(engine, emb: FakeEmbedder, name: str = "topics", epochs: int = 30, embedder_id: str | None = None) -> int:
+def store_head(engine, emb: FakeEmbedder, name: str = "topics", epochs: int = 30,
+               embedder_id: str | None = None) -> int:
     texts = [t for ts in TEXTS.values() for t in ts] * 20
     labels = [lbl for lbl, ts in TEXTS.items() for _ in ts] * 20
     result = train_head(emb.embed(texts), labels, TrainParams(epochs=epochs, hidden_dim=32, patience=epochs))

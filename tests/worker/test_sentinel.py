@@ -138,7 +138,8 @@ def test_failover_while_tasks_flow(settings, clean_db, start_worker, sentinel_se
     for t in threads:
         t.join(120)
 
-    ids = sent["durable"] + sent["async"] + [line.split("\t")[0] for line in (tmp_path / "ids.tsv").read_text().splitlines()]
+    from_file = [line.split("\t")[0] for line in (tmp_path / "ids.tsv").read_text().splitlines()]
+    ids = sent["durable"] + sent["async"] + from_file
     deadline = time.monotonic() + 90
     while True:
         rows = rows_by_key(clean_db, ids)

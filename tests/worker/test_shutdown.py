@@ -104,7 +104,8 @@ def test_kill_or_stop_while_a_batch_waits_for_postgres_charges_no_attempt(settin
         w1.wait_ready()
         proxy.cut()  # the database goes away
         ids = [f"held-{i}" for i in range(6)]
-        produce(settings.broker_url, [{"id": t, "kwargs": {"head": "tiny", "text": f"text {t}"}} for t in ids], tmp_path)
+        produce(settings.broker_url, [{"id": t, "kwargs": {"head": "tiny", "text": f"text {t}"}} for t in ids],
+                tmp_path)
         deadline = time.monotonic() + 30
         while (_held(r) < 6 or "database (write) unavailable" not in w1.log()) and time.monotonic() < deadline:
             time.sleep(0.1)
