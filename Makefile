@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: install demo test test-fast services clean
+.PHONY: install demo test test-fast lint services clean
 
 install: $(VENV)/.install-stamp
 	# ONNX files of minilm-onnx / minilm-int8 in the model cache: built offline if missing (seconds), else a no-op
@@ -40,7 +40,12 @@ services:
 demo: install
 	$(BIN)/embedclf demo
 
-test: install services
+# ruff (style, bugs, imports) over everything; mypy over the package, strict on the pure core
+lint: install
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m mypy
+
+test: install lint services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # unit tests only: no model, no worker process, no Postgres or Redis needed

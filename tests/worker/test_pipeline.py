@@ -199,7 +199,7 @@ def test_a_head_that_cannot_be_loaded_is_isolated(clean_db, pg_url, redis_url, q
     for item in (0, 1):
         assert rows[(refs[0].task_id, item, "good")]["status"] == "ok"
         err = rows[(refs[0].task_id, item, "broken")]
-        assert err["status"] == "error" and "head 'broken' cannot be loaded: v1: ValueError" in err["error"]
+        assert err["status"] == "error" and "head 'broken' cannot be loaded: v1: HeadLoadError" in err["error"]
         assert "future_key" in err["error"]
     assert any("head broken v1 cannot be loaded" in r.getMessage() for r in caplog.records)
     assert s.res.metrics.head_load_failures._value.get() == 1
