@@ -73,8 +73,8 @@ def _records(path: Path) -> Iterator[dict]:
                 try:
                     yield from reader
                 except csv.Error as exc:
-                    line = reader.reader.line_num
-                    raise DataError(f"{path}:{line}: not valid {suffix[1:].upper()} ({exc})") from None
+                    row_no = reader.reader.line_num
+                    raise DataError(f"{path}:{row_no}: not valid {suffix[1:].upper()} ({exc})") from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
