@@ -16,8 +16,6 @@ import asyncio
 import gc
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +29,7 @@ from urllib.parse import urlsplit
 from embedclf.bench import BenchError
 from embedclf.bench.e2e import HEAD, store_head, summarize_rows
 from embedclf.bench.infra import claim_redis_db, temp_database
-from embedclf.bench.procs import WorkerProc, last_line, project_root, subprocess_env, wait_ready
+from embedclf.bench.procs import ChildProc, WorkerProc, last_line, subprocess_env, wait_ready
 from embedclf.bench.stats import percentiles, rate
 from embedclf.config import Settings
 from embedclf.embedders.base import Embedder
@@ -53,16 +51,13 @@ class HttpParams:
     ready_timeout_s: float = 300.0
 
 
-class ServerProc:
+class ServerProc(ChildProc):
     """``embedclf serve`` in a subprocess on ``port``, logging to a file."""
 
     def __init__(self, env: dict[str, str], log_dir: Path, port: int) -> None:
         self.port = port
-        self.log_path = log_dir / "serve.log"
-        self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "embedclf", "serve", "--host", "127.0.0.1", "--port",
-                                      str(port), "--no-access-log", "--log-level", "warning"],
-                                     cwd=project_root(), env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        super().__init__([sys.executable, "-m", "embedclf", "serve", "--host", "127.0.0.1", "--port", str(port),
+                          "--no-access-log", "--log-level", "warning"], env, log_dir / "serve.log")
 
     @property
     def url(self) -> str:
@@ -87,25 +82,6 @@ class ServerProc:
             if time.monotonic() > deadline:
                 raise BenchError(f"embedclf serve not ready after {timeout:.0f}s (log: {self.log_path})")
             time.sleep(0.2)
-
-    def peak_rss_mb(self) -> float | None:
-        try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-        except (OSError, ValueError, IndexError):
-            pass
-        return None
-
-    def stop(self, timeout: float = 30) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 async def _load(url: str, token: str, texts: Sequence[str], params: HttpParams, first: int) -> list[dict]:

@@ -54,19 +54,15 @@ def last_line(text: str) -> str:
     return lines[-1][:300] if lines else "(no output)"
 
 
-class WorkerProc:
-    """One ``celery -A worker.app worker`` subprocess, logging to a file."""
+class ChildProc:
+    """A benchmark's child process logging to a file: liveness, peak memory, polite stop."""
 
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path, app: str = "worker.app",
-                 extra_args: Sequence[str] = ()) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = self.log_path.open("w")
-        args = [a if a != "worker.app" else app for a in WORKER_ARGS]
-        self.proc = subprocess.Popen([sys.executable, *args, *extra_args, "-n", f"{name}@%h"], cwd=project_root(),
-                                     env=env, stdout=self._log, stderr=subprocess.STDOUT)
+    def __init__(self, argv: Sequence[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("w")
+        self.proc = subprocess.Popen(list(argv), cwd=project_root(), env=env, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
         self.started = time.monotonic()
-        self.ready_after_s: float | None = None
 
     @property
     def pid(self) -> int:
@@ -77,16 +73,6 @@ class WorkerProc:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
-
-    def check_alive(self) -> None:
-        if not self.alive():
-            raise BenchError(f"worker {self.name} exited with code {self.proc.returncode}: {last_line(self.log())} "
-                             f"(log: {self.log_path})")
-
-    def is_ready(self) -> bool:
-        if self.ready_after_s is None and " ready." in self.log():
-            self.ready_after_s = time.monotonic() - self.started
-        return self.ready_after_s is not None
 
     def peak_rss_mb(self) -> float | None:
         """High-water resident set size (VmHWM) from /proc, in MB; None if unreadable."""
@@ -109,6 +95,27 @@ class WorkerProc:
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
+
+
+class WorkerProc(ChildProc):
+    """One ``celery -A worker.app worker`` subprocess, logging to a file."""
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path, app: str = "worker.app",
+                 extra_args: Sequence[str] = ()) -> None:
+        self.name = name
+        args = [a if a != "worker.app" else app for a in WORKER_ARGS]
+        super().__init__([sys.executable, *args, *extra_args, "-n", f"{name}@%h"], env, log_dir / f"{name}.log")
+        self.ready_after_s: float | None = None
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            raise BenchError(f"worker {self.name} exited with code {self.proc.returncode}: {last_line(self.log())} "
+                             f"(log: {self.log_path})")
+
+    def is_ready(self) -> bool:
+        if self.ready_after_s is None and " ready." in self.log():
+            self.ready_after_s = time.monotonic() - self.started
+        return self.ready_after_s is not None
 
 
 def wait_ready(workers: Sequence[WorkerProc], timeout: float) -> None:
