@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import redis
 from click.testing import CliRunner
-from sqlalchemy import create_engine, text
 
 from embedclf.bench.raw import with_option
 from embedclf.bench.stats import batch_distribution, histogram, percentiles
 from embedclf.cli import cli
 from embedclf.demo import TRAIN_CSV
+from tests.bench.benchdb import bench_databases
 from tests.conftest import PG_SERVER, REDIS_SERVER, one_line_error
 
 ENV = {
@@ -55,14 +55,6 @@ def positive(x: object) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
-def bench_databases() -> set[str]:
-    eng = create_engine(f"{PG_SERVER}/postgres")
-    try:
-        with eng.connect() as conn:
-            return set(conn.execute(text("SELECT datname FROM pg_database WHERE datname LIKE 'embedclf_bench_%'"))
-                       .scalars())
-    finally:
-        eng.dispose()
 
 
 def check_machine(m: dict, model_id: str) -> None:

@@ -9,6 +9,7 @@ import redis
 from click.testing import CliRunner
 
 from embedclf.cli import cli
+from tests.bench.benchdb import bench_databases
 from tests.conftest import PG_SERVER, REDIS_SERVER
 
 ENV = {
@@ -18,16 +19,6 @@ ENV = {
 }
 
 
-def bench_databases() -> set[str]:
-    from sqlalchemy import create_engine, text
-
-    eng = create_engine(f"{PG_SERVER}/postgres")
-    try:
-        with eng.connect() as conn:
-            return set(conn.execute(text("SELECT datname FROM pg_database WHERE datname LIKE 'embedclf_bench_%'"))
-                       .scalars())
-    finally:
-        eng.dispose()
 
 
 @pytest.mark.slow
