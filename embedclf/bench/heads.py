@@ -17,11 +17,19 @@ import numpy as np
 
 from embedclf.training.trainer import TrainParams, train_head
 
-#: name -> TrainParams overrides on top of the defaults (the default head is "mlp+linear")
+_DENSE = {"tfidf_member": False}
+_HYBRID = {"tfidf_member": True, "member_weights": "equal"}
+#: name -> TrainParams overrides on top of the defaults; "+tfidf" variants add the TF-IDF member
+#: (equal member weights; "-fit": weights chosen on the validation split)
 VARIANTS: dict[str, dict] = {
-    "mlp": {"linear_member": False},
-    "mlp+linear": {},
-    "linear": {"num_layers": 1},
+    "mlp": {"linear_member": False, **_DENSE},
+    "mlp+linear": {"linear_member": True, **_DENSE},
+    "linear": {"num_layers": 1, **_DENSE},
+    "mlp+linear+tfidf": {"linear_member": True, **_HYBRID},
+    "mlp+linear+tfidf-fit": {"linear_member": True, **_HYBRID, "member_weights": "fit"},
+    "mlp+tfidf": {"linear_member": False, **_HYBRID},
+    "linear+tfidf": {"num_layers": 1, **_HYBRID},
+    "linear+tfidf-fit": {"num_layers": 1, **_HYBRID, "member_weights": "fit"},
 }
 
 FoldCallback = Callable[[dict], None]
@@ -48,8 +56,11 @@ def check_folds(labels: Sequence[str], folds: int) -> None:
 
 def cross_validate(X: np.ndarray, labels: Sequence[str], variants: Sequence[str], folds: int = 5,
                    base: TrainParams = TrainParams(), seed: int = 123,
-                   on_fold: FoldCallback | None = None) -> dict:
-    """Accuracy of each variant on each held-out fold, means, and paired differences to ``variants[0]``."""
+                   on_fold: FoldCallback | None = None, texts: Sequence[str] | None = None) -> dict:
+    """Accuracy of each variant on each held-out fold, means, and paired differences to ``variants[0]``.
+
+    ``texts`` (one per row of ``X``) are needed by the ``+tfidf`` variants.
+    """
     from sklearn.model_selection import StratifiedKFold
 
     X = np.asarray(X, dtype=np.float32)
@@ -57,14 +68,21 @@ def cross_validate(X: np.ndarray, labels: Sequence[str], variants: Sequence[str]
     if len(X) != len(y):
         raise ValueError("one label per row")
     check_folds(labels, folds)
+    if texts is not None and len(texts) != len(X):
+        raise ValueError("one text per row")
+    needs_texts = [v for v in variants if VARIANTS[v].get("tfidf_member")]
+    if needs_texts and texts is None:
+        raise ValueError(f"variant(s) {', '.join(needs_texts)} need the texts")
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
     acc: dict[str, list[float]] = {v: [] for v in variants}
     seconds: dict[str, float] = {v: 0.0 for v in variants}
     for fold, (tr, te) in enumerate(splitter.split(X, y)):
         for name in variants:
             start = time.perf_counter()
-            result = train_head(X[tr], list(y[tr]), replace(base, **VARIANTS[name]))
-            pred = np.asarray(result.labels)[result.head.predict_proba(X[te]).argmax(1)]
+            tr_texts = [texts[i] for i in tr] if texts is not None else None
+            te_texts = [texts[i] for i in te] if texts is not None else None
+            result = train_head(X[tr], list(y[tr]), replace(base, **VARIANTS[name]), texts=tr_texts)
+            pred = np.asarray(result.labels)[result.head.predict_proba(X[te], te_texts).argmax(1)]
             acc[name].append(float((pred == y[te]).mean()))
             seconds[name] += time.perf_counter() - start
             if on_fold is not None:
@@ -94,10 +112,10 @@ def heads_report(r: dict, echo) -> None:
     machine_block(r["machine"], echo)
     echo(f"\n{r['n']} texts, {r['n_labels']} labels, embedder {r['embedder']}, {r['folds']}-fold "
          f"stratified cross-validation (paired: every variant sees the same folds)")
-    echo(f"  {'variant':<12}{'mean acc.':>10}  {'vs ' + r['reference']:>22}  {'folds >=':>8}  "
+    echo(f"  {'variant':<22}{'mean acc.':>10}  {'vs ' + r['reference']:>22}  {'folds >=':>8}  "
          f"{'train s/fold':>12}  per fold")
     for name, v in r["variants"].items():
         diff = f"{v['mean_diff'] * 100:+.2f} ± {v['diff_se'] * 100:.2f} pt"
         folds = " ".join(f"{a:.4f}" for a in v["fold_accuracy"])
-        echo(f"  {name:<12}{v['mean_accuracy']:>10.4f}  {diff:>22}  {v['folds_not_worse']:>5}/{r['folds']}  "
+        echo(f"  {name:<22}{v['mean_accuracy']:>10.4f}  {diff:>22}  {v['folds_not_worse']:>5}/{r['folds']}  "
              f"{v['train_seconds_per_fold']:>12.1f}  {folds}")
