@@ -26,7 +26,7 @@ TENSOR_PREFIX = "tfidf."
 def n_features(tfidf_config: dict) -> int:
     """Columns of the features a featurizer with this config produces."""
     try:
-        return sum(int(p["n_terms"]) for p in tfidf_config["parts"].values())
+        return sum(int(p["n_terms"]) for p in tfidf_config["parts"])
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise ValueError(f"bad tfidf config in the head config: {exc!r}") from None
 
