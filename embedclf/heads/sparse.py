@@ -41,6 +41,10 @@ class SparseMember(nn.Module):
         self.weight = nn.Parameter(torch.zeros(num_labels, self.n_features))
         self.bias = nn.Parameter(torch.zeros(num_labels))
         self.featurizer: TfidfFeaturizer | None = None
+        #: weight.T as a C-contiguous array (scipy copies a transposed view on every product), with the
+        #: (version, address) of the weight it was made from
+        self._weight_t: np.ndarray | None = None
+        self._weight_t_key: tuple[int, int] | None = None
 
     def attach(self, featurizer: TfidfFeaturizer) -> None:
         if featurizer.n_features != self.n_features:
@@ -55,7 +59,10 @@ class SparseMember(nn.Module):
         if self.featurizer is None:
             raise ValueError("the sparse member has no featurizer attached")
         x = self.featurizer.transform(texts)
+        key = (self.weight._version, self.weight.data_ptr())
+        if self._weight_t is None or self._weight_t_key != key:
+            self._weight_t = np.ascontiguousarray(self.weight.detach().numpy().T)
+            self._weight_t_key = key
         with torch.no_grad():
-            w = self.weight.detach().numpy()
-            z = np.asarray(x @ w.T, dtype=np.float32) + self.bias.detach().numpy()
+            z = np.asarray(x @ self._weight_t, dtype=np.float32) + self.bias.detach().numpy()
         return torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))

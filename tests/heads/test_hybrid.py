@@ -97,3 +97,24 @@ def test_equal_weights_and_no_linear_member():
     assert res.head.member_weight.tolist() == [0.5, 0.5]
     again = HeadArtifact.from_head(res.head, res.labels, "fake:8").build()
     np.testing.assert_array_equal(again.predict_proba(X[:5], texts[:5]), res.head.predict_proba(X[:5], texts[:5]))
+
+
+def test_sparse_logits_follow_weight_updates(hybrid):
+    res, texts, _ = hybrid
+    sparse = res.head.sparse
+    before = sparse.logits(texts).clone()
+    x = sparse.featurizer.transform(texts)
+    np.testing.assert_allclose(before.numpy(), x @ sparse.weight.detach().numpy().T + sparse.bias.detach().numpy(),
+                               rtol=1e-5, atol=1e-6)
+    saved = sparse.weight.detach().clone()
+    try:
+        with torch.no_grad():
+            sparse.weight.mul_(2.0)  # an in-place update must not leave a stale cached transpose
+        after = sparse.logits(texts)
+        bias = sparse.bias.detach()
+        np.testing.assert_allclose((after - bias).numpy(), 2 * (before - bias).numpy(), rtol=1e-5,
+                                   atol=1e-5)
+    finally:
+        with torch.no_grad():
+            sparse.weight.copy_(saved)
+    np.testing.assert_array_equal(sparse.logits(texts).numpy(), before.numpy())
