@@ -189,8 +189,12 @@ def classify_requests(
     model_id = embedder.model_id
     for name, pairs in by_head.items():
         head = heads[name]
+        rows_t = [t for _, t in pairs]
         with torch_threads(head_threads):
-            proba = head.module.predict_proba(vectors[[t for _, t in pairs]])
+            if head.module.uses_texts:  # a hybrid head: TF-IDF of the batch's texts too
+                proba = head.module.predict_proba(vectors[rows_t], [texts[t] for t in rows_t])
+            else:
+                proba = head.module.predict_proba(vectors[rows_t])
         abstained = head_abstain_mask(head.module.config, head.labels, proba).tolist()
         labels = head.labels
         idx, scores = _top_k(proba, TOP_K)

@@ -10,10 +10,10 @@ import time
 from typing import Sequence
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import SGDClassifier
 from sklearn.pipeline import FeatureUnion, make_pipeline
 
+from embedclf.heads.tfidf import baseline_vectorizers
 from embedclf.training.metrics import classification_report
 
 
@@ -27,12 +27,7 @@ def tfidf_baseline(
 ) -> dict[str, float]:
     """Fit on the training split, report on the test split (same keys as the head)."""
     start = time.perf_counter()
-    features = FeatureUnion(
-        [
-            ("word", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)),
-            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)),
-        ]
-    )
+    features = FeatureUnion(baseline_vectorizers())  # the features a hybrid head's sparse member uses too
     clf = SGDClassifier(loss="modified_huber", alpha=1e-4, max_iter=50, tol=None, random_state=seed)
     model = make_pipeline(features, clf)
     model.fit(list(train_texts), train_y)

@@ -1,0 +1,221 @@
+"""TF-IDF features for heads: word 1-2-grams + char_wb 2-5-grams, stored without pickle. Pure.
+
+These are the TF-IDF baseline's features (one definition, :data:`PARTS`, used by both):
+two analyzers, each with sublinear tf (``1 + log(count)``), smoothed idf and its own L2
+row normalisation, side by side (word columns first, then char columns), as
+scikit-learn's ``FeatureUnion`` of two ``TfidfVectorizer`` s produces them.
+
+API::
+
+    feats = TfidfFeaturizer.fit(train_texts, max_features=50_000)
+    X = feats.transform(texts)                  # scipy.sparse.csr_matrix, float32, [n, feats.n_features]
+    config, tensors = feats.config(), feats.to_tensors()  # JSON-able dict, {name: torch.Tensor}
+    same = TfidfFeaturizer.from_tensors(config, tensors)  # same.transform(texts) == X, exactly
+
+``config()`` holds the analyzer parameters and vocabulary sizes (small: it goes into the
+head's JSON config); the vocabulary itself (UTF-8 bytes + offsets) and the idf weights are
+tensors, stored with the head's other weights in safetensors. Loading is strict: unknown
+config keys, missing or extra tensors, or sizes that disagree raise :class:`ValueError`.
+
+``transform`` is computed the same way before and after a round trip (fixed-vocabulary
+counting, then tf/idf/normalisation here), so a stored featurizer reproduces its
+features bit for bit.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+#: the baseline's two analyzers; ``min_df`` applies when fitting only
+PARTS: dict[str, dict[str, Any]] = {
+    "word": {"analyzer": "word", "ngram_range": (1, 2), "min_df": 1},
+    "char": {"analyzer": "char_wb", "ngram_range": (2, 5), "min_df": 2},
+}
+#: settings shared by both analyzers (scikit-learn's defaults apart from sublinear tf)
+COMMON: dict[str, Any] = {"lowercase": True, "sublinear_tf": True, "smooth_idf": True, "norm": "l2"}
+#: default vocabulary cap per analyzer for heads (the most frequent terms are kept)
+DEFAULT_MAX_FEATURES = 20_000
+CONFIG_VERSION = 1
+_ANALYZERS = {"word", "char_wb", "char"}
+_PART_KEYS = {"name", "analyzer", "ngram_range", "min_df", "max_features", "n_terms"}
+_CONFIG_KEYS = {"version", "parts", "lowercase"}
+
+
+def baseline_vectorizers(max_features: int | None = None) -> list[tuple[str, Any]]:
+    """``(name, TfidfVectorizer)`` per analyzer: the baseline's feature definition."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return [
+        (name, TfidfVectorizer(analyzer=p["analyzer"], ngram_range=p["ngram_range"], min_df=p["min_df"],
+                               max_features=max_features, lowercase=COMMON["lowercase"],
+                               sublinear_tf=COMMON["sublinear_tf"], smooth_idf=COMMON["smooth_idf"],
+                               norm=COMMON["norm"], dtype=np.float64))
+        for name, p in PARTS.items()
+    ]
+
+
+class _Part:
+    """One analyzer: its vocabulary (terms in column order), idf weights and a fixed-vocabulary counter."""
+
+    def __init__(self, name: str, params: dict[str, Any], terms: list[str], idf: np.ndarray,
+                 lowercase: bool) -> None:
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        if len(terms) != len(idf):
+            raise ValueError(f"tfidf part {name!r}: {len(terms)} terms but {len(idf)} idf weights")
+        if not terms:
+            raise ValueError(f"tfidf part {name!r} has an empty vocabulary")
+        if len(set(terms)) != len(terms):
+            raise ValueError(f"tfidf part {name!r}: duplicate vocabulary terms")
+        self.name, self.params, self.terms = name, params, terms
+        self.idf = np.asarray(idf, dtype=np.float64)
+        self.counter = CountVectorizer(analyzer=params["analyzer"], ngram_range=tuple(params["ngram_range"]),
+                                       lowercase=lowercase, vocabulary=terms, dtype=np.float64)
+        # with a fixed vocabulary fit() learns nothing, but it indexes the vocabulary once
+        # (transform would otherwise rebuild that dict on every call)
+        self.counter.fit(terms[:1])
+
+    def transform(self, texts: list[str]) -> sp.csr_matrix:
+        x = sp.csr_matrix(self.counter.transform(texts), dtype=np.float64)
+        x.sum_duplicates()
+        np.log(x.data, out=x.data)
+        x.data += 1.0  # sublinear tf
+        x.data *= self.idf[x.indices]
+        rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
+        norms = np.sqrt(np.bincount(rows, weights=x.data * x.data, minlength=x.shape[0]))
+        norms[norms == 0] = 1.0
+        x.data /= norms[rows]  # L2 per row (empty rows stay empty)
+        return x
+
+
+def _encode_terms(terms: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    raw = [t.encode("utf-8") for t in terms]
+    offsets = np.zeros(len(raw) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in raw], out=offsets[1:])
+    data = np.frombuffer(b"".join(raw), dtype=np.uint8).copy()
+    return torch.from_numpy(data), torch.from_numpy(offsets)
+
+
+def _decode_terms(data: torch.Tensor, offsets: torch.Tensor, name: str) -> list[str]:
+    if data.dtype != torch.uint8 or offsets.dtype != torch.int64 or data.ndim != 1 or offsets.ndim != 1:
+        raise ValueError(f"tfidf part {name!r}: vocabulary tensors must be 1-d uint8 bytes and int64 offsets")
+    off = offsets.numpy()
+    if len(off) < 2 or off[0] != 0 or off[-1] != len(data) or np.any(np.diff(off) <= 0):
+        raise ValueError(f"tfidf part {name!r}: vocabulary offsets do not match the bytes")
+    blob = data.numpy().tobytes()
+    try:
+        return [blob[a:b].decode("utf-8") for a, b in zip(off[:-1].tolist(), off[1:].tolist())]
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"tfidf part {name!r}: vocabulary is not UTF-8 ({exc})") from None
+
+
+class TfidfFeaturizer:
+    """Word + char_wb TF-IDF features with a fixed vocabulary; see the module docstring."""
+
+    def __init__(self, parts: list[_Part], lowercase: bool = True) -> None:
+        self.parts = parts
+        self.lowercase = lowercase
+
+    @classmethod
+    def fit(cls, texts: Sequence[str], max_features: int | None = DEFAULT_MAX_FEATURES) -> "TfidfFeaturizer":
+        """Learn vocabulary and idf from ``texts``; at most ``max_features`` terms per analyzer (None: all)."""
+        texts = list(texts)
+        if not texts:
+            raise ValueError("fitting TF-IDF features needs texts")
+        if max_features is not None and max_features < 1:
+            raise ValueError("max_features must be >= 1 or None")
+        parts = []
+        for name, vec in baseline_vectorizers(max_features):
+            try:
+                vec.fit(texts)
+            except ValueError as exc:  # e.g. "empty vocabulary" (min_df too high for a tiny corpus)
+                raise ValueError(f"tfidf part {name!r}: {exc}") from None
+            terms = [""] * len(vec.vocabulary_)
+            for term, i in vec.vocabulary_.items():
+                terms[i] = term
+            p = PARTS[name]
+            params = {"analyzer": p["analyzer"], "ngram_range": list(p["ngram_range"]), "min_df": p["min_df"],
+                      "max_features": max_features}
+            parts.append(_Part(name, params, terms, vec.idf_, COMMON["lowercase"]))
+        return cls(parts, COMMON["lowercase"])
+
+    @property
+    def n_features(self) -> int:
+        return sum(len(p.terms) for p in self.parts)
+
+    def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+        """Features of ``texts``: CSR float32 ``[len(texts), n_features]``; each part's rows have unit L2 norm."""
+        texts = list(texts)
+        mats = [p.transform(texts) for p in self.parts]
+        return sp.hstack(mats, format="csr", dtype=np.float32)
+
+    def config(self) -> dict:
+        """JSON-able parameters and vocabulary sizes (the vocabulary itself is in :meth:`to_tensors`)."""
+        return {
+            "version": CONFIG_VERSION,
+            "lowercase": self.lowercase,
+            # a list, not an object: column order must survive JSON stores that reorder keys (sort_keys, JSONB)
+            "parts": [{"name": p.name, **p.params, "n_terms": len(p.terms)} for p in self.parts],
+        }
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        """``{part}.vocab_bytes`` (uint8), ``{part}.vocab_offsets`` (int64), ``{part}.idf`` (float64) per part."""
+        out: dict[str, torch.Tensor] = {}
+        for p in self.parts:
+            data, offsets = _encode_terms(p.terms)
+            out[f"{p.name}.vocab_bytes"] = data
+            out[f"{p.name}.vocab_offsets"] = offsets
+            out[f"{p.name}.idf"] = torch.from_numpy(p.idf.copy())
+        return out
+
+    @staticmethod
+    def tensor_names(config: dict) -> set[str]:
+        """The tensor names a featurizer with ``config`` stores."""
+        return {f"{p['name']}.{k}" for p in config.get("parts", []) for k in ("vocab_bytes", "vocab_offsets", "idf")}
+
+    @classmethod
+    def from_tensors(cls, config: dict, tensors: dict[str, torch.Tensor]) -> "TfidfFeaturizer":
+        """Rebuild from :meth:`config` + :meth:`to_tensors`; strict (a clear ValueError on any mismatch)."""
+        if not isinstance(config, dict):
+            raise ValueError("tfidf config must be a JSON object")
+        unknown = set(config) - _CONFIG_KEYS
+        missing = _CONFIG_KEYS - set(config)
+        if unknown or missing:
+            raise ValueError(f"tfidf config: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
+        if config["version"] != CONFIG_VERSION:
+            raise ValueError(f"unsupported tfidf config version {config['version']!r}")
+        parts_cfg = config["parts"]
+        if (not isinstance(parts_cfg, list) or not parts_cfg
+                or not all(isinstance(p, dict) and isinstance(p.get("name"), str) for p in parts_cfg)):
+            raise ValueError("tfidf config: 'parts' must be a non-empty list of objects with a 'name'")
+        if len({p["name"] for p in parts_cfg}) != len(parts_cfg):
+            raise ValueError("tfidf config: duplicate part names")
+        want = cls.tensor_names(config)
+        if set(tensors) != want:
+            raise ValueError(f"tfidf tensors: missing {sorted(want - set(tensors))}, "
+                             f"unexpected {sorted(set(tensors) - want)}")
+        parts = []
+        for params in parts_cfg:
+            name = params["name"]
+            if set(params) != _PART_KEYS:
+                got = sorted(params)
+                raise ValueError(f"tfidf part {name!r}: keys must be {sorted(_PART_KEYS)}, got {got}")
+            if params["analyzer"] not in _ANALYZERS:
+                raise ValueError(f"tfidf part {name!r}: unknown analyzer {params['analyzer']!r}")
+            ngr = params["ngram_range"]
+            if not (isinstance(ngr, (list, tuple)) and len(ngr) == 2 and 1 <= ngr[0] <= ngr[1]):
+                raise ValueError(f"tfidf part {name!r}: bad ngram_range {ngr!r}")
+            terms = _decode_terms(tensors[f"{name}.vocab_bytes"], tensors[f"{name}.vocab_offsets"], name)
+            idf = tensors[f"{name}.idf"]
+            if idf.dtype != torch.float64 or idf.ndim != 1:
+                raise ValueError(f"tfidf part {name!r}: idf must be a 1-d float64 tensor")
+            if len(terms) != params["n_terms"]:
+                raise ValueError(f"tfidf part {name!r}: config says {params['n_terms']} terms, tensors hold "
+                                 f"{len(terms)}")
+            kept = {k: v for k, v in params.items() if k not in ("n_terms", "name")}
+            parts.append(_Part(name, kept, terms, idf.numpy().copy(), bool(config["lowercase"])))
+        return cls(parts, bool(config["lowercase"]))
