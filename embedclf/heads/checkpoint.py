@@ -17,8 +17,17 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from embedclf.heads.mlp import HeadConfig, MLPHead
+from embedclf.heads.multilabel import MultiLabelConfig, MultiLabelHead, is_multi_label
 
 FORMAT_VERSION = 1
+AnyConfig = HeadConfig | MultiLabelConfig
+
+
+def config_from_dict(data: dict) -> AnyConfig:
+    """A stored config: multi-label ones carry ``head_type``; the rest are single-label (strict either way)."""
+    if data.get("head_type") is not None:
+        return MultiLabelConfig.from_dict(data)
+    return HeadConfig.from_dict(data)
 
 
 def weights_to_bytes(head: MLPHead) -> bytes:
@@ -26,8 +35,8 @@ def weights_to_bytes(head: MLPHead) -> bytes:
     return st_save(state)
 
 
-def head_from_weights(config: HeadConfig, blob: bytes) -> MLPHead:
-    head = MLPHead(config)
+def head_from_weights(config: AnyConfig, blob: bytes) -> MLPHead | MultiLabelHead:
+    head = MultiLabelHead(config) if is_multi_label(config) else MLPHead(config)
     head.load_state_dict(st_load(blob), strict=True)
     head.eval()
     return head
@@ -35,7 +44,7 @@ def head_from_weights(config: HeadConfig, blob: bytes) -> MLPHead:
 
 @dataclass
 class HeadArtifact:
-    config: HeadConfig
+    config: AnyConfig
     labels: list[str]
     embedder_id: str
     weights: bytes
@@ -52,7 +61,7 @@ class HeadArtifact:
     def from_head(cls, head: MLPHead, labels: list[str], embedder_id: str, **extra: dict) -> "HeadArtifact":
         return cls(head.config, list(labels), embedder_id, weights_to_bytes(head), **extra)
 
-    def build(self) -> MLPHead:
+    def build(self) -> MLPHead | MultiLabelHead:
         return head_from_weights(self.config, self.weights)
 
     def meta(self) -> dict:
@@ -79,7 +88,7 @@ class HeadArtifact:
         if meta.get("format") != FORMAT_VERSION:
             raise ValueError(f"unsupported head format {meta.get('format')!r} in {p}")
         return cls(
-            HeadConfig.from_dict(meta["config"]),
+            config_from_dict(meta["config"]),
             meta["labels"],
             meta["embedder_id"],
             (p / "head.safetensors").read_bytes(),

@@ -13,8 +13,7 @@ from typing import Any, Iterable, Sequence
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.engine import Engine
 
-from embedclf.heads.checkpoint import HeadArtifact
-from embedclf.heads.mlp import HeadConfig
+from embedclf.heads.checkpoint import HeadArtifact, config_from_dict
 from embedclf.store.db import transaction
 from embedclf.store.tables import head_events, heads, predictions
 
@@ -170,7 +169,7 @@ def load_head(engine: Engine, name: str, version: int | None = None) -> tuple[He
         what = "no active version" if version is None else f"no version {version}"
         raise HeadNotFound(f"head {name!r} has {what}")
     artifact = HeadArtifact(
-        config=HeadConfig.from_dict(dict(row.config)),
+        config=config_from_dict(dict(row.config)),
         labels=list(row.labels),
         embedder_id=row.embedder_id,
         weights=bytes(row.weights),
