@@ -63,7 +63,8 @@ def _score(params: MultiLabelParams, X: np.ndarray, sets: Sequence[Sequence[str]
 
 
 def compare(X: np.ndarray, sets: Sequence[Sequence[str]], texts: Sequence[str], variants: Sequence[str], *,
-            dev: tuple[np.ndarray, Sequence[Sequence[str]], Sequence[str]] | None = None, folds: int = 3, seed: int = 123,
+            dev: tuple[np.ndarray, Sequence[Sequence[str]], Sequence[str]] | None = None, folds: int = 3,
+            seed: int = 123,
             base: MultiLabelParams = MultiLabelParams(), on_fold: FoldCallback | None = None) -> dict:
     """Macro-F1 (and more) of each variant on ``dev`` (embeddings, label sets, texts) or on ``folds`` folds."""
     X = np.asarray(X, dtype=np.float32)
@@ -87,8 +88,8 @@ def compare(X: np.ndarray, sets: Sequence[Sequence[str]], texts: Sequence[str], 
             if on_fold is not None:
                 on_fold({"fold": fold, "variant": name, **res})
     ref = np.asarray([r["macro_f1"] for r in per[variants[0]]])
-    out = {"mode": "dev" if dev is not None else f"{folds}-fold", "n": len(X), "n_held": len(dev[0]) if dev else None,
-           "reference": variants[0], "variants": {}}
+    out = {"mode": "dev" if dev is not None else f"{folds}-fold", "n": len(X),
+           "n_held": len(dev[0]) if dev else None, "reference": variants[0], "variants": {}}
     for name in variants:
         f = np.asarray([r["macro_f1"] for r in per[name]])
         diff = f - ref

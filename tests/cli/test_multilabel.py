@@ -87,3 +87,19 @@ def test_bad_multi_label_inputs_are_one_line_errors(run, clean_db, files, tmp_pa
     r = run("evaluate", "--train", str(files["train"]), "--test", str(files["test"]), "--val", str(files["dev"]),
             ok=False)
     assert r.exit_code == 2 and "Error: --val is for --multi-label" in r.stderr  # a usage error
+
+
+def test_bench_mlheads_compares_variants_without_test_data(run, files):
+    r = run("bench", "mlheads", "--train", str(files["train"]), "--dev", str(files["dev"]), "--variants",
+            "default,unweighted,sparse", "--epochs", "8", "--json", "--no-cache")
+    rep = json.loads(r.stdout)
+    assert rep["mode"] == "dev" and rep["n"] == 400 and rep["n_held"] == 100 and rep["reference"] == "default"
+    v = rep["variants"]
+    assert set(v) == {"default", "unweighted", "sparse"} and v["default"]["mean_diff"] == 0
+    assert len(v["sparse"]["member_weights"]) == 3 and all(x["macro_f1"] > 0.7 for x in v.values())
+    r = run("bench", "mlheads", "--train", str(files["train"]), "--folds", "2", "--variants", "default",
+            "--epochs", "5", "--json", "--no-cache")
+    rep = json.loads(r.stdout)
+    assert rep["mode"] == "2-fold" and len(rep["variants"]["default"]["fold_macro_f1"]) == 2
+    one_line_error(run("bench", "mlheads", "--train", str(files["train"]), "--variants", "bogus", ok=False),
+                   "bogus")

@@ -1,4 +1,5 @@
-"""A multi-label head served by a real worker: rows (labels JSONB, label, score, abstained) match offline predictions."""
+"""A multi-label head served by a real worker: rows (labels JSONB, label, score, abstained) match offline
+predictions of all three members (MLP, linear, TF-IDF sparse)."""
 
 from __future__ import annotations
 
