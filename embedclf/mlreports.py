@@ -29,9 +29,10 @@ def plot_label_f1(per_label: Sequence[dict], baseline: Sequence[dict] | None, pa
     ax.set_xlim(0, 1)
     ax.set_xlabel("F1 on the test texts")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    # above the bars (ncol 2), so no bar is ever hidden behind it
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title, fontsize=10, pad=22)
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=110)

@@ -19,23 +19,23 @@ from embedclf.heads.multilabel import decide
 from embedclf.training import mlmetrics
 from embedclf.training.multilabel import MultiLabelParams, train_multilabel
 
-#: name -> MultiLabelParams overrides on top of the defaults
+#: name -> MultiLabelParams overrides on top of the defaults ("default": the defaults themselves);
+#: every other variant says whether it has the sparse (TF-IDF) member, so its meaning does not move with the defaults
 ML_VARIANTS: dict[str, dict] = {
     "default": {},
-    "unweighted": {"pos_weight_power": 0.0},
-    "weight-1.0": {"pos_weight_power": 1.0},
-    "average": {"combine": "average"},
-    "mlp": {"linear_member": False},
-    "linear": {"num_layers": 1},
-    "global-threshold": {"min_positives": 10**9},
-    "min-pos-5": {"min_positives": 5},
-    "min-pos-25": {"min_positives": 25},
-    "hidden-1024": {"hidden_dim": 1024},
-    "dropout-0.5": {"dropout": 0.5},
+    "dense": {"sparse_member": False},
+    "dense-unweighted": {"sparse_member": False, "pos_weight_power": 0.0},
+    "dense-global-threshold": {"sparse_member": False, "min_positives": 10**9},
+    "mlp-only": {"sparse_member": False, "linear_member": False},
+    "linear-only": {"sparse_member": False, "num_layers": 1},
     "sparse": {"sparse_member": True},
     "sparse-average": {"sparse_member": True, "combine": "average"},
-    "sparse-50k": {"sparse_member": True, "sparse_max_features": 50_000},
     "sparse-unweighted": {"sparse_member": True, "pos_weight_power": 0.0},
+    "sparse-weight-1.0": {"sparse_member": True, "pos_weight_power": 1.0},
+    "sparse-global-threshold": {"sparse_member": True, "min_positives": 10**9},
+    "sparse-min-pos-5": {"sparse_member": True, "min_positives": 5},
+    "sparse-min-pos-25": {"sparse_member": True, "min_positives": 25},
+    "sparse-50k": {"sparse_member": True, "sparse_max_features": 50_000},
 }
 
 FoldCallback = Callable[[dict], None]

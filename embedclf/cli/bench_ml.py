@@ -17,7 +17,8 @@ from embedclf.config import Settings
 @click.option("--label-sep", default=";", show_default=True)
 @click.option("-n", "n", default=None, type=click.IntRange(1), help="First N training rows (default: all).")
 @embedder_option
-@click.option("--variants", default="default,unweighted,average,global-threshold", show_default=True,
+@click.option("--variants", default="dense,sparse,sparse-average,sparse-unweighted,sparse-global-threshold",
+              show_default=True,
               help="Comma-separated variants (see embedclf/bench/mlheads.py); the first is the reference.")
 @click.option("--folds", default=3, show_default=True, type=click.IntRange(2, 20))
 @click.option("--epochs", default=None, type=click.IntRange(1, 10_000), help="Max epochs (default 40).")

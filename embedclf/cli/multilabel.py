@@ -25,6 +25,9 @@ _OTHER_SEPS = (";", ",", "|", " ")
 
 
 def multilabel_options(f):
+    f = click.option("--sparse-member/--no-sparse-member", "sparse_member", default=None,
+                     help="With --multi-label: a third member over TF-IDF features of the texts "
+                          "[default: on, chosen on GoEmotions dev; see docs/multilabel.md].")(f)
     f = click.option("--label-sep", default=";", show_default=True,
                      help="With --multi-label: the separator between the labels of one text.")(f)
     return click.option("--multi-label", "multi_label", is_flag=True,
@@ -66,12 +69,14 @@ def load_sets(path: str, text_col: str, label_col: str, sep: str) -> tuple[list[
     return data.texts, split_labels(data.labels, sep, path), data.skipped
 
 
-def ml_params(epochs: int | None, seed: int, linear_member: bool):
+def ml_params(epochs: int | None, seed: int, linear_member: bool, sparse_member: bool | None = None):
     from dataclasses import replace
 
     from embedclf.training.multilabel import MultiLabelParams
 
     p = MultiLabelParams(seed=seed, linear_member=linear_member)
+    if sparse_member is not None:
+        p = replace(p, sparse_member=sparse_member)
     return p if epochs is None else replace(p, epochs=epochs)
 
 
@@ -112,14 +117,15 @@ def run_evaluation(settings: Settings, embedder_spec: str | None, no_cache: bool
 
 def evaluate_ml(settings: Settings, train_path: str, test_path: str, val_path: str | None, sep: str,
                 embedder_spec: str | None, text_col: str, label_col: str, epochs: int | None, seed: int,
-                linear_member: bool, plots_dir: str | None, as_json: bool, no_cache: bool) -> None:
+                linear_member: bool, plots_dir: str | None, as_json: bool, no_cache: bool,
+                sparse_member: bool | None = None) -> None:
     """``embedclf evaluate --multi-label``."""
     from embedclf.cli.data import cache_line
 
     tr_texts, tr_sets, skipped = load_sets(train_path, text_col, label_col, sep)
     te_texts, te_sets, _ = load_sets(test_path, text_col, label_col, sep)
     val = load_sets(val_path, text_col, label_col, sep)[:2] if val_path else None
-    params = ml_params(epochs, seed, linear_member)
+    params = ml_params(epochs, seed, linear_member, sparse_member)
     ev, embedder = run_evaluation(settings, embedder_spec, no_cache, as_json, (tr_texts, tr_sets),
                                   (te_texts, te_sets), params, val)
     summary = ev.summary() | {"skipped_rows": skipped,
@@ -138,7 +144,8 @@ def evaluate_ml(settings: Settings, train_path: str, test_path: str, val_path: s
 
 def train_ml(settings: Settings, name: str, data, n_feedback: int, dataset: str | None, sep: str,
              embedder_spec: str | None, test_size: float, epochs: int | None, seed: int, linear_member: bool,
-             activate: bool, plots_dir: str | None, as_json: bool, no_cache: bool) -> None:
+             activate: bool, plots_dir: str | None, as_json: bool, no_cache: bool,
+             sparse_member: bool | None = None) -> None:
     """``embedclf heads train --multi-label``: a seeded random ``test_size`` is held out for the report."""
     import numpy as np
 
@@ -157,7 +164,7 @@ def train_ml(settings: Settings, name: str, data, n_feedback: int, dataset: str 
     held = np.asarray([i for i in held if set(sets[i]) <= known], dtype=int)  # a test label must be trainable
     if len(held) == 0 or len(keep) < 2:
         raise ValueError(f"too few rows ({len(sets)}) for a held-out report with --test-size {test_size}")
-    params = ml_params(epochs, seed, linear_member)
+    params = ml_params(epochs, seed, linear_member, sparse_member)
     ev, embedder = run_evaluation(settings, embedder_spec, no_cache, as_json, (pick(keep, data.texts),
                                   pick(keep, sets)), (pick(held, data.texts), pick(held, sets)), params)
     summary = ev.summary() | {"skipped_rows": data.skipped, "dataset": dataset, "n_feedback": n_feedback,

@@ -9,9 +9,11 @@ import pytest
 
 from embedclf.cli.base import AppError
 from embedclf.cli.multilabel import split_labels
+from embedclf.embedders.fake import FakeEmbedder
 from embedclf.store import repository as repo
+from embedclf.training import mlmetrics
 from tests.conftest import one_line_error
-from tests.helpers import ML_TOPICS, write_multilabel_csv
+from tests.helpers import ML_TOPICS, multilabel_texts, write_multilabel_csv
 
 pytestmark = [pytest.mark.postgres]
 FAST = ("--epochs", "12")
@@ -69,10 +71,21 @@ def test_heads_train_multi_label_stores_the_head_type(run, clean_db, files, tmp_
     assert shown["config"]["head_type"] == "multi_label"
     r = run("heads", "report", "tags", "--out", str(tmp_path / "rep"))
     assert "macro-F1" in r.output and (tmp_path / "rep" / "label_f1.png").is_file()
-    # the separator is a choice: the same data joined by '|'
+    # the separator is a choice: the same data joined by '|'; with the TF-IDF member, through JSONB and back
     r = run("heads", "train", "--name", "tags", "--data", str(files["pipes"]), "--label-col", "labels",
-            "--multi-label", "--label-sep", "|", *FAST, "--json", "--no-cache")
-    assert json.loads(r.stdout)["version"] == 2
+            "--multi-label", "--label-sep", "|", "--sparse-member", *FAST, "--json", "--no-cache")
+    s2 = json.loads(r.stdout)
+    assert s2["version"] == 2 and len(s2["member_weights"]) == 3
+    _, art = repo.load_head(clean_db, "tags", 2)
+    assert list(art.config.sparse["parts"]) == ["word", "char"]  # JSONB sorts keys; the column order is kept
+    module = art.build()
+    texts, sets = multilabel_texts(150, seed=9)
+    Y = mlmetrics.multi_hot(sets, art.labels)
+    P = module.predict(FakeEmbedder(64).embed(texts), texts)
+    assert mlmetrics.macro_f1(Y, P) > 0.8
+    # the sparse member's own probabilities are those of a working model (permuted columns would not be)
+    sparse_p = module.member_proba(FakeEmbedder(64).embed(texts), texts)[2]
+    assert mlmetrics.macro_f1(Y, sparse_p >= 0.5) > 0.7
 
 
 def test_bad_multi_label_inputs_are_one_line_errors(run, clean_db, files, tmp_path):
@@ -86,16 +99,16 @@ def test_bad_multi_label_inputs_are_one_line_errors(run, clean_db, files, tmp_pa
                        "--multi-label", "--label-sep", "", ok=False), "--label-sep")
     r = run("evaluate", "--train", str(files["train"]), "--test", str(files["test"]), "--val", str(files["dev"]),
             ok=False)
-    assert r.exit_code == 2 and "Error: --val is for --multi-label" in r.stderr  # a usage error
+    assert r.exit_code == 2 and "are for --multi-label" in r.stderr  # a usage error
 
 
 def test_bench_mlheads_compares_variants_without_test_data(run, files):
     r = run("bench", "mlheads", "--train", str(files["train"]), "--dev", str(files["dev"]), "--variants",
-            "default,unweighted,sparse", "--epochs", "8", "--json", "--no-cache")
+            "default,dense-unweighted,sparse", "--epochs", "8", "--json", "--no-cache")
     rep = json.loads(r.stdout)
     assert rep["mode"] == "dev" and rep["n"] == 400 and rep["n_held"] == 100 and rep["reference"] == "default"
     v = rep["variants"]
-    assert set(v) == {"default", "unweighted", "sparse"} and v["default"]["mean_diff"] == 0
+    assert set(v) == {"default", "dense-unweighted", "sparse"} and v["default"]["mean_diff"] == 0
     assert len(v["sparse"]["member_weights"]) == 3 and all(x["macro_f1"] > 0.7 for x in v.values())
     r = run("bench", "mlheads", "--train", str(files["train"]), "--folds", "2", "--variants", "default",
             "--epochs", "5", "--json", "--no-cache")
