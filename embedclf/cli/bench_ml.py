@@ -50,8 +50,15 @@ def mlheads(settings: Settings, train_path: str, dev_path: str | None, text_col:
     base = MultiLabelParams() if epochs is None else replace(MultiLabelParams(), epochs=epochs)
     runs = len(names) * (1 if dev else folds)
     b = bar(total=runs, desc="variants", unit="head", disable=as_json)
+
+    def on_fold(r: dict) -> None:
+        b.update(1)
+        if not as_json:  # each result as it comes: a long run shows its figures before the end
+            click.echo(f"  fold {r['fold']} {r['variant']}: macro-F1 {r['macro_f1']:.4f}, micro-F1 {r['micro_f1']:.4f}"
+                       f", {r['seconds']:.0f}s, weights {r['member_weights']}", err=True)
+
     try:
-        report = compare(X, sets, texts, names, dev=dev_x, folds=folds, base=base, on_fold=lambda _: b.update(1))
+        report = compare(X, sets, texts, names, dev=dev_x, folds=folds, base=base, on_fold=on_fold)
     finally:
         b.close()
     report.update(data=train_path, dev=dev_path, embedder=emb.model_id, machine=machine_info(emb.model_id))
