@@ -59,8 +59,9 @@ class MultiLabelParams:
     min_positives: int = mlmetrics.DEFAULT_MIN_POSITIVES
     #: "tuned": member weights chosen on validation; "average": equal weights
     combine: str = "tuned"
-    #: a third member over TF-IDF features of the texts (needs the texts)
-    sparse_member: bool = False
+    #: a third member over TF-IDF features of the texts (needs the texts); on by default: chosen with
+    #: ``bench mlheads`` on GoEmotions' dev split (2-fold CV, never test), see docs/multilabel.md
+    sparse_member: bool = True
     sparse_c: float = 10.0
     #: vocabulary cap per TF-IDF analyzer (word, char_wb)
     sparse_max_features: int = 20_000

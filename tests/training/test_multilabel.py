@@ -12,7 +12,7 @@ from embedclf.training.mlevaluate import evaluate_multilabel
 from embedclf.training.multilabel import MultiLabelParams, pos_weights, train_multilabel
 from tests.helpers import ML_TOPICS, multilabel_texts
 
-FAST = MultiLabelParams(epochs=15, hidden_dim=64, batch_size=64, patience=5, min_positives=5)
+FAST = MultiLabelParams(epochs=15, hidden_dim=64, batch_size=64, patience=5, min_positives=5, sparse_member=False)
 
 
 @pytest.fixture(scope="module")
