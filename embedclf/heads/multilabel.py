@@ -94,7 +94,10 @@ class MultiLabelConfig:
 
     @property
     def sparse_features(self) -> int:
-        return sum(int(p["n_terms"]) for p in self.sparse["parts"].values()) if self.sparse else 0
+        if not self.sparse:
+            return 0
+        parts = self.sparse["parts"]  # an ordered list of parts, or (older featurizer configs) a name -> part object
+        return sum(int(p["n_terms"]) for p in (parts.values() if isinstance(parts, dict) else parts))
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -121,7 +124,7 @@ def _canonical_parts(sparse: dict) -> dict:
     from embedclf.heads.tfidf import PARTS
 
     parts = sparse.get("parts")
-    if not isinstance(parts, dict):
+    if not isinstance(parts, dict):  # a list keeps its order through any JSON store
         return sparse
     order = [n for n in PARTS if n in parts] + [n for n in parts if n not in PARTS]
     return {**sparse, "parts": {n: parts[n] for n in order}}
