@@ -199,8 +199,12 @@ def classify_requests(
             for (row_i, _), fields in zip(pairs, label_rows(proba, head.labels, head.module.thresholds(), TOP_K)):
                 rows[row_i].update(status="ok", head_version=head.version, embedder_id=model_id, **fields)
             continue
+        rows_t = [t for _, t in pairs]
         with torch_threads(head_threads):
-            proba = head.module.predict_proba(vectors[[t for _, t in pairs]])
+            if getattr(head.module, "uses_texts", False):  # a hybrid head: TF-IDF of the batch's texts too
+                proba = head.module.predict_proba(vectors[rows_t], [texts[t] for t in rows_t])
+            else:
+                proba = head.module.predict_proba(vectors[rows_t])
         abstained = head_abstain_mask(head.module, head.labels, proba).tolist()
         labels = head.labels
         idx, scores = _top_k(proba, TOP_K)

@@ -42,7 +42,17 @@ print(json.dumps({"start": start, "end": end, "sent": len(texts)}), flush=True)
 
 
 def project_root() -> Path:
-    """Directory holding the ``worker`` package (celery's ``-A worker.app`` imports it from the cwd)."""
+    """Directory holding the ``worker`` package (celery's ``-A worker.app`` imports it from the cwd).
+
+    The checkout of the ``embedclf`` package in use comes first: a ``worker`` found on ``sys.path``
+    can be another package of that name (pytest puts ``tests/`` first, which has ``tests/worker``),
+    and then the worker would import ``embedclf`` from wherever the installed package points.
+    """
+    import embedclf
+
+    checkout = Path(embedclf.__file__).resolve().parent.parent
+    if (checkout / "worker" / "app.py").is_file():
+        return checkout
     spec = importlib.util.find_spec("worker")
     if spec is None or not spec.submodule_search_locations:
         raise BenchError("the `worker` package is not importable; run from the embedclf checkout")

@@ -263,10 +263,12 @@ def train(settings: Settings, data_path: str, text_col: str, label_col: str, n: 
               help="Comma-separated head variants; the first is the reference for paired differences.")
 @click.option("--folds", default=5, show_default=True, type=click.IntRange(2, 20))
 @click.option("--epochs", default=None, type=click.IntRange(1, 10_000), help="Max epochs (default 60).")
+@click.option("--no-cache", is_flag=True, help="Do not read or fill the Postgres embedding cache.")
 @json_option
 @click.pass_obj
 def heads_cv(settings: Settings, data_path: str, text_col: str, label_col: str, n: int | None,
-             embedder_spec: str | None, variants: str, folds: int, epochs: int | None, as_json: bool) -> None:
+             embedder_spec: str | None, variants: str, folds: int, epochs: int | None, no_cache: bool,
+             as_json: bool) -> None:
     """Compare head variants by k-fold cross-validation on one file (never a test file)."""
     import sys
 
@@ -283,15 +285,17 @@ def heads_cv(settings: Settings, data_path: str, text_col: str, label_col: str, 
     data = load_labeled(data_path, text_col, label_col)
     texts, labels = data.texts[:n], data.labels[:n]
     check_folds(labels, folds)  # before the model loads
-    emb = load_embedder_verbose(settings, spec, quiet=as_json)
+    from embedclf.cli.data import cached
+
+    emb = cached(settings, load_embedder_verbose(settings, spec, quiet=as_json), no_cache, as_json)
     try:
         X = emb.embed(texts, embed_progress(as_json)(len(texts)))
     finally:
-        emb.close()
+        emb.inner.close()
     base = TrainParams() if epochs is None else TrainParams(epochs=epochs)
     with tqdm(total=folds * len(names), desc="cross-validating", unit="head", file=sys.stderr, disable=as_json,
               dynamic_ncols=True) as bar:
-        report = cross_validate(X, labels, names, folds, base, on_fold=lambda _: bar.update(1))
+        report = cross_validate(X, labels, names, folds, base, on_fold=lambda _: bar.update(1), texts=texts)
     report.update(mode="heads", data=data_path, embedder=emb.model_id, embedder_spec=spec,
                   machine=machine_info(emb.model_id))
     if as_json:

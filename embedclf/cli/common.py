@@ -25,18 +25,33 @@ def columns_options(f: Callable) -> Callable:
     return click.option("--text-col", default="text", show_default=True, help="Column holding the text.")(f)
 
 
+#: the head recipe `heads train` / `evaluate` use by default (chosen by `bench heads`, see docs/training.md)
+DEFAULT_TFIDF_MEMBER = True
+DEFAULT_MEMBER_WEIGHTS = "equal"
+
+
 def train_options(f: Callable) -> Callable:
     f = click.option("--seed", default=0, show_default=True, type=int)(f)
+    f = click.option("--member-weights", type=click.Choice(["equal", "fit"]), default=DEFAULT_MEMBER_WEIGHTS,
+                     show_default=True,
+                     help="How a hybrid head mixes its members' calibrated probabilities: equal weights, or "
+                          "weights fitted on the validation split.")(f)
+    f = click.option("--tfidf-member/--no-tfidf-member", default=DEFAULT_TFIDF_MEMBER, show_default=True,
+                     help="Hybrid head: also fit a linear model over TF-IDF word + char n-grams of the texts and "
+                          "mix its calibrated probabilities with the dense members' (workers compute the TF-IDF "
+                          "features of each batch).")(f)
     f = click.option("--linear-member/--no-linear-member", default=True, show_default=True,
                      help="Also fit a softmax regression and average its calibrated probabilities with the MLP's.")(f)
     f = click.option("--epochs", default=None, type=click.IntRange(1, 10_000), help="Max epochs (default 60).")(f)
     return f
 
 
-def params_from(epochs: int | None, seed: int, linear_member: bool = True):
+def params_from(epochs: int | None, seed: int, linear_member: bool = True, tfidf_member: bool = DEFAULT_TFIDF_MEMBER,
+                member_weights: str = DEFAULT_MEMBER_WEIGHTS):
     from embedclf.training.trainer import TrainParams
 
-    params = TrainParams(seed=seed, linear_member=linear_member)
+    params = TrainParams(seed=seed, linear_member=linear_member, tfidf_member=tfidf_member,
+                         member_weights=member_weights)
     if epochs is not None:
         from dataclasses import replace
 

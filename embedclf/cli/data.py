@@ -195,7 +195,7 @@ def run_search(emb, texts: list[str], labels: list[str], params, n_trials: int, 
         bar.update(1)
 
     try:
-        res = search_params(X, labels, n_trials, params, on_trial=on_trial)
+        res = search_params(X, labels, n_trials, params, on_trial=on_trial, texts=texts)
     finally:
         bar.close()
     return res.best, res.to_dict()

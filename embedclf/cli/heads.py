@@ -41,7 +41,8 @@ def heads() -> None:
 @multilabel_options
 @click.pass_obj
 def train(settings: Settings, name: str, data_path: str | None, embedder_spec: str | None, text_col: str,
-          label_col: str, test_size: float, epochs: int | None, seed: int, linear_member: bool, activate: bool,
+          label_col: str, test_size: float, epochs: int | None, seed: int, linear_member: bool, tfidf_member: bool,
+          member_weights: str, activate: bool,
           plots_dir: str | None,
           as_json: bool, abstain_precision: float | None, dataset: str | None, with_feedback: bool, no_cache: bool,
           search_trials: int, multi_label: bool = False, label_sep: str = ";",
@@ -72,7 +73,7 @@ def train(settings: Settings, name: str, data_path: str | None, embedder_spec: s
     keep, held = stratified_split(y, test_size, seed=seed)
     pick = lambda idx, xs: [xs[i] for i in idx]  # noqa: E731
     embedder = cached(settings, load_embedder_verbose(settings, embedder_spec, quiet=as_json), no_cache, as_json)
-    params = params_from(epochs, seed, linear_member)
+    params = params_from(epochs, seed, linear_member, tfidf_member, member_weights)
     search_info = None
     if search_trials:
         params, search_info = run_search(embedder, pick(keep, data.texts), pick(keep, data.labels), params,

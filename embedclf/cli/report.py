@@ -33,7 +33,8 @@ def quality_lines(summary: dict, report: dict) -> list[str]:
     members = report.get("members") or {}
     if len(members) > 1:
         lines.append("  members          " + "; ".join(
-            f"{name} val {m['val_accuracy']:.4f} (T {m['temperature']:.3f})" for name, m in members.items())
+            f"{name} val {m['val_accuracy']:.4f} (T {m['temperature']:.3f}"
+            + (f", w {m['weight']:.2f}" if "weight" in m else "") + ")" for name, m in members.items())
             + f"; averaged: val {_f(summary.get('val_accuracy'))}")
     ab = report.get("abstain")
     if ab:

@@ -4,6 +4,12 @@ A :class:`HeadArtifact` is everything needed to rebuild a head anywhere:
 the config (JSON), the label list, the embedder id it was trained on and the
 weights as ``safetensors`` bytes. The store keeps these fields in columns;
 files on disk use a directory with ``config.json`` + ``head.safetensors``.
+
+A hybrid head (``config.tfidf`` set) stores its TF-IDF featurizer in the same
+safetensors blob: vocabulary bytes/offsets and idf weights under ``tfidf.``, next
+to the sparse member's ``sparse.weight``/``sparse.bias``; the featurizer's small
+JSON config is part of the head config. Loading is strict both ways: a missing or
+unexpected tensor, or a config the tensors do not match, is a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from safetensors.torch import save as st_save
 
 from embedclf.heads.mlp import HeadConfig, MLPHead
 from embedclf.heads.multilabel import MultiLabelConfig, MultiLabelHead, is_multi_label
+from embedclf.heads.sparse import TENSOR_PREFIX
+from embedclf.heads.tfidf import TfidfFeaturizer
 
 FORMAT_VERSION = 1
 AnyConfig = HeadConfig | MultiLabelConfig
@@ -32,12 +40,28 @@ def config_from_dict(data: dict) -> AnyConfig:
 
 def weights_to_bytes(head: MLPHead) -> bytes:
     state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    if not is_multi_label(head) and head.sparse is not None:  # a multi-label head's state dict has them already
+        if head.sparse.featurizer is None:
+            raise ValueError("the head's TF-IDF member has no featurizer to save")
+        state.update({TENSOR_PREFIX + k: v.contiguous() for k, v in head.sparse.featurizer.to_tensors().items()})
     return st_save(state)
 
 
 def head_from_weights(config: AnyConfig, blob: bytes) -> MLPHead | MultiLabelHead:
-    head = MultiLabelHead(config) if is_multi_label(config) else MLPHead(config)
-    head.load_state_dict(st_load(blob), strict=True)
+    if is_multi_label(config):  # a multi-label head's own state dict carries its featurizer (tfidf.*)
+        ml = MultiLabelHead(config)
+        ml.load_state_dict(st_load(blob), strict=True)
+        ml.eval()
+        return ml
+    head = MLPHead(config)
+    tensors = st_load(blob)
+    feats = {k[len(TENSOR_PREFIX):]: v for k, v in tensors.items() if k.startswith(TENSOR_PREFIX)}
+    state = {k: v for k, v in tensors.items() if not k.startswith(TENSOR_PREFIX)}
+    if head.sparse is None and feats:
+        raise ValueError(f"unexpected TF-IDF tensors in a head without a TF-IDF member: {sorted(feats)[:3]}")
+    head.load_state_dict(state, strict=True)
+    if head.sparse is not None:
+        head.sparse.attach(TfidfFeaturizer.from_tensors(head.sparse.tfidf_config, feats))
     head.eval()
     return head
 

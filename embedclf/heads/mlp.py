@@ -11,16 +11,26 @@ member is calibrated by its own temperature, their probabilities are averaged
 and the mix gets the head's final temperature:
 ``p = softmax(log(mean_k softmax(z_k / t_k)) / T)``. With one member this is
 exactly ``softmax(z / T)``.
+
+With ``tfidf`` (a hybrid head) one more member reads the texts themselves: a softmax
+regression over TF-IDF features (:mod:`embedclf.heads.sparse`). Such a head needs
+``texts`` next to the embeddings when it predicts, and mixes its calibrated members
+with stored weights ``w_k`` (``member_weight``, summing to 1):
+``p = softmax(log(sum_k w_k softmax(z_k / t_k)) / T)``. Heads without it are computed
+exactly as before.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+from embedclf.heads.sparse import SparseMember
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
 
@@ -44,6 +54,8 @@ class HeadConfig:
     oos_label: str | None = None
     #: a second member, a softmax regression trained on its own; calibrated probabilities are averaged
     linear_member: bool = False
+    #: a TF-IDF sparse member (the featurizer's config, see heads/tfidf.py); None = embeddings only
+    tfidf: dict | None = None
 
     def __post_init__(self) -> None:
         if self.input_dim < 1 or self.num_labels < 2:
@@ -56,6 +68,8 @@ class HeadConfig:
             raise ValueError("dropout must be in [0, 1)")
         if self.abstain_threshold is not None and not 0.0 <= self.abstain_threshold <= 1.0:
             raise ValueError("abstain_threshold must be in [0, 1]")
+        if self.tfidf is not None and not isinstance(self.tfidf, dict):
+            raise ValueError("tfidf must be a featurizer config (an object) or null")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,7 +84,8 @@ class HeadConfig:
 
 
 class MLPHead(nn.Module):
-    """The MLP (``mlp`` + optional ``skip``) and, with ``linear_member``, a ``linear`` member."""
+    """The MLP (``mlp`` + optional ``skip``), with ``linear_member`` a ``linear`` member, with ``tfidf`` a
+    ``sparse`` member over the texts."""
 
     def __init__(self, config: HeadConfig) -> None:
         super().__init__()
@@ -97,12 +112,28 @@ class MLPHead(nn.Module):
             self.linear = nn.utils.skip_init(nn.Linear, config.input_dim, config.num_labels)
             nn.init.zeros_(self.linear.weight)
             nn.init.zeros_(self.linear.bias)
-            #: per-member calibration, fitted on validation data: [mlp, linear]
-            self.register_buffer("member_temperature", torch.ones(2))
+        self.sparse: SparseMember | None = None
+        if config.tfidf is not None:
+            self.sparse = SparseMember(config.tfidf, config.num_labels)
+        if self.num_members > 1:
+            #: per-member calibration, fitted on validation data: [mlp, linear?, sparse?]
+            self.register_buffer("member_temperature", torch.ones(self.num_members))
+        if self.sparse is not None:
+            #: the members' mixing weights (sum 1), chosen on validation data; hybrid heads only
+            self.register_buffer("member_weight", torch.full((self.num_members,), 1.0 / self.num_members))
 
     @property
     def num_members(self) -> int:
-        return 1 if self.linear is None else 2
+        return 1 + (self.linear is not None) + (self.sparse is not None)
+
+    @property
+    def member_names(self) -> list[str]:
+        return ["mlp"] + ["linear"] * (self.linear is not None) + ["tfidf"] * (self.sparse is not None)
+
+    @property
+    def uses_texts(self) -> bool:
+        """True when predictions need the texts too (a TF-IDF member)."""
+        return self.sparse is not None
 
     def set_center(self, x: torch.Tensor) -> None:
         """Fit the input centring on training embeddings (already un-normalised)."""
@@ -135,30 +166,49 @@ class MLPHead(nn.Module):
             raise ValueError("this head has no linear member")
         return self.linear(self.preprocess(x))
 
-    def member_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Each member's logits, MLP first (the input is preprocessed once for both)."""
+    def sparse_logits(self, texts: Sequence[str]) -> torch.Tensor:
+        """The TF-IDF member's logits for ``texts`` (only with ``tfidf``)."""
+        if self.sparse is None:
+            raise ValueError("this head has no TF-IDF member")
+        return self.sparse.logits(texts)
+
+    def member_logits(self, x: torch.Tensor, texts: Sequence[str] | None = None) -> list[torch.Tensor]:
+        """Each member's logits in :attr:`member_names` order (the input is preprocessed once)."""
         z = self.preprocess(x)
         out = [self._mlp(z)]
         if self.linear is not None:
             out.append(self.linear(z))
+        if self.sparse is not None:
+            if texts is None or len(texts) != len(x):
+                raise ValueError("this head has a TF-IDF member: pass the texts, one per embedding row")
+            out.append(self.sparse.logits(texts))
         return out
 
-    def forward(self, x: torch.Tensor, *, member_temperatures: bool = True) -> torch.Tensor:
-        """Logits (before the final temperature) for raw embeddings ``x``.
-
-        One member: its logits. Two: the log of the members' averaged probabilities, each
-        member at its own temperature (``member_temperatures=False``: uncalibrated members).
-        """
-        zs = self.member_logits(x)
+    def mix(self, zs: Sequence[torch.Tensor], *, member_temperatures: bool = True) -> torch.Tensor:
+        """Log of the members' mixed probabilities (each at its own temperature unless disabled)."""
         if len(zs) == 1:
             return zs[0]
         temps = self.member_temperature if member_temperatures else torch.ones(len(zs))
         logp = torch.stack([torch.log_softmax(z / t, dim=-1) for z, t in zip(zs, temps)])
-        return torch.logsumexp(logp, dim=0) - math.log(len(zs))
+        if self.sparse is None:  # embedding-only heads: a plain average, exactly as stored heads expect
+            return torch.logsumexp(logp, dim=0) - math.log(len(zs))
+        return torch.logsumexp(logp + torch.log(self.member_weight)[:, None, None], dim=0)
+
+    def forward(self, x: torch.Tensor, texts: Sequence[str] | None = None, *,
+                member_temperatures: bool = True) -> torch.Tensor:
+        """Logits (before the final temperature) for raw embeddings ``x`` (and their ``texts``).
+
+        One member: its logits. More: the log of the members' mixed probabilities, each
+        member at its own temperature (``member_temperatures=False``: uncalibrated members).
+        """
+        return self.mix(self.member_logits(x, texts), member_temperatures=member_temperatures)
 
     @torch.no_grad()
-    def predict_proba(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Calibrated class probabilities, float32 ``[n, num_labels]``."""
+    def predict_proba(self, x: np.ndarray | torch.Tensor, texts: Sequence[str] | None = None) -> np.ndarray:
+        """Calibrated class probabilities, float32 ``[n, num_labels]``.
+
+        ``texts`` (one per row) are needed when :attr:`uses_texts`, ignored otherwise.
+        """
         was_training = self.training
         self.eval()
         try:
@@ -167,7 +217,7 @@ class MLPHead(nn.Module):
                 raise ValueError(
                     f"expected embeddings of shape [n, {self.config.input_dim}], got {tuple(t.shape)}"
                 )
-            logits = self.forward(t) / self.temperature
+            logits = self.forward(t, texts if self.uses_texts else None) / self.temperature
             return torch.softmax(logits, dim=-1).numpy()
         finally:
             self.train(was_training)

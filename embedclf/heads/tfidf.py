@@ -41,7 +41,7 @@ COMMON: dict[str, Any] = {"lowercase": True, "sublinear_tf": True, "smooth_idf":
 DEFAULT_MAX_FEATURES = 20_000
 CONFIG_VERSION = 1
 _ANALYZERS = {"word", "char_wb", "char"}
-_PART_KEYS = {"analyzer", "ngram_range", "min_df", "max_features", "n_terms"}
+_PART_KEYS = {"name", "analyzer", "ngram_range", "min_df", "max_features", "n_terms"}
 _CONFIG_KEYS = {"version", "parts", "lowercase"}
 
 
@@ -158,7 +158,8 @@ class TfidfFeaturizer:
         return {
             "version": CONFIG_VERSION,
             "lowercase": self.lowercase,
-            "parts": {p.name: {**p.params, "n_terms": len(p.terms)} for p in self.parts},
+            # a list, not an object: column order must survive JSON stores that reorder keys (sort_keys, JSONB)
+            "parts": [{"name": p.name, **p.params, "n_terms": len(p.terms)} for p in self.parts],
         }
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
@@ -174,7 +175,7 @@ class TfidfFeaturizer:
     @staticmethod
     def tensor_names(config: dict) -> set[str]:
         """The tensor names a featurizer with ``config`` stores."""
-        return {f"{name}.{k}" for name in config.get("parts", {}) for k in ("vocab_bytes", "vocab_offsets", "idf")}
+        return {f"{p['name']}.{k}" for p in config.get("parts", []) for k in ("vocab_bytes", "vocab_offsets", "idf")}
 
     @classmethod
     def from_tensors(cls, config: dict, tensors: dict[str, torch.Tensor]) -> "TfidfFeaturizer":
@@ -188,16 +189,20 @@ class TfidfFeaturizer:
         if config["version"] != CONFIG_VERSION:
             raise ValueError(f"unsupported tfidf config version {config['version']!r}")
         parts_cfg = config["parts"]
-        if not isinstance(parts_cfg, dict) or not parts_cfg:
-            raise ValueError("tfidf config: 'parts' must be a non-empty object")
+        if (not isinstance(parts_cfg, list) or not parts_cfg
+                or not all(isinstance(p, dict) and isinstance(p.get("name"), str) for p in parts_cfg)):
+            raise ValueError("tfidf config: 'parts' must be a non-empty list of objects with a 'name'")
+        if len({p["name"] for p in parts_cfg}) != len(parts_cfg):
+            raise ValueError("tfidf config: duplicate part names")
         want = cls.tensor_names(config)
         if set(tensors) != want:
             raise ValueError(f"tfidf tensors: missing {sorted(want - set(tensors))}, "
                              f"unexpected {sorted(set(tensors) - want)}")
         parts = []
-        for name, params in parts_cfg.items():
-            if not isinstance(params, dict) or set(params) != _PART_KEYS:
-                got = sorted(params) if isinstance(params, dict) else params
+        for params in parts_cfg:
+            name = params["name"]
+            if set(params) != _PART_KEYS:
+                got = sorted(params)
                 raise ValueError(f"tfidf part {name!r}: keys must be {sorted(_PART_KEYS)}, got {got}")
             if params["analyzer"] not in _ANALYZERS:
                 raise ValueError(f"tfidf part {name!r}: unknown analyzer {params['analyzer']!r}")
@@ -211,6 +216,6 @@ class TfidfFeaturizer:
             if len(terms) != params["n_terms"]:
                 raise ValueError(f"tfidf part {name!r}: config says {params['n_terms']} terms, tensors hold "
                                  f"{len(terms)}")
-            kept = {k: v for k, v in params.items() if k != "n_terms"}
+            kept = {k: v for k, v in params.items() if k not in ("n_terms", "name")}
             parts.append(_Part(name, kept, terms, idf.numpy().copy(), bool(config["lowercase"])))
         return cls(parts, bool(config["lowercase"]))

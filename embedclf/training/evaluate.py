@@ -138,21 +138,25 @@ def evaluate_head(
     embed_seconds = time.perf_counter() - t0
 
     X_train, y_train_s = vec["train"], list(train_labels)
+    texts_train = list(parts["train"])
     val_arg = (vec["val"], list(val[1])) if val is not None else None
+    val_texts = list(parts["val"]) if val is not None else None
     if oos_label is not None:
         X_train = np.concatenate([X_train, vec["oos_train"]])
         y_train_s += [oos_label] * len(parts["oos_train"])
+        texts_train += parts["oos_train"]
         if val_arg is not None and vec["oos_val"] is not None:
             val_arg = (np.concatenate([val_arg[0], vec["oos_val"]]), val_arg[1] + [oos_label] * len(parts["oos_val"]))
-    result = train_head(X_train, y_train_s, params, on_epoch, val=val_arg)
+            val_texts = (val_texts or []) + parts["oos_val"]
+    result = train_head(X_train, y_train_s, params, on_epoch, val=val_arg, texts=texts_train, val_texts=val_texts)
     enc = LabelEncoder(tuple(result.labels))
     y_test = enc.encode(test_labels)
     head = result.head
-    proba = head.predict_proba(vec["test"])
+    proba = head.predict_proba(vec["test"], parts["test"])
     with torch.no_grad():
-        # "before calibration": no temperature anywhere, members' raw probabilities averaged
+        # "before calibration": no temperature anywhere, members' raw probabilities mixed
         raw_logits = head(torch.from_numpy(np.asarray(vec["test"], dtype=np.float32)),
-                          member_temperatures=False).numpy()
+                          parts["test"] if head.uses_texts else None, member_temperatures=False).numpy()
     metrics = classification_report(proba, y_test)
     baseline = tfidf_baseline(parts["train"] + ([] if oos_label is None else parts["oos_train"]),
                               enc.encode(y_train_s), parts["test"], y_test, len(result.labels), seed=params.seed)
@@ -168,12 +172,13 @@ def evaluate_head(
         elif oos_label is not None and val is not None:  # already in the trainer's validation set
             oos_val_proba = val_proba[~in_val]
         else:
-            oos_val_proba = head.predict_proba(vec["oos_val"])
+            oos_val_proba = head.predict_proba(vec["oos_val"], parts["oos_val"])
         rule = choose_threshold(val_proba[in_val], result.val_y[in_val], oos_val_proba,
                                 target_precision=ab.target_precision, oos_index=oos_index,
                                max_accuracy_loss=ab.max_accuracy_loss)
         head.config = dataclasses.replace(head.config, abstain_threshold=rule.threshold, oos_label=oos_label)
-        oos_test_proba = head.predict_proba(vec["oos_test"]) if vec.get("oos_test") is not None else None
+        oos_test_proba = (head.predict_proba(vec["oos_test"], parts["oos_test"])
+                          if vec.get("oos_test") is not None else None)
         scope = scope_metrics(proba, y_test, oos_test_proba, rule.threshold, oos_index)
         report["abstain"] = {**rule.to_dict(), "test": scope, "oos_label": oos_label}
     return Evaluation(

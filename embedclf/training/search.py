@@ -88,8 +88,12 @@ def search_params(
     base: TrainParams = TrainParams(),
     *,
     on_trial: TrialCallback | None = None,
+    texts: Sequence[str] | None = None,
 ) -> SearchResult:
-    """Run ``n_trials`` Optuna (TPE, seeded with ``base.seed``) trials; return the best params."""
+    """Run ``n_trials`` Optuna (TPE, seeded with ``base.seed``) trials; return the best params.
+
+    ``texts`` (one per row of ``X``) are needed when ``base`` has a TF-IDF member.
+    """
     import optuna
 
     if n_trials < 1:
@@ -101,7 +105,7 @@ def search_params(
 
     def objective(trial) -> float:
         params = suggest(trial, base)
-        result = train_head(X, labels, params)
+        result = train_head(X, labels, params, texts=texts)
         acc = float(result.val_metrics["accuracy"])
         loss = float(result.val_metrics.get("log_loss", 0.0))
         value = acc - 1e-4 * min(loss, 100.0)  # accuracy first; log-loss only breaks ties

@@ -10,6 +10,11 @@ split: the MLP (mini-batch AdamW, best epoch on validation), then a softmax
 regression (``linear_member``: L2-regularised, full-batch L-BFGS, deterministic).
 Each member gets its own temperature; the head averages their calibrated
 probabilities and a final temperature is fitted on that mix.
+
+With ``tfidf_member`` (a hybrid head) a third member reads the texts: TF-IDF features
+fitted on the training part only, a linear model over them (:mod:`embedclf.training.sparse`),
+its own temperature; the members are then mixed with weights that are equal
+(``member_weights="equal"``) or chosen on the validation split (``"fit"``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from torch import nn
 
 from embedclf.heads.mlp import HeadConfig, MLPHead
 from embedclf.training.metrics import classification_report
+from embedclf.training.sparse import fit_featurizer, fit_member_weights, fit_sparse_member
 from embedclf.training.split import LabelEncoder, stratified_split
 
 EpochCallback = Callable[[int, int, dict], None]
@@ -49,6 +55,19 @@ class TrainParams:
     linear_member: bool = True
     #: the linear member's inverse L2 strength (scikit-learn's ``C``): full-batch L-BFGS to convergence
     linear_c: float = 10.0
+    #: a hybrid head: also fit a linear member over TF-IDF features of the texts
+    tfidf_member: bool = False
+    #: vocabulary cap per analyzer (word, char) of the TF-IDF member
+    tfidf_max_features: int = 20_000
+    #: the TF-IDF member's L2 strength and passes (SGD, logistic loss)
+    tfidf_alpha: float = 1e-5
+    tfidf_epochs: int = 20
+    #: how members are mixed in a hybrid head: "equal" weights, or "fit" (min. validation NLL on a grid)
+    member_weights: str = "equal"
+
+    def __post_init__(self) -> None:
+        if self.member_weights not in ("equal", "fit"):
+            raise ValueError(f"member_weights must be 'equal' or 'fit', got {self.member_weights!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,12 +120,16 @@ def train_head(
     params: TrainParams = TrainParams(),
     on_epoch: EpochCallback | None = None,
     val: tuple[np.ndarray, Sequence[str]] | None = None,
+    texts: Sequence[str] | None = None,
+    val_texts: Sequence[str] | None = None,
 ) -> TrainResult:
     """Train a head on embeddings ``X`` [n, d] with string ``labels``.
 
     ``val`` = (embeddings, labels) is a validation set given by the caller (e.g.
     CLINC150's ``val``); without it a stratified ``val_fraction`` of ``X`` is held out.
     ``on_epoch`` sees the MLP member's epochs (the linear member takes seconds).
+    ``texts`` (one per row of ``X``; with ``val``, also ``val_texts``) are needed for
+    ``tfidf_member``.
     """
     start = time.perf_counter()
     X = np.asarray(X, dtype=np.float32)
@@ -117,12 +140,19 @@ def train_head(
     torch.manual_seed(params.seed)
     gen = torch.Generator().manual_seed(params.seed)
 
+    if params.tfidf_member and (texts is None or len(texts) != len(X)
+                                or (val is not None and (val_texts is None or len(val_texts) != len(val[0])))):
+        raise ValueError("a TF-IDF member needs the texts: one per training row (and per validation row)")
+    tr_texts: list[str] = []
+    va_texts: list[str] = []
     if val is None:
         tr_idx, va_idx = stratified_split(y, params.val_fraction, seed=params.seed)
         if len(va_idx) == 0:
             raise ValueError("training data too small for a validation split")
         Xt, yt = torch.from_numpy(X[tr_idx]), torch.from_numpy(y[tr_idx])
         Xv_np, yv_np = X[va_idx], y[va_idx]
+        if params.tfidf_member:
+            tr_texts, va_texts = [texts[i] for i in tr_idx], [texts[i] for i in va_idx]
     else:
         Xv_np = np.asarray(val[0], dtype=np.float32)
         unknown = sorted(set(val[1]) - set(encoder.labels))
@@ -130,8 +160,11 @@ def train_head(
             raise ValueError(f"validation set must be non-empty with known labels (unknown: {unknown[:5]})")
         Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
         yv_np = encoder.encode(val[1])
+        if params.tfidf_member:
+            tr_texts, va_texts = list(texts), list(val_texts)
     Xv, yv = torch.from_numpy(Xv_np), torch.from_numpy(yv_np)
 
+    featurizer = fit_featurizer(tr_texts, params.tfidf_max_features) if params.tfidf_member else None
     config = HeadConfig(
         input_dim=X.shape[1],
         num_labels=len(encoder.labels),
@@ -141,24 +174,38 @@ def train_head(
         linear_skip=params.linear_skip,
         # with one layer the MLP already is a softmax regression
         linear_member=params.linear_member and params.num_layers > 1,
+        tfidf=featurizer.config() if featurizer is not None else None,
     )
     head = MLPHead(config)
     head.set_center(Xt)
     fit = _Fit(head, Xt, yt, Xv, yv, params, gen)
-    mlp_params = [p for n, p in head.named_parameters() if not n.startswith("linear.")]
+    mlp_params = [p for n, p in head.named_parameters() if not n.startswith(("linear.", "sparse."))]
     history = fit.run(head.mlp_logits, mlp_params, params.lr, params.weight_decay, params.label_smoothing, on_epoch)
     members = {"mlp": fit.summary(head.mlp_logits) | {"best_epoch": fit.best_epoch, "epochs_run": len(history)}}
     if head.linear is not None:
         iterations = fit_linear(head, Xt, yt, params.linear_c)
         members["linear"] = fit.summary(head.linear_logits) | {"lbfgs_iterations": iterations}
+    if head.sparse is not None:
+        facts = fit_sparse_member(head, featurizer, tr_texts, yt.numpy(), params.tfidf_alpha, params.tfidf_epochs,
+                                  params.seed)
+        va_sparse = head.sparse_logits(va_texts)
+        members["tfidf"] = fit.summary(lambda _x: va_sparse) | facts
+    if head.num_members > 1:
         head.member_temperature.copy_(torch.tensor([m["temperature"] for m in members.values()]))
+    if head.sparse is not None and params.member_weights == "fit":
+        with torch.no_grad():
+            zs = head.member_logits(Xv, va_texts)
+            logp = torch.stack([torch.log_softmax(z / t, dim=-1) for z, t in zip(zs, head.member_temperature)])
+        head.member_weight.copy_(torch.from_numpy(fit_member_weights(logp, yv)).float())
+    for name, w in zip(head.member_names, head.member_weight.tolist() if head.sparse is not None else []):
+        members[name]["weight"] = round(w, 4)
 
     head.eval()
     with torch.no_grad():
-        vlogits = head(Xv)
+        vlogits = head(Xv, va_texts or None)
     temperature = fit_temperature(vlogits, yv)
     head.temperature.fill_(temperature)
-    val_metrics = classification_report(head.predict_proba(Xv.numpy()), yv_np)
+    val_metrics = classification_report(head.predict_proba(Xv.numpy(), va_texts or None), yv_np)
     return TrainResult(
         head=head,
         labels=list(encoder.labels),

@@ -60,3 +60,24 @@ def test_rejects_too_few_texts_per_label_and_bad_variants():
         parse_variants("mlp,mlp")
     with pytest.raises(ValueError):
         parse_variants(" , ")
+
+
+def test_shared_training_gives_the_same_accuracies_as_separate_trainings():
+    """mlp+linear / +tfidf / +tfidf-fit share one training per fold; their figures must not change."""
+    import torch
+
+    from embedclf.embedders.fake import FakeEmbedder
+    from embedclf.training.trainer import TrainParams
+    from tests.training.textdata import make_texts
+
+    torch.set_num_threads(1)
+    texts, labels = make_texts(12, seed=3)
+    X = FakeEmbedder(8).embed_batch(texts)
+    names = ["mlp+linear", "mlp+linear+tfidf", "mlp+linear+tfidf-fit", "linear"]
+    base = TrainParams(hidden_dim=16, epochs=3, tfidf_epochs=3)
+    shared = cross_validate(X, labels, names, folds=2, base=base, texts=texts)
+    alone = cross_validate(X, labels, names, folds=2, base=base, texts=texts, share=False)
+    for name in names:
+        assert shared["variants"][name]["fold_accuracy"] == alone["variants"][name]["fold_accuracy"], name
+    with pytest.raises(ValueError, match="need the texts"):
+        cross_validate(X, labels, names, folds=2, base=base)

@@ -42,8 +42,9 @@ def test_heads_train_list_show_activate_rollback(run, clean_db):
     r = run("heads", "train", "--name", "support", "--data", str(TRAIN_CSV), "--epochs", "20")
     assert "tf-idf baseline" in r.output and "stored head 'support' version 1 (active)" in r.output
     assert "mlp val" in r.output and "linear val" in r.output and "averaged: val" in r.output
+    assert "tfidf val" in r.output  # the default head is the hybrid: MLP + linear + TF-IDF member
     r = run("heads", "train", "--name", "support", "--data", str(TRAIN_CSV), "--epochs", "5", "--json",
-            "--no-linear-member")
+            "--no-linear-member", "--no-tfidf-member")
     report = json.loads(r.stdout)
     assert report["version"] == 2 and report["embedder"] == "fake:64"
     assert set(report["members"]) == {"mlp"}
@@ -55,8 +56,9 @@ def test_heads_train_list_show_activate_rollback(run, clean_db):
     shown = json.loads(run("heads", "show", "support", "1").stdout)
     assert shown["version"] == 1 and len(shown["labels"]) == 6 and shown["config"]["num_layers"] == 3
     # the default head has two members, stored in its config; --no-linear-member gave v2 one
-    assert shown["config"]["linear_member"] is True
-    assert json.loads(run("heads", "show", "support", "2").stdout)["config"]["linear_member"] is False
+    assert shown["config"]["linear_member"] is True and shown["config"]["tfidf"]["parts"][0]["name"] == "word"
+    v2 = json.loads(run("heads", "show", "support", "2").stdout)["config"]
+    assert v2["linear_member"] is False and v2["tfidf"] is None
     assert "version 1 is active" in run("heads", "activate", "support", "1").output
     assert "rolled back to version 2" in run("heads", "rollback", "support").output
     assert repo.active_versions(clean_db) == {"support": 2}

@@ -19,7 +19,7 @@ NEW = ["my parcel is delayed again", "Ünïcödé café naïve — déjà vu", "
 
 def roundtrip(f: TfidfFeaturizer) -> TfidfFeaturizer:
     """Through the storage formats a head uses: JSON text + safetensors bytes."""
-    config = json.loads(json.dumps(f.config()))
+    config = json.loads(json.dumps(f.config(), sort_keys=True))  # stores reorder keys (JSONB, sort_keys)
     return TfidfFeaturizer.from_tensors(config, st_load(st_save(f.to_tensors())))
 
 
@@ -39,7 +39,7 @@ def test_transform_is_float32_csr_with_unit_norm_parts(feats):
     x = feats.transform(TEXTS[:7] + NEW)
     assert sp.isspmatrix_csr(x) and x.dtype == np.float32
     assert x.shape == (12, feats.n_features)
-    n_word = feats.config()["parts"]["word"]["n_terms"]
+    n_word = feats.config()["parts"][0]["n_terms"]
     for part in (x[:, :n_word], x[:, n_word:]):
         norms = np.sqrt(np.asarray(part.multiply(part).sum(1))).ravel()
         nonzero = norms > 0
@@ -58,6 +58,7 @@ def test_features_match_the_baseline_definition(feats):
 def test_round_trip_reproduces_transform_exactly(feats):
     again = roundtrip(feats)
     assert again.config() == feats.config()
+    assert [p["name"] for p in again.config()["parts"]] == ["word", "char"]  # column order kept
     assert_same_csr(again.transform(TEXTS + NEW), feats.transform(TEXTS + NEW))
 
 
@@ -70,7 +71,7 @@ def test_tensors_are_plain_arrays_and_config_is_small(feats):
 def test_max_features_caps_each_analyzer():
     capped = TfidfFeaturizer.fit(TEXTS, max_features=25)
     parts = capped.config()["parts"]
-    assert parts["word"]["n_terms"] == 25 and parts["char"]["n_terms"] == 25
+    assert [(p["name"], p["n_terms"]) for p in parts] == [("word", 25), ("char", 25)]
     assert capped.n_features == 50
     assert_same_csr(roundtrip(capped).transform(NEW), capped.transform(NEW))
 
@@ -88,9 +89,9 @@ def test_fit_rejects_bad_input():
     (lambda c, t: c.update(version=99), "version"),
     (lambda c, t: t.pop("char.idf"), "missing"),
     (lambda c, t: t.update({"char.other": t["char.idf"]}), "unexpected"),
-    (lambda c, t: c["parts"]["word"].update(n_terms=c["parts"]["word"]["n_terms"] + 1), "terms"),
-    (lambda c, t: c["parts"]["word"].update(analyzer="magic"), "analyzer"),
-    (lambda c, t: c["parts"]["word"].update(stop_words="english"), "keys must be"),
+    (lambda c, t: c["parts"][0].update(n_terms=c["parts"][0]["n_terms"] + 1), "terms"),
+    (lambda c, t: c["parts"][0].update(analyzer="magic"), "analyzer"),
+    (lambda c, t: c["parts"][0].update(stop_words="english"), "keys must be"),
     (lambda c, t: t.update({"word.idf": t["word.idf"].float()}), "float64"),
     (lambda c, t: t.update({"word.idf": t["word.idf"][:-1]}), "idf weights"),
     (lambda c, t: t.update({"word.vocab_offsets": t["word.vocab_offsets"][:-1]}), "offsets"),
