@@ -23,6 +23,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from embedclf.embedders.base import Embedder
+from embedclf.heads.mldecide import is_multi_label, label_rows
 from embedclf.payload import ClassifyRequest, clean_str
 from embedclf.heads.abstain import head_abstain_mask
 from embedclf.errors import EmbedderUnavailable  # noqa: F401  (re-exported: defined in errors.py)
@@ -189,6 +190,12 @@ def classify_requests(
     model_id = embedder.model_id
     for name, pairs in by_head.items():
         head = heads[name]
+        if is_multi_label(head.module):  # every label over its threshold in `labels`; none: abstained
+            with torch_threads(head_threads):  # a sparse (TF-IDF) member reads the texts themselves
+                proba = head.module.predict_proba(vectors[[t for _, t in pairs]], texts=[texts[t] for _, t in pairs])
+            for (row_i, _), fields in zip(pairs, label_rows(proba, head.labels, head.module.thresholds(), TOP_K)):
+                rows[row_i].update(status="ok", head_version=head.version, embedder_id=model_id, **fields)
+            continue
         rows_t = [t for _, t in pairs]
         with torch_threads(head_threads):
             if head.module.uses_texts:  # a hybrid head: TF-IDF of the batch's texts too

@@ -153,3 +153,46 @@ def req(i: int, head: str, text: str, **kw):
     from embedclf.payload import ClassifyRequest
 
     return ClassifyRequest(task_id=f"t{i}", head=head, text=text, request_id=f"r{i}", **kw)
+
+
+#: multi-label keyword data: each label has its own words; texts mix one to three labels (unbalanced)
+ML_TOPICS = {
+    "billing": "invoice refund charge payment card subscription price receipt",
+    "bug": "crash error exception freeze broken stacktrace glitch traceback",
+    "shipping": "parcel delivery courier tracking shipment package warehouse dispatch",
+    "account": "password login username signin locked reset verification profile",
+    "praise": "great awesome love wonderful fantastic brilliant superb excellent",
+}
+ML_WEIGHTS = (0.35, 0.25, 0.18, 0.14, 0.08)
+ML_FILLER = "the a my please help with about this today hello thanks again we i is it and".split()
+
+
+def multilabel_texts(n: int, seed: int = 0) -> tuple[list[str], list[list[str]]]:
+    """``n`` synthetic texts and their label sets (60 % one label, 32 % two, 8 % three)."""
+    import random
+
+    rng = random.Random(seed)
+    names = list(ML_TOPICS)
+    texts, sets = [], []
+    for _ in range(n):
+        k = rng.choices((1, 2, 3), weights=(0.6, 0.32, 0.08))[0]
+        chosen: set[str] = set()
+        while len(chosen) < k:
+            chosen.add(rng.choices(names, weights=ML_WEIGHTS)[0])
+        words = [w for label in chosen for w in rng.sample(ML_TOPICS[label].split(), 2)] + rng.sample(ML_FILLER, 3)
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        sets.append(sorted(chosen))
+    return texts, sets
+
+
+def write_multilabel_csv(path: Path, n: int, seed: int = 0, sep: str = ";") -> Path:
+    """A ``text,labels`` CSV of :func:`multilabel_texts` with the labels joined by ``sep``."""
+    import csv
+
+    texts, sets = multilabel_texts(n, seed)
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "labels"])
+        w.writerows([t, sep.join(s)] for t, s in zip(texts, sets))
+    return path

@@ -7,8 +7,8 @@ import logging
 import click
 
 from embedclf.cli import (
-    bench, bench_gguf, bench_http, bench_queue, config_cmd, data, db, demo, evaluate, heads, health, queue, report,
-    serve, services, zeroshot,
+    bench, bench_gguf, bench_http, bench_ml, bench_queue, config_cmd, data, db, demo, evaluate, heads, health, queue,
+    report, serve, services, zeroshot,
 )
 from embedclf.cli.base import AppError, Group
 from embedclf.config import Settings
@@ -41,7 +41,7 @@ def _register() -> None:
         cli.add_command(command)
     for command in (zeroshot.zeroshot, report.report_cmd):
         heads.heads.add_command(command)
-    for command in (bench_gguf.make_gguf, bench_queue.queue_bench, bench_http.http_bench):
+    for command in (bench_gguf.make_gguf, bench_queue.queue_bench, bench_http.http_bench, bench_ml.mlheads):
         bench.bench.add_command(command)
 
 

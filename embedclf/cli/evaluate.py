@@ -12,6 +12,7 @@ from embedclf.cli.common import (
     params_from, print_report, train_options,
 )
 from embedclf.cli.data import no_cache_option
+from embedclf.cli.multilabel import multilabel_options
 from embedclf.config import Settings
 from embedclf.cli.base import AppError
 
@@ -73,13 +74,17 @@ def load_clinc(path: str | Path) -> dict[str, tuple[list[str], list[str]]]:
               help="Write evaluate-report.json, -report.md and the -training, -confusion and -reliability PNGs "
                    "here (no head is stored, so no name and version).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (no progress bars).")
+@multilabel_options
+@click.option("--val", "val_path", type=click.Path(dir_okay=False),
+              help="With --multi-label: a validation file for the thresholds (default: a tenth of --train).")
 @click.pass_obj
 def evaluate(settings: Settings, train_path: str | None, test_path: str | None, clinc_path: str | None,
              embedder_spec: str | None, text_col: str, label_col: str, epochs: int | None, seed: int,
              linear_member: bool, tfidf_member: bool, member_weights: str,
              abstain_precision: float | None, max_in_scope_loss: float | None, oos_class: bool,
              plots_dir: str | None, as_json: bool,
-             no_cache: bool) -> None:
+             no_cache: bool, multi_label: bool = False, label_sep: str = ";", val_path: str | None = None,
+             sparse_member: bool | None = None) -> None:
     """Train a head on TRAIN, score it on TEST next to a TF-IDF + linear baseline."""
     from embedclf.cli.data import cache_line, cached
     from embedclf.cli.report import echo_quality, write_report
@@ -92,6 +97,15 @@ def evaluate(settings: Settings, train_path: str | None, test_path: str | None, 
         raise click.UsageError("give --train and --test, or --data with a CLINC150-layout JSON")
     if max_in_scope_loss is not None and not clinc_path:
         raise click.UsageError("--max-in-scope-loss needs out-of-scope validation texts (--data)")
+    if (val_path or sparse_member is not None) and not multi_label:
+        raise click.UsageError("--val and --sparse-member/--no-sparse-member are for --multi-label")
+    if multi_label:
+        from embedclf.cli.multilabel import evaluate_ml
+
+        if clinc_path or abstain_precision is not None:
+            raise click.UsageError("--multi-label takes --train/--test (no --data, no --abstain-precision)")
+        return evaluate_ml(settings, train_path, test_path, val_path, label_sep, embedder_spec, text_col, label_col,
+                           epochs, seed, linear_member, plots_dir, as_json, no_cache, sparse_member)
     val, abstention = None, None
     if clinc_path:
         d = load_clinc(clinc_path)

@@ -13,6 +13,7 @@ from embedclf.cli.common import (
 )
 from embedclf.cli.data import training_data_options
 from embedclf.cli.db import require_database
+from embedclf.cli.multilabel import multilabel_options
 from embedclf.config import Settings
 
 
@@ -40,13 +41,15 @@ def heads() -> None:
               help="Let the head abstain (no label) below the confidence at which validation answers reach this "
                    "precision, e.g. 0.95; stored with the head.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@multilabel_options
 @click.pass_obj
 def train(settings: Settings, name: str, data_path: str | None, embedder_spec: str | None, text_col: str,
           label_col: str, test_size: float, epochs: int | None, seed: int, linear_member: bool, tfidf_member: bool,
           member_weights: str, activate: bool,
           plots_dir: str | None,
           as_json: bool, abstain_precision: float | None, dataset: str | None, with_feedback: bool, no_cache: bool,
-          search_trials: int) -> None:
+          search_trials: int, multi_label: bool = False, label_sep: str = ";",
+          sparse_member: bool | None = None) -> None:
     """Train a head on a labelled file or stored dataset, report it against TF-IDF, store it as a new version."""
     from embedclf.cli.data import cache_line, cached, load_training_data, run_search
     from embedclf.heads.checkpoint import HeadArtifact
@@ -57,7 +60,17 @@ def train(settings: Settings, name: str, data_path: str | None, embedder_spec: s
 
     if not name.strip() or len(name) > 128:
         raise click.BadParameter("must be 1-128 characters", param_hint="--name")
+    if sparse_member is not None and not multi_label:
+        raise click.UsageError("--sparse-member/--no-sparse-member is for --multi-label")
     data, n_feedback = load_training_data(settings, data_path, dataset, with_feedback, name, text_col, label_col)
+    if multi_label:
+        from embedclf.cli.multilabel import train_ml
+
+        if abstain_precision is not None or search_trials:
+            raise click.UsageError("--multi-label heads abstain by their per-label thresholds; "
+                                   "--abstain-precision and --search-trials do not apply")
+        return train_ml(settings, name, data, n_feedback, dataset, label_sep, embedder_spec, test_size, epochs, seed,
+                        linear_member, activate, plots_dir, as_json, no_cache, sparse_member)
     engine = require_database(settings)
     y = LabelEncoder.fit(data.labels).encode(data.labels)
     keep, held = stratified_split(y, test_size, seed=seed)

@@ -152,6 +152,15 @@ def report_cmd(settings: Settings, name: str, version: int | None, out_dir: str)
     if not report:
         raise AppError(f"head {name!r} version {meta.version} has no stored report (trained before reports were "
                        "stored); retrain it with `embedclf heads train`")
+    if report.get("head_type") == "multi_label":
+        from embedclf.cli.multilabel import print_ml_report, write_ml_report
+
+        paths = write_ml_report(Path(out_dir), f"head {name} v{meta.version}", metrics, report,
+                                stem=report_stem(name, meta.version))
+        print_ml_report(metrics)
+        for p in paths:
+            click.echo(f"  wrote {p}")
+        return
     paths = write_report(Path(out_dir), f"head {name} v{meta.version}", metrics, report,
                          stem=report_stem(name, meta.version))
     print_report(metrics)

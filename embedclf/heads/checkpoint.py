@@ -24,22 +24,36 @@ from safetensors.torch import save as st_save
 
 from embedclf.heads.mlp import HeadConfig, MLPHead
 from embedclf.errors import HeadLoadError
+from embedclf.heads.multilabel import MultiLabelConfig, MultiLabelHead, is_multi_label
 from embedclf.heads.sparse import TENSOR_PREFIX
 from embedclf.heads.tfidf import TfidfFeaturizer
 
 FORMAT_VERSION = 1
+AnyConfig = HeadConfig | MultiLabelConfig
+
+
+def config_from_dict(data: dict) -> AnyConfig:
+    """A stored config: multi-label ones carry ``head_type``; the rest are single-label (strict either way)."""
+    if data.get("head_type") is not None:
+        return MultiLabelConfig.from_dict(data)
+    return HeadConfig.from_dict(data)
 
 
 def weights_to_bytes(head: MLPHead) -> bytes:
     state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
-    if head.sparse is not None:
+    if not is_multi_label(head) and head.sparse is not None:  # a multi-label head's state dict has them already
         if head.sparse.featurizer is None:
             raise ValueError("the head's TF-IDF member has no featurizer to save")
         state.update({TENSOR_PREFIX + k: v.contiguous() for k, v in head.sparse.featurizer.to_tensors().items()})
     return st_save(state)
 
 
-def head_from_weights(config: HeadConfig, blob: bytes) -> MLPHead:
+def head_from_weights(config: AnyConfig, blob: bytes) -> MLPHead | MultiLabelHead:
+    if is_multi_label(config):  # a multi-label head's own state dict carries its featurizer (tfidf.*)
+        ml = MultiLabelHead(config)
+        ml.load_state_dict(st_load(blob), strict=True)
+        ml.eval()
+        return ml
     head = MLPHead(config)
     tensors = st_load(blob)
     feats = {k[len(TENSOR_PREFIX):]: v for k, v in tensors.items() if k.startswith(TENSOR_PREFIX)}
@@ -55,7 +69,7 @@ def head_from_weights(config: HeadConfig, blob: bytes) -> MLPHead:
 
 @dataclass
 class HeadArtifact:
-    config: HeadConfig
+    config: AnyConfig
     labels: list[str]
     embedder_id: str
     weights: bytes
@@ -72,7 +86,7 @@ class HeadArtifact:
     def from_head(cls, head: MLPHead, labels: list[str], embedder_id: str, **extra: dict) -> "HeadArtifact":
         return cls(head.config, list(labels), embedder_id, weights_to_bytes(head), **extra)
 
-    def build(self) -> MLPHead:
+    def build(self) -> MLPHead | MultiLabelHead:
         return head_from_weights(self.config, self.weights)
 
     def meta(self) -> dict:
@@ -99,7 +113,7 @@ class HeadArtifact:
         if meta.get("format") != FORMAT_VERSION:
             raise HeadLoadError(f"unsupported head format {meta.get('format')!r} in {p}")
         return cls(
-            HeadConfig.from_dict(meta["config"]),
+            config_from_dict(meta["config"]),
             meta["labels"],
             meta["embedder_id"],
             (p / "head.safetensors").read_bytes(),

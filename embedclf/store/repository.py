@@ -13,8 +13,7 @@ from typing import Any, Iterable, Sequence
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.engine import Engine
 
-from embedclf.heads.checkpoint import HeadArtifact
-from embedclf.heads.mlp import HeadConfig
+from embedclf.heads.checkpoint import HeadArtifact, config_from_dict
 from embedclf.store.db import transaction
 from embedclf.store.tables import head_events, heads, predictions
 from embedclf.errors import HeadNotFound, HeadStateError  # noqa: F401  (re-exported: defined in errors.py)
@@ -193,7 +192,7 @@ def load_head(engine: Engine, name: str, version: int | None = None) -> tuple[He
         if row is None:
             raise _not_found(conn, name, "no active version" if version is None else f"no version {version}")
     artifact = HeadArtifact(
-        config=HeadConfig.from_dict(dict(row.config)),
+        config=config_from_dict(dict(row.config)),
         labels=list(row.labels),
         embedder_id=row.embedder_id,
         weights=bytes(row.weights),
