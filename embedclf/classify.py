@@ -16,17 +16,18 @@ and the caller retries the batch later instead of writing error rows.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from embedclf.embedders.base import Embedder
+from embedclf.errors import EmbedderUnavailable  # noqa: F401  (re-exported: defined in errors.py)
+from embedclf.heads.abstain import head_abstain_mask
 from embedclf.heads.mldecide import is_multi_label, label_rows
 from embedclf.payload import ClassifyRequest, clean_str
-from embedclf.heads.abstain import head_abstain_mask
-from embedclf.errors import EmbedderUnavailable  # noqa: F401  (re-exported: defined in errors.py)
 
 log = logging.getLogger(__name__)
 TOP_K = 3
@@ -43,7 +44,7 @@ class LoadedHead:
     module: Any
 
 
-def error_row(task_id: str, message: str, **fields: object) -> dict:
+def error_row(task_id: str, message: str, **fields: Any) -> dict:
     row: dict = {"task_id": task_id, "status": "error", "error": clean_str(message, 1000)}
     row.update(fields)
     return row
@@ -83,7 +84,8 @@ def embed_isolating(embedder: Embedder, texts: Sequence[str]) -> tuple[np.ndarra
     return out, failed
 
 
-def embed_chunked(embedder: Embedder, texts: Sequence[str], chunk_size: int | None) -> tuple[np.ndarray, dict[int, str]]:
+def embed_chunked(embedder: Embedder, texts: Sequence[str], chunk_size: int | None) -> tuple[np.ndarray, dict[int,
+                                                                                                              str]]:
     """:func:`embed_isolating` over calls of at most ``chunk_size`` texts (None: one call)."""
     step = len(texts) if not chunk_size else max(1, chunk_size)
     if len(texts) <= step:
@@ -165,7 +167,8 @@ def classify_requests(
                            f"this worker runs {embedder.model_id!r}")
             for it in r.items:
                 if problem is not None:
-                    extra = {} if head is None else {"head_version": head.version, "embedder_id": embedder.model_id}
+                    extra: dict[str, Any] = ({} if head is None else
+                                             {"head_version": head.version, "embedder_id": embedder.model_id})
                     rows.append(error_row(**_base(r, it.item, name, it.request_id), message=problem, **extra))
                     continue
                 t = text_index.setdefault(it.text, len(text_index))

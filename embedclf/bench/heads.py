@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from embedclf.training.trainer import TrainParams, train_head
 from embedclf.errors import BenchError
+from embedclf.training.trainer import TrainParams, train_head
 
 _DENSE = {"tfidf_member": False}
 _HYBRID = {"tfidf_member": True, "member_weights": "equal"}
@@ -95,6 +96,7 @@ def cross_validate(X: np.ndarray, labels: Sequence[str], variants: Sequence[str]
             else:
                 params = replace(base, **{**VARIANTS[group[0]], "tfidf_member": True, "member_weights": "fit"})
                 result = train_head(X[tr], list(y[tr]), params, texts=tr_texts)
+                assert te_texts is not None  # the shared training has a TF-IDF member, so texts were given
                 preds = _shared_predictions(result.head, X[te], te_texts, group)
             spent = (time.perf_counter() - start) / len(group)
             for name in group:
@@ -104,8 +106,8 @@ def cross_validate(X: np.ndarray, labels: Sequence[str], variants: Sequence[str]
                 if on_fold is not None:
                     on_fold({"fold": fold, "variant": name, "accuracy": acc[name][-1]})
     ref = np.asarray(acc[variants[0]])
-    out = {"folds": folds, "n": len(X), "n_labels": int(len(np.unique(y))), "reference": variants[0],
-           "variants": {}}
+    out: dict[str, Any] = {"folds": folds, "n": len(X), "n_labels": int(len(np.unique(y))),
+                           "reference": variants[0], "variants": {}}
     for name in variants:
         a = np.asarray(acc[name])
         diff = a - ref

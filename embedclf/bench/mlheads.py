@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
+from embedclf.errors import BenchError
 from embedclf.heads.multilabel import decide
 from embedclf.training import mlmetrics
 from embedclf.training.multilabel import MultiLabelParams, train_multilabel
@@ -45,7 +47,7 @@ def parse_ml_variants(value: str) -> list[str]:
     names = [v.strip() for v in value.split(",") if v.strip()]
     unknown = [v for v in names if v not in ML_VARIANTS]
     if unknown or not names or len(set(names)) != len(names):
-        raise ValueError(f"bad multi-label variant list {value!r}; choose distinct names from {', '.join(ML_VARIANTS)}")
+        raise BenchError(f"bad multi-label variant list {value!r}; choose distinct names from {', '.join(ML_VARIANTS)}")
     return names
 
 
@@ -68,16 +70,18 @@ def compare(X: np.ndarray, sets: Sequence[Sequence[str]], texts: Sequence[str], 
             base: MultiLabelParams = MultiLabelParams(), on_fold: FoldCallback | None = None) -> dict:
     """Macro-F1 (and more) of each variant on ``dev`` (embeddings, label sets, texts) or on ``folds`` folds."""
     X = np.asarray(X, dtype=np.float32)
+    splits: list[tuple[np.ndarray, np.ndarray | None]]
     if dev is not None:
         splits = [(np.arange(len(X)), None)]
     else:
         if folds < 2:
-            raise ValueError("cross-validation needs >= 2 folds")
+            raise BenchError("cross-validation needs >= 2 folds")
         perm = np.random.default_rng(seed).permutation(len(X))
         splits = [(np.sort(np.setdiff1d(perm, part)), np.sort(part)) for part in np.array_split(perm, folds)]
     per: dict[str, list[dict]] = {v: [] for v in variants}
     for fold, (tr, te) in enumerate(splits):
         if te is None:
+            assert dev is not None  # the one split without a held-out part is the dev mode
             Xh, held, held_texts = dev[0], list(dev[1]), list(dev[2])
         else:
             Xh, held, held_texts = X[te], [sets[i] for i in te], [texts[i] for i in te]
@@ -88,7 +92,7 @@ def compare(X: np.ndarray, sets: Sequence[Sequence[str]], texts: Sequence[str], 
             if on_fold is not None:
                 on_fold({"fold": fold, "variant": name, **res})
     ref = np.asarray([r["macro_f1"] for r in per[variants[0]]])
-    out = {"mode": "dev" if dev is not None else f"{folds}-fold", "n": len(X),
+    out: dict[str, Any] = {"mode": "dev" if dev is not None else f"{folds}-fold", "n": len(X),
            "n_held": len(dev[0]) if dev else None, "reference": variants[0], "variants": {}}
     for name in variants:
         f = np.asarray([r["macro_f1"] for r in per[name]])

@@ -7,8 +7,23 @@ import logging
 import click
 
 from embedclf.cli import (
-    bench, bench_gguf, bench_http, bench_ml, bench_queue, config_cmd, data, db, demo, evaluate, heads, health, queue,
-    report, serve, services, zeroshot,
+    bench,
+    bench_gguf,
+    bench_http,
+    bench_ml,
+    bench_queue,
+    config_cmd,
+    data,
+    db,
+    demo,
+    evaluate,
+    heads,
+    health,
+    queue,
+    report,
+    serve,
+    services,
+    zeroshot,
 )
 from embedclf.cli.base import AppError, Group
 from embedclf.config import Settings
@@ -22,7 +37,8 @@ __all__ = ["AppError", "cli", "main"]
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool) -> None:
     """embedclf: text classification with LLM embeddings and small heads."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     try:
         ctx.obj = Settings.from_env()
     except ValueError as exc:

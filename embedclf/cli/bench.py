@@ -6,14 +6,15 @@ embed, e2e and train measure throughput; heads compares head variants by cross-v
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import click
 
+from embedclf.cli.base import AppError
 from embedclf.cli.common import echo_json, embedder_option, load_embedder_verbose
 from embedclf.config import Settings
-from embedclf.cli.base import AppError
 
 
 def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:

@@ -12,15 +12,16 @@ from embedclf.config import Settings
 @click.option("--train", "train_path", required=True, type=click.Path(dir_okay=False), help="Training file.")
 @click.option("--dev", "dev_path", type=click.Path(dir_okay=False),
               help="Development file to score on (never the test file); without it: --folds on --train.")
-@click.option("--text-col", default="text", show_default=True)
-@click.option("--label-col", default="labels", show_default=True)
-@click.option("--label-sep", default=";", show_default=True)
+@click.option("--text-col", default="text", show_default=True, help="Column holding the text.")
+@click.option("--label-col", default="labels", show_default=True, help="Column holding the labels of a text.")
+@click.option("--label-sep", default=";", show_default=True, help="Separator between the labels in --label-col.")
 @click.option("-n", "n", default=None, type=click.IntRange(1), help="First N training rows (default: all).")
 @embedder_option
 @click.option("--variants", default="dense,sparse,sparse-average,sparse-unweighted,sparse-global-threshold",
               show_default=True,
               help="Comma-separated variants (see embedclf/bench/mlheads.py); the first is the reference.")
-@click.option("--folds", default=3, show_default=True, type=click.IntRange(2, 20))
+@click.option("--folds", default=3, show_default=True, type=click.IntRange(2, 20),
+              help="Without --dev: k-fold cross-validation on --train.")
 @click.option("--epochs", default=None, type=click.IntRange(1, 10_000), help="Max epochs (default 40).")
 @click.option("--no-cache", is_flag=True, help="Do not use the Postgres embedding cache.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (no progress bars).")

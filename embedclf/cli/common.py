@@ -6,7 +6,8 @@ import datetime as dt
 import json
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 from tqdm import tqdm

@@ -15,7 +15,6 @@ from embedclf.cli.base import AppError
 from embedclf.cli.common import echo_json
 from embedclf.cli.db import require_database
 from embedclf.config import Settings
-from embedclf.cli.base import AppError
 
 
 @click.group()
@@ -66,7 +65,8 @@ def list_(settings: Settings, as_json: bool) -> None:
 
 @data.command()
 @click.option("--dataset", "name", required=True, help="Dataset to export.")
-@click.option("--out", "out", type=click.Path(dir_okay=False), help="File to write (.csv, .tsv or .jsonl; default: CSV on stdout).")
+@click.option("--out", "out", type=click.Path(dir_okay=False),
+              help="File to write (.csv, .tsv or .jsonl; default: CSV on stdout).")
 @click.pass_obj
 def export(settings: Settings, name: str, out: str | None) -> None:
     """Write a dataset's examples (columns text, label) in insertion order."""
@@ -139,6 +139,7 @@ def load_training_data(settings: Settings, data_path: str | None, dataset: str |
         return load_labeled(data_path, text_col, label_col), 0
     from embedclf.store.datasets import training_examples
 
+    assert dataset is not None  # callers pass --dataset NAME here
     engine = require_database(settings)
     try:
         texts, labels, n_fb = training_examples(engine, dataset, head if with_feedback else None)
@@ -182,9 +183,8 @@ def cache_line(emb) -> str:
 
 def run_search(emb, texts: list[str], labels: list[str], params, n_trials: int, quiet: bool):
     """Optuna search on the training part's validation slice; returns (best params, stored summary)."""
-    from embedclf.progress import bar as progress_bar
-
     from embedclf.cli.common import embed_progress
+    from embedclf.progress import bar as progress_bar
     from embedclf.training.search import search_params
 
     X = emb.embed(texts, embed_progress(quiet)(len(texts)))  # kept in memory: the final training reuses it

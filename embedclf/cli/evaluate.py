@@ -7,14 +7,21 @@ from pathlib import Path
 
 import click
 
+from embedclf.cli.base import AppError
 from embedclf.cli.common import (
-    columns_options, echo_json, embed_progress, embedder_option, epoch_progress, load_embedder_verbose,
-    params_from, print_report, train_options,
+    columns_options,
+    echo_json,
+    embed_progress,
+    embedder_option,
+    epoch_progress,
+    load_embedder_verbose,
+    params_from,
+    print_report,
+    train_options,
 )
 from embedclf.cli.data import no_cache_option
 from embedclf.cli.multilabel import multilabel_options
 from embedclf.config import Settings
-from embedclf.cli.base import AppError
 
 CLINC_SPLITS = ("train", "val", "test", "oos_train", "oos_val", "oos_test")
 
@@ -102,7 +109,7 @@ def evaluate(settings: Settings, train_path: str | None, test_path: str | None, 
     if multi_label:
         from embedclf.cli.multilabel import evaluate_ml
 
-        if clinc_path or abstain_precision is not None:
+        if clinc_path or abstain_precision is not None or train_path is None or test_path is None:
             raise click.UsageError("--multi-label takes --train/--test (no --data, no --abstain-precision)")
         return evaluate_ml(settings, train_path, test_path, val_path, label_sep, embedder_spec, text_col, label_col,
                            epochs, seed, linear_member, plots_dir, as_json, no_cache, sparse_member)
@@ -120,6 +127,7 @@ def evaluate(settings: Settings, train_path: str | None, test_path: str | None, 
         )
         source = str(clinc_path)
     else:
+        assert train_path is not None and test_path is not None  # checked above
         train = load_labeled(train_path, text_col, label_col)
         test = load_labeled(test_path, text_col, label_col)
         unseen = sorted(set(test.labels) - set(train.labels))

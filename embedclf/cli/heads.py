@@ -8,8 +8,15 @@ from pathlib import Path
 import click
 
 from embedclf.cli.common import (
-    columns_options, echo_json, embed_progress, embedder_option, epoch_progress, load_embedder_verbose,
-    params_from, print_report, train_options,
+    columns_options,
+    echo_json,
+    embed_progress,
+    embedder_option,
+    epoch_progress,
+    load_embedder_verbose,
+    params_from,
+    print_report,
+    train_options,
 )
 from embedclf.cli.data import training_data_options
 from embedclf.cli.db import require_database
@@ -52,9 +59,9 @@ def train(settings: Settings, name: str, data_path: str | None, embedder_spec: s
           sparse_member: bool | None = None) -> None:
     """Train a head on a labelled file or stored dataset, report it against TF-IDF, store it as a new version."""
     from embedclf.cli.data import cache_line, cached, load_training_data, run_search
+    from embedclf.cli.report import echo_quality
     from embedclf.heads.checkpoint import HeadArtifact
     from embedclf.store import repository
-    from embedclf.cli.report import echo_quality
     from embedclf.training.evaluate import Abstention, evaluate_head
     from embedclf.training.split import LabelEncoder, stratified_split
 
@@ -92,7 +99,8 @@ def train(settings: Settings, name: str, data_path: str | None, embedder_spec: s
     summary["skipped_rows"] = data.skipped
     summary.update(dataset=dataset, n_feedback=n_feedback,
                    embedding_cache={"cached": embedder.hits, "embedded": embedder.embedded})
-    artifact = HeadArtifact.from_head(ev.result.head, ev.result.labels, embedder.model_id, metrics=summary | {"report": ev.report},
+    artifact = HeadArtifact.from_head(ev.result.head, ev.result.labels, embedder.model_id,
+                                      metrics=summary | {"report": ev.report},
                                       train_params=params.to_dict() | ({"search": search_info} if search_info else {}))
     version = repository.add_head_version(
         engine, name, artifact, activate=activate, created_by=getpass.getuser(),

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import getpass
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import click
 
@@ -164,7 +164,7 @@ def train_ml(settings: Settings, name: str, data, n_feedback: int, dataset: str 
     known = {label for s in pick(keep, sets) for label in s}
     held = np.asarray([i for i in held if set(sets[i]) <= known], dtype=int)  # a test label must be trainable
     if len(held) == 0 or len(keep) < 2:
-        raise ValueError(f"too few rows ({len(sets)}) for a held-out report with --test-size {test_size}")
+        raise AppError(f"too few rows ({len(sets)}) for a held-out report with --test-size {test_size}")
     params = ml_params(epochs, seed, linear_member, sparse_member)
     ev, embedder = run_evaluation(settings, embedder_spec, no_cache, as_json, (pick(keep, data.texts),
                                   pick(keep, sets)), (pick(held, data.texts), pick(held, sets)), params)

@@ -86,7 +86,8 @@ def markdown(title: str, summary: dict, report: dict, plots: list[str]) -> str:
     out += ["", "```", *[ln.strip() for ln in quality_lines(summary, report)], "```", ""]
     pairs = report.get("confused_pairs", [])
     if pairs:
-        out += ["## Most-confused pairs", "", "| true | predicted as | texts | share of true class |", "|---|---|---|---|"]
+        out += ["## Most-confused pairs", "", "| true | predicted as | texts | share of true class |",
+                "|---|---|---|---|"]
         out += [f"| {p['true']} | {p['predicted']} | {p['count']} | {p['share']:.2f} |" for p in pairs]
         out.append("")
     out += ["## Per class", "", "| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]

@@ -57,11 +57,13 @@ def load_eval(path: str, text_col: str, label_col: str, labels: list[str]):
 
 def evaluate_zeroshot(head, labels: list[str], embedder, data, quiet: bool) -> dict:
     """Accuracy, macro-F1, MAP@3, top-3 accuracy and log-loss of the head on labelled data."""
+    import numpy as np
+
     from embedclf.training.metrics import classification_report
 
     index = {label: i for i, label in enumerate(labels)}
     X = embedder.embed(data.texts, embed_progress(quiet)(len(data.texts)))
-    report = classification_report(head.predict_proba(X), [index[y] for y in data.labels])
+    report = classification_report(head.predict_proba(X), np.asarray([index[y] for y in data.labels]))
     return {**{k: round(v, 4) for k, v in report.items()}, "n_test": len(data.texts)}
 
 

@@ -22,8 +22,8 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from embedclf.heads.mlp import HeadConfig, MLPHead
 from embedclf.errors import HeadLoadError
+from embedclf.heads.mlp import HeadConfig, MLPHead
 from embedclf.heads.multilabel import MultiLabelConfig, MultiLabelHead, is_multi_label
 from embedclf.heads.sparse import TENSOR_PREFIX
 from embedclf.heads.tfidf import TfidfFeaturizer
@@ -49,7 +49,7 @@ def weights_to_bytes(head: MLPHead) -> bytes:
 
 
 def head_from_weights(config: AnyConfig, blob: bytes) -> MLPHead | MultiLabelHead:
-    if is_multi_label(config):  # a multi-label head's own state dict carries its featurizer (tfidf.*)
+    if isinstance(config, MultiLabelConfig):  # its own state dict carries its featurizer (tfidf.*)
         ml = MultiLabelHead(config)
         ml.load_state_dict(st_load(blob), strict=True)
         ml.eval()
@@ -83,7 +83,7 @@ class HeadArtifact:
             raise ValueError("duplicate labels")
 
     @classmethod
-    def from_head(cls, head: MLPHead, labels: list[str], embedder_id: str, **extra: dict) -> "HeadArtifact":
+    def from_head(cls, head: MLPHead, labels: list[str], embedder_id: str, **extra: dict) -> HeadArtifact:
         return cls(head.config, list(labels), embedder_id, weights_to_bytes(head), **extra)
 
     def build(self) -> MLPHead | MultiLabelHead:
@@ -107,7 +107,7 @@ class HeadArtifact:
         return out
 
     @classmethod
-    def load_dir(cls, path: str | Path) -> "HeadArtifact":
+    def load_dir(cls, path: str | Path) -> HeadArtifact:
         p = Path(path)
         meta = json.loads((p / "config.json").read_text())
         if meta.get("format") != FORMAT_VERSION:

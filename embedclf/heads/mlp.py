@@ -23,14 +23,14 @@ exactly as before.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from embedclf.errors import HeadLoadError
 
+from embedclf.errors import HeadLoadError
 from embedclf.heads.sparse import SparseMember
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
@@ -76,7 +76,7 @@ class HeadConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "HeadConfig":
+    def from_dict(cls, data: dict) -> HeadConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -87,6 +87,12 @@ class HeadConfig:
 class MLPHead(nn.Module):
     """The MLP (``mlp`` + optional ``skip``), with ``linear_member`` a ``linear`` member, with ``tfidf`` a
     ``sparse`` member over the texts."""
+
+    # buffers (register_buffer), declared for the type checker
+    center: torch.Tensor
+    temperature: torch.Tensor
+    member_temperature: torch.Tensor
+    member_weight: torch.Tensor
 
     def __init__(self, config: HeadConfig) -> None:
         super().__init__()

@@ -21,15 +21,18 @@ heads loading unchanged).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from embedclf.errors import HeadLoadError
 from embedclf.heads.mldecide import HEAD_TYPE, decide, is_multi_label, label_rows
 from embedclf.heads.mlp import ACTIVATIONS
+from embedclf.heads.tfidf import TfidfFeaturizer
 
 __all__ = ["HEAD_TYPE", "MEMBERS", "MultiLabelConfig", "MultiLabelHead", "decide", "is_multi_label", "label_rows",
            "mix"]
@@ -106,11 +109,11 @@ class MultiLabelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict) -> "MultiLabelConfig":
+    def from_dict(cls, data: dict) -> MultiLabelConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown multi-label head config keys: {sorted(unknown)}")
+            raise HeadLoadError(f"unknown multi-label head config keys: {sorted(unknown)}")
         return cls(**data)
 
 
@@ -134,6 +137,11 @@ class MultiLabelHead(nn.Module):
     """``mlp`` (+ ``skip``) member and, with ``linear_member``, a ``linear`` member; sigmoid outputs."""
 
     multi_label = True
+    # buffers (register_buffer), declared for the type checker
+    center: torch.Tensor
+    temperature: torch.Tensor
+    member_temperature: torch.Tensor
+    member_weight: torch.Tensor
 
     def __init__(self, config: MultiLabelConfig) -> None:
         super().__init__()
@@ -157,29 +165,28 @@ class MultiLabelHead(nn.Module):
             nn.init.zeros_(self.linear.bias)
         self.sparse: nn.Linear | None = None
         #: the TF-IDF featurizer of the sparse member (set when fitted or loaded)
-        self.featurizer = None
+        self.featurizer: TfidfFeaturizer | None = None
         if config.sparse is not None:
             self.sparse = nn.utils.skip_init(nn.Linear, config.sparse_features, config.num_labels)
             nn.init.zeros_(self.sparse.weight)
             nn.init.zeros_(self.sparse.bias)
 
-    def state_dict(self, *args, **kwargs):  # type: ignore[override]
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
         """The weights, plus the featurizer's vocabulary and idf tensors (``tfidf.*``) with a sparse member."""
         out = super().state_dict(*args, **kwargs)
         if self.featurizer is not None:
             out.update({TFIDF_PREFIX + k: v for k, v in self.featurizer.to_tensors().items()})
         return out
 
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[override]
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True,
+                        assign: bool = False) -> Any:
         """Strict: a sparse member needs its featurizer tensors, a head without one accepts none."""
         state = dict(state_dict)
         tfidf = {k[len(TFIDF_PREFIX):]: state.pop(k) for k in list(state) if k.startswith(TFIDF_PREFIX)}
         if self.config.sparse is not None:
-            from embedclf.heads.tfidf import TfidfFeaturizer
-
             self.featurizer = TfidfFeaturizer.from_tensors(self.config.sparse, tfidf)
             if self.featurizer.n_features != self.config.sparse_features:
-                raise ValueError("the TF-IDF featurizer does not match the sparse member's size")
+                raise HeadLoadError("the TF-IDF featurizer does not match the sparse member's size")
         elif tfidf and strict:
             raise RuntimeError(f"unexpected TF-IDF tensors for a head without a sparse member: {sorted(tfidf)[:3]}")
         return super().load_state_dict(state, strict=strict, assign=assign)

@@ -11,12 +11,13 @@ TF-IDF matrix: a sparse product, no dense feature matrix is ever built.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from embedclf.errors import HeadLoadError
 from embedclf.heads.tfidf import TfidfFeaturizer
 
 #: prefix of the featurizer's tensors in a head's safetensors blob
@@ -28,7 +29,7 @@ def n_features(tfidf_config: dict) -> int:
     try:
         return sum(int(p["n_terms"]) for p in tfidf_config["parts"])
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
-        raise ValueError(f"bad tfidf config in the head config: {exc!r}") from None
+        raise HeadLoadError(f"bad tfidf config in the head config: {exc!r}") from None
 
 
 class SparseMember(nn.Module):

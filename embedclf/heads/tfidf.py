@@ -24,11 +24,14 @@ features bit for bit.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+
+from embedclf.errors import HeadLoadError
 
 #: the baseline's two analyzers; ``min_df`` applies when fitting only
 PARTS: dict[str, dict[str, Any]] = {
@@ -102,15 +105,15 @@ def _encode_terms(terms: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _decode_terms(data: torch.Tensor, offsets: torch.Tensor, name: str) -> list[str]:
     if data.dtype != torch.uint8 or offsets.dtype != torch.int64 or data.ndim != 1 or offsets.ndim != 1:
-        raise ValueError(f"tfidf part {name!r}: vocabulary tensors must be 1-d uint8 bytes and int64 offsets")
+        raise HeadLoadError(f"tfidf part {name!r}: vocabulary tensors must be 1-d uint8 bytes and int64 offsets")
     off = offsets.numpy()
     if len(off) < 2 or off[0] != 0 or off[-1] != len(data) or np.any(np.diff(off) <= 0):
-        raise ValueError(f"tfidf part {name!r}: vocabulary offsets do not match the bytes")
+        raise HeadLoadError(f"tfidf part {name!r}: vocabulary offsets do not match the bytes")
     blob = data.numpy().tobytes()
     try:
         return [blob[a:b].decode("utf-8") for a, b in zip(off[:-1].tolist(), off[1:].tolist())]
     except UnicodeDecodeError as exc:
-        raise ValueError(f"tfidf part {name!r}: vocabulary is not UTF-8 ({exc})") from None
+        raise HeadLoadError(f"tfidf part {name!r}: vocabulary is not UTF-8 ({exc})") from None
 
 
 class TfidfFeaturizer:
@@ -121,7 +124,7 @@ class TfidfFeaturizer:
         self.lowercase = lowercase
 
     @classmethod
-    def fit(cls, texts: Sequence[str], max_features: int | None = DEFAULT_MAX_FEATURES) -> "TfidfFeaturizer":
+    def fit(cls, texts: Sequence[str], max_features: int | None = DEFAULT_MAX_FEATURES) -> TfidfFeaturizer:
         """Learn vocabulary and idf from ``texts``; at most ``max_features`` terms per analyzer (None: all)."""
         texts = list(texts)
         if not texts:
@@ -178,43 +181,43 @@ class TfidfFeaturizer:
         return {f"{p['name']}.{k}" for p in config.get("parts", []) for k in ("vocab_bytes", "vocab_offsets", "idf")}
 
     @classmethod
-    def from_tensors(cls, config: dict, tensors: dict[str, torch.Tensor]) -> "TfidfFeaturizer":
+    def from_tensors(cls, config: dict, tensors: dict[str, torch.Tensor]) -> TfidfFeaturizer:
         """Rebuild from :meth:`config` + :meth:`to_tensors`; strict (a clear ValueError on any mismatch)."""
         if not isinstance(config, dict):
-            raise ValueError("tfidf config must be a JSON object")
+            raise HeadLoadError("tfidf config must be a JSON object")
         unknown = set(config) - _CONFIG_KEYS
         missing = _CONFIG_KEYS - set(config)
         if unknown or missing:
-            raise ValueError(f"tfidf config: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
+            raise HeadLoadError(f"tfidf config: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
         if config["version"] != CONFIG_VERSION:
-            raise ValueError(f"unsupported tfidf config version {config['version']!r}")
+            raise HeadLoadError(f"unsupported tfidf config version {config['version']!r}")
         parts_cfg = config["parts"]
         if (not isinstance(parts_cfg, list) or not parts_cfg
                 or not all(isinstance(p, dict) and isinstance(p.get("name"), str) for p in parts_cfg)):
-            raise ValueError("tfidf config: 'parts' must be a non-empty list of objects with a 'name'")
+            raise HeadLoadError("tfidf config: 'parts' must be a non-empty list of objects with a 'name'")
         if len({p["name"] for p in parts_cfg}) != len(parts_cfg):
-            raise ValueError("tfidf config: duplicate part names")
+            raise HeadLoadError("tfidf config: duplicate part names")
         want = cls.tensor_names(config)
         if set(tensors) != want:
-            raise ValueError(f"tfidf tensors: missing {sorted(want - set(tensors))}, "
+            raise HeadLoadError(f"tfidf tensors: missing {sorted(want - set(tensors))}, "
                              f"unexpected {sorted(set(tensors) - want)}")
         parts = []
         for params in parts_cfg:
             name = params["name"]
             if set(params) != _PART_KEYS:
                 got = sorted(params)
-                raise ValueError(f"tfidf part {name!r}: keys must be {sorted(_PART_KEYS)}, got {got}")
+                raise HeadLoadError(f"tfidf part {name!r}: keys must be {sorted(_PART_KEYS)}, got {got}")
             if params["analyzer"] not in _ANALYZERS:
-                raise ValueError(f"tfidf part {name!r}: unknown analyzer {params['analyzer']!r}")
+                raise HeadLoadError(f"tfidf part {name!r}: unknown analyzer {params['analyzer']!r}")
             ngr = params["ngram_range"]
             if not (isinstance(ngr, (list, tuple)) and len(ngr) == 2 and 1 <= ngr[0] <= ngr[1]):
-                raise ValueError(f"tfidf part {name!r}: bad ngram_range {ngr!r}")
+                raise HeadLoadError(f"tfidf part {name!r}: bad ngram_range {ngr!r}")
             terms = _decode_terms(tensors[f"{name}.vocab_bytes"], tensors[f"{name}.vocab_offsets"], name)
             idf = tensors[f"{name}.idf"]
             if idf.dtype != torch.float64 or idf.ndim != 1:
-                raise ValueError(f"tfidf part {name!r}: idf must be a 1-d float64 tensor")
+                raise HeadLoadError(f"tfidf part {name!r}: idf must be a 1-d float64 tensor")
             if len(terms) != params["n_terms"]:
-                raise ValueError(f"tfidf part {name!r}: config says {params['n_terms']} terms, tensors hold "
+                raise HeadLoadError(f"tfidf part {name!r}: config says {params['n_terms']} terms, tensors hold "
                                  f"{len(terms)}")
             kept = {k: v for k, v in params.items() if k not in ("n_terms", "name")}
             parts.append(_Part(name, kept, terms, idf.numpy().copy(), bool(config["lowercase"])))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from embedclf.embedders.base import Embedder, l2_normalize
 from embedclf.errors import DataError
@@ -83,7 +84,8 @@ def head_from_label_vectors(vectors: np.ndarray, temperature: float = DEFAULT_TE
                         input_norm=True, linear_skip=False)
     head = MLPHead(config)
     with torch.no_grad():
-        (linear,) = head.mlp
+        linear = head.mlp[0]
+        assert isinstance(linear, nn.Linear) and len(head.mlp) == 1
         linear.weight.copy_(torch.from_numpy(l2_normalize(v)))
         linear.bias.zero_()
         head.center.zero_()

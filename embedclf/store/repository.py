@@ -7,16 +7,17 @@ one transaction (see :func:`embedclf.store.db.transaction`).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.engine import Engine
 
+from embedclf.errors import HeadNotFound, HeadStateError  # noqa: F401  (re-exported: defined in errors.py)
 from embedclf.heads.checkpoint import HeadArtifact, config_from_dict
 from embedclf.store.db import transaction
 from embedclf.store.tables import head_events, heads, predictions
-from embedclf.errors import HeadNotFound, HeadStateError  # noqa: F401  (re-exported: defined in errors.py)
 
 
 @dataclass(frozen=True)

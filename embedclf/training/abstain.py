@@ -66,7 +66,7 @@ def scope_metrics(in_proba: np.ndarray, in_y: np.ndarray, oos_proba: np.ndarray 
     return out
 
 
-def _candidates(*confs: np.ndarray) -> np.ndarray:
+def _candidates(*confs: np.ndarray | None) -> np.ndarray:
     """0 (never abstain) plus every distinct confidence seen (abstain below it)."""
     allc = np.concatenate([np.asarray(c, dtype=float) for c in confs if c is not None and len(c)])
     return np.unique(np.concatenate([[0.0], allc]))

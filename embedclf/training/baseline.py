@@ -7,7 +7,7 @@ scores it on the same test texts, so the comparison is honest.
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn.linear_model import SGDClassifier

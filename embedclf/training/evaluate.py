@@ -10,22 +10,27 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from embedclf.embedders.base import Embedder, ProgressFn
+from embedclf.errors import DataError
 from embedclf.training.abstain import (
-    DEFAULT_MAX_ACCURACY_LOSS, AbstainRule, choose_threshold, labels_oos_index, scope_metrics,
+    DEFAULT_MAX_ACCURACY_LOSS,
+    AbstainRule,
+    choose_threshold,
+    labels_oos_index,
+    scope_metrics,
 )
 from embedclf.training.baseline import tfidf_baseline
 from embedclf.training.metrics import classification_report, confusion_matrix
 from embedclf.training.quality import build_report, softmax
 from embedclf.training.split import LabelEncoder
 from embedclf.training.trainer import EpochCallback, TrainParams, TrainResult, train_head
-from embedclf.errors import DataError
 
 __all__ = ["Evaluation", "Abstention", "confusion_matrix", "evaluate_head"]
 
@@ -135,7 +140,7 @@ def evaluate_head(
     total = sum(len(v) for v in parts.values())
     progress = embed_progress(total) if embed_progress else None
     t0 = time.perf_counter()
-    vec = {k: embedder.embed(v, progress) if v else None for k, v in parts.items()}
+    vec: dict[str, Any] = {k: embedder.embed(v, progress) if v else None for k, v in parts.items()}
     embed_seconds = time.perf_counter() - t0
 
     X_train, y_train_s = vec["train"], list(train_labels)

@@ -8,7 +8,7 @@ One threshold shared by every label is chosen on the validation texts (macro-F1)
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -7,12 +7,13 @@ chosen on the head's validation texts; both are scored once on the test texts.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
 from embedclf.embedders.base import Embedder, ProgressFn
+from embedclf.errors import DataError
 from embedclf.heads.multilabel import decide
 from embedclf.training import mlmetrics
 from embedclf.training.mlbaseline import tfidf_ovr
@@ -72,7 +73,7 @@ def evaluate_multilabel(
     for what, sets in (("test", test_sets), ("validation", val[1] if val else ())):
         unseen = sorted({label for s in sets for label in s} - known)
         if unseen:
-            raise ValueError(f"{len(unseen)} {what} label(s) never appear in training: "
+            raise DataError(f"{len(unseen)} {what} label(s) never appear in training: "
                              + ", ".join(repr(u) for u in unseen[:5]))
     parts = {"train": list(train_texts), "test": list(test_texts)} | ({"val": list(val[0])} if val else {})
     progress = embed_progress(sum(len(v) for v in parts.values())) if embed_progress else None
@@ -92,6 +93,7 @@ def evaluate_multilabel(
     Y_train = mlmetrics.multi_hot(train_sets, labels)
     if val is None:  # the baseline sees the head's split: fit on its training part, threshold on its validation part
         vi = result.val_index
+        assert vi is not None  # set whenever the trainer split its own validation part
         fit = np.setdiff1d(np.arange(len(parts["train"])), vi)
         b_train, b_Y = [parts["train"][i] for i in fit], Y_train[fit]
         b_val, b_Yv = [parts["train"][i] for i in vi], Y_train[vi]

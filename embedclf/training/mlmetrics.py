@@ -19,7 +19,7 @@ a cut from a handful of positives fits noise; one shared threshold is steadier.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -8,22 +8,21 @@ coefficients go into the head's ``sparse`` Linear layer (safetensors, no pickle)
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from embedclf.heads.multilabel import MultiLabelHead
+from embedclf.heads.tfidf import TfidfFeaturizer
 
 
-def fit_featurizer(texts: Sequence[str], max_features: int):
-    from embedclf.heads.tfidf import TfidfFeaturizer
-
+def fit_featurizer(texts: Sequence[str], max_features: int) -> TfidfFeaturizer:
     return TfidfFeaturizer.fit(list(texts), max_features=max_features)
 
 
-def fit_sparse(head: MultiLabelHead, featurizer, texts: Sequence[str], Y: np.ndarray, pos_weight: np.ndarray,
-               c: float) -> dict:
+def fit_sparse(head: MultiLabelHead, featurizer: TfidfFeaturizer, texts: Sequence[str], Y: np.ndarray,
+               pos_weight: np.ndarray, c: float) -> dict:
     """Fit ``head.sparse`` on ``texts`` (multi-hot ``Y``) and attach ``featurizer``; returns a summary."""
     from sklearn.linear_model import LogisticRegression
 

@@ -23,13 +23,15 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from embedclf.errors import DataError
 from embedclf.heads.multilabel import MultiLabelConfig, MultiLabelHead, decide
 from embedclf.training import mlmetrics
 from embedclf.training.mlsparse import fit_featurizer, fit_sparse
@@ -133,7 +135,7 @@ def train_multilabel(
         raise ValueError(f"X must be [n, d] with one label set per row; got {X.shape} and {len(label_sets)}")
     labels = label_list(label_sets)
     if len(labels) < 2:
-        raise ValueError(f"a multi-label head needs at least 2 distinct labels, got {labels}")
+        raise DataError(f"a multi-label head needs at least 2 distinct labels, got {labels}")
     Y = mlmetrics.multi_hot(label_sets, labels)
     torch.manual_seed(params.seed)
     gen = torch.Generator().manual_seed(params.seed)
@@ -147,18 +149,20 @@ def train_multilabel(
         perm = np.random.default_rng(params.seed).permutation(len(X))
         n_val = int(round(params.val_fraction * len(X)))
         if n_val < 1 or n_val >= len(X):
-            raise ValueError("training data too small for a validation split")
+            raise DataError("training data too small for a validation split")
         val_index, tr = np.sort(perm[:n_val]), np.sort(perm[n_val:])
         Xt, Yt, Xv, Yv = X[tr], Y[tr], X[val_index], Y[val_index]
         if params.sparse_member:
+            assert texts is not None  # checked on entry: a sparse member needs the texts
             tr_texts, va_texts = [texts[i] for i in tr], [texts[i] for i in val_index]
     else:
         Xv = np.asarray(val[0], dtype=np.float32)
         unknown = sorted({label for s in val[1] for label in s} - set(labels))
         if unknown or len(Xv) != len(val[1]) or len(Xv) == 0:
-            raise ValueError(f"validation set must be non-empty with known labels (unknown: {unknown[:5]})")
+            raise DataError(f"validation set must be non-empty with known labels (unknown: {unknown[:5]})")
         Xt, Yt, Yv = X, Y, mlmetrics.multi_hot(val[1], labels)
         if params.sparse_member:
+            assert texts is not None and val_texts is not None  # checked on entry
             tr_texts, va_texts = list(texts), list(val_texts)
     featurizer = fit_featurizer(tr_texts, params.sparse_max_features) if params.sparse_member else None
 
@@ -175,7 +179,7 @@ def train_multilabel(
     head.set_center(xt)
     pw = torch.from_numpy(pos_weights(Yt, params.pos_weight_power, params.max_pos_weight))
     history, best_epoch = _fit_mlp(head, xt, yt, Xv, Yv, pw, params, gen, on_epoch)
-    members = {"mlp": {"best_epoch": best_epoch, "epochs_run": len(history)}}
+    members: dict[str, dict[str, Any]] = {"mlp": {"best_epoch": best_epoch, "epochs_run": len(history)}}
     if head.linear is not None:
         members["linear"] = {"lbfgs_iterations": fit_linear(head, xt, yt, pw, params.linear_c)}
     if featurizer is not None:
@@ -184,7 +188,7 @@ def train_multilabel(
     for name, p in zip(config.member_names, members_proba):
         members[name]["val_macro_f1_best_cuts"] = val_score(p, Yv)
     weights, grid = choose_weights(members_proba, Yv, params.combine, params.min_positives)
-    val_proba = sum(w * p for w, p in zip(weights, members_proba))
+    val_proba: np.ndarray = np.sum([w * p for w, p in zip(weights, members_proba)], axis=0)
     thresholds, info = mlmetrics.choose_thresholds(val_proba, Yv, params.min_positives)
     head.config = replace(config, member_weights=weights, thresholds=tuple(float(t) for t in thresholds))
     head.eval()
@@ -225,7 +229,7 @@ def choose_weights(members_proba: list[np.ndarray], Yv: np.ndarray, combine: str
         return tuple([1.0 / k] * k), {}
     scores: dict[tuple[float, ...], float] = {}
     for w in simplex_grid(k):
-        p = sum(wi * pi for wi, pi in zip(w, members_proba))
+        p: np.ndarray = np.sum([wi * pi for wi, pi in zip(w, members_proba)], axis=0)
         t, _ = mlmetrics.choose_thresholds(p, Yv, min_positives)
         scores[w] = mlmetrics.macro_f1(Yv, decide(p, t))
     best = max(scores, key=lambda w: (round(scores[w], 6), -sum((wi - 1.0 / k) ** 2 for wi in w)))

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from embedclf.training.trainer import TrainParams, TrainResult, train_head
 from embedclf.errors import DataError
+from embedclf.training.trainer import TrainParams, TrainResult, train_head
 
 TrialCallback = Callable[[dict], None]
 
@@ -56,7 +57,7 @@ class SearchResult:
         }
 
 
-def suggest(trial, base: TrainParams) -> TrainParams:
+def suggest(trial: Any, base: TrainParams) -> TrainParams:
     """TrainParams for one Optuna trial: ``base`` with the searched fields replaced."""
     have = {f.name for f in fields(TrainParams)}
     values: dict = {}
@@ -71,7 +72,7 @@ def suggest(trial, base: TrainParams) -> TrainParams:
         if kind == "int":
             values[name] = trial.suggest_int(name, spec[1], spec[2])
         elif kind == "choice":
-            values[name] = trial.suggest_categorical(name, list(spec[1]))
+            values[name] = trial.suggest_categorical(name, list(spec[1]))  # type: ignore[arg-type]
         elif kind == "float":
             values[name] = trial.suggest_float(name, spec[1], spec[2])
         elif kind == "log":
@@ -104,7 +105,7 @@ def search_params(
     trials: list[dict] = []
     best: dict = {}
 
-    def objective(trial) -> float:
+    def objective(trial: Any) -> float:
         params = suggest(trial, base)
         result = train_head(X, labels, params, texts=texts)
         acc = float(result.val_metrics["accuracy"])

@@ -11,11 +11,12 @@ member's logits; like every member it gets its own temperature on validation.
 from __future__ import annotations
 
 import itertools
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from embedclf.errors import DataError
 from embedclf.heads.mlp import MLPHead
 from embedclf.heads.tfidf import TfidfFeaturizer
 
@@ -41,7 +42,7 @@ def fit_sparse_member(head: MLPHead, featurizer: TfidfFeaturizer, texts: Sequenc
     y = np.asarray(y)
     classes = np.unique(y)
     if len(classes) < 2:
-        raise ValueError("the TF-IDF member needs at least two classes in its training texts")
+        raise DataError("the TF-IDF member needs at least two classes in its training texts")
     clf = SGDClassifier(loss="log_loss", alpha=alpha, max_iter=epochs, tol=None, random_state=seed)
     clf.fit(x, y)
     num_labels = head.config.num_labels
@@ -83,7 +84,7 @@ def fit_member_weights(member_logp: torch.Tensor, y: torch.Tensor, step: float =
         w = torch.from_numpy(grid)  # [m, k]
         logw = torch.log(w)
         nll = -torch.logsumexp(logw[:, :, None] + picked[None], dim=1).mean(dim=1)  # [m]
-    nll = nll.numpy()
+    nll_np = nll.numpy()
     spread = np.abs(grid - 1.0 / k).sum(1)
-    best = np.lexsort((spread, np.round(nll, 9)))[0]
+    best = np.lexsort((spread, np.round(nll_np, 9)))[0]
     return grid[best]

@@ -22,18 +22,18 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from embedclf.errors import DataError
 from embedclf.heads.mlp import HeadConfig, MLPHead
 from embedclf.training.metrics import classification_report
 from embedclf.training.sparse import fit_featurizer, fit_member_weights, fit_sparse_member
 from embedclf.training.split import LabelEncoder, stratified_split
-from embedclf.errors import DataError
 
 EpochCallback = Callable[[int, int, dict], None]
 
@@ -153,6 +153,7 @@ def train_head(
         Xt, yt = torch.from_numpy(X[tr_idx]), torch.from_numpy(y[tr_idx])
         Xv_np, yv_np = X[va_idx], y[va_idx]
         if params.tfidf_member:
+            assert texts is not None  # checked on entry: a TF-IDF member needs the texts
             tr_texts, va_texts = [texts[i] for i in tr_idx], [texts[i] for i in va_idx]
     else:
         Xv_np = np.asarray(val[0], dtype=np.float32)
@@ -162,6 +163,7 @@ def train_head(
         Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
         yv_np = encoder.encode(val[1])
         if params.tfidf_member:
+            assert texts is not None and val_texts is not None  # checked on entry
             tr_texts, va_texts = list(texts), list(val_texts)
     Xv, yv = torch.from_numpy(Xv_np), torch.from_numpy(yv_np)
 
@@ -187,6 +189,7 @@ def train_head(
         iterations = fit_linear(head, Xt, yt, params.linear_c)
         members["linear"] = fit.summary(head.linear_logits) | {"lbfgs_iterations": iterations}
     if head.sparse is not None:
+        assert featurizer is not None  # fitted above whenever the head has a sparse member
         facts = fit_sparse_member(head, featurizer, tr_texts, yt.numpy(), params.tfidf_alpha, params.tfidf_epochs,
                                   params.seed)
         va_sparse = head.sparse_logits(va_texts)
@@ -245,7 +248,7 @@ class _Fit:
         if total_steps >= 4:
             # torch's OneCycleLR divides by zero when its warm-up ends at step 0 (10 steps, 10 %):
             # keep at least two warm-up steps
-            sched = torch.optim.lr_scheduler.OneCycleLR(
+            sched: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.OneCycleLR(
                 opt, max_lr=lr, total_steps=total_steps, pct_start=max(0.1, 2.0 / total_steps)
             )
         else:  # too few steps for a schedule

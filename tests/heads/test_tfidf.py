@@ -14,7 +14,8 @@ from embedclf.heads.tfidf import TfidfFeaturizer, baseline_vectorizers
 from tests.training.textdata import make_texts
 
 TEXTS, _ = make_texts(30, seed=3)
-NEW = ["my parcel is delayed again", "Ünïcödé café naïve — déjà vu", "", "zzzz qqqq never seen", "LOGIN  reset\tpassword"]
+NEW = ["my parcel is delayed again", "Ünïcödé café naïve — déjà vu", "", "zzzz qqqq never seen",
+       "LOGIN  reset\tpassword"]
 
 
 def roundtrip(f: TfidfFeaturizer) -> TfidfFeaturizer:
