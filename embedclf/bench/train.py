@@ -6,10 +6,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from tqdm import tqdm
-
 from embedclf.bench.stats import rate
 from embedclf.embedders.base import Embedder
+from embedclf.progress import bar as progress_bar
 
 
 def run_train(embedder: Embedder, texts: Sequence[str], labels: Sequence[str], epochs: int | None,
@@ -17,12 +16,12 @@ def run_train(embedder: Embedder, texts: Sequence[str], labels: Sequence[str], e
     from embedclf.training.trainer import TrainParams, train_head
 
     params = TrainParams() if epochs is None else TrainParams(epochs=epochs)
-    with tqdm(total=len(texts), desc="embedding", unit="text", file=sys.stderr, disable=quiet,
+    with progress_bar(total=len(texts), desc="embedding", unit="text", file=sys.stderr, disable=quiet,
               dynamic_ncols=True) as bar:
         start = time.perf_counter()
         X = embedder.embed(texts, progress=bar.update)  # length-sorted batches, as `heads train` does
         embed_s = time.perf_counter() - start
-    with tqdm(total=params.epochs, desc="training", unit="epoch", file=sys.stderr, disable=quiet,
+    with progress_bar(total=params.epochs, desc="training", unit="epoch", file=sys.stderr, disable=quiet,
               dynamic_ncols=True) as bar:
         start = time.perf_counter()
         result = train_head(X, labels, params, on_epoch=lambda *_: bar.update(1))
@@ -64,12 +63,12 @@ def run_train_cached(embedder: Embedder, texts: Sequence[str], labels: Sequence[
         run_texts, run_labels = fetch_examples(engine, "bench")
         data_s = time.perf_counter() - start
         cached = CachedEmbedder(embedder, engine)  # a fresh object: nothing in memory
-        with tqdm(total=len(run_texts), desc=f"{run}: embedding", unit="text", file=sys.stderr, disable=quiet,
+        with progress_bar(total=len(run_texts), desc=f"{run}: embedding", unit="text", file=sys.stderr, disable=quiet,
                   dynamic_ncols=True) as bar:
             start = time.perf_counter()
             X = cached.embed(run_texts, progress=bar.update)
             embed_s = time.perf_counter() - start
-        with tqdm(total=params.epochs, desc=f"{run}: training", unit="epoch", file=sys.stderr, disable=quiet,
+        with progress_bar(total=params.epochs, desc=f"{run}: training", unit="epoch", file=sys.stderr, disable=quiet,
                   dynamic_ncols=True) as bar:
             start = time.perf_counter()
             result = train_head(X, run_labels, params, on_epoch=lambda *_: bar.update(1))

@@ -277,12 +277,11 @@ def heads_cv(settings: Settings, data_path: str, text_col: str, label_col: str, 
     """Compare head variants by k-fold cross-validation on one file (never a test file)."""
     import sys
 
-    from tqdm import tqdm
-
     from embedclf.bench.heads import check_folds, cross_validate, heads_report, parse_variants
     from embedclf.bench.machine import machine_info
     from embedclf.cli.common import embed_progress
     from embedclf.data import load_labeled
+    from embedclf.progress import bar as progress_bar
     from embedclf.training.trainer import TrainParams
 
     names = parse_variants(variants)  # a ValueError is the CLI's one-line error
@@ -298,7 +297,7 @@ def heads_cv(settings: Settings, data_path: str, text_col: str, label_col: str, 
     finally:
         emb.inner.close()
     base = TrainParams() if epochs is None else TrainParams(epochs=epochs)
-    with tqdm(total=folds * len(names), desc="cross-validating", unit="head", file=sys.stderr, disable=as_json,
+    with progress_bar(total=folds * len(names), desc="cross-validating", unit="head", file=sys.stderr, disable=as_json,
               dynamic_ncols=True) as bar:
         report = cross_validate(X, labels, names, folds, base, on_fold=lambda _: bar.update(1), texts=texts)
     report.update(mode="heads", data=data_path, embedder=emb.model_id, embedder_spec=spec,

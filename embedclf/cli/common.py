@@ -10,9 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-from tqdm import tqdm
 
 from embedclf.config import Settings
+from embedclf.progress import bar as progress_bar
 
 
 def embedder_option(f: Callable) -> Callable:
@@ -78,7 +78,8 @@ def load_embedder_verbose(settings: Settings, spec: str | None, quiet: bool = Fa
 
 def embed_progress(quiet: bool):
     def factory(total: int):
-        bar = tqdm(total=total, desc="embedding", unit="text", file=sys.stderr, disable=quiet, dynamic_ncols=True)
+        bar = progress_bar(total=total, desc="embedding", unit="text", file=sys.stderr, disable=quiet,
+                           dynamic_ncols=True)
 
         def update(n: int) -> None:
             bar.update(n)
@@ -91,11 +92,11 @@ def embed_progress(quiet: bool):
 
 def epoch_progress(quiet: bool, total: int):
     """A per-epoch callback drawing a bar (created at the first epoch) and a closer."""
-    bars: list[tqdm] = []
+    bars: list[Any] = []
 
     def on_epoch(epoch: int, total_epochs: int, row: dict) -> None:
         if not bars:
-            bars.append(tqdm(total=total, desc="training", unit="epoch", file=sys.stderr, disable=quiet,
+            bars.append(progress_bar(total=total, desc="training", unit="epoch", file=sys.stderr, disable=quiet,
                              dynamic_ncols=True))
         bars[0].set_postfix(val_acc=f"{row['val_accuracy']:.3f}", val_loss=f"{row['val_loss']:.3f}")
         bars[0].update(1)
