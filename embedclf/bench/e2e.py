@@ -54,9 +54,7 @@ def _stop_all(workers: Sequence[WorkerProc]) -> None:
 
 def store_head(engine, embedder: Embedder, texts: Sequence[str], labels: Sequence[str], quiet: bool) -> int:
     """Train a quick head on the first texts and store it as the active head ``bench``; returns #texts."""
-    from embedclf.heads.checkpoint import HeadArtifact
-    from embedclf.store.repository import add_head_version
-    from embedclf.training.trainer import TrainParams, train_head
+    from embedclf.headops import quick_version
 
     # evenly spread over the file: a file sorted by label still gives the head several labels
     step = max(1, len(texts) // HEAD_MAX_TEXTS)
@@ -64,9 +62,7 @@ def store_head(engine, embedder: Embedder, texts: Sequence[str], labels: Sequenc
     k = len(texts)
     with progress_bar(total=k, desc="head: embedding", unit="text", disable=quiet, leave=False) as bar:
         X = embedder.embed(texts, progress=bar.update)
-    result = train_head(X, labels, TrainParams(epochs=HEAD_EPOCHS))
-    artifact = HeadArtifact.from_head(result.head, result.labels, embedder.model_id)
-    add_head_version(engine, HEAD, artifact, activate=True, created_by="embedclf-bench", n_train=k)
+    quick_version(engine, HEAD, X, labels, embedder.model_id, HEAD_EPOCHS, created_by="embedclf-bench")
     return k
 
 

@@ -49,16 +49,12 @@ def _texts(n: int) -> list[str]:
 
 def _store_head(engine) -> None:
     from embedclf.embedders.null import NullEmbedder
-    from embedclf.heads.checkpoint import HeadArtifact
-    from embedclf.store.repository import add_head_version
-    from embedclf.training.trainer import TrainParams, train_head
+    from embedclf.headops import quick_version
 
     texts = [("x" * (i % 97 + 1)) for i in range(400)]
     labels = ["short" if len(t) < 48 else "long" for t in texts]
     emb = NullEmbedder(64)
-    result = train_head(emb.embed_batch(texts), labels, TrainParams(epochs=3))
-    add_head_version(engine, HEAD, HeadArtifact.from_head(result.head, result.labels, emb.model_id),
-                     created_by="embedclf-bench")
+    quick_version(engine, HEAD, emb.embed_batch(texts), labels, emb.model_id, epochs=3, created_by="embedclf-bench")
 
 
 def _wait(cond: Callable[[], bool], timeout: float, what: str, check: Callable[[], None] = lambda: None) -> None:

@@ -58,12 +58,9 @@ def train(settings: Settings, name: str, data_path: str | None, embedder_spec: s
           search_trials: int, multi_label: bool = False, label_sep: str = ";",
           sparse_member: bool | None = None) -> None:
     """Train a head on a labelled file or stored dataset, report it against TF-IDF, store it as a new version."""
+    from embedclf import headops
     from embedclf.cli.data import cache_line, cached, load_training_data, run_search
     from embedclf.cli.report import echo_quality
-    from embedclf.heads.checkpoint import HeadArtifact
-    from embedclf.store import repository
-    from embedclf.training.evaluate import Abstention, evaluate_head
-    from embedclf.training.split import LabelEncoder, stratified_split
 
     if not name.strip() or len(name) > 128:
         raise click.BadParameter("must be 1-128 characters", param_hint="--name")
@@ -79,34 +76,23 @@ def train(settings: Settings, name: str, data_path: str | None, embedder_spec: s
         return train_ml(settings, name, data, n_feedback, dataset, label_sep, embedder_spec, test_size, epochs, seed,
                         linear_member, activate, plots_dir, as_json, no_cache, sparse_member)
     engine = require_database(settings)
-    y = LabelEncoder.fit(data.labels).encode(data.labels)
-    keep, held = stratified_split(y, test_size, seed=seed)
-    pick = lambda idx, xs: [xs[i] for i in idx]  # noqa: E731
+    keep, _ = headops.split(data.labels, test_size, seed)  # bad labels fail here, before the model loads
     embedder = cached(settings, load_embedder_verbose(settings, embedder_spec, quiet=as_json), no_cache, as_json)
     params = params_from(epochs, seed, linear_member, tfidf_member, member_weights)
     search_info = None
-    if search_trials:
-        params, search_info = run_search(embedder, pick(keep, data.texts), pick(keep, data.labels), params,
-                                         search_trials, as_json)
+    if search_trials:  # searched on the training part only: the held-out split stays unseen
+        params, search_info = run_search(embedder, [data.texts[i] for i in keep], [data.labels[i] for i in keep],
+                                         params, search_trials, as_json)
     on_epoch, bar = epoch_progress(as_json, params.epochs)
-    ev = evaluate_head(
-        embedder, pick(keep, data.texts), pick(keep, data.labels), pick(held, data.texts), pick(held, data.labels),
-        params, embed_progress=embed_progress(as_json), on_epoch=on_epoch,
-        abstention=Abstention(target_precision=abstain_precision) if abstain_precision else None,
-    )
+    trained = headops.train_version(
+        engine, embedder, name, data.texts, data.labels, params, test_size=test_size,
+        abstain_precision=abstain_precision, activate=activate, data_fingerprint=data.fingerprint(),
+        extra_summary={"skipped_rows": data.skipped, "dataset": dataset, "n_feedback": n_feedback},
+        extra_train_params={"search": search_info} if search_info else None,
+        on_epoch=on_epoch, embed_progress=embed_progress(as_json))
     bar.close()
-    summary = ev.summary()
-    summary["skipped_rows"] = data.skipped
-    summary.update(dataset=dataset, n_feedback=n_feedback,
-                   embedding_cache={"cached": embedder.hits, "embedded": embedder.embedded})
-    artifact = HeadArtifact.from_head(ev.result.head, ev.result.labels, embedder.model_id,
-                                      metrics=summary | {"report": ev.report},
-                                      train_params=params.to_dict() | ({"search": search_info} if search_info else {}))
-    version = repository.add_head_version(
-        engine, name, artifact, activate=activate, created_by=getpass.getuser(),
-        data_fingerprint=data.fingerprint(), n_train=len(keep),
-    )
-    summary.update(head=name, version=version, active=activate)
+    ev, version, summary = trained.evaluation, trained.version, trained.summary
+    summary["embedding_cache"] = {"cached": embedder.hits, "embedded": embedder.embedded}
     if plots_dir:
         summary["plots"] = _plots(ev, Path(plots_dir), name, version)
     if as_json:

@@ -9,7 +9,6 @@ negatives and answers it at serving time by abstaining.)
 
 from __future__ import annotations
 
-import getpass
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -150,10 +149,9 @@ def train_ml(settings: Settings, name: str, data, n_feedback: int, dataset: str 
     """``embedclf heads train --multi-label``: a seeded random ``test_size`` is held out for the report."""
     import numpy as np
 
+    from embedclf import headops
     from embedclf.cli.data import cache_line
     from embedclf.cli.db import require_database
-    from embedclf.heads.checkpoint import HeadArtifact
-    from embedclf.store import repository
 
     sets = split_labels(data.labels, sep, dataset or "data")
     engine = require_database(settings)
@@ -170,11 +168,9 @@ def train_ml(settings: Settings, name: str, data, n_feedback: int, dataset: str 
                                   pick(keep, sets)), (pick(held, data.texts), pick(held, sets)), params)
     summary = ev.summary() | {"skipped_rows": data.skipped, "dataset": dataset, "n_feedback": n_feedback,
                               "embedding_cache": {"cached": embedder.hits, "embedded": embedder.embedded}}
-    result = ev.result
-    artifact = HeadArtifact.from_head(result.head, result.labels, embedder.model_id,
-                                      metrics=summary | {"report": ev.report}, train_params=params.to_dict())
-    version = repository.add_head_version(engine, name, artifact, activate=activate, created_by=getpass.getuser(),
-                                          data_fingerprint=data.fingerprint(), n_train=len(keep))
+    version = headops.store_version(engine, name, ev.result.head, ev.result.labels, embedder.model_id,
+                                    activate=activate, data_fingerprint=data.fingerprint(), n_train=len(keep),
+                                    metrics=summary | {"report": ev.report}, train_params=params.to_dict())
     summary.update(head=name, version=version, active=activate)
     if plots_dir:
         summary["plots"] = write_ml_report(Path(plots_dir), f"head {name} v{version}", summary, ev.report,
