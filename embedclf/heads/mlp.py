@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,7 +85,50 @@ class HeadConfig:
         return cls(**data)
 
 
-class MLPHead(nn.Module):
+class DenseMembers(nn.Module):
+    """The embedding side every head type shares: input normalisation and centring, the MLP (+ skip)
+    member and the optional softmax-regression member. Subclasses build ``mlp``, ``skip``, ``linear``
+    and the ``center`` buffer; their ``config`` has ``input_norm``."""
+
+    config: Any
+    center: torch.Tensor
+    mlp: nn.Sequential
+    skip: nn.Linear | None
+    linear: nn.Linear | None
+
+    def set_center(self, x: torch.Tensor) -> None:
+        """Fit the input centring on training embeddings (already un-normalised)."""
+        with torch.no_grad():
+            self.center.copy_(self._normalize(x).mean(dim=0))
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.config.input_norm:
+            return x
+        return nn.functional.normalize(x, dim=-1)
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.config.input_norm:
+            return x
+        return self._normalize(x) - self.center
+
+    def _mlp(self, z: torch.Tensor) -> torch.Tensor:
+        logits = self.mlp(z)
+        if self.skip is not None:
+            logits = logits + self.skip(z)
+        return logits
+
+    def mlp_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The MLP member's logits for raw embeddings ``x``."""
+        return self._mlp(self.preprocess(x))
+
+    def linear_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The softmax-regression member's logits (only with ``linear_member``)."""
+        if self.linear is None:
+            raise ValueError("this head has no linear member")
+        return self.linear(self.preprocess(x))
+
+
+class MLPHead(DenseMembers):
     """The MLP (``mlp`` + optional ``skip``), with ``linear_member`` a ``linear`` member, with ``tfidf`` a
     ``sparse`` member over the texts."""
 
@@ -141,37 +185,6 @@ class MLPHead(nn.Module):
     def uses_texts(self) -> bool:
         """True when predictions need the texts too (a TF-IDF member)."""
         return self.sparse is not None
-
-    def set_center(self, x: torch.Tensor) -> None:
-        """Fit the input centring on training embeddings (already un-normalised)."""
-        with torch.no_grad():
-            self.center.copy_(self._normalize(x).mean(dim=0))
-
-    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.config.input_norm:
-            return x
-        return nn.functional.normalize(x, dim=-1)
-
-    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.config.input_norm:
-            return x
-        return self._normalize(x) - self.center
-
-    def _mlp(self, z: torch.Tensor) -> torch.Tensor:
-        logits = self.mlp(z)
-        if self.skip is not None:
-            logits = logits + self.skip(z)
-        return logits
-
-    def mlp_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The MLP member's logits for raw embeddings ``x``."""
-        return self._mlp(self.preprocess(x))
-
-    def linear_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The softmax-regression member's logits (only with ``linear_member``)."""
-        if self.linear is None:
-            raise ValueError("this head has no linear member")
-        return self.linear(self.preprocess(x))
 
     def sparse_logits(self, texts: Sequence[str]) -> torch.Tensor:
         """The TF-IDF member's logits for ``texts`` (only with ``tfidf``)."""

@@ -31,7 +31,7 @@ from torch import nn
 
 from embedclf.errors import HeadLoadError
 from embedclf.heads.mldecide import HEAD_TYPE, decide, is_multi_label, label_rows
-from embedclf.heads.mlp import ACTIVATIONS
+from embedclf.heads.mlp import ACTIVATIONS, DenseMembers
 from embedclf.heads.tfidf import TfidfFeaturizer
 
 __all__ = ["HEAD_TYPE", "MEMBERS", "MultiLabelConfig", "MultiLabelHead", "decide", "is_multi_label", "label_rows",
@@ -133,7 +133,7 @@ def _canonical_parts(sparse: dict) -> dict:
     return {**sparse, "parts": {n: parts[n] for n in order}}
 
 
-class MultiLabelHead(nn.Module):
+class MultiLabelHead(DenseMembers):
     """``mlp`` (+ ``skip``) member and, with ``linear_member``, a ``linear`` member; sigmoid outputs."""
 
     multi_label = True
@@ -190,28 +190,6 @@ class MultiLabelHead(nn.Module):
         elif tfidf and strict:
             raise RuntimeError(f"unexpected TF-IDF tensors for a head without a sparse member: {sorted(tfidf)[:3]}")
         return super().load_state_dict(state, strict=strict, assign=assign)
-
-    def set_center(self, x: torch.Tensor) -> None:
-        with torch.no_grad():
-            self.center.copy_(self._normalize(x).mean(dim=0))
-
-    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.normalize(x, dim=-1) if self.config.input_norm else x
-
-    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        return self._normalize(x) - self.center if self.config.input_norm else x
-
-    def _mlp(self, z: torch.Tensor) -> torch.Tensor:
-        out = self.mlp(z)
-        return out + self.skip(z) if self.skip is not None else out
-
-    def mlp_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self._mlp(self.preprocess(x))
-
-    def linear_logits(self, x: torch.Tensor) -> torch.Tensor:
-        if self.linear is None:
-            raise ValueError("this head has no linear member")
-        return self.linear(self.preprocess(x))
 
     def sparse_logits(self, texts: Sequence[str]) -> torch.Tensor:
         """The sparse member's logits for ``texts`` (its TF-IDF features times its weights)."""
