@@ -179,7 +179,9 @@ def multilabel_texts(n: int, seed: int = 0) -> tuple[list[str], list[list[str]]]
         chosen: set[str] = set()
         while len(chosen) < k:
             chosen.add(rng.choices(names, weights=ML_WEIGHTS)[0])
-        words = [w for label in sorted(chosen) for w in rng.sample(ML_TOPICS[label].split(), 2)] + rng.sample(ML_FILLER, 3)
+        # sorted: a set's order follows PYTHONHASHSEED, and the draws must not
+        words = [w for label in sorted(chosen) for w in rng.sample(ML_TOPICS[label].split(), 2)]
+        words += rng.sample(ML_FILLER, 3)
         rng.shuffle(words)
         texts.append(" ".join(words))
         sets.append(sorted(chosen))
