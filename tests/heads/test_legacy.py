@@ -2,25 +2,42 @@
 
 ``data/legacy_v1_head`` was written by ``HeadArtifact.save_dir`` at commit f85da8d (before the sparse
 member): config.json + head.safetensors, plus ``expected.safetensors`` holding 10 inputs and the
-probabilities that code predicted for them.
+probabilities that code predicted for them. The two safetensors files are kept base64-encoded in
+``blobs.json`` (no binary weights in git) and written back to a temporary directory by the fixture.
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from safetensors.numpy import load_file
 
 from embedclf.heads.abstain import head_abstain_mask
 from embedclf.heads.checkpoint import HeadArtifact
 
-DATA = Path(__file__).parent / "data" / "legacy_v1_head"
+SOURCE = Path(__file__).parent / "data" / "legacy_v1_head"
 
 
-def test_legacy_head_loads_and_predicts_identically():
-    art = HeadArtifact.load_dir(DATA)
-    expected = load_file(str(DATA / "expected.safetensors"))
+@pytest.fixture
+def legacy_dir(tmp_path: Path) -> Path:
+    """The legacy head directory as ``save_dir`` wrote it: config.json, head.safetensors, expected.safetensors."""
+    out = tmp_path / "legacy_v1_head"
+    out.mkdir()
+    shutil.copy(SOURCE / "config.json", out / "config.json")
+    blobs = json.loads((SOURCE / "blobs.json").read_text())
+    for name in ("head.safetensors", "expected.safetensors"):
+        (out / name).write_bytes(base64.b64decode(blobs[name]))
+    return out
+
+
+def test_legacy_head_loads_and_predicts_identically(legacy_dir):
+    art = HeadArtifact.load_dir(legacy_dir)
+    expected = load_file(str(legacy_dir / "expected.safetensors"))
     head = art.build()
     assert art.labels == ["a", "b", "c", "oos"] and art.embedder_id == "fake:8"
     assert head.config.linear_member and head.num_members == 2
@@ -31,9 +48,9 @@ def test_legacy_head_loads_and_predicts_identically():
     np.testing.assert_array_equal(mask, (p.max(1) < 0.3) | (p.argmax(1) == 3))
 
 
-def test_legacy_head_saves_back_byte_for_byte(tmp_path):
-    art = HeadArtifact.load_dir(DATA)
+def test_legacy_head_saves_back_byte_for_byte(legacy_dir):
+    art = HeadArtifact.load_dir(legacy_dir)
     again = HeadArtifact.from_head(art.build(), art.labels, art.embedder_id)
     assert again.config == art.config
-    np.testing.assert_array_equal(again.build().predict_proba(load_file(str(DATA / "expected.safetensors"))["x"]),
-                                  load_file(str(DATA / "expected.safetensors"))["proba"])
+    np.testing.assert_array_equal(again.build().predict_proba(load_file(str(legacy_dir / "expected.safetensors"))["x"]),
+                                  load_file(str(legacy_dir / "expected.safetensors"))["proba"])
