@@ -1,0 +1,60 @@
+"""A batch with a hybrid head (TF-IDF member over the texts) next to a dense head: rows = offline predictions."""
+
+from __future__ import annotations
+
+import pytest
+
+from embedclf.classify import LoadedHead, classify_requests
+from embedclf.embedders.fake import FakeEmbedder
+from tests.helpers import loaded_head, req
+
+DIM = 32
+
+
+@pytest.fixture
+def heads() -> dict[str, LoadedHead]:
+    return {"support": loaded_head("support", ["billing", "bug", "shipping", "account"], version=3, seed=1)}
+
+
+@pytest.fixture(scope="module")
+def hybrid_head() -> LoadedHead:
+    """A hybrid head (MLP + linear + TF-IDF member) trained on synthetic topic texts, with a threshold."""
+    import dataclasses
+
+    from embedclf.training.trainer import TrainParams, train_head
+    from tests.training.textdata import make_texts
+
+    texts, labels = make_texts(30, seed=8)
+    res = train_head(FakeEmbedder(DIM).embed_batch(texts), labels,
+                     TrainParams(hidden_dim=16, num_layers=2, epochs=3, tfidf_member=True, tfidf_epochs=5),
+                     texts=texts)
+    res.head.config = dataclasses.replace(res.head.config, abstain_threshold=0.5)
+    return LoadedHead("hybrid", 2, f"fake:{DIM}", res.labels, res.head)
+
+
+def test_hybrid_head_rows_match_offline_predictions_from_texts(heads, hybrid_head):
+    from tests.training.textdata import make_texts
+
+    texts, _ = make_texts(4, seed=9)
+    texts += ["", "words it never saw", texts[0]]  # an empty TF-IDF row; a repeated text
+    requests = [req(i, "hybrid" if i % 3 else "support", t) for i, t in enumerate(texts)]
+    requests.append(req(99, "hybrid", texts[1]))
+    emb = FakeEmbedder(DIM)
+    rows = classify_requests(requests, emb, {**heads, "hybrid": hybrid_head})
+    assert emb.calls == [len(set(texts))]  # the TF-IDF member needs no extra embedding
+    vec = FakeEmbedder(DIM).embed_batch(texts)
+    offline = hybrid_head.module.predict_proba(vec, texts)
+    dense = heads["support"].module.predict_proba(vec)
+    by_id = {r["task_id"]: r for r in rows}
+    for i in list(range(len(texts))) + [99]:
+        j = i if i < len(texts) else 1
+        r = by_id[f"t{i}"]
+        if i < len(texts) and i % 3 == 0:
+            assert r["label"] == heads["support"].labels[int(dense[j].argmax())]
+            continue
+        p = offline[j]
+        assert r["status"] == "ok" and r["head_version"] == 2
+        assert r["top3"][0]["label"] == hybrid_head.labels[int(p.argmax())]
+        assert r["score"] == pytest.approx(float(p.max()), abs=1e-6)
+        assert r["abstained"] == bool(p.max() < 0.5)
+        assert r["label"] == (None if p.max() < 0.5 else hybrid_head.labels[int(p.argmax())])
