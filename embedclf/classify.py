@@ -172,7 +172,8 @@ def classify_requests(
                     rows.append(error_row(**_base(r, it.item, name, it.request_id), message=problem, **extra))
                     continue
                 t = text_index.setdefault(it.text, len(text_index))
-                rows.append({**_base(r, it.item, name, it.request_id), "text": it.text})
+                rows.append({"task_id": r.task_id, "item": it.item, "head_name": name, "request_id": it.request_id,
+                             "enqueued_at": r.enqueued_at, "fingerprint": r.fingerprint, "text": it.text})
                 runnable.append((len(rows) - 1, head, t))  # type: ignore[arg-type]
     if not runnable:
         return rows
@@ -207,23 +208,22 @@ def classify_requests(
                 proba = head.module.predict_proba(vectors[rows_t])
         abstained = head_abstain_mask(head.module.config, head.labels, proba).tolist()
         labels = head.labels
-        idx, scores = _top_k(proba, TOP_K)
-        for (row_i, _), ix, sc, abst in zip(pairs, idx, scores, abstained):
-            best = labels[ix[0]]
-            rows[row_i].update(
-                status="ok",
-                label=None if abst else best,  # out of scope: top-3 kept, no label
-                abstained=abst,
-                score=sc[0],
-                top3=[{"label": labels[j], "score": round(v, 6)} for j, v in zip(ix, sc)],
-                head_version=head.version,
-                embedder_id=model_id,
-            )
+        idx, scores, rounded = _top_k(proba, TOP_K)
+        common = {"status": "ok", "head_version": head.version, "embedder_id": model_id}
+        for (row_i, _), ix, sc, rs, abst in zip(pairs, idx, scores, rounded, abstained):
+            row = rows[row_i]
+            row.update(common)
+            row["label"] = None if abst else labels[ix[0]]  # out of scope: top-3 kept, no label
+            row["abstained"] = abst
+            row["score"] = sc
+            row["top3"] = [{"label": labels[j], "score": v} for j, v in zip(ix, rs)]
     return rows
 
 
-def _top_k(proba: np.ndarray, k: int) -> tuple[list[list[int]], list[list[float]]]:
-    """Indices and probabilities of the ``k`` best labels per row, best first (ties: lower index first)."""
+def _top_k(proba: np.ndarray, k: int) -> tuple[list[list[int]], list[float], list[list[float]]]:
+    """Indices of the ``k`` best labels per row, best first (ties: lower index first); the best
+    probability per row; the ``k`` probabilities rounded to 6 decimals."""
     k = min(k, proba.shape[1])
     idx = np.argsort(-proba, axis=1, kind="stable")[:, :k]
-    return idx.tolist(), np.take_along_axis(proba, idx, axis=1).astype(np.float64).tolist()
+    top = np.take_along_axis(proba, idx, axis=1).astype(np.float64)
+    return idx.tolist(), top[:, 0].tolist(), np.round(top, 6).tolist()

@@ -75,8 +75,12 @@ def train_version(engine: Engine, embedder: Embedder, name: str, texts: Sequence
 
 
 def quick_version(engine: Engine, name: str, X: Any, labels: Sequence[str], embedder_id: str, epochs: int,
-                  created_by: str) -> int:
-    """Train a head on ready embeddings with no held-out report and store it active (benchmarks)."""
-    result = train_head(X, list(labels), TrainParams(epochs=epochs))
+                  created_by: str, layers: int | None = None) -> int:
+    """Train a head on ready embeddings with no held-out report and store it active (benchmarks).
+
+    ``layers``: 1 for a single softmax layer (no MLP, no second member); default: the default head."""
+    params = TrainParams(epochs=epochs) if layers is None else TrainParams(
+        epochs=epochs, num_layers=layers, linear_member=layers > 1)
+    result = train_head(X, list(labels), params)
     return store_version(engine, name, result.head, result.labels, embedder_id, created_by=created_by,
                          n_train=len(labels))

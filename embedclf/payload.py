@@ -122,21 +122,29 @@ def clean_str(value: str, limit: int = 500) -> str:
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
-def _text_problem(text: Any, max_text_chars: int, field: str = "text") -> str | None:
-    """Why ``text`` cannot be classified, or None."""
+def _text_problem(text: Any, max_text_chars: int, field: str = "text", index: int | None = None) -> str | None:
+    """Why ``text`` cannot be classified, or None (``index``: its place in a list named ``field``)."""
+    if isinstance(text, str) and 0 < len(text) <= max_text_chars and "\x00" not in text:
+        try:
+            text.encode("utf-8")
+            if not text.isspace():
+                return None  # the common case, checked first and without building names
+        except UnicodeEncodeError:
+            pass
+    name = field if index is None else f"{field}[{index}]"
     if not isinstance(text, str):
-        return f"'{field}' must be a string, got {type(text).__name__}"
+        return f"'{name}' must be a string, got {type(text).__name__}"
     if len(text) > max_text_chars:
-        return f"'{field}' is too long: {len(text)} characters (max {max_text_chars})"
+        return f"'{name}' is too long: {len(text)} characters (max {max_text_chars})"
     if not text.strip():
-        return f"'{field}' is empty"
+        return f"'{name}' is empty"
     if "\x00" in text:
-        return f"'{field}' contains a NUL byte at position {text.index(chr(0))}"
+        return f"'{name}' contains a NUL byte at position {text.index(chr(0))}"
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        return f"'{field}' is not valid Unicode (lone surrogate at position {exc.start})"
-    return None
+        return f"'{name}' is not valid Unicode (lone surrogate at position {exc.start})"
+    return None  # pragma: no cover - the fast path above answers every valid text
 
 
 def _optional_id(value: Any, field: str = "request_id") -> str | None:
@@ -221,7 +229,7 @@ def _texts_of(kwargs: dict, max_text_chars: int, max_texts: int) -> tuple[tuple[
         ids = [_optional_id(v, f"request_ids[{i}]") for i, v in enumerate(rids)]
     good, bad = [], []
     for i, (text, rid) in enumerate(zip(texts, ids)):
-        problem = _text_problem(text, max_text_chars, f"texts[{i}]")
+        problem = _text_problem(text, max_text_chars, "texts", i)
         if problem is None:
             good.append(TextItem(i, text, rid))
         else:

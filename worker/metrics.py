@@ -8,7 +8,7 @@ Each worker process has its own registry and port; scrape every worker. Names:
 - ``embedclf_batch_size``: tasks per processed batch (histogram)
 - ``embedclf_inference_seconds``: embed + heads time per batch (histogram)
 - ``embedclf_write_seconds``: Postgres write time per batch (histogram)
-- ``embedclf_latency_seconds``: producer ``enqueued_at`` -> row committed, per task (histogram)
+- ``embedclf_latency_seconds``: producer ``enqueued_at`` -> row committed, per row written (histogram)
 - ``embedclf_queue_depth``: messages waiting in the queue, read at scrape time
 - ``embedclf_head_load_failures_total``: head versions that could not be loaded (isolated)
 - ``embedclf_task_id_conflicts_total``: tasks that reused the id of a different task (not written)
@@ -20,6 +20,7 @@ answers and heads are loaded); any other path is a JSON 404. It binds 127.0.0.1 
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import socket
@@ -30,7 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,36 @@ class MetricsServer(ThreadingHTTPServer):
         self.thread.join(timeout=5)
 
 
+class CountedHistogram:
+    """A histogram that takes a value with a count (the rows of a multi-text task share one latency):
+    one call per task instead of one per row. Exported like a prometheus_client Histogram."""
+
+    def __init__(self, name: str, doc: str, buckets: tuple[float, ...]) -> None:
+        self.name, self.doc = name, doc
+        self.bounds = [*buckets, float("inf")]
+        self.counts = [0] * len(self.bounds)
+        self.sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, value: float, count: int = 1) -> None:
+        i = bisect.bisect_left(self.bounds, value)
+        with self._lock:
+            self.counts[i] += count
+            self.sum += value * count
+
+    def collect(self) -> list[HistogramMetricFamily]:
+        with self._lock:
+            cumulative, total = [], 0
+            for bound, n in zip(self.bounds, self.counts):
+                total += n
+                cumulative.append((_bound(bound), total))
+            return [HistogramMetricFamily(self.name, self.doc, buckets=cumulative, sum_value=self.sum)]
+
+
+def _bound(b: float) -> str:
+    return "+Inf" if b == float("inf") else repr(float(b))
+
+
 class WorkerMetrics:
     def __init__(self, queue_depth: Callable[[], int] | None = None) -> None:
         self.registry = CollectorRegistry()
@@ -139,8 +170,9 @@ class WorkerMetrics:
                                    buckets=TIME_BUCKETS, registry=r)
         self.write = Histogram("embedclf_write_seconds", "Postgres write time per batch", buckets=TIME_BUCKETS,
                                registry=r)
-        self.latency = Histogram("embedclf_latency_seconds", "enqueued_at -> row committed",
-                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.latency = CountedHistogram("embedclf_latency_seconds", "enqueued_at -> row committed",
+                                        LATENCY_BUCKETS)
+        r.register(self.latency)
         self.head_load_failures = Counter("embedclf_head_load_failures", "Head versions that could not be loaded",
                                           registry=r)
         self.task_id_conflicts = Counter("embedclf_task_id_conflicts", "Tasks that reused another task's id",

@@ -166,7 +166,7 @@ class Writer:
     """
 
     def __init__(self, res: WorkerResources, inflight: Inflight, depth: int = 6, threads: int = 3,
-                 after_commit: Callable[[Job, Any], None] | None = None) -> None:
+                 after_commit: Callable[[Job, Any], None] | None = None, group_rows: int = 2048) -> None:
         self.res, self.inflight = res, inflight
         self.jobs: queue.Queue[Job | None] = queue.Queue(maxsize=depth)
         self.after_commit = after_commit
@@ -176,6 +176,8 @@ class Writer:
         self._local = threading.local()  # each thread's backoff state
         self._lock = threading.Lock()  # after-commit hooks (events, results) run one at a time
         self.batches = 0
+        #: a thread writes the jobs waiting behind the one it took in the same transaction, up to this many rows
+        self.group_rows = group_rows
 
     @property
     def _db(self) -> Backoff:
@@ -230,14 +232,38 @@ class Writer:
             job = self.jobs.get()
             if job is None:
                 return
+            jobs, stop = self._more(job)
             try:
-                self._write(job)
+                self._write(jobs)
             except Exception:  # noqa: BLE001 - never lose the thread; the messages go back
-                log.exception("writing a batch of %d messages failed; returning them to the queue", len(job.items))
-                self.release([p.tag for p in job.items], "write failed")
+                tags = [p.tag for j in jobs for p in j.items]
+                log.exception("writing a batch of %d messages failed; returning them to the queue", len(tags))
+                self.release(tags, "write failed")
+            if stop:
+                return
 
-    def _write(self, job: Job) -> None:
+    def _more(self, job: Job) -> tuple[list[Job], bool]:
+        """``job`` and the jobs already waiting behind it, up to :attr:`group_rows` rows: written in one
+        statement and one commit (Postgres is the slower stage, so a backlog means bigger transactions,
+        fewer commits and round trips, not longer waits). True when the stop marker was taken."""
+        jobs, rows = [job], len(job.rows)
+        while rows < self.group_rows:
+            try:
+                nxt = self.jobs.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                return jobs, True
+            jobs.append(nxt)
+            rows += len(nxt.rows)
+        return jobs, False
+
+    def _write(self, jobs: list[Job]) -> None:
         res = self.res
+        # one job for the whole group: its messages, its rows, and the newest busy marker (the
+        # marker is cleared during a database wait only if no later batch replaced it)
+        job = jobs[0] if len(jobs) == 1 else Job([p for j in jobs for p in j.items], [r for j in jobs for r in j.rows],
+                                                 busy=next((j.busy for j in reversed(jobs) if j.busy), None))
         received: dict[str, Any] = {}
         for p in job.items:
             received.setdefault(p.task_id, p.received_at)
@@ -264,15 +290,16 @@ class Writer:
             except Exception as exc:  # noqa: BLE001 - redis errors: the rows are committed, keep trying
                 if self.abort.wait(self._redis.failed(exc)):
                     return  # unacked: redelivered after the heartbeat expires, a no-op then
-        res.record(job, result)
-        with self._lock:
-            self.batches += 1
-            if self.after_commit is not None:
-                try:
-                    self.after_commit(job, result)
-                except Exception:  # noqa: BLE001 - events/results must not stop the pipeline
-                    log.exception("after-commit hook failed")
-        log.debug("batch %d: %d messages, %d rows in %.1f ms", self.batches, len(job.items), result.inserted,
+        res.record(jobs, result)
+        for one in jobs:  # events and results per batch, as the batches were built
+            with self._lock:
+                self.batches += 1
+                if self.after_commit is not None:
+                    try:
+                        self.after_commit(one, result)
+                    except Exception:  # noqa: BLE001 - events/results must not stop the pipeline
+                        log.exception("after-commit hook failed")
+        log.debug("%d batch(es): %d messages, %d rows in %.1f ms", len(jobs), len(job.items), result.inserted,
                   1000 * (time.perf_counter() - job.started))
 
 
@@ -299,8 +326,13 @@ class Writer:
         from embedclf.classify import error_row
 
         inserted, dupes, conflicts, keys = 0, 0, [], set()
+        by_task: dict[str, list[dict]] = {}
+        for r in job.rows:
+            by_task.setdefault(r["task_id"], []).append(r)
         for p in job.items:
-            rows = [r for r in job.rows if r["task_id"] == p.task_id]
+            rows = by_task.pop(p.task_id, [])
+            if not rows:
+                continue  # a task id twice in the group: its rows went with the first
             try:
                 result = self._commit(rows)
             except (DBAPIError, TypeError, ValueError) as exc:

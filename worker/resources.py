@@ -167,20 +167,30 @@ class WorkerResources:
         """Write a batch's rows in one statement (raises on failure: the caller retries)."""
         return write_results(self.engine, rows)
 
-    def record(self, job: Any, result: WriteResult) -> None:
-        """Metrics and log lines of a committed batch: rows inserted (not attempted), latency, conflicts."""
+    def record(self, jobs: Sequence[Any], result: WriteResult) -> None:
+        """Metrics and log lines of batches committed together: rows inserted (not attempted, each key
+        once), latency, batch sizes, tasks given up, task-id conflicts."""
         m = self.metrics
         now = dt.datetime.now(dt.timezone.utc)
-        for row in job.rows:
-            if (row["task_id"], row.get("item"), row.get("head_name")) not in result.inserted_keys:
-                continue
-            m.tasks.labels(row["status"]).inc()
-            if row.get("enqueued_at") is not None:
-                m.latency.observe(max(0.0, (now - row["enqueued_at"]).total_seconds()))
-        m.batch_size.observe(sum(p.n_texts for p in job.items))
-        for p in job.items:
-            if p.entry.deaths >= self.settings.max_attempts:
-                m.given_up.inc()
+        statuses: dict[str, int] = {}
+        latencies: dict[dt.datetime, int] = {}  # rows per enqueued_at: a multi-text task's rows share one
+        keys = set(result.inserted_keys)
+        for job in jobs:
+            for row in job.rows:
+                key = (row["task_id"], row.get("item"), row.get("head_name"))
+                if key not in keys:
+                    continue
+                keys.discard(key)  # a row of another task under the same key (a reused id) is not counted
+                statuses[row["status"]] = statuses.get(row["status"], 0) + 1
+                enqueued = row.get("enqueued_at")
+                if enqueued is not None:
+                    latencies[enqueued] = latencies.get(enqueued, 0) + 1
+            m.batch_size.observe(sum(p.n_texts for p in job.items))
+            m.given_up.inc(sum(1 for p in job.items if p.entry.deaths >= self.settings.max_attempts))
+        for status, n in statuses.items():
+            m.tasks.labels(status).inc(n)
+        for enqueued, n in latencies.items():
+            m.latency.observe(max(0.0, (now - enqueued).total_seconds()), n)
         for c in result.conflicts:
             m.task_id_conflicts.inc()
             log.error("task id %r was reused by a different task (heads %s, %d texts): its rows were not written; "

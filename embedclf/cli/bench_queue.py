@@ -19,16 +19,18 @@ from embedclf.config import Settings
 @click.option("--per-task", default=256, show_default=True, type=click.IntRange(2), help="Texts per multi-text task.")
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1),
               help="EMBEDCLF_BATCH_MAX_SIZE of our worker.")
+@click.option("--head", "head", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True,
+              help="The benchmark head: one softmax layer (the message path alone), or the default MLP head.")
 @json_option
 @click.pass_obj
 def queue_bench(settings: Settings, n_single: int, n_multi: int, n_stock: int, per_task: int, batch_size: int,
-                as_json: bool) -> None:
+                head: str, as_json: bool) -> None:
     """Queue throughput without a model (null:64): our worker and enqueue vs stock Celery, same run."""
     from embedclf.bench.machine import machine_info
     from embedclf.bench.queue import QueueParams, run_queue
 
     params = QueueParams(n_single=n_single, n_multi=n_multi, n_stock=n_stock, per_task=per_task,
-                         batch_size=batch_size)
+                         batch_size=batch_size, head=head)
     with sigterm_as_interrupt():
         report = run_queue(params, settings, quiet=as_json)
     report["machine"] = machine_info(report["embedder"])
@@ -37,8 +39,9 @@ def queue_bench(settings: Settings, n_single: int, n_multi: int, n_stock: int, p
         return
     click.echo(f"stock Celery: send_task {report['stock_send_task_per_s']:,.0f}/s; solo worker, no-op task "
                f"{report['stock_celery_tasks_per_s']:,.0f} tasks/s")
-    click.echo(f"embedclf worker (null:64, batch {batch_size}): single-text {report['worker_tasks_per_s']:,.0f} "
-               f"tasks/s ({report['ratio_worker_vs_stock']}x stock); multi-text ({per_task}/task) "
+    click.echo(f"embedclf worker (null:64, {head} head, batch {batch_size}): single-text "
+               f"{report['worker_tasks_per_s']:,.0f} tasks/s ({report['ratio_worker_vs_stock']}x stock); "
+               f"multi-text ({per_task}/task) "
                f"{report['worker_texts_per_s_multi']:,.0f} texts/s ({report['ratio_worker_multi_vs_stock']}x)")
     click.echo(f"task events on (-E): {report['worker_tasks_per_s_events']:,.0f} tasks/s "
                f"({report['events_cost_ratio']:.2f}x the rate without)")

@@ -304,3 +304,40 @@ def test_a_batch_longer_than_the_heartbeat_ttl_is_not_taken_from_its_live_worker
     assert len(rows) == 4 and {row["worker"] for row in rows} == {slow.res.hostname}
     assert sum(len(j) for j in other.events.jobs) == 0  # nothing was taken from the live worker
     assert redis.Redis.from_url(redis_url).hlen(DEATHS) == 0
+
+
+def test_batches_waiting_for_a_writer_are_committed_together_and_each_still_reported(clean_db, pg_url, redis_url,
+                                                                                      queue, services):
+    import threading
+
+    tiny_head(clean_db)
+    s = make_service(pg_url, redis_url, queue)
+    gate, calls, real = threading.Event(), [], s.res.write_results
+
+    def slow_write(rows):  # the first commits wait: the batches built meanwhile queue up behind them
+        calls.append({r["task_id"] for r in rows})
+        gate.wait(10)
+        return real(rows)
+
+    s.res.write_results = slow_write
+    services.append(s)
+    client = Client(redis_url, queue)
+    refs = client.classify_many("tiny", [f"text {i}" for i in range(120)], per_task=1)
+    client.classify_many("tiny", ["first use"], task_ids=["same-id"])
+    client.close()
+    s.start()
+    wait_for(lambda: s.writer.jobs.full(), what="a backlog of batches")  # 3 writers busy, 6 batches waiting
+    r = redis.Redis.from_url(redis_url)
+    from embedclf.envelope import encode
+    r.lpush(queue, encode("embedclf.classify", "same-id", {"head": "tiny", "text": "another task"}, queue))
+    gate.set()
+    wait_for(lambda: count(clean_db) == 121, what="121 rows")
+    wait_for(lambda: s.inflight.held() == 0, what="all acked")
+    sent = [tid for job in s.events.jobs for tid in job]
+    assert sorted(sent) == sorted([x.task_id for x in refs] + ["same-id"] * 2)  # every batch reported once
+    assert len(calls) < len(s.events.jobs)  # fewer commits than batches: some went together
+    assert max(len(c) for c in calls) > 8  # a commit held more than one batch (max_size 8)
+    wait_for(lambda: s.res.metrics.task_id_conflicts._value.get() == 1, what="the conflict")
+    time.sleep(0.3)
+    assert s.res.metrics.task_id_conflicts._value.get() == 1  # counted once, not once per grouped batch
+    assert s.res.metrics.tasks.labels("ok")._value.get() == 121
