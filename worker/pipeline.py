@@ -29,6 +29,7 @@ from worker.backoff import Backoff
 from worker.buffer import Buffer
 from worker.inflight import Inflight
 from worker.intake import Received
+from worker.osthread import name_this_thread
 from worker.resources import WorkerResources, is_connection_error
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class BatchLoop:
         self.thread.start()
 
     def _run(self) -> None:
+        name_this_thread()
         while not self.stop_event.is_set():
             items = self.buffer.take(timeout=0.05 if self._busy else 0.5)
             if not items:
@@ -228,6 +230,7 @@ class Writer:
                         "heartbeat expires", why, len(tags), exc)
 
     def _run(self) -> None:
+        name_this_thread()
         while True:
             job = self.jobs.get()
             if job is None:

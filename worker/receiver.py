@@ -22,6 +22,7 @@ from worker.backoff import Backoff
 from worker.buffer import Buffer
 from worker.inflight import MAX_RECEIVE, Inflight
 from worker.intake import IntakeLimits, Received, intake
+from worker.osthread import name_this_thread
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class Receiver:
         self.thread.join(timeout)
 
     def _run(self) -> None:
+        name_this_thread()
         while not self.stop_event.is_set():
             room = self.buffer.room()
             if room <= 0:
@@ -102,6 +104,7 @@ class Heartbeat:
         self.thread.join(5)
 
     def _run(self) -> None:
+        name_this_thread()
         reaped_at = time.monotonic()
         while not self.stop_event.wait(self.interval_s):
             if self.on_tick is not None:
