@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from embedclf.classify import EmbedderUnavailable, classify_requests
+from embedclf.classify import EmbedderUnavailable, classify_requests, torch_threads
 from embedclf.store.results import WriteResult
 from worker.backoff import Backoff
 from worker.buffer import Buffer
@@ -54,6 +54,11 @@ def internal_error_rows(group: list[Received], exc: BaseException) -> list[dict]
     return [error_row(p.task_id, message, item=None, fingerprint=p.fingerprint) for p in group]
 
 
+#: what the batch thread embeds before its first batch (short, ordinary sentences of a few lengths)
+WARM_UP_TEXTS = tuple(" ".join(["the order I placed last week has not arrived yet"] * k)
+                      for k in (1, 2, 1, 3, 1, 2, 1, 1))
+
+
 class Stopping(Exception):
     """The worker is shutting down while a batch waits: the batch is released, not finished."""
 
@@ -67,16 +72,44 @@ class BatchLoop:
         self.chunk_size = chunk_size
         self.stop_event = threading.Event()
         self.busy = threading.Event()  # a batch is being worked on (not just waited for)
+        self.warmed = threading.Event()
         self.thread = threading.Thread(target=self._run, name="embedclf-batch", daemon=True)
         self._db = Backoff("database (head refresh)")
         self._embed = Backoff("embedder")
         self._busy: str | None = None
 
-    def start(self) -> None:
+    def start(self, warm_up_timeout_s: float = 0.0) -> None:
+        """Start the thread; with a timeout, wait (at most that long) for its warm-up first."""
         self.thread.start()
+        if warm_up_timeout_s > 0 and not self.warmed.wait(warm_up_timeout_s):
+            log.warning("the embedder's warm-up takes more than %.0fs; receiving meanwhile", warm_up_timeout_s)
+
+    def warm_up(self) -> None:
+        """Embed and classify a few dummy texts on this thread before the first real batch.
+
+        A model's first call on a thread pays one-off costs (the thread pool of its kernels, memory
+        pools, kernel selection; for llama.cpp, the compute graph's buffers) that would otherwise land
+        on the first tasks' latency. Never fails: a problem here is logged, and real batches report
+        their own errors."""
+        t0 = time.perf_counter()
+        try:
+            embedder = self.res.embedder
+            vectors = embedder.embed_batch(WARM_UP_TEXTS)
+            with torch_threads(self.res.settings.head_threads):
+                for head in self.res.heads.cached().values():
+                    if head.embedder_id == embedder.model_id and vectors.shape[1] == head.module.config.input_dim:
+                        head.module.predict_proba(vectors, list(WARM_UP_TEXTS))
+            log.info("warm-up: %d texts embedded and classified in %.2fs", len(WARM_UP_TEXTS),
+                     time.perf_counter() - t0)
+        except Exception as exc:  # noqa: BLE001 - a warm-up must not stop the worker
+            log.warning("warm-up failed (%s: %s); the first batch pays the model's start-up costs",
+                        type(exc).__name__, str(exc)[:200])
+        finally:
+            self.warmed.set()
 
     def _run(self) -> None:
         name_this_thread()
+        self.warm_up()
         while not self.stop_event.is_set():
             items = self.buffer.take(timeout=0.05 if self._busy else 0.5)
             if not items:

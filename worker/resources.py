@@ -93,6 +93,11 @@ class HeadCache:
     def names(self) -> list[str]:
         return list(self._heads)
 
+    def cached(self) -> dict[str, LoadedHead]:
+        """The heads loaded so far, without asking the database."""
+        with self._lock:
+            return dict(self._heads)
+
     def snapshot(self, wanted: Iterable[str] = ()) -> dict[str, LoadedHead]:
         """Current heads; refreshed when stale, or when a wanted name is missing (at most 1/s)."""
         with self._lock:

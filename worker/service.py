@@ -45,6 +45,10 @@ def _revoked() -> Any:
     return state.revoked
 
 
+#: the longest a starting worker waits for its model's warm-up before it receives anyway
+WARM_UP_TIMEOUT_S = 120.0
+
+
 class Service:
     def __init__(self, settings: Settings, res: WorkerResources | None = None, *, events: TaskEvents | None = None,
                  results: ResultSender | None = None, revoked: Any = _revoked) -> None:
@@ -96,8 +100,10 @@ class Service:
                                    on_tick=self._probe_database)
         self._db_ok_at: float | None = None
         self._db_error: str | None = None
-        for part in (self.heartbeat, self.writer, self.batches, self.receiver):
-            part.start()
+        self.heartbeat.start()
+        self.writer.start()
+        self.batches.start(warm_up_timeout_s=WARM_UP_TIMEOUT_S)  # ready once the model has run once
+        self.receiver.start()
 
     def _after_commit(self, job: Job, result: Any) -> None:
         if self.results is not None:

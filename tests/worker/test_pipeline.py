@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-import uuid
 
 import pytest
 import redis
@@ -41,32 +40,12 @@ class Recorder:
         pass
 
 
-@pytest.fixture
-def queue(redis_url):
-    name = f"pipe-{uuid.uuid4().hex[:8]}"
-    r = redis.Redis.from_url(redis_url)
-    yield name
-    r.delete(name)
-    for key in r.scan_iter("embedclf:*"):
-        r.delete(key)
-    r.close()
-
-
 def make_service(pg_url: str, redis_url: str, queue: str, embedder=None, **overrides) -> Service:
     batch = overrides.pop("batch", BatchSettings(max_size=8, max_wait_ms=20))
     settings = Settings(database_url=pg_url, broker_url=redis_url, queue=queue, embedder="fake:32", batch=batch,
                         head_refresh_s=0.5, **overrides)
     res = WorkerResources(settings, embedder=embedder or FakeEmbedder(32))
     return Service(settings, res, events=Recorder(), revoked=lambda: ())
-
-
-@pytest.fixture
-def services():
-    started: list[Service] = []
-    yield started
-    for s in started:
-        s.stop(timeout_s=5)
-        s.res.close()
 
 
 def start(services, *args, **kwargs) -> Service:
@@ -279,7 +258,7 @@ def test_stop_finishes_the_batch_in_hand_and_returns_the_rest_uncharged(clean_db
     slow = FakeEmbedder(32, delay_s=1.0)
     s = make_service(pg_url, redis_url, queue, embedder=slow, batch=BatchSettings(max_size=4, max_wait_ms=10))
     s.start()
-    wait_for(lambda: len(slow.calls) >= 1, what="a batch in progress")
+    wait_for(lambda: len(slow.calls) >= 2, what="a batch in progress")  # the first call is the warm-up
     s.stop(timeout_s=10)
     s.res.close()
     r = redis.Redis.from_url(redis_url)

@@ -1,0 +1,28 @@
+"""Fixtures of the in-process pipeline tests (test_pipeline.py, test_warm_up.py)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+
+
+@pytest.fixture
+def queue(redis_url):
+    name = f"pipe-{uuid.uuid4().hex[:8]}"
+    r = redis.Redis.from_url(redis_url)
+    yield name
+    r.delete(name)
+    for key in r.scan_iter("embedclf:*"):
+        r.delete(key)
+    r.close()
+
+
+@pytest.fixture
+def services():
+    started: list = []  # worker.service.Service
+    yield started
+    for s in started:
+        s.stop(timeout_s=5)
+        s.res.close()
