@@ -113,7 +113,8 @@ predictions = Table(
     CheckConstraint("item >= 0", name="item_not_negative"),
 )
 Index("ix_predictions_head_completed", predictions.c.head_name, predictions.c.completed_at.desc())
-Index("ix_predictions_request_id", predictions.c.request_id)
+# only rows that carry a request id: a lookup by id never matches NULL, and bulk rows often have none
+Index("ix_predictions_request_id", predictions.c.request_id, postgresql_where=predictions.c.request_id.isnot(None))
 
 #: a task id reused by a different task (other heads, texts or request ids): its rows were not written
 task_conflicts = Table(

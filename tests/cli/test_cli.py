@@ -26,8 +26,8 @@ def test_db_upgrade_current_downgrade_on_fresh_database(run):
     url = f"{PG_SERVER}/embedclf_cli_{secrets.token_hex(3)}"
     try:
         r = run("db", "upgrade", "--create", env={"EMBEDCLF_DATABASE_URL": url})
-        assert "created database" in r.output and "revision 0003" in r.output
-        assert run("db", "current", env={"EMBEDCLF_DATABASE_URL": url}).output.strip() == "0003"
+        assert "created database" in r.output and "revision 0004" in r.output
+        assert run("db", "current", env={"EMBEDCLF_DATABASE_URL": url}).output.strip() == "0004"
         assert "base" in run("db", "downgrade", "base", env={"EMBEDCLF_DATABASE_URL": url}).output
     finally:
         drop_database(url)

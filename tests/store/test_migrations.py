@@ -39,9 +39,11 @@ NEW_IN_0002 = {"datasets", "examples", "feedback", "embedding_cache"}
 def test_upgrade_downgrade_upgrade(fresh_url):
     assert migrate.current(fresh_url) is None
     migrate.upgrade(fresh_url)
-    assert migrate.current(fresh_url) == "0003"
+    assert migrate.current(fresh_url) == "0004"
     assert {"heads", "head_events", "predictions", "alembic_version",
             "task_conflicts"} | NEW_IN_0002 <= _tables(fresh_url)
+    migrate.downgrade(fresh_url, "0003")
+    assert migrate.current(fresh_url) == "0003"
     migrate.downgrade(fresh_url, "0002")
     assert "task_conflicts" not in _tables(fresh_url)
     migrate.downgrade(fresh_url, "0001")
@@ -51,7 +53,7 @@ def test_upgrade_downgrade_upgrade(fresh_url):
     assert migrate.current(fresh_url) is None
     assert _tables(fresh_url) == {"alembic_version"}
     migrate.upgrade(fresh_url)
-    assert migrate.current(fresh_url) == "0003"
+    assert migrate.current(fresh_url) == "0004"
 
 
 def _exec(url: str, *stmts: str) -> list:
@@ -132,3 +134,21 @@ def test_migrations_match_table_definitions(fresh_url):
     finally:
         eng.dispose()
     assert diff == []
+
+
+def test_0004_request_id_index_holds_only_rows_with_a_request_id_and_lookups_use_it(fresh_url):
+    migrate.upgrade(fresh_url)
+    (defn,) = _exec(fresh_url, "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_predictions_request_id'")
+    assert "WHERE (request_id IS NOT NULL)" in defn[0][0]
+    eng = make_engine(fresh_url)
+    try:
+        with eng.begin() as conn:
+            conn.execute(text("SET LOCAL enable_seqscan = off"))  # an empty table: make the planner show its index
+            plan = conn.execute(text("EXPLAIN SELECT * FROM predictions WHERE request_id = 'r1'")).all()
+    finally:
+        eng.dispose()
+    assert "ix_predictions_request_id" in " ".join(r[0] for r in plan)
+    migrate.downgrade(fresh_url, "0003")
+    (defn,) = _exec(fresh_url, "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_predictions_request_id'")
+    assert "WHERE" not in defn[0][0]
+    migrate.upgrade(fresh_url)

@@ -54,6 +54,6 @@ def test_db_upgrade_from_another_directory_after_a_wheel_install(tmp_path):
         current = subprocess.run([str(env_dir / "bin" / "embedclf"), "db", "current"], cwd=elsewhere,
                                  env={"EMBEDCLF_DATABASE_URL": url, "PATH": "/usr/bin:/bin"}, capture_output=True,
                                  text=True, timeout=120)
-        assert current.stdout.strip() == "0003", current.stdout + current.stderr
+        assert current.stdout.strip() == "0004", current.stdout + current.stderr
     finally:
         drop_database(url)
