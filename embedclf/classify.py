@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from embedclf.embedders.base import Embedder
+from embedclf.embedders.spec import mismatch_advice
 from embedclf.errors import EmbedderUnavailable  # noqa: F401  (re-exported: defined in errors.py)
 from embedclf.heads.abstain import head_abstain_mask
 from embedclf.heads.mldecide import is_multi_label, label_rows
@@ -164,7 +165,8 @@ def classify_requests(
                     problem = f"unknown head {name!r} (active heads: {known})"
             elif head.embedder_id != embedder.model_id:
                 problem = (f"head {head.name!r} v{head.version} was trained on embedder {head.embedder_id!r}; "
-                           f"this worker runs {embedder.model_id!r}")
+                           f"this worker runs {embedder.model_id!r}: "
+                           f"{mismatch_advice(head.embedder_id, embedder.model_id)}")
             for it in r.items:
                 if problem is not None:
                     extra: dict[str, Any] = ({} if head is None else

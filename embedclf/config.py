@@ -15,6 +15,8 @@ from embedclf.errors import ConfigError
 from embedclf.redaction import mask_url, redact, url_secrets  # noqa: F401  (re-exported: the settings' masking)
 
 PREFIX = "EMBEDCLF_"
+#: the embedder spec of workers and the CLI when EMBEDCLF_EMBEDDER is not set (``minilm``, torch, before issue 13)
+DEFAULT_EMBEDDER = "minilm-int8"
 
 
 def _bool(value: str) -> bool:
@@ -50,8 +52,9 @@ class Settings:
     broker_sentinel_master: str = "mymaster"
     #: queue the worker consumes; "celery" is what a plain ``send_task`` uses
     queue: str = "celery"
-    #: embedder spec, see ``embedclf.embedders.spec``
-    embedder: str = "minilm"
+    #: embedder spec, see ``embedclf.embedders.spec``. The default ``minilm-int8`` has its own embedder id: heads
+    #: trained on torch ``minilm`` (the default before) need EMBEDCLF_EMBEDDER=minilm, or retraining
+    embedder: str = DEFAULT_EMBEDDER
     #: texts longer than this (characters) are refused with an error row
     max_text_chars: int = 20_000
     #: torch intra-op threads while the heads run (the embedder keeps its own); 0 = leave torch's setting

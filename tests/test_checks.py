@@ -98,3 +98,18 @@ def test_suggested_start_commands_keep_the_queue():
     readme = (ROOT / "README.md").read_text()
     assert "--appendonly no" not in readme
     assert "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --appendonly yes" in readme
+
+
+def test_make_install_builds_the_default_embedders_onnx_files():
+    """`make install` runs `checks onnx`, which builds the ONNX files of ONNX_SPECS: the default must be one of them.
+
+    (A missing file is rebuilt offline on load: tests/embedders/test_onnx.py; a fresh install's demo and worker
+    run on the default: tests/cli/test_services.py.)
+    """
+    from embedclf.checks import ONNX_SPECS
+    from embedclf.embedders.spec import parse_spec
+
+    default = Settings().embedder
+    assert parse_spec(default).kind != "onnx" or default.partition("?")[0] in ONNX_SPECS, default
+    makefile = (ROOT / "Makefile").read_text()
+    assert "$(BIN)/python -m embedclf.checks onnx" in makefile.split("\ninstall:", 1)[1].split("\n\n", 1)[0]

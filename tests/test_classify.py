@@ -126,6 +126,8 @@ def test_embedder_mismatch_names_both_ids(heads):
     assert err["status"] == "error"
     assert "minilm:v1" in err["error"] and emb.model_id in err["error"]
     assert "v4" in err["error"]
+    # and what to do about it, for ids the advice does not know either
+    assert "EMBEDCLF_EMBEDDER" in err["error"] and "embedclf heads train --embedder" in err["error"]
     assert err["head_version"] == 4 and err["embedder_id"] == emb.model_id
     assert rows[1]["status"] == "ok"
     assert emb.calls == [1]  # the mismatched request is not embedded

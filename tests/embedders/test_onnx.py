@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from embedclf.embedders import onnx_build
-from embedclf.embedders.spec import SpecError, load_embedder, parse_spec
+from embedclf.embedders.spec import SPEC_FOR_ID, SpecError, load_embedder, parse_spec
 from tests.embedders.common import TEXTS, cos
 
 pytest.importorskip("onnxruntime")
@@ -133,6 +133,8 @@ def test_built_by_make_install_into_the_model_cache() -> None:
 @pytest.mark.slow
 def test_identity(onnx_emb) -> None:
     assert onnx_emb.model_id == IDS[onnx_emb.quant]
+    # the mismatch advice (error rows, worker start) knows which alias gives this id
+    assert onnx_emb.model_id in SPEC_FOR_ID
     assert onnx_emb.dim == 384 and onnx_emb.max_tokens_per_text() == 256
     assert onnx_emb.path.name == FILES[onnx_emb.quant]
 

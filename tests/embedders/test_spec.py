@@ -8,6 +8,7 @@ from embedclf.embedders.fake import FakeEmbedder
 from embedclf.embedders.spec import (
     ALIASES,
     QWEN3_EMB_INSTRUCTION,
+    SPEC_FOR_ID,
     EmbedderSpec,
     SpecError,
     load_embedder,
@@ -133,3 +134,20 @@ def test_load_minilm_options() -> None:
         assert emb.batch_size == 8
     finally:
         emb.close()
+
+
+def test_mismatch_advice_names_both_ways_out() -> None:
+    """A head trained on one MiniLM variant, a worker on the other: the exact setting and the exact command."""
+    from embedclf.embedders.spec import mismatch_advice
+
+    advice = mismatch_advice("st:all-MiniLM-L6-v2", "st:all-MiniLM-L6-v2+int8")
+    assert advice == ("set EMBEDCLF_EMBEDDER=minilm on the workers, "
+                      "or retrain the head with `embedclf heads train --embedder minilm-int8`")
+    advice = mismatch_advice("st:all-MiniLM-L6-v2+int8", "st:all-MiniLM-L6-v2")
+    assert advice == ("set EMBEDCLF_EMBEDDER=minilm-int8 on the workers, "
+                      "or retrain the head with `embedclf heads train --embedder minilm`")
+    # every alias named exists (that each gives its id is checked where the models load: test_onnx, test_st)
+    for model_id, alias in SPEC_FOR_ID.items():
+        assert alias in ALIASES, (model_id, alias)
+    generic = mismatch_advice("llama:other.gguf", "fake:8")
+    assert "EMBEDCLF_EMBEDDER" in generic and "--embedder" in generic

@@ -68,6 +68,14 @@ def test_int8_worker_serves_its_head_and_refuses_a_torch_head(settings, engine, 
         r = rows[t["id"]]
         assert r["status"] == "error" and r["label"] is None and r["top3"] is None
         assert f"was trained on embedder '{TORCH_ID}'; this worker runs '{INT8_ID}'" in r["error"], r["error"]
+        # the row says what to do: both ways out, exactly
+        assert ("set EMBEDCLF_EMBEDDER=minilm on the workers, or retrain the head with "
+                "`embedclf heads train --embedder minilm-int8`") in r["error"], r["error"]
+    # and the worker said so at start, for the head that was already active
+    log = worker.log()
+    assert (f"head onnx-torch v1 was trained on embedder '{TORCH_ID}' but this worker runs '{INT8_ID}' "
+            "(EMBEDCLF_EMBEDDER=minilm-int8): its tasks get error rows until you set EMBEDCLF_EMBEDDER=minilm") in log
+    assert "head onnx-int8 v1 was trained" not in log
     batches = {r["completed_at"] for r in ok}
     assert len(batches) < len(ok) / 4, f"{len(batches)} batches for {len(ok)} tasks"
     assert worker.alive()
