@@ -22,27 +22,28 @@ from embedclf.training import mlmetrics
 from embedclf.training.multilabel import MultiLabelParams, train_multilabel
 
 #: name -> MultiLabelParams overrides on top of the defaults ("default": the defaults themselves);
-#: every other variant says whether it has the sparse (TF-IDF) member, so its meaning does not move with the defaults
+#: every other variant says whether it has the sparse (TF-IDF) member and its min_labels rule, so its meaning
+#: does not move with the defaults (the variants before the decision rules existed decide with min_labels 0)
 ML_VARIANTS: dict[str, dict] = {
     "default": {},
-    "dense": {"sparse_member": False},
-    "dense-unweighted": {"sparse_member": False, "pos_weight_power": 0.0},
-    "dense-global-threshold": {"sparse_member": False, "min_positives": 10**9},
-    "mlp-only": {"sparse_member": False, "linear_member": False},
-    "linear-only": {"sparse_member": False, "num_layers": 1},
-    "sparse": {"sparse_member": True},
-    "sparse-average": {"sparse_member": True, "combine": "average"},
-    "sparse-unweighted": {"sparse_member": True, "pos_weight_power": 0.0},
-    "sparse-weight-1.0": {"sparse_member": True, "pos_weight_power": 1.0},
-    "sparse-global-threshold": {"sparse_member": True, "min_positives": 10**9},
-    "sparse-min-pos-5": {"sparse_member": True, "min_positives": 5},
-    "sparse-min-pos-25": {"sparse_member": True, "min_positives": 25},
-    "sparse-50k": {"sparse_member": True, "sparse_max_features": 50_000},
+    "dense": {"sparse_member": False, "min_labels": 0},
+    "dense-unweighted": {"sparse_member": False, "pos_weight_power": 0.0, "min_labels": 0},
+    "dense-global-threshold": {"sparse_member": False, "min_positives": 10**9, "min_labels": 0},
+    "mlp-only": {"sparse_member": False, "linear_member": False, "min_labels": 0},
+    "linear-only": {"sparse_member": False, "num_layers": 1, "min_labels": 0},
+    "sparse": {"sparse_member": True, "min_labels": 0},
+    "sparse-average": {"sparse_member": True, "combine": "average", "min_labels": 0},
+    "sparse-unweighted": {"sparse_member": True, "pos_weight_power": 0.0, "min_labels": 0},
+    "sparse-weight-1.0": {"sparse_member": True, "pos_weight_power": 1.0, "min_labels": 0},
+    "sparse-global-threshold": {"sparse_member": True, "min_positives": 10**9, "min_labels": 0},
+    "sparse-min-pos-5": {"sparse_member": True, "min_positives": 5, "min_labels": 0},
+    "sparse-min-pos-25": {"sparse_member": True, "min_positives": 25, "min_labels": 0},
+    "sparse-50k": {"sparse_member": True, "sparse_max_features": 50_000, "min_labels": 0},
     # decision rules on the same trained head (they share its training): at least the top label,
     # at most k labels per text
     "sparse-top1": {"sparse_member": True, "min_labels": 1},
-    "sparse-max3": {"sparse_member": True, "max_labels": 3},
-    "sparse-max2": {"sparse_member": True, "max_labels": 2},
+    "sparse-max3": {"sparse_member": True, "max_labels": 3, "min_labels": 0},
+    "sparse-max2": {"sparse_member": True, "max_labels": 2, "min_labels": 0},
     "sparse-top1-max3": {"sparse_member": True, "min_labels": 1, "max_labels": 3},
     "sparse-top1-max2": {"sparse_member": True, "min_labels": 1, "max_labels": 2},
 }
