@@ -199,7 +199,9 @@ def classify_requests(
         if is_multi_label(head.module):  # every label over its threshold in `labels`; none: abstained
             with torch_threads(head_threads):  # a sparse (TF-IDF) member reads the texts themselves
                 proba = head.module.predict_proba(vectors[[t for _, t in pairs]], texts=[texts[t] for _, t in pairs])
-            for (row_i, _), fields in zip(pairs, label_rows(proba, head.labels, head.module.thresholds(), TOP_K)):
+            for (row_i, _), fields in zip(pairs, label_rows(
+                    proba, head.labels, head.module.thresholds(), TOP_K,
+                    min_labels=head.module.config.min_labels, max_labels=head.module.config.max_labels)):
                 rows[row_i].update(status="ok", head_version=head.version, embedder_id=model_id, **fields)
             continue
         rows_t = [t for _, t in pairs]

@@ -58,3 +58,32 @@ def test_hybrid_head_rows_match_offline_predictions_from_texts(heads, hybrid_hea
         assert r["score"] == pytest.approx(float(p.max()), abs=1e-6)
         assert r["abstained"] == bool(p.max() < 0.5)
         assert r["label"] == (None if p.max() < 0.5 else hybrid_head.labels[int(p.argmax())])
+
+
+def test_multi_label_rows_apply_the_stored_min_max_labels_rule():
+    """classify passes the head's min_labels / max_labels to the rows: the same rows as label_rows with them."""
+    import dataclasses
+
+    from embedclf.heads.mldecide import label_rows
+    from embedclf.training.multilabel import MultiLabelParams, train_multilabel
+    from tests.helpers import multilabel_texts
+
+    texts, sets = multilabel_texts(150, seed=3)
+    emb = FakeEmbedder(DIM)
+    res = train_multilabel(emb.embed_batch(texts), sets, MultiLabelParams(epochs=2, hidden_dim=16,
+                                                                          sparse_member=False, min_labels=0),
+                           texts=texts)
+    new, _ = multilabel_texts(12, seed=4)
+    new += ["hello thanks again", "the a my"]
+    proba = res.head.predict_proba(FakeEmbedder(DIM).embed_batch(new))
+    for rule in ((0, 0), (1, 0), (1, 1)):
+        res.head.config = dataclasses.replace(res.head.config, min_labels=rule[0], max_labels=rule[1])
+        head = LoadedHead("tags", 1, f"fake:{DIM}", res.labels, res.head)
+        rows = classify_requests([req(i, "tags", t) for i, t in enumerate(new)], FakeEmbedder(DIM), {"tags": head})
+        expected = label_rows(proba, res.labels, res.head.thresholds(), min_labels=rule[0], max_labels=rule[1])
+        for row, exp in zip(rows, expected):
+            assert row["labels"] == exp["labels"] and row["abstained"] is exp["abstained"], rule
+        if rule[0]:
+            assert not any(r["abstained"] for r in rows)
+        if rule[1]:
+            assert all(len(r["labels"]) == 1 for r in rows)

@@ -17,22 +17,39 @@ from typing import Any
 import numpy as np
 
 from embedclf.errors import BenchError
-from embedclf.training.trainer import TrainParams, train_head
+from embedclf.training.finish import finish_head
+from embedclf.training.trainer import TrainParams, train_dense, train_head
 
 _DENSE = {"tfidf_member": False}
 _HYBRID = {"tfidf_member": True, "member_weights": "equal"}
+_DEFAULT = {"linear_member": True, **_HYBRID}
 #: name -> TrainParams overrides on top of the defaults; "+tfidf" variants add the TF-IDF member
-#: (equal member weights; "-fit": weights chosen on the validation split)
+#: (equal member weights; "-fit": weights chosen on the validation split; "-w…": fixed weights
+#: mlp/linear/tfidf; "-refit": linear + TF-IDF members refitted on training + validation texts;
+#: "-a…": the TF-IDF member's L2 strength; "-10k"/"-5k": its vocabulary cap per analyzer;
+#: "-e30": 30 MLP epochs instead of 60)
 VARIANTS: dict[str, dict] = {
     "mlp": {"linear_member": False, **_DENSE},
     "mlp+linear": {"linear_member": True, **_DENSE},
     "linear": {"num_layers": 1, **_DENSE},
-    "mlp+linear+tfidf": {"linear_member": True, **_HYBRID},
-    "mlp+linear+tfidf-fit": {"linear_member": True, **_HYBRID, "member_weights": "fit"},
+    "mlp+linear+tfidf": _DEFAULT,
+    "mlp+linear+tfidf-fit": {**_DEFAULT, "member_weights": "fit"},
+    "mlp+linear+tfidf-w.25.25.5": {**_DEFAULT, "member_weights": "0.25/0.25/0.5"},
+    "mlp+linear+tfidf-w.4.2.4": {**_DEFAULT, "member_weights": "0.4/0.2/0.4"},
+    "mlp+linear+tfidf-refit": {**_DEFAULT, "refit": True},
+    "mlp+linear+tfidf-a3e-6": {**_DEFAULT, "tfidf_alpha": 3e-6},
+    "mlp+linear+tfidf-a3e-5": {**_DEFAULT, "tfidf_alpha": 3e-5},
+    "mlp+linear+tfidf-10k": {**_DEFAULT, "tfidf_max_features": 10_000},
+    "mlp+linear+tfidf-5k": {**_DEFAULT, "tfidf_max_features": 5_000},
+    "mlp+linear+tfidf-e30": {**_DEFAULT, "epochs": 30},
+    "mlp+linear+tfidf-e30-refit": {**_DEFAULT, "epochs": 30, "refit": True},
     "mlp+tfidf": {"linear_member": False, **_HYBRID},
     "linear+tfidf": {"num_layers": 1, **_HYBRID},
     "linear+tfidf-fit": {"num_layers": 1, **_HYBRID, "member_weights": "fit"},
 }
+#: the parameters only the second training stage (``finish_head``) reads: variants differing only in
+#: these share one dense training per fold
+_FINISH_FIELDS = ("tfidf_member", "tfidf_max_features", "tfidf_alpha", "tfidf_epochs", "member_weights", "refit")
 
 FoldCallback = Callable[[dict], None]
 
@@ -63,11 +80,11 @@ def cross_validate(X: np.ndarray, labels: Sequence[str], variants: Sequence[str]
     """Accuracy of each variant on each held-out fold, means, and paired differences to ``variants[0]``.
 
     ``texts`` (one per row of ``X``) are needed by the ``+tfidf`` variants. With ``share``, variants
-    that differ only in the TF-IDF member and the mixing weights (e.g. ``mlp+linear``,
-    ``mlp+linear+tfidf``, ``mlp+linear+tfidf-fit``) share one training per fold: the dense members
-    train exactly as they would alone (the sparse member draws no random numbers and trains after
-    them), so each variant's predictions are its own members mixed its own way; the training time
-    shown is the shared time divided among them.
+    that differ only in the second training stage (TF-IDF member, mixing weights, refit: e.g.
+    ``mlp+linear``, ``mlp+linear+tfidf``, ``mlp+linear+tfidf-fit``) share one dense training per fold
+    (:func:`~embedclf.training.trainer.train_dense`), each finished its own way by
+    :func:`~embedclf.training.finish.finish_head`: exactly what ``train_head`` computes for it alone.
+    The training time shown is the shared time divided among them plus the variant's own finish.
     """
     from sklearn.model_selection import StratifiedKFold
 
@@ -90,17 +107,21 @@ def cross_validate(X: np.ndarray, labels: Sequence[str], variants: Sequence[str]
         te_texts = [texts[i] for i in te] if texts is not None else None
         for group in groups:
             start = time.perf_counter()
+            heads: dict[str, Any] = {}
             if len(group) == 1:
                 result = train_head(X[tr], list(y[tr]), replace(base, **VARIANTS[group[0]]), texts=tr_texts)
-                preds = {group[0]: result.head.predict_proba(X[te], te_texts).argmax(1)}
+                heads[group[0]] = (result, time.perf_counter() - start)
             else:
-                params = replace(base, **{**VARIANTS[group[0]], "tfidf_member": True, "member_weights": "fit"})
-                result = train_head(X[tr], list(y[tr]), params, texts=tr_texts)
-                assert te_texts is not None  # the shared training has a TF-IDF member, so texts were given
-                preds = _shared_predictions(result.head, X[te], te_texts, group)
-            spent = (time.perf_counter() - start) / len(group)
+                stage = train_dense(X[tr], list(y[tr]), _dense_params(base, group[0]), texts=tr_texts)
+                shared = (time.perf_counter() - start) / len(group)
+                memo: dict = {}
+                for name in group:
+                    t0 = time.perf_counter()
+                    result = finish_head(stage, replace(base, **VARIANTS[name]), memo)
+                    heads[name] = (result, shared + time.perf_counter() - t0)
             for name in group:
-                pred = np.asarray(result.labels)[preds[name]]
+                result, spent = heads[name]
+                pred = np.asarray(result.labels)[result.head.predict_proba(X[te], te_texts).argmax(1)]
                 acc[name].append(float((pred == y[te]).mean()))
                 seconds[name] += spent
                 if on_fold is not None:
@@ -123,40 +144,18 @@ def cross_validate(X: np.ndarray, labels: Sequence[str], variants: Sequence[str]
     return out
 
 
+def _dense_params(base: TrainParams, name: str) -> TrainParams:
+    """The variant's parameters with every second-stage field at its default: its dense recipe."""
+    defaults = TrainParams()
+    return replace(base, **{**VARIANTS[name], **{f: getattr(defaults, f) for f in _FINISH_FIELDS}})
+
+
 def _share_groups(variants: Sequence[str], base: TrainParams) -> list[list[str]]:
-    """Variants grouped by their dense recipe; a group shares one training when it holds a ``+tfidf`` variant."""
+    """Variants grouped by their dense recipe (everything but the second-stage fields)."""
     by_dense: dict[TrainParams, list[str]] = {}
     for name in variants:
-        dense = replace(base, **{**VARIANTS[name], "tfidf_member": False, "member_weights": "equal"})
-        by_dense.setdefault(dense, []).append(name)
-    groups: list[list[str]] = []
-    for members in by_dense.values():
-        if len(members) > 1 and any(VARIANTS[v].get("tfidf_member") for v in members):
-            groups.append(members)
-        else:
-            groups.extend([v] for v in members)
-    return groups
-
-
-def _shared_predictions(head, X: np.ndarray, texts: Sequence[str], group: Sequence[str]) -> dict[str, np.ndarray]:
-    """Argmax per variant of one trained hybrid head: dense members only, equal or fitted weights."""
-    import torch
-
-    with torch.no_grad():
-        zs = head.member_logits(torch.from_numpy(np.asarray(X, dtype=np.float32)), texts)
-        logp = torch.stack([torch.log_softmax(z / t, dim=-1) for z, t in zip(zs, head.member_temperature)])
-    k = len(zs)
-    out = {}
-    for name in group:
-        v = VARIANTS[name]
-        if not v.get("tfidf_member"):
-            w = torch.tensor([1.0] * (k - 1) + [0.0]) / (k - 1)  # the dense members, averaged
-        elif v.get("member_weights") == "fit":
-            w = head.member_weight
-        else:
-            w = torch.full((k,), 1.0 / k)
-        out[name] = torch.logsumexp(logp + torch.log(w)[:, None, None], dim=0).argmax(1).numpy()
-    return out
+        by_dense.setdefault(_dense_params(base, name), []).append(name)
+    return list(by_dense.values())
 
 
 def heads_report(r: dict, echo) -> None:

@@ -8,6 +8,7 @@ are chosen without tuning on test.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -17,28 +18,37 @@ from typing import Any
 import numpy as np
 
 from embedclf.errors import BenchError
-from embedclf.heads.multilabel import decide
 from embedclf.training import mlmetrics
 from embedclf.training.multilabel import MultiLabelParams, train_multilabel
 
 #: name -> MultiLabelParams overrides on top of the defaults ("default": the defaults themselves);
-#: every other variant says whether it has the sparse (TF-IDF) member, so its meaning does not move with the defaults
+#: every other variant says whether it has the sparse (TF-IDF) member and its min_labels rule, so its meaning
+#: does not move with the defaults (the variants before the decision rules existed decide with min_labels 0)
 ML_VARIANTS: dict[str, dict] = {
     "default": {},
-    "dense": {"sparse_member": False},
-    "dense-unweighted": {"sparse_member": False, "pos_weight_power": 0.0},
-    "dense-global-threshold": {"sparse_member": False, "min_positives": 10**9},
-    "mlp-only": {"sparse_member": False, "linear_member": False},
-    "linear-only": {"sparse_member": False, "num_layers": 1},
-    "sparse": {"sparse_member": True},
-    "sparse-average": {"sparse_member": True, "combine": "average"},
-    "sparse-unweighted": {"sparse_member": True, "pos_weight_power": 0.0},
-    "sparse-weight-1.0": {"sparse_member": True, "pos_weight_power": 1.0},
-    "sparse-global-threshold": {"sparse_member": True, "min_positives": 10**9},
-    "sparse-min-pos-5": {"sparse_member": True, "min_positives": 5},
-    "sparse-min-pos-25": {"sparse_member": True, "min_positives": 25},
-    "sparse-50k": {"sparse_member": True, "sparse_max_features": 50_000},
+    "dense": {"sparse_member": False, "min_labels": 0},
+    "dense-unweighted": {"sparse_member": False, "pos_weight_power": 0.0, "min_labels": 0},
+    "dense-global-threshold": {"sparse_member": False, "min_positives": 10**9, "min_labels": 0},
+    "mlp-only": {"sparse_member": False, "linear_member": False, "min_labels": 0},
+    "linear-only": {"sparse_member": False, "num_layers": 1, "min_labels": 0},
+    "sparse": {"sparse_member": True, "min_labels": 0},
+    "sparse-average": {"sparse_member": True, "combine": "average", "min_labels": 0},
+    "sparse-unweighted": {"sparse_member": True, "pos_weight_power": 0.0, "min_labels": 0},
+    "sparse-weight-1.0": {"sparse_member": True, "pos_weight_power": 1.0, "min_labels": 0},
+    "sparse-global-threshold": {"sparse_member": True, "min_positives": 10**9, "min_labels": 0},
+    "sparse-min-pos-5": {"sparse_member": True, "min_positives": 5, "min_labels": 0},
+    "sparse-min-pos-25": {"sparse_member": True, "min_positives": 25, "min_labels": 0},
+    "sparse-50k": {"sparse_member": True, "sparse_max_features": 50_000, "min_labels": 0},
+    # decision rules on the same trained head (they share its training): at least the top label,
+    # at most k labels per text
+    "sparse-top1": {"sparse_member": True, "min_labels": 1},
+    "sparse-max3": {"sparse_member": True, "max_labels": 3, "min_labels": 0},
+    "sparse-max2": {"sparse_member": True, "max_labels": 2, "min_labels": 0},
+    "sparse-top1-max3": {"sparse_member": True, "min_labels": 1, "max_labels": 3},
+    "sparse-top1-max2": {"sparse_member": True, "min_labels": 1, "max_labels": 2},
 }
+#: parameters that only change the decision rule: variants differing only in these share one training
+_RULE_FIELDS = ("min_labels", "max_labels")
 
 FoldCallback = Callable[[dict], None]
 
@@ -51,17 +61,21 @@ def parse_ml_variants(value: str) -> list[str]:
     return names
 
 
-def _score(params: MultiLabelParams, X: np.ndarray, sets: Sequence[Sequence[str]], texts: list[str],
-           Xh: np.ndarray, held_sets: Sequence[Sequence[str]], held_texts: list[str]) -> dict:
-    start = time.perf_counter()
-    r = train_multilabel(X, sets, params, texts=texts)
-    seconds = time.perf_counter() - start
+def _score(r: Any, X: np.ndarray, Xh: np.ndarray, held_sets: Sequence[Sequence[str]], held_texts: list[str],
+           seconds: float) -> dict:
     known = set(r.labels)
     Y = mlmetrics.multi_hot([[label for label in s if label in known] for s in held_sets], r.labels)
-    P = decide(r.head.predict_proba(Xh, texts=held_texts), r.head.thresholds())
+    P = r.head.decide(r.head.predict_proba(Xh, texts=held_texts))
     return {"macro_f1": mlmetrics.macro_f1(Y, P), "micro_f1": mlmetrics.micro_f1(Y, P),
-            "samples_jaccard": mlmetrics.samples_jaccard(Y, P), "seconds": seconds,
-            "member_weights": list(r.head.config.member_weights), "best_epoch": r.best_epoch}
+            "samples_jaccard": mlmetrics.samples_jaccard(Y, P), "cardinality": float(P.sum(1).mean()),
+            "seconds": seconds, "member_weights": list(r.head.config.member_weights), "best_epoch": r.best_epoch}
+
+
+def _with_rule(r: Any, params: MultiLabelParams) -> Any:
+    """The trained result ``r`` deciding with ``params``' min/max-labels rule (the head is shared, its config not)."""
+    head = copy.copy(r.head)  # a shallow copy: same weights, its own config
+    head.config = replace(r.head.config, min_labels=params.min_labels, max_labels=params.max_labels)
+    return replace(r, head=head, params=params)
 
 
 def compare(X: np.ndarray, sets: Sequence[Sequence[str]], texts: Sequence[str], variants: Sequence[str], *,
@@ -85,12 +99,21 @@ def compare(X: np.ndarray, sets: Sequence[Sequence[str]], texts: Sequence[str], 
             Xh, held, held_texts = dev[0], list(dev[1]), list(dev[2])
         else:
             Xh, held, held_texts = X[te], [sets[i] for i in te], [texts[i] for i in te]
+        groups: dict[MultiLabelParams, list[str]] = {}
         for name in variants:
-            res = _score(replace(base, **ML_VARIANTS[name]), X[tr], [sets[i] for i in tr], [texts[i] for i in tr],
-                         Xh, held, held_texts)
-            per[name].append(res)
-            if on_fold is not None:
-                on_fold({"fold": fold, "variant": name, **res})
+            params = replace(base, **ML_VARIANTS[name])
+            groups.setdefault(replace(params, **{f: getattr(MultiLabelParams(), f) for f in _RULE_FIELDS}),
+                              []).append(name)
+        for trained_params, names in groups.items():
+            start = time.perf_counter()
+            trained = train_multilabel(X[tr], [sets[i] for i in tr], trained_params, texts=[texts[i] for i in tr])
+            seconds = (time.perf_counter() - start) / len(names)
+            for name in names:
+                res = _score(_with_rule(trained, replace(base, **ML_VARIANTS[name])), X, Xh, held, held_texts,
+                             seconds)
+                per[name].append(res)
+                if on_fold is not None:
+                    on_fold({"fold": fold, "variant": name, **res})
     ref = np.asarray([r["macro_f1"] for r in per[variants[0]]])
     out: dict[str, Any] = {"mode": "dev" if dev is not None else f"{folds}-fold", "n": len(X),
            "n_held": len(dev[0]) if dev else None, "reference": variants[0], "variants": {}}
@@ -104,6 +127,7 @@ def compare(X: np.ndarray, sets: Sequence[Sequence[str]], texts: Sequence[str], 
             "fold_macro_f1": [round(v, 4) for v in f],
             "micro_f1": round(float(np.mean([r["micro_f1"] for r in per[name]])), 4),
             "samples_jaccard": round(float(np.mean([r["samples_jaccard"] for r in per[name]])), 4),
+            "cardinality": round(float(np.mean([r["cardinality"] for r in per[name]])), 3),
             "mean_diff": round(float(diff.mean()), 4),
             "diff_se": round(float(diff.std(ddof=1) / math.sqrt(n)), 4) if n > 1 else None,
             "train_seconds": round(float(np.mean([r["seconds"] for r in per[name]])), 1),
@@ -116,8 +140,8 @@ def ml_report(r: dict, echo) -> None:
     echo(f"\n{r['n']} training texts, {r['mode']}" + (f" ({r['n_held']} dev texts)" if r.get("n_held") else "")
          + f", embedder {r.get('embedder')}; no test data read")
     echo(f"  {'variant':<18}{'macro-F1':>9}  {'vs ' + r['reference']:>18}{'micro-F1':>10}{'Jaccard':>9}"
-         f"{'train s':>9}  weights")
+         f"{'labels/text':>12}{'train s':>9}  weights")
     for name, v in r["variants"].items():
         se = f" ± {v['diff_se'] * 100:.2f}" if v["diff_se"] is not None else ""
         echo(f"  {name:<18}{v['macro_f1']:>9.4f}  {v['mean_diff'] * 100:>+10.2f}{se:<8}{v['micro_f1']:>10.4f}"
-             f"{v['samples_jaccard']:>9.4f}{v['train_seconds']:>9.1f}  {v['member_weights']}")
+             f"{v['samples_jaccard']:>9.4f}{v['cardinality']:>12.3f}{v['train_seconds']:>9.1f}  {v['member_weights']}")

@@ -106,7 +106,7 @@ def e2e_report(r: dict, echo: Echo) -> None:
 
 def train_report(r: dict, echo: Echo) -> None:
     machine_block(r["machine"], echo)
-    echo(f"\n{r['n']} texts, {r['n_labels']} labels, dim {r['dim']}")
+    echo(f"\n{r['n']} texts, {r['n_labels']} labels, dim {r['dim']}, head {r['head']}")
     echo(f"  embed   {r['embed_seconds']:.2f} s  ({r['embed_texts_per_s']:.1f} texts/s, length-sorted batches)")
     echo(f"  train   {r['train_seconds']:.2f} s  ({r['epochs_run']} of {r['epochs_max']} epochs, "
          f"{r['seconds_per_epoch']:.3f} s/epoch, best epoch {r['best_epoch']}, val accuracy {r['val_accuracy']})")

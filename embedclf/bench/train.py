@@ -5,17 +5,21 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from embedclf.bench.stats import rate
 from embedclf.embedders.base import Embedder
 from embedclf.progress import bar as progress_bar
 
+if TYPE_CHECKING:
+    from embedclf.training.trainer import TrainParams
 
-def run_train(embedder: Embedder, texts: Sequence[str], labels: Sequence[str], epochs: int | None,
+
+def run_train(embedder: Embedder, texts: Sequence[str], labels: Sequence[str], params: TrainParams,
               quiet: bool) -> dict:
-    from embedclf.training.trainer import TrainParams, train_head
+    """Embed, then train ``params``' head (``heads train``'s default recipe from the CLI: the hybrid head)."""
+    from embedclf.training.trainer import train_head
 
-    params = TrainParams() if epochs is None else TrainParams(epochs=epochs)
     with progress_bar(total=len(texts), desc="embedding", unit="text", file=sys.stderr, disable=quiet,
               dynamic_ncols=True) as bar:
         start = time.perf_counter()
@@ -24,7 +28,7 @@ def run_train(embedder: Embedder, texts: Sequence[str], labels: Sequence[str], e
     with progress_bar(total=params.epochs, desc="training", unit="epoch", file=sys.stderr, disable=quiet,
               dynamic_ncols=True) as bar:
         start = time.perf_counter()
-        result = train_head(X, labels, params, on_epoch=lambda *_: bar.update(1))
+        result = train_head(X, labels, params, on_epoch=lambda *_: bar.update(1), texts=texts)
         train_s = time.perf_counter() - start
     epochs_run = len(result.history)
     return {
@@ -40,10 +44,18 @@ def run_train(embedder: Embedder, texts: Sequence[str], labels: Sequence[str], e
         "seconds_per_epoch": round(train_s / max(1, epochs_run), 4),
         "best_epoch": result.best_epoch,
         "val_accuracy": round(float(result.val_metrics.get("accuracy", float("nan"))), 4),
+        "head": head_recipe(params), "members": sorted(result.members),
     }
 
 
-def run_train_cached(embedder: Embedder, texts: Sequence[str], labels: Sequence[str], epochs: int | None,
+def head_recipe(params: TrainParams) -> str:
+    """A short name of the head ``params`` train, for reports."""
+    members = ["mlp"] + ["linear"] * params.linear_member + ["tfidf"] * params.tfidf_member
+    extra = [f"weights {params.member_weights}"] * params.tfidf_member + ["refit"] * params.refit
+    return "+".join(members) + (f" ({', '.join(extra)})" if extra else "")
+
+
+def run_train_cached(embedder: Embedder, texts: Sequence[str], labels: Sequence[str], params: TrainParams,
                      quiet: bool, engine) -> dict:
     """Two trainings through the Postgres cache on an empty database (``engine``).
 
@@ -52,9 +64,8 @@ def run_train_cached(embedder: Embedder, texts: Sequence[str], labels: Sequence[
     """
     from embedclf.store.datasets import fetch_examples, import_examples
     from embedclf.store.embcache import CachedEmbedder
-    from embedclf.training.trainer import TrainParams, train_head
+    from embedclf.training.trainer import train_head
 
-    params = TrainParams() if epochs is None else TrainParams(epochs=epochs)
     runs = {}
     for run in ("first", "second"):
         start = time.perf_counter()
@@ -71,7 +82,7 @@ def run_train_cached(embedder: Embedder, texts: Sequence[str], labels: Sequence[
         with progress_bar(total=params.epochs, desc=f"{run}: training", unit="epoch", file=sys.stderr, disable=quiet,
                   dynamic_ncols=True) as bar:
             start = time.perf_counter()
-            result = train_head(X, run_labels, params, on_epoch=lambda *_: bar.update(1))
+            result = train_head(X, run_labels, params, on_epoch=lambda *_: bar.update(1), texts=run_texts)
             train_s = time.perf_counter() - start
         runs[run] = {
             "n": len(run_texts), "embedded": cached.embedded, "cached": cached.hits,
@@ -82,7 +93,7 @@ def run_train_cached(embedder: Embedder, texts: Sequence[str], labels: Sequence[
     first = runs["first"]
     return {
         "n": first["n"], "n_labels": len(set(labels)), "dim": embedder.dim, "embedder": embedder.model_id,
-        "epochs_max": params.epochs, "first": first, "second": runs["second"],
+        "epochs_max": params.epochs, "head": head_recipe(params), "first": first, "second": runs["second"],
         "retrain_seconds": runs["second"]["total_seconds"],
     }
 
@@ -92,7 +103,7 @@ def cached_report(r: dict, echo) -> None:
     from embedclf.bench.report import machine_block
 
     machine_block(r["machine"], echo)
-    echo(f"\n{r['n']} texts, {r['n_labels']} labels, dim {r['dim']}, embedder {r['embedder']}, "
+    echo(f"\n{r['n']} texts, {r['n_labels']} labels, dim {r['dim']}, embedder {r['embedder']}, head {r['head']}, "
          f"temporary database (dropped)")
     for run, what in (("first", "import + embed + store"), ("second", "retrain from the Postgres cache")):
         x = r[run]

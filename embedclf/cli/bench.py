@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from embedclf.cli.base import AppError
-from embedclf.cli.common import echo_json, embedder_option, load_embedder_verbose
+from embedclf.cli.common import echo_json, embedder_option, load_embedder_verbose, params_from
 from embedclf.config import DEFAULT_EMBEDDER, Settings
 
 
@@ -233,7 +233,7 @@ def e2e(settings: Settings, data_path: str, text_col: str, label_col: str, n: in
 @click.pass_obj
 def train(settings: Settings, data_path: str, text_col: str, label_col: str, n: int | None,
           embedder_spec: str | None, epochs: int | None, use_cache: bool, as_json: bool) -> None:
-    """Embed once, then time train_head on the cached embeddings."""
+    """Embed once, then time training heads train's default head on the cached embeddings."""
     from embedclf.bench.machine import machine_info
     from embedclf.bench.train import run_train
     from embedclf.data import load_labeled
@@ -243,9 +243,10 @@ def train(settings: Settings, data_path: str, text_col: str, label_col: str, n: 
     texts, labels = data.texts[:n], data.labels[:n]
     emb = load_embedder_verbose(settings, spec, quiet=as_json)
     try:
+        params = params_from(epochs, 0)  # heads train's default head
         if use_cache:
-            return _train_cached(settings, emb, texts, labels, epochs, as_json, data_path, spec)
-        report = run_train(emb, texts, labels, epochs, quiet=as_json)
+            return _train_cached(settings, emb, texts, labels, params, as_json, data_path, spec)
+        report = run_train(emb, texts, labels, params, quiet=as_json)
     finally:
         emb.close()
     report.update(mode="train", data=data_path, embedder_spec=spec, machine=machine_info(report["embedder"]))
@@ -308,7 +309,7 @@ def heads_cv(settings: Settings, data_path: str, text_col: str, label_col: str, 
         heads_report(report, click.echo)
 
 
-def _train_cached(settings: Settings, emb, texts, labels, epochs, as_json: bool, data_path: str, spec: str) -> None:
+def _train_cached(settings: Settings, emb, texts, labels, params, as_json: bool, data_path: str, spec: str) -> None:
     from embedclf.bench.infra import temp_database
     from embedclf.bench.machine import machine_info
     from embedclf.bench.train import cached_report, run_train_cached
@@ -317,7 +318,7 @@ def _train_cached(settings: Settings, emb, texts, labels, epochs, as_json: bool,
     with sigterm_as_interrupt(), temp_database(settings.database_url) as url:
         engine = make_engine(url, pool_size=1, max_overflow=1)
         try:
-            report = run_train_cached(emb, texts, labels, epochs, as_json, engine)
+            report = run_train_cached(emb, texts, labels, params, as_json, engine)
         finally:
             engine.dispose()
     report.update(mode="train-cache", data=data_path, embedder_spec=spec, machine=machine_info(report["embedder"]))

@@ -52,7 +52,7 @@ def heads() -> None:
 @click.pass_obj
 def train(settings: Settings, name: str, data_path: str | None, embedder_spec: str | None, text_col: str,
           label_col: str, test_size: float, epochs: int | None, seed: int, linear_member: bool, tfidf_member: bool,
-          member_weights: str, activate: bool,
+          member_weights: str, refit: bool, activate: bool,
           plots_dir: str | None,
           as_json: bool, abstain_precision: float | None, dataset: str | None, with_feedback: bool, no_cache: bool,
           search_trials: int, multi_label: bool = False, label_sep: str = ";",
@@ -78,7 +78,7 @@ def train(settings: Settings, name: str, data_path: str | None, embedder_spec: s
     engine = require_database(settings)
     keep, _ = headops.split(data.labels, test_size, seed)  # bad labels fail here, before the model loads
     embedder = cached(settings, load_embedder_verbose(settings, embedder_spec, quiet=as_json), no_cache, as_json)
-    params = params_from(epochs, seed, linear_member, tfidf_member, member_weights)
+    params = params_from(epochs, seed, linear_member, tfidf_member, member_weights, refit)
     search_info = None
     if search_trials:  # searched on the training part only: the held-out split stays unseen
         params, search_info = run_search(embedder, [data.texts[i] for i in keep], [data.labels[i] for i in keep],
@@ -128,17 +128,32 @@ def list_(settings: Settings, name: str | None, as_json: bool) -> None:
         raise repository.missing_head(name, repository.head_names(engine))
     if as_json:
         echo_json([{"name": r.name, "version": r.version, "active": r.is_active, "embedder_id": r.embedder_id,
-                    "labels": len(r.labels), "accuracy": r.metrics.get("accuracy"), "created_at": r.created_at}
+                    "labels": len(r.labels), "accuracy": r.metrics.get("accuracy"),
+                    "macro_f1": r.metrics.get("macro_f1"), "score": _list_score(r.metrics)[1],
+                    "score_metric": _list_score(r.metrics)[0],
+                    "created_at": r.created_at}
                    for r in rows])
         return
     if not rows:
         click.echo("no heads yet: train one with `embedclf heads train --name NAME --data FILE`")
         return
-    click.echo(f"{'name':<20}{'ver':>4}  {'active':<7}{'labels':>7}{'acc':>8}  {'embedder':<34}created")
+    click.echo(f"{'name':<20}{'ver':>4}  {'active':<7}{'labels':>7}  {'held-out score':<17}{'embedder':<34}created")
     for r in rows:
-        acc = r.metrics.get("accuracy")
+        kind, value = _list_score(r.metrics)
+        score = f"{kind} {value:.4f}" if value is not None else "-"
         click.echo(f"{r.name:<20}{r.version:>4}  {'*' if r.is_active else '':<7}{len(r.labels):>7}"
-                   f"{acc if acc is not None else '-':>8}  {r.embedder_id:<34}{r.created_at:%Y-%m-%d %H:%M}")
+                   f"  {score:<17}{r.embedder_id:<34}{r.created_at:%Y-%m-%d %H:%M}")
+
+
+def _list_score(metrics: dict) -> tuple[str, float | None]:
+    """The figure ``heads list`` shows for a version: accuracy, or macro-F1 for a multi-label head."""
+    from embedclf.heads.mldecide import HEAD_TYPE
+
+    if metrics.get("head_type") == HEAD_TYPE:
+        value = metrics.get("macro_f1")
+        return "macro-F1", float(value) if isinstance(value, (int, float)) else None
+    value = metrics.get("accuracy")
+    return "acc", float(value) if isinstance(value, (int, float)) else None
 
 
 @heads.command()

@@ -18,12 +18,29 @@ def is_multi_label(config_or_module: object) -> bool:
     return getattr(config, "head_type", None) == HEAD_TYPE
 
 
-def decide(proba: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Boolean ``[n, L]``: ``proba >= thresholds`` per label."""
-    return np.asarray(proba) >= np.asarray(thresholds)[None, :]
+def decide(proba: np.ndarray, thresholds: np.ndarray, min_labels: int = 0, max_labels: int = 0) -> np.ndarray:
+    """Boolean ``[n, L]``: ``proba >= thresholds`` per label.
+
+    ``max_labels`` > 0 keeps at most that many of them per text (the most probable); ``min_labels``
+    > 0 adds the most probable labels of a text that has fewer over their thresholds (so a text is
+    never left without a label when ``min_labels`` is 1). 0 and 0 (the defaults, and every head
+    stored before these rules existed) is the plain per-label rule.
+    """
+    proba = np.asarray(proba)
+    on = proba >= np.asarray(thresholds)[None, :]
+    if (min_labels or max_labels) and proba.size:
+        rank = np.empty_like(proba, dtype=np.int64)  # 0 = the text's most probable label
+        order = np.argsort(-proba, axis=1, kind="stable")
+        np.put_along_axis(rank, order, np.arange(proba.shape[1])[None, :].repeat(len(proba), 0), axis=1)
+        if max_labels:
+            on &= rank < max_labels
+        if min_labels:
+            on |= rank < min_labels
+    return on
 
 
-def label_rows(proba: np.ndarray, labels: list[str], thresholds: np.ndarray, k: int = 3) -> list[dict]:
+def label_rows(proba: np.ndarray, labels: list[str], thresholds: np.ndarray, k: int = 3, *,
+               min_labels: int = 0, max_labels: int = 0) -> list[dict]:
     """Per text, the result fields of a multi-label head.
 
     ``labels``: every label over its threshold with its probability, highest first;
@@ -32,7 +49,7 @@ def label_rows(proba: np.ndarray, labels: list[str], thresholds: np.ndarray, k: 
     probable labels whatever their thresholds.
     """
     proba = np.asarray(proba, dtype=np.float64)
-    on = decide(proba, thresholds)
+    on = decide(proba, thresholds, min_labels, max_labels)
     order = np.argsort(-proba, axis=1, kind="stable")
     out = []
     for i, row in enumerate(order):

@@ -61,6 +61,10 @@ class MultiLabelConfig:
     thresholds: tuple[float, ...] = ()
     #: a sparse member over TF-IDF features: the featurizer's config (None: no sparse member)
     sparse: dict | None = None
+    #: decision rule on top of the thresholds (mldecide.decide): at least / at most this many labels
+    #: per text (0: no such rule; heads stored before these fields decide as before)
+    min_labels: int = 0
+    max_labels: int = 0
 
     def __post_init__(self) -> None:
         if self.head_type != HEAD_TYPE:
@@ -86,6 +90,11 @@ class MultiLabelConfig:
             raise ValueError(f"thresholds needs one value per label ({self.num_labels}), got {len(self.thresholds)}")
         if any(not 0.0 <= t <= 1.0 for t in self.thresholds):
             raise ValueError("thresholds must be in [0, 1]")
+        if not (isinstance(self.min_labels, int) and isinstance(self.max_labels, int)
+                and 0 <= self.min_labels <= self.num_labels and 0 <= self.max_labels <= self.num_labels
+                and (not self.max_labels or self.min_labels <= self.max_labels)):
+            raise ValueError("min_labels and max_labels must be integers in [0, num_labels] "
+                             "(min <= max when max is set)")
 
     @property
     def num_members(self) -> int:
@@ -234,9 +243,13 @@ class MultiLabelHead(DenseMembers):
         t = self.config.thresholds
         return np.asarray(t if t else [0.5] * self.config.num_labels, dtype=np.float32)
 
+    def decide(self, proba: np.ndarray) -> np.ndarray:
+        """Boolean ``[n, num_labels]`` from probabilities: thresholds and the stored min/max-labels rule."""
+        return decide(proba, self.thresholds(), self.config.min_labels, self.config.max_labels)
+
     def predict(self, x: np.ndarray | torch.Tensor, texts: Sequence[str] | None = None) -> np.ndarray:
-        """Boolean ``[n, num_labels]``: the labels over their thresholds."""
-        return decide(self.predict_proba(x, texts), self.thresholds())
+        """Boolean ``[n, num_labels]``: the labels over their thresholds (and the min/max-labels rule)."""
+        return self.decide(self.predict_proba(x, texts))
 
     def _check(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(np.asarray(x, dtype=np.float32))

@@ -14,7 +14,6 @@ import numpy as np
 
 from embedclf.embedders.base import Embedder, ProgressFn
 from embedclf.errors import DataError
-from embedclf.heads.multilabel import decide
 from embedclf.training import mlmetrics
 from embedclf.training.mlbaseline import tfidf_ovr
 from embedclf.training.multilabel import EpochCallback, MultiLabelParams, MultiLabelResult, train_multilabel
@@ -88,7 +87,7 @@ def evaluate_multilabel(
     thresholds = result.head.thresholds()
     Y_test = mlmetrics.multi_hot(test_sets, labels)
     proba = result.head.predict_proba(vec["test"], texts=parts["test"])
-    metrics = mlmetrics.report(Y_test, decide(proba, thresholds), labels, thresholds)
+    metrics = mlmetrics.report(Y_test, result.head.decide(proba), labels, thresholds)
 
     Y_train = mlmetrics.multi_hot(train_sets, labels)
     if val is None:  # the baseline sees the head's split: fit on its training part, threshold on its validation part

@@ -31,8 +31,6 @@ from torch import nn
 
 from embedclf.errors import DataError
 from embedclf.heads.mlp import HeadConfig, MLPHead
-from embedclf.training.metrics import classification_report
-from embedclf.training.sparse import fit_featurizer, fit_member_weights, fit_sparse_member
 from embedclf.training.split import LabelEncoder, stratified_split
 
 EpochCallback = Callable[[int, int, dict], None]
@@ -63,15 +61,34 @@ class TrainParams:
     #: the TF-IDF member's L2 strength and passes (SGD, logistic loss)
     tfidf_alpha: float = 1e-5
     tfidf_epochs: int = 20
-    #: how members are mixed in a hybrid head: "equal" weights, or "fit" (min. validation NLL on a grid)
+    #: how members are mixed in a hybrid head: "equal" weights, "fit" (min. validation NLL on a grid),
+    #: or fixed weights "w_mlp/w_linear/w_tfidf" (one per member, summing to 1)
     member_weights: str = "equal"
+    #: after the validation split has chosen epochs, temperatures and weights, refit the convex members
+    #: (linear, TF-IDF) on training + validation texts (only when the validation slice comes from the
+    #: training data; the MLP keeps its chosen epoch)
+    refit: bool = False
 
     def __post_init__(self) -> None:
         if self.member_weights not in ("equal", "fit"):
-            raise ValueError(f"member_weights must be 'equal' or 'fit', got {self.member_weights!r}")
+            fixed_weights(self.member_weights)  # raises ValueError on anything else
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def fixed_weights(spec: str) -> tuple[float, ...] | None:
+    """``"0.25/0.25/0.5"`` -> the weights (each >= 0, summing to 1); ``"equal"``/``"fit"`` -> None."""
+    if spec in ("equal", "fit"):
+        return None
+    try:
+        w = tuple(float(v) for v in spec.split("/"))
+    except ValueError:
+        w = ()
+    if len(w) < 2 or min(w) < 0 or abs(sum(w) - 1.0) > 1e-6:
+        raise ValueError(f"member_weights must be 'equal', 'fit' or weights like '0.25/0.25/0.5' summing to 1, "
+                         f"got {spec!r}")
+    return w
 
 
 @dataclass
@@ -131,6 +148,52 @@ def train_head(
     ``on_epoch`` sees the MLP member's epochs (the linear member takes seconds).
     ``texts`` (one per row of ``X``; with ``val``, also ``val_texts``) are needed for
     ``tfidf_member``.
+
+    Two stages: :func:`train_dense` (the MLP and linear members), then
+    :func:`embedclf.training.finish.finish_head` (the TF-IDF member, mixing, temperatures).
+    ``bench heads`` runs the second stage several times on one first stage.
+    """
+    from embedclf.training.finish import finish_head
+
+    return finish_head(train_dense(X, labels, params, on_epoch, val, texts, val_texts), params)
+
+
+@dataclass
+class DenseStage:
+    """A head whose dense members are trained, with the split they saw (the input of ``finish_head``).
+
+    ``finish_head`` never modifies it, so one stage can be finished several ways.
+    """
+    head: MLPHead
+    labels: list[str]
+    params: TrainParams
+    Xt: torch.Tensor
+    yt: torch.Tensor
+    Xv: torch.Tensor
+    yv: torch.Tensor
+    tr_texts: list[str]
+    va_texts: list[str]
+    history: list[dict]
+    members: dict
+    #: True when the validation texts are the caller's (``val``), not a slice of the training data
+    external_val: bool
+    start: float
+
+
+def train_dense(
+    X: np.ndarray,
+    labels: Sequence[str],
+    params: TrainParams = TrainParams(),
+    on_epoch: EpochCallback | None = None,
+    val: tuple[np.ndarray, Sequence[str]] | None = None,
+    texts: Sequence[str] | None = None,
+    val_texts: Sequence[str] | None = None,
+) -> DenseStage:
+    """The first stage of :func:`train_head`: split, then fit the MLP and (``linear_member``) linear members.
+
+    Texts are checked and split here when ``params.tfidf_member`` is set (the second stage needs them);
+    nothing here depends on the TF-IDF or mixing parameters, so dense members train identically with or
+    without a TF-IDF member.
     """
     start = time.perf_counter()
     X = np.asarray(X, dtype=np.float32)
@@ -152,8 +215,7 @@ def train_head(
             raise DataError("training data too small for a validation split")
         Xt, yt = torch.from_numpy(X[tr_idx]), torch.from_numpy(y[tr_idx])
         Xv_np, yv_np = X[va_idx], y[va_idx]
-        if params.tfidf_member:
-            assert texts is not None  # checked on entry: a TF-IDF member needs the texts
+        if texts is not None and len(texts) == len(X):
             tr_texts, va_texts = [texts[i] for i in tr_idx], [texts[i] for i in va_idx]
     else:
         Xv_np = np.asarray(val[0], dtype=np.float32)
@@ -162,12 +224,10 @@ def train_head(
             raise DataError(f"validation set must be non-empty with known labels (unknown: {unknown[:5]})")
         Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
         yv_np = encoder.encode(val[1])
-        if params.tfidf_member:
-            assert texts is not None and val_texts is not None  # checked on entry
+        if texts is not None and val_texts is not None and len(texts) == len(X) and len(val_texts) == len(Xv_np):
             tr_texts, va_texts = list(texts), list(val_texts)
     Xv, yv = torch.from_numpy(Xv_np), torch.from_numpy(yv_np)
 
-    featurizer = fit_featurizer(tr_texts, params.tfidf_max_features) if params.tfidf_member else None
     config = HeadConfig(
         input_dim=X.shape[1],
         num_labels=len(encoder.labels),
@@ -177,52 +237,29 @@ def train_head(
         linear_skip=params.linear_skip,
         # with one layer the MLP already is a softmax regression
         linear_member=params.linear_member and params.num_layers > 1,
-        tfidf=featurizer.config() if featurizer is not None else None,
     )
     head = MLPHead(config)
     head.set_center(Xt)
     fit = _Fit(head, Xt, yt, Xv, yv, params, gen)
     mlp_params = [p for n, p in head.named_parameters() if not n.startswith(("linear.", "sparse."))]
     history = fit.run(head.mlp_logits, mlp_params, params.lr, params.weight_decay, params.label_smoothing, on_epoch)
-    members = {"mlp": fit.summary(head.mlp_logits) | {"best_epoch": fit.best_epoch, "epochs_run": len(history)}}
+    with torch.no_grad():
+        members = {"mlp": member_summary(head.mlp_logits(Xv), yv) | {"best_epoch": fit.best_epoch,
+                                                                      "epochs_run": len(history)}}
     if head.linear is not None:
         iterations = fit_linear(head, Xt, yt, params.linear_c)
-        members["linear"] = fit.summary(head.linear_logits) | {"lbfgs_iterations": iterations}
-    if head.sparse is not None:
-        assert featurizer is not None  # fitted above whenever the head has a sparse member
-        facts = fit_sparse_member(head, featurizer, tr_texts, yt.numpy(), params.tfidf_alpha, params.tfidf_epochs,
-                                  params.seed)
-        va_sparse = head.sparse_logits(va_texts)
-        members["tfidf"] = fit.summary(lambda _x: va_sparse) | facts
-    if head.num_members > 1:
-        head.member_temperature.copy_(torch.tensor([m["temperature"] for m in members.values()]))
-    if head.sparse is not None and params.member_weights == "fit":
         with torch.no_grad():
-            zs = head.member_logits(Xv, va_texts)
-            logp = torch.stack([torch.log_softmax(z / t, dim=-1) for z, t in zip(zs, head.member_temperature)])
-        head.member_weight.copy_(torch.from_numpy(fit_member_weights(logp, yv)).float())
-    for name, w in zip(head.member_names, head.member_weight.tolist() if head.sparse is not None else []):
-        members[name]["weight"] = round(w, 4)
-
+            members["linear"] = member_summary(head.linear_logits(Xv), yv) | {"lbfgs_iterations": iterations}
     head.eval()
-    with torch.no_grad():
-        vlogits = head(Xv, va_texts or None)
-    temperature = fit_temperature(vlogits, yv)
-    head.temperature.fill_(temperature)
-    val_metrics = classification_report(head.predict_proba(Xv.numpy(), va_texts or None), yv_np)
-    return TrainResult(
-        head=head,
-        labels=list(encoder.labels),
-        params=params,
-        history=history,
-        best_epoch=members["mlp"]["best_epoch"],
-        val_metrics=val_metrics,
-        temperature=temperature,
-        seconds=time.perf_counter() - start,
-        val_logits=vlogits.numpy(),
-        val_y=yv_np,
-        members=members,
-    )
+    return DenseStage(head=head, labels=list(encoder.labels), params=params, Xt=Xt, yt=yt, Xv=Xv, yv=yv,
+                      tr_texts=tr_texts, va_texts=va_texts, history=history, members=members,
+                      external_val=val is not None, start=start)
+
+
+def member_summary(logits: torch.Tensor, yv: torch.Tensor) -> dict:
+    """A trained member on validation: its accuracy and its own temperature."""
+    logits = logits.detach()
+    return {"val_accuracy": float((logits.argmax(1) == yv).float().mean()), "temperature": fit_temperature(logits, yv)}
 
 
 class _Fit:
@@ -296,15 +333,6 @@ class _Fit:
             head.load_state_dict(best_state)
         head.eval()
         return history
-
-    def summary(self, forward: Callable[[torch.Tensor], torch.Tensor]) -> dict:
-        """A trained member on validation: its accuracy and its own temperature."""
-        with torch.no_grad():
-            logits = forward(self.Xv)
-        return {
-            "val_accuracy": float((logits.argmax(1) == self.yv).float().mean()),
-            "temperature": fit_temperature(logits, self.yv),
-        }
 
 
 def fit_linear(head: MLPHead, Xt: torch.Tensor, yt: torch.Tensor, c: float, max_rounds: int = 20) -> int:

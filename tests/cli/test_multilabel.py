@@ -69,6 +69,12 @@ def test_heads_train_multi_label_stores_the_head_type(run, clean_db, files, tmp_
     assert meta.labels == sorted(ML_TOPICS) and meta.metrics["report"]["head_type"] == "multi_label"
     shown = json.loads(run("heads", "show", "tags").stdout)
     assert shown["config"]["head_type"] == "multi_label"
+    # heads list shows a multi-label version's macro-F1, labelled as such (accuracy does not apply)
+    row = next(line for line in run("heads", "list").output.splitlines() if line.startswith("tags"))
+    assert f"macro-F1 {s['macro_f1']:.4f}" in row
+    listed = json.loads(run("heads", "list", "--json").stdout)[0]
+    assert listed["accuracy"] is None and listed["macro_f1"] == s["macro_f1"] and listed["score"] == s["macro_f1"]
+    assert listed["score_metric"] == "macro-F1"
     r = run("heads", "report", "tags", "--out", str(tmp_path / "rep"))
     assert "macro-F1" in r.output and (tmp_path / "rep" / "tags-v1-label_f1.png").is_file()
     # the separator is a choice: the same data joined by '|'; with the TF-IDF member, through JSONB and back

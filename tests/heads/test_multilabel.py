@@ -120,3 +120,40 @@ def test_sparse_member_round_trip_is_strict(tmp_path):
     with pytest.raises(ValueError, match="tfidf"):
         dataclasses.replace(dense, config=dataclasses.replace(
             dense.config, sparse=r.head.config.sparse, member_weights=(0.4, 0.3, 0.3))).build()
+
+
+def test_min_and_max_labels_rules():
+    from embedclf.heads.mldecide import decide
+
+    proba = np.array([[0.9, 0.2, 0.7, 0.6], [0.3, 0.35, 0.1, 0.2], [0.6, 0.65, 0.1, 0.0]])
+    t = np.array([0.5, 0.4, 0.6, 0.5])
+    plain = decide(proba, t)
+    assert plain.tolist() == [[True, False, True, True], [False, False, False, False], [True, True, False, False]]
+    assert (decide(proba, t, 0, 0) == plain).all()
+    # at least the top label: only the text with none over its threshold changes
+    assert decide(proba, t, min_labels=1).tolist() == [[True, False, True, True], [False, True, False, False],
+                                                      [True, True, False, False]]
+    # at most 2: the least probable of the first text's three goes
+    assert decide(proba, t, max_labels=2).tolist() == [[True, False, True, False], [False] * 4,
+                                                      [True, True, False, False]]
+    rows = label_rows(proba, ["a", "b", "c", "d"], t, min_labels=1, max_labels=1)
+    assert [r["label"] for r in rows] == ["a", "b", "b"] and not any(r["abstained"] for r in rows)
+    assert [len(r["labels"]) for r in rows] == [1, 1, 1]
+
+
+def test_decision_rule_is_stored_and_old_configs_decide_as_before(tmp_path):
+    head = _head()
+    d = head.config.to_dict()
+    assert d["min_labels"] == 0 and d["max_labels"] == 0
+    legacy = {k: v for k, v in d.items() if k not in ("min_labels", "max_labels")}  # stored before the rule
+    assert MultiLabelConfig.from_dict(legacy) == head.config
+    head.config = dataclasses.replace(head.config, min_labels=1, max_labels=2)
+    art = HeadArtifact.from_head(head, ["a", "b", "c", "d"], "fake:16")
+    module = HeadArtifact.load_dir(art.save_dir(tmp_path / "r")).build()
+    assert (module.config.min_labels, module.config.max_labels) == (1, 2)
+    x = np.random.default_rng(5).normal(size=(30, 16)).astype(np.float32)
+    counts = module.predict(x).sum(1)
+    assert counts.min() >= 1 and counts.max() <= 2
+    for bad in ({"min_labels": 3, "max_labels": 2}, {"min_labels": -1}, {"max_labels": 5}):
+        with pytest.raises(ValueError, match="min_labels"):
+            dataclasses.replace(head.config, **bad)

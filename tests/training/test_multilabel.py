@@ -112,3 +112,20 @@ def test_sparse_member_is_fitted_and_mixed(data):
     # the sparse member alone separates keyword data too
     sparse_only = head.member_proba(Xt, te_texts)[2]
     assert mlmetrics.macro_f1(Y, sparse_only >= 0.5) > 0.8
+
+
+def test_bench_rule_variants_share_one_training_and_match_separate_ones(data):
+    """sparse / sparse-top1 / sparse-max2 differ only in the decision rule: one training, same figures."""
+    from embedclf.bench.mlheads import compare
+
+    _, X, sets, _, _, texts, _ = data
+    X, sets, texts = X[:300], sets[:300], texts[:300]
+    base = MultiLabelParams(epochs=3, hidden_dim=16, sparse_max_features=300, min_positives=5)
+    names = ["sparse", "sparse-top1", "sparse-max2"]
+    shared = compare(X, sets, texts, names, folds=2, base=base)
+    for name in names[1:]:
+        alone = compare(X, sets, texts, [name], folds=2, base=base)
+        assert alone["variants"][name]["fold_macro_f1"] == shared["variants"][name]["fold_macro_f1"]
+    # a forced top label never lowers the number of labels per text
+    assert shared["variants"]["sparse-top1"]["cardinality"] >= shared["variants"]["sparse"]["cardinality"]
+    assert shared["variants"]["sparse-max2"]["cardinality"] <= shared["variants"]["sparse"]["cardinality"]

@@ -29,7 +29,7 @@ def test_worker_serves_a_hybrid_head_like_offline(settings, clean_db, start_work
     emb = FakeEmbedder(32)
     res = train_head(emb.embed_batch(texts), labels,
                      TrainParams(hidden_dim=16, num_layers=2, epochs=5, tfidf_member=True, member_weights="fit",
-                                 tfidf_epochs=5), texts=texts)
+                                 tfidf_epochs=5, refit=True), texts=texts)  # refit: as heads train's default
     head = res.head
     head.config = dataclasses.replace(head.config, oos_label="oos", abstain_threshold=0.4)
     repo.add_head_version(clean_db, "hybrid", HeadArtifact.from_head(head, res.labels, emb.model_id))

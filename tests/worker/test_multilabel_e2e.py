@@ -23,7 +23,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.postgres, pytest.ma
 def test_worker_writes_multi_label_rows(settings, clean_db, start_worker, tmp_path):
     emb = FakeEmbedder(64)
     texts, sets = multilabel_texts(500, seed=1)
-    params = MultiLabelParams(epochs=12, hidden_dim=64, min_positives=5, sparse_member=True, sparse_max_features=2000)
+    # min_labels=0: this head may abstain (the default, 1, always gives the top label), so rows of both kinds flow
+    params = MultiLabelParams(epochs=12, hidden_dim=64, min_positives=5, sparse_member=True, sparse_max_features=2000,
+                              min_labels=0)
     result = train_multilabel(emb.embed(texts), sets, params, texts=texts)
     head = result.head
     repo.add_head_version(clean_db, "tags", HeadArtifact.from_head(head, result.labels, emb.model_id))

@@ -1,0 +1,136 @@
+"""The second stage of :func:`~embedclf.training.trainer.train_head`: TF-IDF member, mixing, temperatures. Pure.
+
+:func:`finish_head` takes a :class:`~embedclf.training.trainer.DenseStage` (a head whose MLP and
+linear members are trained) and returns the finished :class:`~embedclf.training.trainer.TrainResult`:
+
+1. with ``tfidf_member``, a hybrid head: the dense members' weights copied into a head whose config
+   carries the TF-IDF featurizer (fitted on the training part only), the sparse member fitted
+   (:mod:`embedclf.training.sparse`);
+2. each member's temperature on validation, the mixing weights (``member_weights``: equal, fitted
+   on validation, or fixed), the final temperature on the mix;
+3. with ``refit`` (and a validation slice cut from the training data), the convex members (linear,
+   TF-IDF) fitted again on training + validation texts, temperatures and weights kept. The
+   validation logits returned (for abstention thresholds) and the validation figures are those of
+   the head *before* the refit, which had not seen those texts.
+
+The stage is never modified (the head is copied), so ``bench heads`` finishes one stage several
+ways. ``memo`` (a dict the caller keeps per stage) shares fitted featurizers and sparse members
+between finishes that ask for the same ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import replace
+
+import torch
+
+from embedclf.heads.mlp import MLPHead
+from embedclf.training.metrics import classification_report
+from embedclf.training.sparse import fit_featurizer, fit_member_weights, fit_sparse_member
+from embedclf.training.trainer import (
+    DenseStage,
+    TrainParams,
+    TrainResult,
+    fit_linear,
+    fit_temperature,
+    fixed_weights,
+    member_summary,
+)
+
+#: the entries of a head's state that depend on its member set (rebuilt, not copied)
+_MEMBER_STATE = ("member_temperature", "member_weight")
+
+
+def finish_head(stage: DenseStage, params: TrainParams, memo: dict | None = None) -> TrainResult:
+    """Finish ``stage`` with ``params``' TF-IDF, mixing and refit settings (its dense settings are the stage's)."""
+    memo = {} if memo is None else memo
+    members = copy.deepcopy(stage.members)
+    Xv, yv, va_texts = stage.Xv, stage.yv, stage.va_texts
+    if params.tfidf_member:
+        if not stage.tr_texts or len(stage.va_texts) != len(Xv):
+            raise ValueError("a TF-IDF member needs the texts: one per training row (and per validation row)")
+        head = _hybrid(stage, params, memo, members)
+    else:
+        head = copy.deepcopy(stage.head)
+        va_texts = []
+    if head.num_members > 1:
+        head.member_temperature.copy_(torch.tensor([m["temperature"] for m in members.values()]))
+    if head.sparse is not None:
+        _set_weights(head, params, Xv, yv, va_texts)
+        for name, w in zip(head.member_names, head.member_weight.tolist()):
+            members[name]["weight"] = round(w, 4)
+    head.eval()
+    with torch.no_grad():
+        vlogits = head(Xv, va_texts or None)
+    temperature = fit_temperature(vlogits, yv)
+    head.temperature.fill_(temperature)
+    val_metrics = classification_report(head.predict_proba(Xv.numpy(), va_texts or None), yv.numpy())
+    if params.refit and not stage.external_val:
+        _refit(head, stage, params, members)
+    head.eval()
+    return TrainResult(
+        head=head, labels=list(stage.labels), params=params, history=stage.history,
+        best_epoch=members["mlp"]["best_epoch"], val_metrics=val_metrics, temperature=temperature,
+        seconds=time.perf_counter() - stage.start, val_logits=vlogits.numpy(), val_y=yv.numpy(), members=members,
+    )
+
+
+def _hybrid(stage: DenseStage, params: TrainParams, memo: dict, members: dict) -> MLPHead:
+    """A head with the stage's dense members and a fitted TF-IDF member; records the member's facts."""
+    fkey = ("featurizer", params.tfidf_max_features)
+    if fkey not in memo:
+        memo[fkey] = fit_featurizer(stage.tr_texts, params.tfidf_max_features)
+    featurizer = memo[fkey]
+    head = MLPHead(replace(stage.head.config, tfidf=featurizer.config()))
+    dense = {k: v for k, v in stage.head.state_dict().items() if k not in _MEMBER_STATE}
+    missing, unexpected = head.load_state_dict(dense, strict=False)
+    if unexpected or set(missing) - {"sparse.weight", "sparse.bias", *_MEMBER_STATE}:
+        raise RuntimeError(f"dense state does not fit the hybrid head: {missing} {unexpected}")
+    skey = ("sparse", params.tfidf_max_features, params.tfidf_alpha, params.tfidf_epochs, params.seed)
+    if skey not in memo:
+        facts = fit_sparse_member(head, featurizer, stage.tr_texts, stage.yt.numpy(), params.tfidf_alpha,
+                                  params.tfidf_epochs, params.seed)
+        assert head.sparse is not None  # the config above carries the featurizer
+        with torch.no_grad():
+            va_sparse = head.sparse_logits(stage.va_texts)
+        memo[skey] = (head.sparse.weight.detach().clone(), head.sparse.bias.detach().clone(),
+                      member_summary(va_sparse, stage.yv) | facts)
+    weight, bias, summary = memo[skey]
+    assert head.sparse is not None
+    head.sparse.attach(featurizer)
+    with torch.no_grad():
+        head.sparse.weight.copy_(weight)
+        head.sparse.bias.copy_(bias)
+    members["tfidf"] = dict(summary)
+    return head
+
+
+def _set_weights(head: MLPHead, params: TrainParams, Xv: torch.Tensor, yv: torch.Tensor, va_texts: list[str]) -> None:
+    fixed = fixed_weights(params.member_weights)
+    if fixed is not None:
+        if len(fixed) != head.num_members:
+            raise ValueError(f"member_weights {params.member_weights!r}: {len(fixed)} weights for "
+                             f"{head.num_members} members ({', '.join(head.member_names)})")
+        head.member_weight.copy_(torch.tensor(fixed, dtype=torch.float32))
+    elif params.member_weights == "fit":
+        with torch.no_grad():
+            zs = head.member_logits(Xv, va_texts)
+            logp = torch.stack([torch.log_softmax(z / t, dim=-1) for z, t in zip(zs, head.member_temperature)])
+        head.member_weight.copy_(torch.from_numpy(fit_member_weights(logp, yv)).float())
+
+
+def _refit(head: MLPHead, stage: DenseStage, params: TrainParams, members: dict) -> None:
+    """Fit the convex members again on training + validation rows (see the module docstring)."""
+    X_all = torch.cat([stage.Xt, stage.Xv])
+    y_all = torch.cat([stage.yt, stage.yv])
+    if head.linear is not None:
+        members["linear"]["refit_lbfgs_iterations"] = fit_linear(head, X_all, y_all, params.linear_c)
+    if head.sparse is not None:
+        assert head.sparse.featurizer is not None  # attached in _hybrid
+        fit_sparse_member(head, head.sparse.featurizer, stage.tr_texts + stage.va_texts, y_all.numpy(),
+                          params.tfidf_alpha, params.tfidf_epochs, params.seed)
+    for name in members:
+        if name != "mlp":
+            members[name]["refit_on"] = int(len(y_all))

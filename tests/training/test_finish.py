@@ -1,0 +1,74 @@
+"""The second training stage (finish_head): fixed mixing weights, refit of the convex members, one stage
+finished several ways giving exactly what train_head gives alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from embedclf.embedders.fake import FakeEmbedder
+from embedclf.training.finish import finish_head
+from embedclf.training.trainer import TrainParams, fixed_weights, train_dense, train_head
+from tests.training.textdata import make_texts
+
+FAST = dict(hidden_dim=16, num_layers=2, epochs=4, batch_size=32, tfidf_epochs=5, tfidf_member=True)
+
+
+@pytest.fixture(scope="module")
+def data():
+    torch.set_num_threads(1)
+    texts, labels = make_texts(15, seed=5)
+    return FakeEmbedder(8).embed_batch(texts), labels, texts
+
+
+def test_fixed_weights_parse_and_validate():
+    assert fixed_weights("equal") is None and fixed_weights("fit") is None
+    assert fixed_weights("0.25/0.25/0.5") == (0.25, 0.25, 0.5)
+    for bad in ("0.5/0.6", "1", "a/b", "-0.5/1.5", ""):
+        with pytest.raises(ValueError, match="member_weights"):
+            TrainParams(member_weights=bad)
+
+
+def test_fixed_weights_are_stored_and_checked_against_the_members(data):
+    X, labels, texts = data
+    r = train_head(X, labels, TrainParams(**FAST, member_weights="0.2/0.3/0.5"), texts=texts)
+    np.testing.assert_allclose(r.head.member_weight.numpy(), [0.2, 0.3, 0.5], atol=1e-7)
+    assert [r.members[m]["weight"] for m in ("mlp", "linear", "tfidf")] == [0.2, 0.3, 0.5]
+    with pytest.raises(ValueError, match="2 weights for 3 members"):
+        train_head(X, labels, TrainParams(**FAST, member_weights="0.5/0.5"), texts=texts)
+
+
+def test_one_stage_finished_several_ways_equals_separate_trainings(data):
+    X, labels, texts = data
+    stage = train_dense(X, labels, TrainParams(**FAST), texts=texts)
+    before = {k: v.clone() for k, v in stage.head.state_dict().items()}
+    memo: dict = {}
+    for extra in ({}, {"member_weights": "fit"}, {"refit": True}, {"tfidf_alpha": 3e-5}, {"tfidf_member": False}):
+        params = TrainParams(**{**FAST, **extra})
+        shared = finish_head(stage, params, memo)
+        alone = train_head(X, labels, params, texts=texts)
+        np.testing.assert_array_equal(shared.head.predict_proba(X, texts), alone.head.predict_proba(X, texts))
+        assert shared.members == alone.members and shared.val_metrics == alone.val_metrics
+    for k, v in stage.head.state_dict().items():  # the stage itself is never modified
+        assert torch.equal(v, before[k]), k
+
+
+def test_refit_changes_the_convex_members_only_and_keeps_the_validation_view(data):
+    X, labels, texts = data
+    plain = train_head(X, labels, TrainParams(**FAST), texts=texts)
+    refit = train_head(X, labels, TrainParams(**FAST, refit=True), texts=texts)
+    # validation logits (for abstention thresholds) and figures come from the head before the refit
+    np.testing.assert_array_equal(plain.val_logits, refit.val_logits)
+    assert plain.val_metrics == refit.val_metrics and plain.temperature == refit.temperature
+    assert torch.equal(plain.head.mlp[0].weight, refit.head.mlp[0].weight)
+    assert not torch.equal(plain.head.linear.weight, refit.head.linear.weight)
+    assert not torch.equal(plain.head.sparse.weight, refit.head.sparse.weight)
+    assert refit.members["tfidf"]["refit_on"] == len(X)
+    # with the caller's validation set there is nothing to add: refit is a no-op
+    tr, va = np.arange(0, len(X), 2), np.arange(1, len(X), 2)
+    pick = lambda xs, idx: [xs[i] for i in idx]  # noqa: E731
+    val = (X[va], pick(labels, va))
+    a, b = (train_head(X[tr], pick(labels, tr), TrainParams(**FAST, refit=refit), val=val, texts=pick(texts, tr),
+                       val_texts=pick(texts, va)) for refit in (False, True))
+    np.testing.assert_array_equal(a.head.predict_proba(X, texts), b.head.predict_proba(X, texts))
