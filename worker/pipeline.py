@@ -306,8 +306,9 @@ class Writer:
         for row in job.rows:  # each row carries its own message's fingerprint (set by classify/intake)
             row["received_at"], row["worker"] = received.get(row["task_id"]), res.hostname
         t0 = time.perf_counter()
+        sizes = [len(j.rows) for j in jobs] if len(jobs) > 1 else None  # each batch its own completed_at
         try:
-            result = self._commit(job.rows, job.busy)
+            result = self._commit(job.rows, job.busy, sizes)
         except (DBAPIError, TypeError, ValueError) as exc:  # not a connection problem: find the message at fault
             log.warning("a batch's rows were refused (%s); writing its messages one by one",
                         getattr(exc, "orig", None) or exc)
@@ -339,11 +340,12 @@ class Writer:
                   1000 * (time.perf_counter() - job.started))
 
 
-    def _commit(self, rows: list[dict], busy: str | None = None) -> WriteResult | None:
+    def _commit(self, rows: list[dict], busy: str | None = None,
+                sizes: list[int] | None = None) -> WriteResult | None:
         """Write rows, waiting out connection failures; None when stopped meanwhile."""
         while True:
             try:
-                result = self.res.write_results(rows)
+                result = self.res.write_results(rows, sizes) if sizes else self.res.write_results(rows)
                 self._db.ok()
                 return result
             except DBAPIError as exc:

@@ -182,9 +182,10 @@ class WorkerResources:
                                     on_broken=lambda *_: self.metrics.head_load_failures.inc())
         return self._heads
 
-    def write_results(self, rows: Sequence[dict]) -> WriteResult:
-        """Write a batch's rows in one statement (raises on failure: the caller retries)."""
-        return write_results(self.engine, rows)
+    def write_results(self, rows: Sequence[dict], sizes: Sequence[int] | None = None) -> WriteResult:
+        """Write a batch's rows (or several batches' rows, ``sizes`` each) in one statement (raises on
+        failure: the caller retries)."""
+        return write_results(self.engine, rows, sizes)
 
     def record(self, jobs: Sequence[Any], result: WriteResult) -> None:
         """Metrics and log lines of batches committed together: rows inserted (not attempted, each key

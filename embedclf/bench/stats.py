@@ -58,10 +58,9 @@ def batch_distribution(keys: Iterable[Hashable], max_size: int) -> dict:
     """Summary of batch sizes, where each row's key names its batch.
 
     The worker writes a batch in one INSERT whose ``completed_at`` is the transaction
-    time, so ``(worker, completed_at)`` identifies a batch: strictly, a commit. When Postgres
-    falls behind, a write thread commits the batches waiting for it together (one
-    transaction), and they count as one here (the worker's ``embedclf_batch_size`` metric
-    counts each batch).
+    time, so ``(worker, completed_at)`` identifies a batch. When Postgres falls behind, a
+    write thread commits the batches waiting for it together (one transaction); each of
+    them still gets its own ``completed_at`` (a microsecond apart).
     """
     sizes = list(Counter(keys).values())
     if not sizes:

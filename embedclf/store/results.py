@@ -45,6 +45,10 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
 )
 _SELECT = {"fingerprint": "decode(n.fingerprint, 'hex')", "abstained": "coalesce(n.abstained, false)"}
 _NAMES = ", ".join(c for c, _ in _COLUMNS)
+#: batches committed together (see ``write_results``) keep distinct ``completed_at``: the
+#: transaction's time plus the batch's ordinal in microseconds, so (worker, completed_at) still
+#: names one batch
+_COMPLETED = "now() + coalesce(n.batch, 0) * interval '1 microsecond'"
 
 _INSERT = f"""
 WITH reused AS (
@@ -52,9 +56,9 @@ WITH reused AS (
     CROSS JOIN LATERAL (SELECT 1 FROM predictions p WHERE p.task_id = t.task_id
                         AND p.fingerprint IS DISTINCT FROM decode(t.fp, 'hex') LIMIT 1) x
 )
-INSERT INTO predictions ({_NAMES})
-SELECT {", ".join(_SELECT.get(c, "n." + c) for c, _ in _COLUMNS)}
-FROM json_to_recordset(%(rows)s::json) AS n({", ".join(f"{c} {t}" for c, t in _COLUMNS)})
+INSERT INTO predictions ({_NAMES}, completed_at)
+SELECT {", ".join(_SELECT.get(c, "n." + c) for c, _ in _COLUMNS)}, {_COMPLETED}
+FROM json_to_recordset(%(rows)s::json) AS n({", ".join(f"{c} {t}" for c, t in _COLUMNS)}, batch int)
 WHERE n.task_id NOT IN (SELECT task_id FROM reused)
 ON CONFLICT (task_id, item, head_name) DO NOTHING
 RETURNING task_id, item, head_name
@@ -118,11 +122,14 @@ def notes(task_ids: Sequence[str]) -> list[str]:
     return out
 
 
-def insert_params(rows: Sequence[dict]) -> dict[str, Any]:
-    """The statement's parameters: the rows as one JSON array, each task's fingerprint once, the notes."""
+def insert_params(rows: Sequence[dict], batches: Sequence[int] | None = None) -> dict[str, Any]:
+    """The statement's parameters: the rows as one JSON array (with ``batches``, each row's batch
+    ordinal), each task's fingerprint once, the notes."""
     tasks: dict[str, Any] = {}
     for row in rows:
         tasks.setdefault(row["task_id"], row.get("fingerprint"))
+    if batches is not None and any(batches):
+        rows = [{**row, "batch": b} for row, b in zip(rows, batches)]
     return {"rows": _dumps(rows).decode("utf-8"), "tids": list(tasks), "tfps": list(tasks.values()),
             "notes": notes(list(tasks))}
 
@@ -135,20 +142,26 @@ def _conflict(rows: list[dict], existing: str | None) -> Conflict:
                     worker=first.get("worker"))
 
 
-def write_results(engine: Engine, rows: Sequence[dict]) -> WriteResult:
+def write_results(engine: Engine, rows: Sequence[dict], sizes: Sequence[int] | None = None) -> WriteResult:
     """Insert a batch's rows in one statement (one transaction); see the module doc.
 
+    ``sizes``: ``rows`` are several batches committed together, of these many rows each, in order;
+    each batch's rows get their own ``completed_at`` (one microsecond apart).
     Rows of the same (task_id, item, head_name) inside ``rows`` are written once. Two tasks of the
     same id but different content inside one batch: the first is written, the second is a conflict.
     Rows must be valid (no NUL characters): one bad row fails the whole statement.
     """
     if not rows:
         return WriteResult(0, 0, [], set())
+    ordinal = None if not sizes or len(sizes) < 2 else [i for i, n in enumerate(sizes) for _ in range(n)]
+    if ordinal is not None and len(ordinal) != len(rows):
+        raise ValueError(f"batch sizes add up to {len(ordinal)} rows, got {len(rows)}")
     first_fp: dict[str, Any] = {}
     later: dict[tuple[str, Any], list[dict]] = {}  # another task's rows under an id already in this batch
     seen: set[tuple] = set()
     unique = []
-    for row in rows:
+    batches: list[int] = []
+    for i, row in enumerate(rows):
         tid, fp = row["task_id"], row.get("fingerprint")
         if first_fp.setdefault(tid, fp) != fp:
             later.setdefault((tid, fp), []).append(row)
@@ -157,9 +170,11 @@ def write_results(engine: Engine, rows: Sequence[dict]) -> WriteResult:
         if key not in seen:
             seen.add(key)
             unique.append(row)
+            batches.append(0 if ordinal is None else ordinal[i])
     conflicts = [_conflict(group, first_fp[tid]) for (tid, _), group in later.items()]
     with transaction(engine) as conn:
-        inserted = {(t, i, h) for t, i, h in conn.exec_driver_sql(_NOTIFY + _INSERT, insert_params(unique)).all()}
+        params = insert_params(unique, batches if ordinal is not None else None)
+        inserted = {(t, i, h) for t, i, h in conn.exec_driver_sql(_NOTIFY + _INSERT, params).all()}
         missing = [r for r in unique if (r["task_id"], r.get("item"), r.get("head_name")) not in inserted]
         reused: set[str] = set()
         if missing:

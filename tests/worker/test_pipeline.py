@@ -293,10 +293,10 @@ def test_batches_waiting_for_a_writer_are_committed_together_and_each_still_repo
     s = make_service(pg_url, redis_url, queue)
     gate, calls, real = threading.Event(), [], s.res.write_results
 
-    def slow_write(rows):  # the first commits wait: the batches built meanwhile queue up behind them
+    def slow_write(rows, sizes=None):  # the first commits wait: the batches built meanwhile queue up behind them
         calls.append({r["task_id"] for r in rows})
         gate.wait(10)
-        return real(rows)
+        return real(rows, sizes)
 
     s.res.write_results = slow_write
     services.append(s)
@@ -320,3 +320,7 @@ def test_batches_waiting_for_a_writer_are_committed_together_and_each_still_repo
     time.sleep(0.3)
     assert s.res.metrics.task_id_conflicts._value.get() == 1  # counted once, not once per grouped batch
     assert s.res.metrics.tasks.labels("ok")._value.get() == 121
+    with clean_db.connect() as conn:  # batches committed together still have one completed_at each
+        stamps, biggest = conn.execute(text(
+            "SELECT count(*), max(n) FROM (SELECT count(*) AS n FROM predictions GROUP BY completed_at) c")).one()
+    assert stamps > len(calls) and biggest <= 8  # more stamps than commits; none holds more than a batch
