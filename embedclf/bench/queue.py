@@ -133,15 +133,15 @@ def worker_rate(engine, env: dict[str, str], log_dir: Path, name: str, n_rows: i
             "SELECT min(completed_at), max(completed_at), count(*) FILTER (WHERE status <> 'ok') "
             "FROM predictions")).one()
         in_first = conn.execute(text("SELECT count(*) FROM predictions WHERE completed_at = :t"), {"t": first}).scalar()
-        # one transaction per commit: a batch, or the batches waiting for a writer when Postgres is behind
-        commits, biggest = conn.execute(text(
+        # one completed_at per batch (batches committed together are stamped a microsecond apart)
+        batches, biggest = conn.execute(text(
             "SELECT count(*), max(n) FROM (SELECT count(*) AS n FROM predictions GROUP BY completed_at) c")).one()
         conn.execute(text("TRUNCATE predictions"))
     span = (last - first).total_seconds()
     if span <= 0:
         raise BenchError(f"worker {name} wrote everything in one batch: use more texts")
-    return {"rows_per_s": round((n_rows - in_first) / span, 1), "seconds": round(span, 3), "commits": commits,
-            "max_rows_per_commit": biggest,
+    return {"rows_per_s": round((n_rows - in_first) / span, 1), "seconds": round(span, 3), "batches": batches,
+            "max_batch_rows": biggest,
             "error_rows": errors, "rss_mb": None if rss is None else round(rss, 1)}
 
 
