@@ -345,7 +345,7 @@ class Writer:
         """Write rows, waiting out connection failures; None when stopped meanwhile."""
         while True:
             try:
-                result = self.res.write_results(rows, sizes) if sizes else self.res.write_results(rows)
+                result = self.res.write_results(rows, sizes)
                 self._db.ok()
                 return result
             except DBAPIError as exc:

@@ -153,7 +153,7 @@ def write_results(engine: Engine, rows: Sequence[dict], sizes: Sequence[int] | N
     """
     if not rows:
         return WriteResult(0, 0, [], set())
-    ordinal = None if not sizes or len(sizes) < 2 else [i for i, n in enumerate(sizes) for _ in range(n)]
+    ordinal = None if sizes is None else [i for i, n in enumerate(sizes) for _ in range(n)]
     if ordinal is not None and len(ordinal) != len(rows):
         raise ValueError(f"batch sizes add up to {len(ordinal)} rows, got {len(rows)}")
     first_fp: dict[str, Any] = {}
@@ -173,7 +173,7 @@ def write_results(engine: Engine, rows: Sequence[dict], sizes: Sequence[int] | N
             batches.append(0 if ordinal is None else ordinal[i])
     conflicts = [_conflict(group, first_fp[tid]) for (tid, _), group in later.items()]
     with transaction(engine) as conn:
-        params = insert_params(unique, batches if ordinal is not None else None)
+        params = insert_params(unique, batches)  # all zeros (one batch): the rows go as they are
         inserted = {(t, i, h) for t, i, h in conn.exec_driver_sql(_NOTIFY + _INSERT, params).all()}
         missing = [r for r in unique if (r["task_id"], r.get("item"), r.get("head_name")) not in inserted]
         reused: set[str] = set()
