@@ -93,6 +93,8 @@ return out
 # or {-1, 0} when the worker is alive (and not forced).
 _REAP = """
 if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then return {-1, 0} end
+-- another live worker reaped it a moment ago (both saw it dead): nothing left to return
+if ARGV[2] ~= '1' and redis.call('HEXISTS', KEYS[5], ARGV[1]) == 0 then return {-1, 0} end
 local busy = {}
 local b = redis.call('GET', KEYS[4])
 if b then for t in string.gmatch(b, '[^,]+') do busy[t] = true end end

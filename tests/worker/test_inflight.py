@@ -176,3 +176,28 @@ def test_resync_returns_entries_whose_ack_was_undone_and_nothing_it_still_holds(
     assert client.lrange(Q, -1, -1) == [sent[0]]  # back at the consuming end
     later = f.receive(5, 1 << 20)
     assert {e.raw for e in later} == {sent[0], sent[3]} and f.resync() == 0
+
+
+def test_a_dead_worker_seen_by_two_reapers_is_reported_by_one(client):
+    fill(client, 3)
+    dead = Inflight(client, Q, alive_ttl_s=1.0)
+    first, second = Inflight(client, Q, alive_ttl_s=1.0), Inflight(client, Q, alive_ttl_s=1.0)
+    dead.register()
+    dead.receive(3, 1 << 20)
+    time.sleep(1.3)
+    stale = client.hgetall(REGISTRY)  # both reapers read the registry before either reaps
+    assert [(w, n) for w, n, _ in first.reap()] == [(dead.wid, 3)]
+
+    class StaleView:  # the second reaper's registry read happened before the first reaped
+        def __init__(self, real):
+            self.real = real
+
+        def hgetall(self, key):
+            return stale
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    second.client = StaleView(client)
+    assert second.reap() == []  # not "gone, returned its 0 messages" a second time
+    assert client.llen(Q) == 3 and client.hget(REGISTRY, dead.wid) is None
