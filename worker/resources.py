@@ -171,7 +171,7 @@ class WorkerResources:
     def embedder(self) -> Embedder:
         if self._embedder is None:
             t0 = time.perf_counter()
-            self._embedder = load_embedder(self.settings.embedder, model_dir=self.settings.model_dir)
+            self._embedder = load_embedder(self.settings.embedder, model_dir=self.settings.model_dir, server=True)
             log.info("embedder %s loaded in %.1fs", self._embedder.model_id, time.perf_counter() - t0)
         return self._embedder
 

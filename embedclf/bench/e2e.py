@@ -45,6 +45,8 @@ class E2EParams:
     per_task: int | None = None
     ready_timeout_s: float = 300.0
     timeout_s: float = 900.0
+    #: raw pass + end-to-end pass, alternating this many times on the same workers (median ratio reported)
+    rounds: int = 1
 
 
 def _stop_all(workers: Sequence[WorkerProc]) -> None:
@@ -87,13 +89,17 @@ def wait_rows(engine, n: int, workers: Sequence[WorkerProc], producer: Producer,
             time.sleep(0.25)
 
 
-def fetch_rows(engine) -> list[dict]:
+def fetch_rows(engine, since: float | None = None) -> list[dict]:
+    """The result rows; with ``since`` (a Unix time) only those of tasks enqueued from then on."""
     from sqlalchemy import select
 
     from embedclf.store.tables import predictions as p
 
     with engine.connect() as conn:
         q = select(p.c.worker, p.c.status, p.c.error, p.c.enqueued_at, p.c.completed_at)
+        if since is not None:
+            # a round's first task is stamped at or just after the producer's first send time
+            q = q.where(p.c.enqueued_at >= dt.datetime.fromtimestamp(since - 0.001, dt.timezone.utc))
         return [dict(r._mapping) for r in conn.execute(q)]
 
 
@@ -122,12 +128,36 @@ def summarize_rows(rows: Sequence[dict], max_batch: int) -> dict:
     }
 
 
+def cpu_by_thread(before: Sequence[dict[str, float]], after: Sequence[dict[str, float]]) -> dict[str, float]:
+    """CPU seconds the workers' threads spent during the run, summed over workers by thread name."""
+    out: dict[str, float] = {}
+    for b, a in zip(before, after):
+        for name, s in a.items():
+            out[name] = out.get(name, 0.0) + s - b.get(name, 0.0)
+    return {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v >= 0.005}
+
+
+def _raw_run(load: Callable[[str], Embedder], spec: str, texts: Sequence[str], batch_size: int, quiet: bool,
+             label: str) -> raw.RawRun:
+    """Load the embedder in this process, time it on ``texts``, free it (the workers hold their own copy)."""
+    embedder = load(spec)
+    try:
+        return raw.measure(embedder, texts, batch_size, quiet=quiet, label=label)
+    finally:
+        embedder.close()
+        del embedder
+        gc.collect()
+
+
 def run_e2e(texts: Sequence[str], labels: Sequence[str], params: E2EParams, settings: Settings,
             load: Callable[[str], Embedder], quiet: bool,
             head_data: tuple[Sequence[str], Sequence[str]] | None = None) -> dict:
     """The whole run; returns the figures (see README "Benchmarks").
 
     ``head_data`` (texts, labels) trains the throw-away head (default: the texts sent).
+    With ``params.rounds`` > 1 the raw pass and the end-to-end pass alternate, round after round,
+    on the same workers: each round's ratio compares two passes run a minute apart, and the
+    figures reported are the round with the median ratio (every round's are listed).
     """
     n = len(texts)
     with ExitStack() as stack:
@@ -146,7 +176,7 @@ def run_e2e(texts: Sequence[str], labels: Sequence[str], params: E2EParams, sett
             model_id = embedder.model_id
             head_texts, head_labels = head_data if head_data is not None else (texts, labels)
             head_n = store_head(engine, embedder, head_texts, head_labels, quiet)
-            raw_run = raw.measure(embedder, texts, params.batch_size, quiet=quiet, label="raw")
+            raw_runs = [raw.measure(embedder, texts, params.batch_size, quiet=quiet, label="raw")]
         finally:
             embedder.close()  # free the model before the workers load theirs
             del embedder
@@ -172,33 +202,49 @@ def run_e2e(texts: Sequence[str], labels: Sequence[str], params: E2EParams, sett
             workers.append(WorkerProc(f"bench{i + 1}", env, log_dir))
         wait_ready(workers, params.ready_timeout_s)
 
-        # 3. a separate producer process enqueues the texts; poll Postgres until every row is there
+        # 3. each round: (raw again, from the second round) a producer process enqueues the texts;
+        #    poll Postgres until every row of the round is there
         per_task = params.per_task or params.batch_size
-        producer = Producer(redis_url, settings.queue, HEAD, texts, log_dir, subprocess_env({}), rate=params.rate,
-                            per_task=per_task)
-        stack.callback(producer.stop)
-        wait_rows(engine, n, workers, producer, params.timeout_s, quiet)
-        sent = producer.result()
-        rss = [w.peak_rss_mb() for w in workers]  # before SIGTERM: /proc/<pid> goes away with the process
-        rows = fetch_rows(engine)
+        rounds: list[dict] = []
+        rss: list[float | None] = []
+        for r in range(params.rounds):
+            if r > 0:
+                raw_runs.append(_raw_run(load, params.spec, texts, params.batch_size, quiet, f"raw, round {r + 1}"))
+            cpu_before = [w.thread_cpu_s() for w in workers]
+            producer = Producer(redis_url, settings.queue, HEAD, texts, log_dir, subprocess_env({}), rate=params.rate,
+                                per_task=per_task)
+            stack.callback(producer.stop)
+            wait_rows(engine, n * (r + 1), workers, producer, params.timeout_s, quiet)
+            sent = producer.result()
+            rss = [w.peak_rss_mb() for w in workers]  # before SIGTERM: /proc/<pid> goes away with the process
+            cpu = cpu_by_thread(cpu_before, [w.thread_cpu_s() for w in workers])
+            figures = summarize_rows(fetch_rows(engine, since=float(sent["start"])), params.batch_size)
+            enqueue_s = float(sent["end"]) - float(sent["start"])
+            figures.update(
+                raw_seconds=round(raw_runs[r].seconds, 3), raw_texts_per_s=round(raw_runs[r].texts_per_s, 2),
+                enqueue_seconds=round(enqueue_s, 3), enqueue_texts_per_s=round(rate(int(sent["sent"]), enqueue_s), 1),
+                worker_cpu_s=cpu,
+            )
+            figures["ratio"] = round(figures["e2e_texts_per_s"] / figures["raw_texts_per_s"], 3)
+            rounds.append(figures)
         _stop_all(workers)
 
-        figures = summarize_rows(rows, params.batch_size)
-        enqueue_s = float(sent["end"]) - float(sent["start"])
-        known_rss = [r for r in rss if r is not None]
+        median = sorted(rounds, key=lambda f: f["ratio"])[(len(rounds) - 1) // 2]
+        figures = dict(median)
+        known_rss = [x for x in rss if x is not None]
         figures.update(
             n=n, workers=params.workers, embedder=model_id, embedder_spec=params.spec,
             batch_max_size=params.batch_size, batch_max_wait_ms=params.max_wait_ms,
             batch_max_tokens=settings.batch.max_tokens, rate=params.rate or None,
             per_task=None if params.rate else per_task,
-            raw_seconds=round(raw_run.seconds, 3), raw_texts_per_s=round(raw_run.texts_per_s, 2),
-            enqueue_seconds=round(enqueue_s, 3), enqueue_texts_per_s=round(rate(int(sent["sent"]), enqueue_s), 1),
             worker_rss_mb=round(max(known_rss), 1) if known_rss else None,
-            worker_rss_mb_each=[None if r is None else round(r, 1) for r in rss],
+            worker_rss_mb_each=[None if x is None else round(x, 1) for x in rss],
             worker_ready_s=[None if w.ready_after_s is None else round(w.ready_after_s, 1) for w in workers],
             head_train_texts=head_n, database=make_url(db_url).database,
             redis_db=int(urlsplit(redis_url).path.strip("/")),
+            rounds=len(rounds), median_round=rounds.index(median) + 1,
+            round_figures=[{k: f[k] for k in ("raw_texts_per_s", "e2e_texts_per_s", "ratio", "p50_ms", "p95_ms")}
+                           for f in rounds],
         )
-        figures["ratio"] = round(figures["e2e_texts_per_s"] / figures["raw_texts_per_s"], 3)
     shutil.rmtree(log_dir, ignore_errors=True)  # kept when the run failed: error messages point at it
     return figures

@@ -94,6 +94,28 @@ class ChildProc:
             pass
         return None
 
+    def thread_cpu_s(self) -> dict[str, float]:
+        """CPU seconds (user + system) so far of the worker's threads, summed by OS thread name; {} if unreadable.
+
+        The worker names its own threads (``ec-receive``, ``ec-batch``, ``ec-write-N``...); the model's
+        compute threads keep the names their runtime gives them.
+        """
+        out: dict[str, float] = {}
+        tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        try:
+            tasks = list(Path(f"/proc/{self.pid}/task").iterdir())
+        except OSError:
+            return out
+        for task in tasks:
+            try:
+                stat = (task / "stat").read_text()
+            except OSError:
+                continue  # the thread ended meanwhile
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2 :].split()
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        return out
+
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM (Celery's warm shutdown), then SIGKILL after ``timeout``."""
         if self.proc.poll() is None:

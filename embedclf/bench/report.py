@@ -91,6 +91,14 @@ def e2e_report(r: dict, echo: Echo) -> None:
              "producer's pace, not capacity)")
     else:
         echo(f"  e2e / raw        {r['ratio']:>10.3f}")
+    if r.get("rounds", 1) > 1:
+        each = "   ".join(f"{f['ratio']:.3f} ({f['e2e_texts_per_s']:,.0f} / {f['raw_texts_per_s']:,.0f})"
+                           for f in r["round_figures"])
+        echo(f"  rounds           {each}  (e2e / raw; round {r['median_round']}, the median, is reported)")
+    cpu = r.get("worker_cpu_s") or {}
+    if cpu:
+        echo("  worker CPU s     " + "  ".join(f"{k}: {v:g}" for k, v in cpu.items())
+             + "  (by thread; unnamed threads are the model's)")
     echo(f"  enqueue rate     {r['enqueue_texts_per_s']:>10,.1f} texts/s  (one producer process, "
          f"{r['enqueue_seconds']:.2f} s)")
     echo(f"  latency ms       p50 {r['p50_ms']:,.0f}   p95 {r['p95_ms']:,.0f}   p99 {r['p99_ms']:,.0f}   "

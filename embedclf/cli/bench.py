@@ -184,11 +184,14 @@ def _measure_specs(settings: Settings, specs: list[str], texts: list[str], batch
               help="Texts per task when sending all at once (default: the batch size).")
 @click.option("--timeout", "timeout_s", default=900, show_default=True, type=click.IntRange(1),
               help="Seconds to wait for all rows.")
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 20),
+              help="Raw pass and end-to-end pass alternating this many times on the same workers; the round "
+                   "with the median ratio is reported (a shared machine's load drifts between passes).")
 @json_option
 @click.pass_obj
 def e2e(settings: Settings, data_path: str, text_col: str, label_col: str, n: int, workers: int,
         embedder_spec: str | None, batch_size: int, max_wait_ms: int, rate: float, per_task: int | None,
-        timeout_s: int,
+        timeout_s: int, rounds: int,
         as_json: bool) -> None:
     """End to end: a producer process -> Redis -> K workers -> Postgres (temporary DB), vs raw speed."""
     from embedclf.bench.e2e import E2EParams, run_e2e
@@ -201,7 +204,7 @@ def e2e(settings: Settings, data_path: str, text_col: str, label_col: str, n: in
     if len(texts) < n and not as_json:
         click.echo(f"note: {data_path} has only {len(texts)} labelled rows; sending those", err=True)
     params = E2EParams(spec=spec, workers=workers, batch_size=batch_size, max_wait_ms=max_wait_ms,
-                       rate=rate, per_task=per_task, timeout_s=float(timeout_s))
+                       rate=rate, per_task=per_task, timeout_s=float(timeout_s), rounds=rounds)
     with sigterm_as_interrupt():
         report = run_e2e(texts, labels, params, settings,
                          lambda s: load_embedder_verbose(settings, s, quiet=as_json), quiet=as_json,
@@ -225,7 +228,7 @@ def e2e(settings: Settings, data_path: str, text_col: str, label_col: str, n: in
 @click.option("--label-col", default="label", show_default=True, help="Column holding the label.")
 @click.option("-n", "n", default=None, type=click.IntRange(1), help="First N labelled rows (default: all).")
 @embedder_option
-@click.option("--epochs", default=None, type=click.IntRange(1, 10_000), help="Max epochs (default 60).")
+@click.option("--epochs", default=None, type=click.IntRange(1, 10_000), help="Max epochs (default 30).")
 @click.option("--cache", "use_cache", is_flag=True,
               help="Through the Postgres embedding cache in a temporary database: a first run embeds and stores, "
                    "a second (the retrain) reads dataset and vectors back and trains.")
@@ -268,7 +271,7 @@ def train(settings: Settings, data_path: str, text_col: str, label_col: str, n: 
               help="Comma-separated head variants; the first is the reference for paired differences.")
 @click.option("--folds", default=5, show_default=True, type=click.IntRange(2, 20),
               help="Cross-validation folds (stratified); every variant sees the same folds.")
-@click.option("--epochs", default=None, type=click.IntRange(1, 10_000), help="Max epochs (default 60).")
+@click.option("--epochs", default=None, type=click.IntRange(1, 10_000), help="Max epochs (default 30).")
 @click.option("--no-cache", is_flag=True, help="Do not read or fill the Postgres embedding cache.")
 @json_option
 @click.pass_obj

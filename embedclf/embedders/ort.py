@@ -1,6 +1,6 @@
 """ONNX Runtime adapter: a sentence-transformers model exported by :mod:`embedclf.embedders.onnx_build`.
 
-Spec: ``onnx:TARGET?quant=none|int8|int8w&threads=N&batch_size=N&normalize=0|1`` where TARGET is what
+Spec: ``onnx:TARGET?quant=none|int8|int8w&threads=N&batch_size=N&normalize=0|1&spin=0|1`` where TARGET is what
 ``st:`` takes, but local only (``pip:PACKAGE`` or a directory). Aliases: ``minilm-onnx`` (fp32),
 ``minilm-int8`` and ``minilm-int8w``. ``st:TARGET?backend=onnx`` is the same as ``onnx:TARGET``.
 
@@ -26,7 +26,7 @@ from embedclf.embedders.base import Embedder, l2_normalize
 from embedclf.embedders.options import check_options, parse_bool, parse_int
 from embedclf.embedders.spec import EmbedderSpec, SpecError
 
-ONNX_OPTIONS = ("quant", "threads", "batch_size", "normalize")
+ONNX_OPTIONS = ("quant", "threads", "batch_size", "normalize", "spin")
 #: vectors interchangeable with torch's (cosine >= 0.999 on every one of 10,003 BANKING77 texts) keep its id
 MODEL_ID_SUFFIX = {"none": "", "int8": "+int8", "int8w": ""}
 
@@ -35,8 +35,8 @@ class OnnxEmbedder(Embedder):
     """Embeds with ONNX Runtime on the CPU; ``threads`` (intra-op) and ``batch_size`` don't change ``model_id``."""
 
     def __init__(self, target: str, quant: str = "none", threads: int = 0, batch_size: int = 64,
-                 normalize: bool = True, model_dir: str | Path | None = None, log: Callable[[str], None] | None = None
-                 ) -> None:
+                 normalize: bool = True, model_dir: str | Path | None = None, log: Callable[[str], None] | None = None,
+                 spin: bool = True) -> None:
         from embedclf.embedders.onnx_build import QUANTS, ensure_built, read_source
 
         if quant not in QUANTS:
@@ -50,6 +50,7 @@ class OnnxEmbedder(Embedder):
         self.quant = quant
         self.threads = threads
         self.batch_size = batch_size
+        self.spin = spin
         self.normalize = normalize or self.source.normalize
         self.model_id = f"st:{self.source.name}" + MODEL_ID_SUFFIX[quant] + ("" if self.normalize else "+nonorm")
         self._tokenizer = self._new_tokenizer()
@@ -68,8 +69,9 @@ class OnnxEmbedder(Embedder):
         for key in ("threads", "batch_size"):
             if key in opts:
                 kwargs[key] = parse_int(key, opts[key])
-        if "normalize" in opts:
-            kwargs["normalize"] = parse_bool("normalize", opts["normalize"])
+        for key in ("normalize", "spin"):
+            if key in opts:
+                kwargs[key] = parse_bool(key, opts[key])
         return cls(spec.target, model_dir=model_dir, **kwargs)
 
     def _new_tokenizer(self):
@@ -86,6 +88,8 @@ class OnnxEmbedder(Embedder):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
+        if not self.spin:  # idle intra-op threads sleep instead of spinning (frees the cores for other threads)
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         return ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
 

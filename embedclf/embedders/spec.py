@@ -109,9 +109,25 @@ def parse_spec(spec: str) -> EmbedderSpec:
     return EmbedderSpec(kind, target, overrides)
 
 
-def load_embedder(spec: str | EmbedderSpec, *, model_dir: str | None = None) -> Embedder:
-    """Build the embedder a spec names (loads the model: seconds to minutes)."""
+#: options a worker adds to its embedder's spec when the spec leaves them out (see :func:`load_embedder`)
+SERVER_DEFAULTS = {"onnx": {"spin": "0"}}
+
+
+def load_embedder(spec: str | EmbedderSpec, *, model_dir: str | None = None, server: bool = False) -> Embedder:
+    """Build the embedder a spec names (loads the model: seconds to minutes).
+
+    ``server``: for a worker, whose model shares the cores with its own receive and write threads and
+    with Postgres. ONNX Runtime's idle intra-op threads then sleep instead of spinning (``spin=0``)
+    unless the spec says otherwise: measured in ``bench e2e`` (docs/benchmarks.md), spinning threads
+    burn a third of the worker's CPU between operators and slow the whole pipeline on a busy machine.
+    """
     parsed = spec if isinstance(spec, EmbedderSpec) else parse_spec(spec)
+    if server:
+        backend = "onnx" if parsed.kind == "onnx" or (
+            parsed.kind == "st" and parsed.options.get("backend", "").strip().lower() == "onnx") else parsed.kind
+        extra = SERVER_DEFAULTS.get(backend, {})
+        if extra:
+            parsed = EmbedderSpec(parsed.kind, parsed.target, {**extra, **parsed.options})
     if parsed.kind == "fake":
         from embedclf.embedders.fake import FakeEmbedder
 

@@ -158,8 +158,14 @@ def test_heads_cross_validation_smoke(tiny):
 def test_e2e_smoke(tiny):
     before = bench_databases()
     r = json.loads(run("e2e", "--data", str(tiny), "-n", "60", "--workers", "1", "--batch-size", "16",
-                       "--max-wait-ms", "20", "--json").stdout)
+                       "--max-wait-ms", "20", "--rounds", "2", "--json").stdout)
+    # two rounds on the same workers: each round's figures come from its own 60 rows
     assert r["n"] == 60 and r["rows"] == 60 and r["workers"] == 1 and r["error_rows"] == 0
+    assert r["rounds"] == 2 and len(r["round_figures"]) == 2 and r["median_round"] in (1, 2)
+    assert all(positive(f["ratio"]) and positive(f["raw_texts_per_s"]) for f in r["round_figures"])
+    assert r["ratio"] == min(f["ratio"] for f in r["round_figures"])  # the lower of two is the median
+    # the worker's threads, by OS name: its batch thread did the embedding
+    assert r["worker_cpu_s"].get("ec-batch", 0) > 0
     assert r["embedder"] == "fake:64"
     for key in ("e2e_texts_per_s", "raw_texts_per_s", "ratio", "enqueue_texts_per_s", "worker_rss_mb"):
         assert positive(r[key]), key
@@ -193,7 +199,7 @@ def test_e2e_paced_low_load(tiny, tmp_path):
     n = sum(row["label"] == rows[0]["label"] for row in rows)  # the first n rows: one label only
     assert n >= 8
     r = json.loads(run("e2e", "--data", str(by_label), "-n", str(n), "--rate", "10", "--batch-size", "16",
-                       "--max-wait-ms", "20", "--json").stdout)
+                       "--max-wait-ms", "20", "--rounds", "1", "--json").stdout)
     assert r["rows"] == n and r["error_rows"] == 0 and r["rate"] == 10
     # n tasks at 10/s take (n - 1) / 10 s to send (the first at t=0), whatever the machine
     assert (n - 1) / 10 - 0.05 <= r["enqueue_seconds"] < (n - 1) / 10 + 4

@@ -41,7 +41,7 @@ def test_aliases_parse() -> None:
 def test_bad_options_refused_before_anything_loads() -> None:
     from embedclf.embedders.ort import OnnxEmbedder
 
-    with pytest.raises(SpecError, match="known: batch_size, normalize, quant, threads"):
+    with pytest.raises(SpecError, match="known: batch_size, normalize, quant, spin, threads"):
         OnnxEmbedder.from_spec(parse_spec("minilm-onnx?pooling=mean"))
     with pytest.raises(SpecError, match="quant='int4' is not one of none, int8, int8w"):
         load_embedder("minilm-onnx?quant=int4")
@@ -224,9 +224,10 @@ def test_token_counter_on_another_thread(onnx_emb) -> None:
 
 @pytest.mark.slow
 def test_options_do_not_change_vectors_or_id(onnx_emb) -> None:
-    other = load_embedder(f"onnx:{MINILM}?quant={onnx_emb.quant}&threads=1&batch_size=3")
+    other = load_embedder(f"onnx:{MINILM}?quant={onnx_emb.quant}&threads=1&batch_size=3&spin=0")
     try:
         assert other.model_id == onnx_emb.model_id and other.threads == 1 and other.batch_size == 3
+        assert onnx_emb.spin and not other.spin
         # embed() sorts by length: same sub-batches of 3 in both
         onnx_emb.batch_size = 3
         try:
@@ -237,6 +238,25 @@ def test_options_do_not_change_vectors_or_id(onnx_emb) -> None:
         other.close()
     with pytest.raises(RuntimeError, match="closed"):
         other.embed_batch(["x"])
+
+
+@pytest.mark.slow
+def test_a_worker_s_onnx_threads_sleep_unless_the_spec_says_otherwise() -> None:
+    """``server=True`` (the worker) turns ONNX Runtime's spinning off; an explicit ``spin`` wins; others unchanged."""
+    cases = [("minilm-int8", False, True), (f"st:{MINILM}?backend=onnx", False, True),
+             ("minilm-int8?spin=1", True, True), ("minilm-int8?spin=0", False, False)]
+    for spec, as_server, alone in cases:
+        for server, expected in ((True, as_server), (False, alone)):
+            emb = load_embedder(spec, server=server)
+            try:
+                assert emb.spin is expected, (spec, server)
+                if not expected:  # the session really got it
+                    options = emb.session.get_session_options()
+                    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+            finally:
+                emb.close()
+    fake = load_embedder("fake:8", server=True)  # no ONNX, nothing added: fake takes no spin option
+    assert fake.dim == 8
 
 
 @pytest.mark.slow
