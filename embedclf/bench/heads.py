@@ -27,7 +27,9 @@ _DEFAULT = {"linear_member": True, **_HYBRID}
 #: (equal member weights; "-fit": weights chosen on the validation split; "-w…": fixed weights
 #: mlp/linear/tfidf; "-refit": linear + TF-IDF members refitted on training + validation texts;
 #: "-a…": the TF-IDF member's L2 strength; "-10k"/"-5k": its vocabulary cap per analyzer;
-#: "-e30": 30 MLP epochs instead of 60)
+#: "-e60"/"-e30"/"-e20": 60/30/20 MLP epochs (60 was the default until the CV in docs/training.md chose 30);
+#: "-h256": 256 hidden units instead of 512;
+#: "-l2": one hidden layer (two Linear layers) instead of two)
 VARIANTS: dict[str, dict] = {
     "mlp": {"linear_member": False, **_DENSE},
     "mlp+linear": {"linear_member": True, **_DENSE},
@@ -42,7 +44,14 @@ VARIANTS: dict[str, dict] = {
     "mlp+linear+tfidf-10k": {**_DEFAULT, "tfidf_max_features": 10_000},
     "mlp+linear+tfidf-5k": {**_DEFAULT, "tfidf_max_features": 5_000},
     "mlp+linear+tfidf-e30": {**_DEFAULT, "epochs": 30},
+    "mlp+linear+tfidf-e60-refit": {**_DEFAULT, "epochs": 60, "refit": True},
     "mlp+linear+tfidf-e30-refit": {**_DEFAULT, "epochs": 30, "refit": True},
+    "mlp+linear+tfidf-e20-refit": {**_DEFAULT, "epochs": 20, "refit": True},
+    "mlp+linear+tfidf-h256-e30-refit": {**_DEFAULT, "hidden_dim": 256, "epochs": 30, "refit": True},
+    "mlp+linear+tfidf-l2-e30-refit": {**_DEFAULT, "num_layers": 2, "epochs": 30, "refit": True},
+    "mlp+linear+tfidf-l2-h256-e30-refit": {**_DEFAULT, "num_layers": 2, "hidden_dim": 256, "epochs": 30,
+                                           "refit": True},
+    "linear+tfidf-refit": {"num_layers": 1, **_HYBRID, "refit": True},
     "mlp+tfidf": {"linear_member": False, **_HYBRID},
     "linear+tfidf": {"num_layers": 1, **_HYBRID},
     "linear+tfidf-fit": {"num_layers": 1, **_HYBRID, "member_weights": "fit"},

@@ -61,7 +61,7 @@ def train_options(f: Callable) -> Callable:
                           "features of each batch).")(f)
     f = click.option("--linear-member/--no-linear-member", default=True, show_default=True,
                      help="Also fit a softmax regression and average its calibrated probabilities with the MLP's.")(f)
-    f = click.option("--epochs", default=None, type=click.IntRange(1, 10_000), help="Max epochs (default 60).")(f)
+    f = click.option("--epochs", default=None, type=click.IntRange(1, 10_000), help="Max epochs (default 30).")(f)
     return f
 
 
