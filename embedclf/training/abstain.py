@@ -19,6 +19,10 @@ The threshold is chosen on validation data only:
 * without: the lowest threshold at which the answered in-scope validation
   texts reach ``target_precision`` (the head answers as often as it can while
   keeping that precision); 0 (never abstain) if the head already reaches it.
+
+With an out-of-scope score (:mod:`embedclf.heads.oos`; ``in_discount`` /
+``oos_discount``) the "top probability" above is the top probability times
+the score's discount, per text: the same rule, on a better confidence.
 """
 
 from __future__ import annotations
