@@ -26,7 +26,7 @@ import numpy as np
 from embedclf.embedders.base import Embedder
 from embedclf.embedders.spec import mismatch_advice
 from embedclf.errors import EmbedderUnavailable  # noqa: F401  (re-exported: defined in errors.py)
-from embedclf.heads.abstain import head_abstain_mask
+from embedclf.heads.abstain import head_abstain
 from embedclf.heads.mldecide import is_multi_label, label_rows
 from embedclf.payload import ClassifyRequest, clean_str
 
@@ -210,7 +210,8 @@ def classify_requests(
                 proba = head.module.predict_proba(vectors[rows_t], [texts[t] for t in rows_t])
             else:
                 proba = head.module.predict_proba(vectors[rows_t])
-        abstained = head_abstain_mask(head.module.config, head.labels, proba).tolist()
+            # a head with an out-of-scope score also needs the embeddings to decide (None otherwise)
+            abstained = head_abstain(head.module, head.labels, vectors[rows_t], proba).tolist()
         labels = head.labels
         idx, scores, rounded = _top_k(proba, TOP_K)
         common = {"status": "ok", "head_version": head.version, "embedder_id": model_id}

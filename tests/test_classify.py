@@ -367,3 +367,32 @@ def test_head_threads_are_restored(heads):
     before = torch.get_num_threads()
     classify_requests([req(0, "support", "hello")], FakeEmbedder(DIM), heads, head_threads=1)
     assert torch.get_num_threads() == before
+
+
+def test_head_with_an_oos_score_abstains_on_the_discounted_confidence():
+    """A worker applies a stored head's OOS score (kNN discount, heads/oos.py) from its stored weights and config."""
+    import dataclasses
+
+    from embedclf.heads.checkpoint import HeadArtifact
+
+    emb = FakeEmbedder(DIM)
+    head = loaded_head("support", ["billing", "bug", "oos"], seed=3)
+    head.module.set_oos_score(emb.embed_batch([f"training text {i}" for i in range(30)]), k=3, beta=3.0)
+    texts = [f"text number {i}" for i in range(8)] + [f"training text {i}" for i in range(8)]
+    x = emb.embed_batch(texts)
+    proba, disc = head.module.predict_proba(x), head.module.oos_discount(x)
+    conf = proba.max(1) * disc
+    threshold = float(np.median(conf))  # some rows answer, some abstain
+    head.module.config = dataclasses.replace(head.module.config, abstain_threshold=threshold, oos_label="oos")
+    # what the worker loads: the stored weights and config
+    art = HeadArtifact.from_head(head.module, head.labels, head.embedder_id)
+    stored = dataclasses.replace(head, module=art.build())
+    rows = classify_requests([req(i, "support", t) for i, t in enumerate(texts)], emb, {"support": stored})
+    expected = (conf < threshold) | (proba.argmax(1) == 2)
+    assert [r["abstained"] for r in rows] == expected.tolist()
+    assert 0 < expected.sum() < len(texts)
+    # the top probability alone would decide differently for some rows: the score is really applied
+    assert ((proba.max(1) < threshold) | (proba.argmax(1) == 2)).tolist() != expected.tolist()
+    for r, p in zip(rows, proba):
+        assert r["score"] == pytest.approx(float(p.max()), abs=1e-6)  # the row's score stays the top probability
+        assert (r["label"] is None) == r["abstained"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -75,6 +76,9 @@ def load_clinc(path: str | Path) -> dict[str, tuple[list[str], list[str]]]:
 @click.option("--max-in-scope-loss", type=click.FloatRange(0.0, 1.0), default=None,
               help="With --data: in-scope validation accuracy (a fraction) the out-of-scope threshold may cost "
                    "[default: 0.005].")
+@click.option("--oos-beta", type=click.FloatRange(0.0, 100.0), default=None,
+              help="With --data: the threshold applies to the top probability x exp(-beta (1 - mean cosine to the "
+                   "10 nearest in-scope training texts)); 0 = the top probability alone [default: 3].")
 @click.option("--oos-class/--no-oos-class", default=True, show_default=True,
               help="With --data: also train the out-of-scope training texts as a class (predicting it = abstaining).")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False),
@@ -88,8 +92,8 @@ def load_clinc(path: str | Path) -> dict[str, tuple[list[str], list[str]]]:
 def evaluate(settings: Settings, train_path: str | None, test_path: str | None, clinc_path: str | None,
              embedder_spec: str | None, text_col: str, label_col: str, epochs: int | None, seed: int,
              linear_member: bool, tfidf_member: bool, member_weights: str, refit: bool,
-             abstain_precision: float | None, max_in_scope_loss: float | None, oos_class: bool,
-             plots_dir: str | None, as_json: bool,
+             abstain_precision: float | None, max_in_scope_loss: float | None, oos_beta: float | None,
+             oos_class: bool, plots_dir: str | None, as_json: bool,
              no_cache: bool, multi_label: bool = False, label_sep: str = ";", val_path: str | None = None,
              sparse_member: bool | None = None) -> None:
     """Train a head on TRAIN, score it on TEST next to a TF-IDF + linear baseline."""
@@ -102,8 +106,8 @@ def evaluate(settings: Settings, train_path: str | None, test_path: str | None, 
         raise click.UsageError("use either --data (CLINC150 layout) or --train and --test, not both")
     if not clinc_path and not (train_path and test_path):
         raise click.UsageError("give --train and --test, or --data with a CLINC150-layout JSON")
-    if max_in_scope_loss is not None and not clinc_path:
-        raise click.UsageError("--max-in-scope-loss needs out-of-scope validation texts (--data)")
+    if (max_in_scope_loss is not None or oos_beta is not None) and not clinc_path:
+        raise click.UsageError("--max-in-scope-loss / --oos-beta needs out-of-scope validation texts (--data)")
     if (val_path or sparse_member is not None) and not multi_label:
         raise click.UsageError("--val and --sparse-member/--no-sparse-member are for --multi-label")
     if multi_label:
@@ -123,8 +127,11 @@ def evaluate(settings: Settings, train_path: str | None, test_path: str | None, 
             target_precision=abstain_precision or 0.95,
             oos_train=d["oos_train"][0], oos_val=d["oos_val"][0], oos_test=d["oos_test"][0],
             oos_label=(oos_labels[0] if len(oos_labels) == 1 else "oos") if oos_class else None,
-            **({} if max_in_scope_loss is None else {"max_accuracy_loss": max_in_scope_loss}),
         )
+        if max_in_scope_loss is not None:
+            abstention = dataclasses.replace(abstention, max_accuracy_loss=max_in_scope_loss)
+        if oos_beta is not None:
+            abstention = dataclasses.replace(abstention, oos_beta=oos_beta)
         source = str(clinc_path)
     else:
         assert train_path is not None and test_path is not None  # checked above

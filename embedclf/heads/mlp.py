@@ -18,13 +18,17 @@ regression over TF-IDF features (:mod:`embedclf.heads.sparse`). Such a head need
 with stored weights ``w_k`` (``member_weight``, summing to 1):
 ``p = softmax(log(sum_k w_k softmax(z_k / t_k)) / T)``. Heads without it are computed
 exactly as before.
+
+With ``oos_score`` the head also stores an out-of-scope score over the embedding (``oos``,
+:mod:`embedclf.heads.oos`): it does not change the probabilities, only the confidence its
+abstention threshold applies to (:mod:`embedclf.heads.abstain`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -32,6 +36,7 @@ import torch
 from torch import nn
 
 from embedclf.errors import HeadLoadError
+from embedclf.heads.oos import KnnScore, check_config, make_config
 from embedclf.heads.sparse import SparseMember
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
@@ -58,6 +63,8 @@ class HeadConfig:
     linear_member: bool = False
     #: a TF-IDF sparse member (the featurizer's config, see heads/tfidf.py); None = embeddings only
     tfidf: dict | None = None
+    #: an out-of-scope score discounting the confidence the threshold applies to (see heads/oos.py); None = p_max
+    oos_score: dict | None = None
 
     def __post_init__(self) -> None:
         if self.input_dim < 1 or self.num_labels < 2:
@@ -72,6 +79,8 @@ class HeadConfig:
             raise ValueError("abstain_threshold must be in [0, 1]")
         if self.tfidf is not None and not isinstance(self.tfidf, dict):
             raise ValueError("tfidf must be a featurizer config (an object) or null")
+        if self.oos_score is not None:
+            check_config(self.oos_score)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -169,6 +178,9 @@ class MLPHead(DenseMembers):
         if self.num_members > 1:
             #: per-member calibration, fitted on validation data: [mlp, linear?, sparse?]
             self.register_buffer("member_temperature", torch.ones(self.num_members))
+        self.oos: KnnScore | None = None
+        if config.oos_score is not None:
+            self.oos = KnnScore(config.oos_score, config.input_dim)
         if self.sparse is not None:
             #: the members' mixing weights (sum 1), chosen on validation data; hybrid heads only
             self.register_buffer("member_weight", torch.full((self.num_members,), 1.0 / self.num_members))
@@ -222,6 +234,23 @@ class MLPHead(DenseMembers):
         member at its own temperature (``member_temperatures=False``: uncalibrated members).
         """
         return self.mix(self.member_logits(x, texts), member_temperatures=member_temperatures)
+
+    def set_oos_score(self, x: np.ndarray | torch.Tensor, *, k: int, beta: float) -> None:
+        """Add (replace) the out-of-scope score (:mod:`embedclf.heads.oos`): raw embeddings ``x`` of the
+        in-scope training texts, ``k`` neighbours, ``beta``; recorded in the config."""
+        x = torch.as_tensor(np.asarray(x, dtype=np.float32))
+        cfg = make_config(k, beta, len(x))
+        score = KnnScore(cfg, self.config.input_dim)
+        score.set_vectors(x)
+        self.oos = score
+        self.config = replace(self.config, oos_score=cfg)
+
+    @torch.no_grad()
+    def oos_discount(self, x: np.ndarray | torch.Tensor) -> np.ndarray | None:
+        """Per row, the factor the OOS score puts on the top probability before the threshold; None without one."""
+        if self.oos is None:
+            return None
+        return self.oos.discount(torch.as_tensor(np.asarray(x, dtype=np.float32)))
 
     @torch.no_grad()
     def predict_proba(self, x: np.ndarray | torch.Tensor, texts: Sequence[str] | None = None) -> np.ndarray:

@@ -19,6 +19,10 @@ The threshold is chosen on validation data only:
 * without: the lowest threshold at which the answered in-scope validation
   texts reach ``target_precision`` (the head answers as often as it can while
   keeping that precision); 0 (never abstain) if the head already reaches it.
+
+With an out-of-scope score (:mod:`embedclf.heads.oos`; ``in_discount`` /
+``oos_discount``) the "top probability" above is the top probability times
+the score's discount, per text: the same rule, on a better confidence.
 """
 
 from __future__ import annotations
@@ -29,9 +33,14 @@ import numpy as np
 
 from embedclf.errors import DataError
 from embedclf.heads.abstain import abstain_mask, labels_oos_index  # noqa: F401  (re-exported)
+from embedclf.heads.oos import discounted_confidence
 
 #: in-scope accuracy (a fraction) the OOS threshold may cost on validation
 DEFAULT_MAX_ACCURACY_LOSS = 0.005
+#: the kNN OOS score (heads/oos.py) used when out-of-scope validation texts choose the threshold:
+#: chosen on CLINC150's val + oos_val (docs/training.md, "Out-of-scope abstention")
+DEFAULT_OOS_BETA = 3.0
+DEFAULT_OOS_K = 10
 
 
 @dataclass(frozen=True)
@@ -48,10 +57,14 @@ class AbstainRule:
 
 
 def scope_metrics(in_proba: np.ndarray, in_y: np.ndarray, oos_proba: np.ndarray | None,
-                  threshold: float | None, oos_index: int | None = None) -> dict:
-    """In-scope accuracy (abstaining counts as wrong), answer rate and precision, OOS recall."""
+                  threshold: float | None, oos_index: int | None = None, *,
+                  in_discount: np.ndarray | None = None, oos_discount: np.ndarray | None = None) -> dict:
+    """In-scope accuracy (abstaining counts as wrong), answer rate and precision, OOS recall.
+
+    ``in_discount`` / ``oos_discount``: an OOS score's factors on the top probability (see
+    :mod:`embedclf.heads.oos`), one per row; the threshold then applies to the discounted confidence."""
     in_proba, in_y = np.asarray(in_proba), np.asarray(in_y)
-    abst = abstain_mask(in_proba, threshold, oos_index)
+    abst = abstain_mask(in_proba, threshold, oos_index, in_discount)
     right = (in_proba.argmax(axis=1) == in_y) & ~abst
     answered = int((~abst).sum())
     out = {
@@ -61,7 +74,7 @@ def scope_metrics(in_proba: np.ndarray, in_y: np.ndarray, oos_proba: np.ndarray 
         "n_in_scope": int(len(in_y)),
     }
     if oos_proba is not None and len(oos_proba):
-        out["oos_recall"] = float(abstain_mask(oos_proba, threshold, oos_index).mean())
+        out["oos_recall"] = float(abstain_mask(oos_proba, threshold, oos_index, oos_discount).mean())
         out["n_oos"] = int(len(oos_proba))
     return out
 
@@ -80,8 +93,13 @@ def choose_threshold(
     target_precision: float = 0.95,
     oos_index: int | None = None,
     max_accuracy_loss: float | None = DEFAULT_MAX_ACCURACY_LOSS,
+    in_discount: np.ndarray | None = None,
+    oos_discount: np.ndarray | None = None,
 ) -> AbstainRule:
-    """Pick the abstention threshold on validation data (see the module docstring)."""
+    """Pick the abstention threshold on validation data (see the module docstring).
+
+    With ``in_discount`` (and ``oos_discount`` for the OOS texts) the threshold applies to the top
+    probability times the discount, as a head with an OOS score does (:mod:`embedclf.heads.oos`)."""
     in_proba, in_y = np.asarray(in_proba, dtype=float), np.asarray(in_y)
     if len(in_y) == 0:
         raise DataError("choosing an abstention threshold needs in-scope validation texts")
@@ -89,19 +107,19 @@ def choose_threshold(
         raise ValueError("target precision must be in (0, 1]")
     # texts the OOS class already catches are abstained on whatever the threshold
     in_caught = abstain_mask(in_proba, None, oos_index)
-    in_conf = in_proba.max(axis=1)
+    in_conf = discounted_confidence(in_proba, in_discount)
     in_ok = (in_proba.argmax(axis=1) == in_y) & ~in_caught
-    cands = _candidates(in_conf, None if oos_proba is None else np.asarray(oos_proba).max(axis=1))
+    oos_conf = None if oos_proba is None else discounted_confidence(oos_proba, oos_discount)
+    cands = _candidates(in_conf, oos_conf)
     # answered(t) = conf >= t and not caught; counted for every candidate with sorted arrays
     def at_least(values: np.ndarray) -> np.ndarray:
         v = np.sort(values)
         return len(v) - np.searchsorted(v, cands, side="left")
 
     right = at_least(in_conf[in_ok])
-    if oos_proba is not None and len(oos_proba):
+    if oos_proba is not None and oos_conf is not None and len(oos_proba):
         oos_proba = np.asarray(oos_proba, dtype=float)
         oos_caught = abstain_mask(oos_proba, None, oos_index)
-        oos_conf = oos_proba.max(axis=1)
         oos_abst = (oos_caught.sum() + np.searchsorted(np.sort(oos_conf[~oos_caught]), cands,
                                                        side="left")) / len(oos_conf)
         in_acc = right / len(in_y)
@@ -120,5 +138,6 @@ def choose_threshold(
         # unreachable target: abstain on everything but the most confident validation answer
         threshold = float(cands[ok[0]]) if len(ok) else float(cands[-1])
         criterion = f"lowest threshold with answered precision >= {target_precision:g} on validation"
-    val = scope_metrics(in_proba, in_y, oos_proba, threshold, oos_index)
+    val = scope_metrics(in_proba, in_y, oos_proba, threshold, oos_index, in_discount=in_discount,
+                        oos_discount=oos_discount)
     return AbstainRule(threshold=threshold, criterion=criterion, val=val)

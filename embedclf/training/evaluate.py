@@ -21,6 +21,8 @@ from embedclf.embedders.base import Embedder, ProgressFn
 from embedclf.errors import DataError
 from embedclf.training.abstain import (
     DEFAULT_MAX_ACCURACY_LOSS,
+    DEFAULT_OOS_BETA,
+    DEFAULT_OOS_K,
     AbstainRule,
     choose_threshold,
     labels_oos_index,
@@ -48,6 +50,10 @@ class Abstention:
     oos_label: str | None = None
     #: with OOS validation texts: in-scope validation accuracy the threshold may cost (None: Youden's J)
     max_accuracy_loss: float | None = DEFAULT_MAX_ACCURACY_LOSS
+    #: with a validation set and OOS validation texts: the kNN OOS score's beta and k (heads/oos.py);
+    #: the threshold then applies to the discounted confidence. beta 0: the top probability, as before
+    oos_beta: float = DEFAULT_OOS_BETA
+    oos_k: int = DEFAULT_OOS_K
 
 
 @dataclass
@@ -97,6 +103,9 @@ class Evaluation:
         if self.abstain is not None:
             out["abstain_threshold"] = round(self.abstain.threshold, 6)
             out["abstain_criterion"] = self.abstain.criterion
+            oos_score = self.result.head.config.oos_score
+            out["abstain_oos_score"] = (f"{oos_score['kind']} k {oos_score['k']} beta {oos_score['beta']:g}"
+                                        if oos_score else "top probability")
             for k, v in self.scope.items():
                 out[k] = round(v, 4) if isinstance(v, float) else v
         return out
@@ -173,6 +182,13 @@ def evaluate_head(
         oos_index = labels_oos_index(result.labels, oos_label)
         val_proba = softmax(result.val_logits, result.temperature)
         in_val = result.val_y != (oos_index if oos_index is not None else -1)
+        disc: dict[str, Any] = {}
+        if ab.oos_beta > 0 and val is not None and vec.get("oos_val") is not None:
+            # the in-scope training texts' vectors; the rows of val_proba[in_val] are val's, in order
+            assert int(in_val.sum()) == len(vec["val"])
+            head.set_oos_score(vec["train"], k=ab.oos_k, beta=ab.oos_beta)
+            disc = {k: head.oos_discount(vec[k]) for k in ("val", "oos_val", "test", "oos_test")
+                    if vec.get(k) is not None}
         if vec.get("oos_val") is None:
             oos_val_proba = None
         elif oos_label is not None and val is not None:  # already in the trainer's validation set
@@ -181,12 +197,15 @@ def evaluate_head(
             oos_val_proba = head.predict_proba(vec["oos_val"], parts["oos_val"])
         rule = choose_threshold(val_proba[in_val], result.val_y[in_val], oos_val_proba,
                                 target_precision=ab.target_precision, oos_index=oos_index,
-                               max_accuracy_loss=ab.max_accuracy_loss)
+                                max_accuracy_loss=ab.max_accuracy_loss, in_discount=disc.get("val"),
+                                oos_discount=disc.get("oos_val"))
         head.config = dataclasses.replace(head.config, abstain_threshold=rule.threshold, oos_label=oos_label)
         oos_test_proba = (head.predict_proba(vec["oos_test"], parts["oos_test"])
                           if vec.get("oos_test") is not None else None)
-        scope = scope_metrics(proba, y_test, oos_test_proba, rule.threshold, oos_index)
-        report["abstain"] = {**rule.to_dict(), "test": scope, "oos_label": oos_label}
+        scope = scope_metrics(proba, y_test, oos_test_proba, rule.threshold, oos_index,
+                              in_discount=disc.get("test"), oos_discount=disc.get("oos_test"))
+        report["abstain"] = {**rule.to_dict(), "test": scope, "oos_label": oos_label,
+                             "oos_score": head.config.oos_score}
     return Evaluation(
         result=result,
         metrics=metrics,

@@ -66,6 +66,11 @@ def test_evaluate_clinc_layout_reports_in_scope_accuracy_and_oos_recall(small_cl
     assert "losing <= 0.05 in-scope" in wide["abstain_criterion"]
     assert wide["accuracy"] == s["accuracy"] and wide["oos_recall"] >= s["oos_recall"]
     assert wide["abstain_threshold"] >= s["abstain_threshold"]
+    # the default OOS score (kNN discount); --oos-beta 0 is the previous rule, on the top probability alone
+    assert s["abstain_oos_score"] == "knn-cosine k 10 beta 3"
+    plain = json.loads(run("evaluate", "--data", str(small_clinc), "--epochs", "30", "--json",
+                           "--oos-beta", "0").stdout)
+    assert plain["abstain_oos_score"] == "top probability" and plain["accuracy"] == s["accuracy"]
 
 
 def test_evaluate_clinc_bad_inputs(tmp_path, small_clinc):
@@ -80,4 +85,6 @@ def test_evaluate_clinc_bad_inputs(tmp_path, small_clinc):
     r = run("evaluate", "--data", str(small_clinc), "--train", str(small_clinc))
     assert r.exit_code != 0 and "not both" in r.output
     r = run("evaluate", "--train", str(small_clinc), "--test", str(small_clinc), "--max-in-scope-loss", "0.01")
+    assert r.exit_code != 0 and "needs out-of-scope validation texts" in r.output
+    r = run("evaluate", "--train", str(small_clinc), "--test", str(small_clinc), "--oos-beta", "3")
     assert r.exit_code != 0 and "needs out-of-scope validation texts" in r.output

@@ -122,3 +122,41 @@ def test_oos_examples_with_an_accuracy_budget():
     # a bigger budget never catches fewer OOS texts
     recalls = [choose_threshold(in_p, y, oos_p, max_accuracy_loss=b).val["oos_recall"] for b in (0.0, 0.01, 0.05)]
     assert recalls == sorted(recalls) and recalls[-1] > recalls[0]
+
+
+# ---- an OOS score's discount on the top probability (heads/oos.py) ----
+
+def test_discount_none_is_the_top_probability_rule():
+    rng = np.random.default_rng(1)
+    in_p, oos_p = rows(list(rng.uniform(0.5, 1, 200)), n=4), rows(list(rng.uniform(0.3, 0.95, 50)), n=4)
+    y = (rng.uniform(size=200) < 0.05).astype(int)
+    a = choose_threshold(in_p, y, oos_p)
+    b = choose_threshold(in_p, y, oos_p, in_discount=np.ones(200), oos_discount=np.ones(50))
+    assert a == b
+
+
+def test_discount_catches_confident_oos_texts_far_from_training():
+    # OOS texts as confident as in-scope ones: the top probability cannot separate them within the
+    # budget; their discount (far from every training text) can
+    rng = np.random.default_rng(2)
+    in_p = rows(list(rng.uniform(0.6, 1.0, 500)), n=5)
+    oos_p = rows(list(rng.uniform(0.6, 1.0, 100)), n=5)
+    y = np.zeros(500, dtype=int)
+    y[:25] = 1  # 5 % wrong
+    in_d, oos_d = rng.uniform(0.7, 1.0, 500), rng.uniform(0.2, 0.4, 100)  # p*d: >= 0.42 vs <= 0.4
+    plain = choose_threshold(in_p, y, oos_p)
+    disc = choose_threshold(in_p, y, oos_p, in_discount=in_d, oos_discount=oos_d)
+    base = scope_metrics(in_p, y, oos_p, None)["in_scope_accuracy"]
+    assert disc.val["in_scope_accuracy"] >= base - 0.005 - 1e-9
+    assert plain.val["oos_recall"] < 0.1 and disc.val["oos_recall"] == 1.0
+    # the rule's figures are those the stored head gets: threshold on p_max * discount
+    m = scope_metrics(in_p, y, oos_p, disc.threshold, in_discount=in_d, oos_discount=oos_d)
+    assert m == disc.val
+    conf = oos_p.max(1) * oos_d
+    assert m["oos_recall"] == pytest.approx(np.mean(conf < disc.threshold))
+    # within the budget, no threshold on the discounted confidence catches more
+    ok_t = [t for t in np.linspace(0, 1, 1001)
+            if scope_metrics(in_p, y, oos_p, t, in_discount=in_d, oos_discount=oos_d)["in_scope_accuracy"]
+            >= base - 0.005 - 1e-9]
+    assert max(scope_metrics(in_p, y, oos_p, t, in_discount=in_d, oos_discount=oos_d)["oos_recall"]
+               for t in ok_t) <= disc.val["oos_recall"] + 1e-9

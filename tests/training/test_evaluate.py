@@ -163,3 +163,36 @@ def test_oos_label_is_trained_and_reported(split):
     with pytest.raises(ValueError, match="already an in-scope label"):
         evaluate_head(FakeEmbedder(16), tr_x, tr_y, te_x, te_y, params=PARAMS,
                       abstention=Abstention(oos_train=oos, oos_label=tr_y[0]))
+
+
+def test_oos_score_is_chosen_stored_and_applied_like_the_worker(split, tmp_path):
+    from embedclf.heads.abstain import head_abstain
+    from embedclf.heads.checkpoint import HeadArtifact
+
+    tr_x, tr_y, te_x, te_y = split
+    va_x, va_y = make_texts(4, seed=30)
+    oos = ["hello thanks again we", "please help today it", "the a my is", "and about this i",
+           "we it is about", "thanks my a this"] * 2
+    ab = Abstention(oos_train=oos[:4], oos_val=oos[4:8], oos_test=oos[8:], oos_label="oos")
+    emb = FakeEmbedder(128)
+    ev = evaluate_head(emb, tr_x, tr_y, te_x, te_y, params=PARAMS, val=(va_x, va_y), abstention=ab)
+    head = ev.result.head
+    # the default score: kNN over the in-scope training texts (not the OOS class's)
+    assert head.config.oos_score == {"kind": "knn-cosine", "k": 10, "beta": 3.0, "n_vectors": len(tr_x)}
+    assert ev.summary()["abstain_oos_score"] == "knn-cosine k 10 beta 3"
+    assert ev.report["abstain"]["oos_score"] == head.config.oos_score
+    # the stored head, loaded back, abstains on test texts exactly as the reported figures say
+    art = HeadArtifact.from_head(head, ev.result.labels, emb.model_id)
+    art.save_dir(tmp_path / "h")
+    loaded = HeadArtifact.load_dir(tmp_path / "h").build()
+    for texts, key in ((te_x, "in_scope_answered"), (oos[8:], "oos_recall")):
+        x = emb.embed(texts)
+        mask = head_abstain(loaded, ev.result.labels, x, loaded.predict_proba(x, texts))
+        share = 1 - mask.mean() if key == "in_scope_answered" else mask.mean()
+        assert share == pytest.approx(ev.scope[key])
+    # beta 0: the previous rule (top probability), no score stored
+    ev0 = evaluate_head(emb, tr_x, tr_y, te_x, te_y, params=PARAMS, val=(va_x, va_y),
+                        abstention=Abstention(oos_train=oos[:4], oos_val=oos[4:8], oos_test=oos[8:],
+                                              oos_label="oos", oos_beta=0.0))
+    assert ev0.result.head.config.oos_score is None and ev0.summary()["abstain_oos_score"] == "top probability"
+    assert "oos.vectors" not in ev0.result.head.state_dict()

@@ -50,3 +50,35 @@ def test_worker_writes_abstained_rows(settings, clean_db, minilm, start_worker, 
             answered += 1
         assert scores == sorted(scores, reverse=True)
     assert abstained >= 30 and answered >= 30  # the median splits the 90 holdout texts
+
+
+def test_worker_applies_a_stored_oos_score(settings, clean_db, minilm, start_worker, tmp_path):
+    """A head with the kNN out-of-scope score (heads/oos.py): the worker abstains on the discounted confidence."""
+    train, holdout = load_labeled(TRAIN_CSV), load_labeled(HOLDOUT_CSV)
+    x_train = minilm.embed(train.texts)
+    result = train_head(x_train, train.labels, TrainParams(epochs=20))
+    head = result.head
+    head.set_oos_score(x_train, k=10, beta=3.0)
+    x = minilm.embed(holdout.texts)
+    proba = head.predict_proba(x)
+    conf = proba.max(1) * head.oos_discount(x)
+    threshold = float(np.median(conf))
+    head.config = dataclasses.replace(head.config, abstain_threshold=threshold)
+    repo.add_head_version(clean_db, "knn", HeadArtifact.from_head(head, result.labels, minilm.model_id))
+
+    worker = start_worker(settings_env(settings), name="w-abstain-knn")
+    worker.wait_ready()
+    ids = [f"knn-{i}-{uuid.uuid4().hex[:6]}" for i in range(len(holdout.texts))]
+    produce(settings.broker_url, [{"id": t, "kwargs": {"head": "knn", "text": x_}}
+                                  for t, x_ in zip(ids, holdout.texts)], tmp_path)
+    rows = wait_rows(clean_db, ids, worker, timeout=240)
+    checked = differs = 0
+    for tid, p, c in zip(ids, proba, conf):
+        row = rows[tid]
+        assert row["status"] == "ok" and row["score"] == pytest.approx(float(p.max()), abs=1e-4)
+        if abs(c - threshold) > 1e-4:  # away from the edge (the worker's float32 kernels may differ slightly)
+            assert row["abstained"] is bool(c < threshold), (row, c, threshold)
+            assert (row["label"] is None) == row["abstained"]
+            checked += 1
+            differs += bool(c < threshold) != bool(p.max() < threshold)
+    assert checked >= 80 and differs > 0  # the discount, not the top probability, decided some rows
