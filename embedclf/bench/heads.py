@@ -29,7 +29,8 @@ _DEFAULT = {"linear_member": True, **_HYBRID}
 #: "-a…": the TF-IDF member's L2 strength; "-10k"/"-5k": its vocabulary cap per analyzer;
 #: "-e60"/"-e30"/"-e20": 60/30/20 MLP epochs (60 was the default until the CV in docs/training.md chose 30);
 #: "-h256": 256 hidden units instead of 512;
-#: "-l2": one hidden layer (two Linear layers) instead of two)
+#: "-l2": one hidden layer (two Linear layers) instead of two; "-te10"/"-te5": the TF-IDF member's SGD
+#: passes (20 by default); "-b128"/"-b256": MLP mini-batches of 128 (lr 2e-3) / 256 (lr 3e-3) instead of 64 (1e-3))
 VARIANTS: dict[str, dict] = {
     "mlp": {"linear_member": False, **_DENSE},
     "mlp+linear": {"linear_member": True, **_DENSE},
@@ -52,6 +53,10 @@ VARIANTS: dict[str, dict] = {
     "mlp+linear+tfidf-l2-h256-e30-refit": {**_DEFAULT, "num_layers": 2, "hidden_dim": 256, "epochs": 30,
                                            "refit": True},
     "linear+tfidf-refit": {"num_layers": 1, **_HYBRID, "refit": True},
+    "mlp+linear+tfidf-te10-refit": {**_DEFAULT, "tfidf_epochs": 10, "refit": True},
+    "mlp+linear+tfidf-te5-refit": {**_DEFAULT, "tfidf_epochs": 5, "refit": True},
+    "mlp+linear+tfidf-b128-refit": {**_DEFAULT, "batch_size": 128, "lr": 2e-3, "refit": True},
+    "mlp+linear+tfidf-b256-refit": {**_DEFAULT, "batch_size": 256, "lr": 3e-3, "refit": True},
     "mlp+tfidf": {"linear_member": False, **_HYBRID},
     "linear+tfidf": {"num_layers": 1, **_HYBRID},
     "linear+tfidf-fit": {"num_layers": 1, **_HYBRID, "member_weights": "fit"},
