@@ -57,6 +57,7 @@ VARIANTS: dict[str, dict] = {
     "mlp+linear+tfidf-te5-refit": {**_DEFAULT, "tfidf_epochs": 5, "refit": True},
     "mlp+linear+tfidf-b128-refit": {**_DEFAULT, "batch_size": 128, "lr": 2e-3, "refit": True},
     "mlp+linear+tfidf-b256-refit": {**_DEFAULT, "batch_size": 256, "lr": 3e-3, "refit": True},
+    "mlp+linear+tfidf-b256-te5-refit": {**_DEFAULT, "batch_size": 256, "lr": 3e-3, "tfidf_epochs": 5, "refit": True},
     "mlp+tfidf": {"linear_member": False, **_HYBRID},
     "linear+tfidf": {"num_layers": 1, **_HYBRID},
     "linear+tfidf-fit": {"num_layers": 1, **_HYBRID, "member_weights": "fit"},

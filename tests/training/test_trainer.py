@@ -10,6 +10,8 @@ from torch import nn
 from embedclf.heads.checkpoint import same_weights
 from embedclf.training.split import LabelEncoder, stratified_split
 from embedclf.training.trainer import (
+    MIN_STEPS_PER_EPOCH,
+    effective_batch,
     MIN_CALIBRATION_EXAMPLES,
     TEMPERATURE_RANGE,
     TrainParams,
@@ -296,3 +298,37 @@ def test_linear_member_is_deterministic_and_optional():
     # a 1-layer head already is a softmax regression: no second one
     one = train_head(X, y, TrainParams(**(FAST | {"epochs": 3, "num_layers": 1})))
     assert one.head.linear is None
+
+
+def test_effective_batch_keeps_large_sets_and_shrinks_for_small_ones():
+    # BANKING77-sized: the tuned batch and learning rate, untouched
+    assert effective_batch(9_000, 256, 3e-3) == (256, 3e-3)
+    assert effective_batch(256 * MIN_STEPS_PER_EPOCH, 256, 3e-3) == (256, 3e-3)
+    # the 300-text demo: at least MIN_STEPS_PER_EPOCH batches, lr scaled by sqrt(batch ratio)
+    batch, lr = effective_batch(270, 256, 3e-3)
+    assert batch == 270 // MIN_STEPS_PER_EPOCH and -(-270 // batch) >= MIN_STEPS_PER_EPOCH
+    assert lr == pytest.approx(3e-3 * (batch / 256) ** 0.5)
+    assert effective_batch(20, 256, 3e-3)[0] == 8  # never below 8
+    assert effective_batch(20, 4, 1e-3) == (4, 1e-3)  # a batch asked smaller than that stays
+
+
+def test_a_small_set_takes_many_steps_an_epoch():
+    """With the default batch of 256, 160 rows would be one step an epoch; the trainer takes 16+."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(160, 8)).astype(np.float32)
+    y = [str(i % 2) for i in range(160)]
+    X[np.array(y) == "1"] += 2.0
+    steps = []
+    orig = torch.optim.AdamW.step
+
+    def counting(self, *a, **k):
+        steps.append(1)
+        return orig(self, *a, **k)
+
+    torch.optim.AdamW.step = counting
+    try:
+        r = train_head(X, y, TrainParams(epochs=2, hidden_dim=8, linear_member=False, val_fraction=0.2))
+    finally:
+        torch.optim.AdamW.step = orig
+    assert len(steps) == 2 * -(-128 // max(8, 128 // MIN_STEPS_PER_EPOCH)) and len(steps) >= 2 * MIN_STEPS_PER_EPOCH
+    assert r.val_metrics["accuracy"] > 0.9
