@@ -10,11 +10,11 @@ from torch import nn
 from embedclf.heads.checkpoint import same_weights
 from embedclf.training.split import LabelEncoder, stratified_split
 from embedclf.training.trainer import (
-    MIN_STEPS_PER_EPOCH,
-    effective_batch,
     MIN_CALIBRATION_EXAMPLES,
+    MIN_STEPS_PER_EPOCH,
     TEMPERATURE_RANGE,
     TrainParams,
+    effective_batch,
     fit_temperature,
     train_head,
 )
