@@ -19,6 +19,20 @@ from tests.helpers import produce, wait_rows
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
 
 
+def serve(head, labels, name, texts, settings, engine, embedder, start_worker, tmp_path):
+    """Store ``head`` as the active head ``name``, start a real worker, send each text as a task.
+
+    Returns the task ids (in text order) and the rows the worker wrote, by task id.
+    """
+    repo.add_head_version(engine, name, HeadArtifact.from_head(head, labels, embedder.model_id))
+    worker = start_worker(settings_env(settings), name=f"w-abstain-{name}")
+    worker.wait_ready()
+    ids = [f"{name}-{i}-{uuid.uuid4().hex[:6]}" for i in range(len(texts))]
+    produce(settings.broker_url, [{"id": t, "kwargs": {"head": name, "text": x}} for t, x in zip(ids, texts)],
+            tmp_path)
+    return ids, wait_rows(engine, ids, worker, timeout=240)
+
+
 def test_worker_writes_abstained_rows(settings, clean_db, minilm, start_worker, tmp_path):
     train, holdout = load_labeled(TRAIN_CSV), load_labeled(HOLDOUT_CSV)
     result = train_head(minilm.embed(train.texts), train.labels, TrainParams(epochs=20))
@@ -27,14 +41,7 @@ def test_worker_writes_abstained_rows(settings, clean_db, minilm, start_worker, 
     # a threshold between the holdout's top scores: some texts are answered, some abstained
     threshold = float(np.median(proba.max(1)))
     head.config = dataclasses.replace(head.config, abstain_threshold=threshold)
-    repo.add_head_version(clean_db, "careful", HeadArtifact.from_head(head, result.labels, minilm.model_id))
-
-    worker = start_worker(settings_env(settings), name="w-abstain")
-    worker.wait_ready()
-    ids = [f"abst-{i}-{uuid.uuid4().hex[:6]}" for i in range(len(holdout.texts))]
-    produce(settings.broker_url, [{"id": t, "kwargs": {"head": "careful", "text": x}}
-                                  for t, x in zip(ids, holdout.texts)], tmp_path)
-    rows = wait_rows(clean_db, ids, worker, timeout=240)
+    ids, rows = serve(head, result.labels, "careful", holdout.texts, settings, clean_db, minilm, start_worker, tmp_path)
     abstained = answered = 0
     for tid, p in zip(ids, proba):
         row = rows[tid]
@@ -64,14 +71,7 @@ def test_worker_applies_a_stored_oos_score(settings, clean_db, minilm, start_wor
     conf = proba.max(1) * head.oos_discount(x)
     threshold = float(np.median(conf))
     head.config = dataclasses.replace(head.config, abstain_threshold=threshold)
-    repo.add_head_version(clean_db, "knn", HeadArtifact.from_head(head, result.labels, minilm.model_id))
-
-    worker = start_worker(settings_env(settings), name="w-abstain-knn")
-    worker.wait_ready()
-    ids = [f"knn-{i}-{uuid.uuid4().hex[:6]}" for i in range(len(holdout.texts))]
-    produce(settings.broker_url, [{"id": t, "kwargs": {"head": "knn", "text": x_}}
-                                  for t, x_ in zip(ids, holdout.texts)], tmp_path)
-    rows = wait_rows(clean_db, ids, worker, timeout=240)
+    ids, rows = serve(head, result.labels, "knn", holdout.texts, settings, clean_db, minilm, start_worker, tmp_path)
     checked = differs = 0
     for tid, p, c in zip(ids, proba, conf):
         row = rows[tid]
