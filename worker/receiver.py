@@ -40,8 +40,10 @@ class Receiver:
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name="embedclf-receive", daemon=True)
         self._backoff = Backoff("broker (receive)")
-        #: texts per message, smoothed: how many messages fit the buffer's room
-        self._texts_per_msg = 1.0
+        #: texts per message expected of the next receive: how many messages fit the buffer's room.
+        #: It starts at a full batch (a first receive never takes more than the buffer holds, whatever
+        #: the messages carry), rises at once to a larger message seen and decays by half toward smaller ones.
+        self._texts_per_msg = float(max(1, buffer.batcher.max_size))
         self.received = 0
         #: monotonic time of the last successful round trip to Redis (liveness)
         self.last_ok = time.monotonic()
@@ -72,13 +74,28 @@ class Receiver:
                 continue
             if not entries:
                 continue
-            now = dt.datetime.now(dt.timezone.utc)
-            revoked = self.revoked()
-            items = [intake(e, self.limits, now, self.count_tokens, revoked) for e in entries]
-            self.buffer.put([(p, p.tokens, p.n_texts) for p in items])
-            self.received += len(items)
-            texts = sum(p.n_texts for p in items)
-            self._texts_per_msg = 0.8 * self._texts_per_msg + 0.2 * (texts / len(items))
+            texts = self._intake(entries)
+            self.received += len(entries)
+            seen = texts / len(entries)
+            self._texts_per_msg = seen if seen > self._texts_per_msg else max(1.0, (self._texts_per_msg + seen) / 2)
+
+    def _intake(self, entries: list) -> int:
+        """Decode ``entries`` into the buffer, a batch's worth at a time (the batch thread can start on
+        the first batch while the rest are decoded); returns the texts they carry."""
+        now = dt.datetime.now(dt.timezone.utc)
+        revoked = self.revoked()
+        step = max(1, self.buffer.batcher.max_size)
+        total, pending, pending_texts = 0, [], 0
+        for e in entries:
+            p = intake(e, self.limits, now, self.count_tokens, revoked)
+            pending.append((p, p.tokens, p.n_texts))
+            pending_texts += p.n_texts
+            if pending_texts >= step:
+                self.buffer.put(pending)
+                total, pending, pending_texts = total + pending_texts, [], 0
+        if pending:
+            self.buffer.put(pending)
+        return total + pending_texts
 
 
 class Heartbeat:
