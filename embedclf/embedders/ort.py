@@ -1,6 +1,6 @@
 """ONNX Runtime adapter: a sentence-transformers model exported by :mod:`embedclf.embedders.onnx_build`.
 
-Spec: ``onnx:TARGET?quant=none|int8|int8w&threads=N&batch_size=N&normalize=0|1&spin=0|1`` where TARGET is what
+Spec: ``onnx:TARGET?quant=none|int8|int8w&threads=N&batch_size=N&normalize=0|1&spin=0|1|run`` where TARGET is what
 ``st:`` takes, but local only (``pip:PACKAGE`` or a directory). Aliases: ``minilm-onnx`` (fp32),
 ``minilm-int8`` and ``minilm-int8w``. ``st:TARGET?backend=onnx`` is the same as ``onnx:TARGET``.
 
@@ -31,12 +31,25 @@ ONNX_OPTIONS = ("quant", "threads", "batch_size", "normalize", "spin")
 MODEL_ID_SUFFIX = {"none": "", "int8": "+int8", "int8w": ""}
 
 
+def parse_spin(value: bool | str) -> str:
+    """The ``spin`` option: a boolean (``1``/``0``, ``true``/``false``...) or ``run``; returns ``"1"``, ``"0"`` or
+    ``"run"``."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if str(value).strip().lower() == "run":
+        return "run"
+    try:
+        return "1" if parse_bool("spin", value) else "0"
+    except SpecError:
+        raise SpecError(f"onnx option spin={value!r} is not 1, 0 or run") from None
+
+
 class OnnxEmbedder(Embedder):
     """Embeds with ONNX Runtime on the CPU; ``threads`` (intra-op) and ``batch_size`` don't change ``model_id``."""
 
     def __init__(self, target: str, quant: str = "none", threads: int = 0, batch_size: int = 64,
                  normalize: bool = True, model_dir: str | Path | None = None, log: Callable[[str], None] | None = None,
-                 spin: bool = True) -> None:
+                 spin: bool | str = True) -> None:
         from embedclf.embedders.onnx_build import QUANTS, ensure_built, read_source
 
         if quant not in QUANTS:
@@ -50,7 +63,9 @@ class OnnxEmbedder(Embedder):
         self.quant = quant
         self.threads = threads
         self.batch_size = batch_size
-        self.spin = spin
+        #: "1": ONNX Runtime's default (idle intra-op threads spin, also for a while after a run);
+        #: "0": they never spin; "run": they spin while a run lasts and stop when it ends
+        self.spin = parse_spin(spin)
         self.normalize = normalize or self.source.normalize
         self.model_id = f"st:{self.source.name}" + MODEL_ID_SUFFIX[quant] + ("" if self.normalize else "+nonorm")
         self._tokenizer = self._new_tokenizer()
@@ -69,9 +84,10 @@ class OnnxEmbedder(Embedder):
         for key in ("threads", "batch_size"):
             if key in opts:
                 kwargs[key] = parse_int(key, opts[key])
-        for key in ("normalize", "spin"):
-            if key in opts:
-                kwargs[key] = parse_bool(key, opts[key])
+        if "normalize" in opts:
+            kwargs["normalize"] = parse_bool("normalize", opts["normalize"])
+        if "spin" in opts:
+            kwargs["spin"] = parse_spin(opts["spin"])
         return cls(spec.target, model_dir=model_dir, **kwargs)
 
     def _new_tokenizer(self):
@@ -88,8 +104,10 @@ class OnnxEmbedder(Embedder):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
-        if not self.spin:  # idle intra-op threads sleep instead of spinning (frees the cores for other threads)
+        if self.spin == "0":  # idle intra-op threads sleep instead of spinning (frees the cores for other threads)
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        elif self.spin == "run":  # spin between a run's operators, stop as soon as the run ends
+            opts.add_session_config_entry("session.force_spinning_stop", "1")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         return ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
 

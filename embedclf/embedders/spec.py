@@ -110,16 +110,17 @@ def parse_spec(spec: str) -> EmbedderSpec:
 
 
 #: options a worker adds to its embedder's spec when the spec leaves them out (see :func:`load_embedder`)
-SERVER_DEFAULTS = {"onnx": {"spin": "0"}}
+SERVER_DEFAULTS = {"onnx": {"spin": "run"}}
 
 
 def load_embedder(spec: str | EmbedderSpec, *, model_dir: str | None = None, server: bool = False) -> Embedder:
     """Build the embedder a spec names (loads the model: seconds to minutes).
 
     ``server``: for a worker, whose model shares the cores with its own receive and write threads and
-    with Postgres. ONNX Runtime's idle intra-op threads then sleep instead of spinning (``spin=0``)
-    unless the spec says otherwise: measured in ``bench e2e`` (docs/benchmarks.md), spinning threads
-    burn a third of the worker's CPU between operators and slow the whole pipeline on a busy machine.
+    with Postgres. ONNX Runtime's intra-op threads then spin only while a run lasts (``spin=run``)
+    unless the spec says otherwise: they do not burn the cores between batches, and inside a batch
+    they do not pay a wake-up at every operator as non-spinning threads (``spin=0``) do. Measured
+    with ``scripts/embed_ab.py`` (docs/embedders.md): ``run`` was the fastest of the three, idle and busy.
     """
     parsed = spec if isinstance(spec, EmbedderSpec) else parse_spec(spec)
     if server:

@@ -227,7 +227,7 @@ def test_options_do_not_change_vectors_or_id(onnx_emb) -> None:
     other = load_embedder(f"onnx:{MINILM}?quant={onnx_emb.quant}&threads=1&batch_size=3&spin=0")
     try:
         assert other.model_id == onnx_emb.model_id and other.threads == 1 and other.batch_size == 3
-        assert onnx_emb.spin and not other.spin
+        assert onnx_emb.spin == "1" and other.spin == "0"
         # embed() sorts by length: same sub-batches of 3 in both
         onnx_emb.batch_size = 3
         try:
@@ -240,21 +240,33 @@ def test_options_do_not_change_vectors_or_id(onnx_emb) -> None:
         other.embed_batch(["x"])
 
 
+def _config_entry(options, key: str) -> str | None:
+    try:
+        return options.get_session_config_entry(key)
+    except RuntimeError:  # "does not have configuration with key"
+        return None
+
+
 @pytest.mark.slow
-def test_a_worker_s_onnx_threads_sleep_unless_the_spec_says_otherwise() -> None:
-    """``server=True`` (the worker) turns ONNX Runtime's spinning off; an explicit ``spin`` wins; others unchanged."""
-    cases = [("minilm-int8", False, True), (f"st:{MINILM}?backend=onnx", False, True),
-             ("minilm-int8?spin=1", True, True), ("minilm-int8?spin=0", False, False)]
+def test_a_worker_s_onnx_threads_spin_only_during_a_run_unless_the_spec_says_otherwise() -> None:
+    """``server=True`` (the worker) lets ONNX Runtime's threads spin only during a run; an explicit ``spin``
+    wins; others keep ONNX Runtime's default."""
+    cases = [("minilm-int8", "run", "1"), (f"st:{MINILM}?backend=onnx", "run", "1"),
+             ("minilm-int8?spin=1", "1", "1"), ("minilm-int8?spin=0", "0", "0"),
+             ("minilm-int8?spin=RUN", "run", "run"), ("minilm-int8?spin=false", "0", "0")]
+    entries = {"0": ("session.intra_op.allow_spinning", "0"), "run": ("session.force_spinning_stop", "1")}
     for spec, as_server, alone in cases:
         for server, expected in ((True, as_server), (False, alone)):
             emb = load_embedder(spec, server=server)
             try:
-                assert emb.spin is expected, (spec, server)
-                if not expected:  # the session really got it
-                    options = emb.session.get_session_options()
-                    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+                assert emb.spin == expected, (spec, server)
+                options = emb.session.get_session_options()  # the session really got it
+                for value, (key, setting) in entries.items():
+                    assert _config_entry(options, key) == (setting if value == expected else None), (spec, server)
             finally:
                 emb.close()
+    with pytest.raises(SpecError, match="spin='sometimes' is not 1, 0 or run"):
+        load_embedder("minilm-int8?spin=sometimes")
     fake = load_embedder("fake:8", server=True)  # no ONNX, nothing added: fake takes no spin option
     assert fake.dim == 8
 
