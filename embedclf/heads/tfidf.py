@@ -61,6 +61,10 @@ def baseline_vectorizers(max_features: int | None = None) -> list[tuple[str, Any
     ]
 
 
+#: distinct words whose char_wb column indices a part keeps (then it starts over)
+WORD_CACHE_MAX = 200_000
+
+
 class _Part:
     """One analyzer: its vocabulary (terms in column order), idf weights and a fixed-vocabulary counter."""
 
@@ -81,9 +85,37 @@ class _Part:
         # with a fixed vocabulary fit() learns nothing, but it indexes the vocabulary once
         # (transform would otherwise rebuild that dict on every call)
         self.counter.fit(terms[:1])
+        self.lowercase = lowercase
+        #: char_wb n-grams never cross a word: each word's column indices, computed once (bounded)
+        self._word_ids: dict[str, np.ndarray] = {}
+
+    def counts(self, texts: list[str]) -> sp.csr_matrix:
+        """Term counts, one row per text: scikit-learn's, with char_wb n-grams looked up per distinct word."""
+        if self.params["analyzer"] != "char_wb":
+            return sp.csr_matrix(self.counter.transform(texts), dtype=np.float64)
+        analyze, vocab, cache = self.counter.build_analyzer(), self.counter.vocabulary_, self._word_ids
+        if len(cache) > WORD_CACHE_MAX:
+            cache.clear()
+        parts, indptr = [], [0]
+        for text in texts:
+            # what scikit-learn's char_wb analyzer does: preprocess the text, split it on whitespace,
+            # pad each word with one space and take its n-grams
+            n = indptr[-1]
+            for word in (text.lower() if self.lowercase else text).split():
+                ids = cache.get(word)
+                if ids is None:
+                    ids = np.fromiter((j for j in (vocab.get(g) for g in analyze(word)) if j is not None),
+                                      dtype=np.int32)
+                    cache[word] = ids
+                parts.append(ids)
+                n += len(ids)
+            indptr.append(n)
+        indices = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+        return sp.csr_matrix((np.ones(len(indices)), indices, np.asarray(indptr, dtype=np.int64)),
+                             shape=(len(texts), len(self.terms)))
 
     def transform(self, texts: list[str]) -> sp.csr_matrix:
-        x = sp.csr_matrix(self.counter.transform(texts), dtype=np.float64)
+        x = self.counts(texts)
         x.sum_duplicates()
         np.log(x.data, out=x.data)
         x.data += 1.0  # sublinear tf

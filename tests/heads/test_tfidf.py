@@ -103,3 +103,32 @@ def test_strict_loading(feats, breaks, match):
     breaks(config, tensors)
     with pytest.raises(ValueError, match=match):
         TfidfFeaturizer.from_tensors(config, tensors)
+
+
+TRICKY = ["ΣΊΣΥΦΟΣ ΌΔΟΣ", "İstanbul IŞIK ılık", "ﬁnance ﬂow ß STRASSE", "a\u00a0b\u2003c\u2028d\te\nf  g",
+          "emoji 🙂🙂 x", "", "   ", "x", "repeat repeat repeat Repeat REPEAT", "über-über über_über",
+          "tab\t\tsplit\r\nlines", "\u200bzero\u200bwidth", "MiXeD CaSe wOrDs", "my parcel is delayed again"]
+
+
+@pytest.mark.parametrize("max_features", [None, 50])
+def test_char_counts_per_word_equal_scikit_learn_s(monkeypatch, max_features):
+    """The char_wb part looks its n-grams up once per distinct word (cached): the counts are scikit-learn's
+    own, exactly, on tricky Unicode and whitespace too, with the cache cold, warm and started over."""
+    import embedclf.heads.tfidf as tfidf
+
+    f = TfidfFeaturizer.fit(TEXTS + TRICKY[:4], max_features=max_features)
+    part = next(p for p in f.parts if p.params["analyzer"] == "char_wb")
+    texts = TEXTS + TRICKY + NEW
+    expected = sp.csr_matrix(part.counter.transform(texts), dtype=np.float64)
+    expected.sum_duplicates()
+    for _ in range(2):  # cold, then warm
+        got = part.counts(texts)
+        got.sum_duplicates()
+        assert_same_csr(got, expected)
+    assert "repeat" in part._word_ids and len(part._word_ids) < sum(len(t.split()) for t in texts)
+    monkeypatch.setattr(tfidf, "WORD_CACHE_MAX", 3)  # a full cache starts over
+    got = part.counts(texts)
+    got.sum_duplicates()
+    assert_same_csr(got, expected)
+    part.counts(texts[:1])  # the cache held more than 3 words: it started over with this text's words
+    assert set(part._word_ids) == set(texts[0].lower().split())
