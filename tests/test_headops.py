@@ -54,3 +54,9 @@ def test_quick_version_stores_an_active_head_for_benchmarks(clean_db):
     assert headops.quick_version(clean_db, "bench", X, labels, "fake:16", epochs=2, created_by="test") == 1
     meta, art = repo.load_head(clean_db, "bench")
     assert meta.embedder_id == "fake:16" and sorted(art.labels) == sorted(TOPICS)
+    assert art.config.tfidf is None  # no texts: no TF-IDF member
+    trained: list = []
+    assert headops.quick_version(clean_db, "bench", X, labels, "fake:16", epochs=2, created_by="test",
+                                 texts=texts, trained=trained) == 2
+    _, art = repo.load_head(clean_db, "bench")
+    assert art.config.tfidf is not None and trained[0].config.tfidf == art.config.tfidf  # the default head's member

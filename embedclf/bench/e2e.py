@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from embedclf.bench import BenchError, raw
 from embedclf.bench.infra import claim_redis_db, temp_database
-from embedclf.bench.procs import Producer, WorkerProc, subprocess_env, wait_ready
+from embedclf.bench.procs import Producer, WorkerProc, free_port, subprocess_env, wait_ready
 from embedclf.bench.stats import batch_distribution, percentiles, rate
 from embedclf.config import Settings
 from embedclf.embedders.base import Embedder
@@ -47,6 +47,8 @@ class E2EParams:
     timeout_s: float = 900.0
     #: raw pass + end-to-end pass, alternating this many times on the same workers (median ratio reported)
     rounds: int = 1
+    #: the head the workers serve: "default" (with the TF-IDF member, as ``heads train``) or "dense"
+    head: str = "default"
 
 
 def _stop_all(workers: Sequence[WorkerProc]) -> None:
@@ -54,8 +56,15 @@ def _stop_all(workers: Sequence[WorkerProc]) -> None:
         w.stop()
 
 
-def store_head(engine, embedder: Embedder, texts: Sequence[str], labels: Sequence[str], quiet: bool) -> int:
-    """Train a quick head on the first texts and store it as the active head ``bench``; returns #texts."""
+def store_head(engine, embedder: Embedder, texts: Sequence[str], labels: Sequence[str], quiet: bool,
+               head: str = "default", batch_size: int = 64) -> tuple[int, dict]:
+    """Train a quick head on the first texts and store it as the active head ``bench``.
+
+    ``head``: ``default`` is the head ``heads train`` makes by default (MLP + softmax regression +
+    the TF-IDF member, which reads the texts in the worker); ``dense`` leaves the TF-IDF member out.
+    Returns the texts it was trained on and the head's own cost, timed here on those texts in
+    batches of ``batch_size`` (``head_us_per_text``: what the head adds to each text's embedding).
+    """
     from embedclf.headops import quick_version
 
     # evenly spread over the file: a file sorted by label still gives the head several labels
@@ -64,8 +73,25 @@ def store_head(engine, embedder: Embedder, texts: Sequence[str], labels: Sequenc
     k = len(texts)
     with progress_bar(total=k, desc="head: embedding", unit="text", disable=quiet, leave=False) as bar:
         X = embedder.embed(texts, progress=bar.update)
-    quick_version(engine, HEAD, X, labels, embedder.model_id, HEAD_EPOCHS, created_by="embedclf-bench")
-    return k
+    trained: list = []
+    quick_version(engine, HEAD, X, labels, embedder.model_id, HEAD_EPOCHS, created_by="embedclf-bench",
+                  texts=texts if head == "default" else None, trained=trained)
+    return k, {"head": head, "head_us_per_text": round(head_cost_us(trained[0], X, texts, batch_size), 1)}
+
+
+def head_cost_us(module, X, texts: Sequence[str], batch_size: int) -> float:
+    """Microseconds per text of ``module.predict_proba`` over ``X`` in batches, on one torch thread (as workers run
+    heads: ``EMBEDCLF_HEAD_THREADS``); the best of three passes."""
+    from embedclf.classify import torch_threads
+
+    best = float("inf")
+    with torch_threads(1):
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for i in range(0, len(texts), batch_size):
+                module.predict_proba(X[i:i + batch_size], texts[i:i + batch_size])
+            best = min(best, time.perf_counter() - t0)
+    return 1e6 * best / max(1, len(texts))
 
 
 def wait_rows(engine, n: int, workers: Sequence[WorkerProc], producer: Producer, timeout: float, quiet: bool) -> None:
@@ -137,6 +163,25 @@ def cpu_by_thread(before: Sequence[dict[str, float]], after: Sequence[dict[str, 
     return {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v >= 0.005}
 
 
+def busy_figures(before: Sequence[dict[str, float]], after: Sequence[dict[str, float]], rows: dict) -> dict:
+    """Where the workers' time went in a round, from their metrics: seconds in embed + heads
+    (``worker_inference_s``) and in Postgres writes, summed over workers; the share of the
+    round the batch threads spent in the model (``model_busy``, 1.0 = never waiting for work);
+    and the texts/s of the model inside the workers (``inference_texts_per_s``, to set against raw)."""
+    def delta(key: str) -> float | None:
+        if not after or any(key not in a for a in after):
+            return None
+        return sum(a[key] - b.get(key, 0.0) for b, a in zip(before, after))
+
+    inference, write = delta("embedclf_inference_seconds_sum"), delta("embedclf_write_seconds_sum")
+    if inference is None:
+        return {}
+    span = rows["e2e_seconds"] * len(after)
+    return {"worker_inference_s": round(inference, 3), "worker_write_s": None if write is None else round(write, 3),
+            "model_busy": round(inference / span, 3) if span > 0 else None,
+            "inference_texts_per_s": round(rate(rows["rows"], inference), 2)}
+
+
 def _raw_run(load: Callable[[str], Embedder], spec: str, texts: Sequence[str], batch_size: int, quiet: bool,
              label: str) -> raw.RawRun:
     """Load the embedder in this process, time it on ``texts``, free it (the workers hold their own copy)."""
@@ -175,7 +220,8 @@ def run_e2e(texts: Sequence[str], labels: Sequence[str], params: E2EParams, sett
         try:
             model_id = embedder.model_id
             head_texts, head_labels = head_data if head_data is not None else (texts, labels)
-            head_n = store_head(engine, embedder, head_texts, head_labels, quiet)
+            head_n, head_figures = store_head(engine, embedder, head_texts, head_labels, quiet, params.head,
+                                              params.batch_size)
             raw_runs = [raw.measure(embedder, texts, params.batch_size, quiet=quiet, label="raw")]
         finally:
             embedder.close()  # free the model before the workers load theirs
@@ -199,7 +245,7 @@ def run_e2e(texts: Sequence[str], labels: Sequence[str], params: E2EParams, sett
         if not quiet:
             print(f"starting {params.workers} worker(s), logs in {log_dir} ...", file=sys.stderr)
         for i in range(params.workers):
-            workers.append(WorkerProc(f"bench{i + 1}", env, log_dir))
+            workers.append(WorkerProc(f"bench{i + 1}", env, log_dir, metrics_port=free_port()))
         wait_ready(workers, params.ready_timeout_s)
 
         # 3. each round: (raw again, from the second round) a producer process enqueues the texts;
@@ -211,6 +257,7 @@ def run_e2e(texts: Sequence[str], labels: Sequence[str], params: E2EParams, sett
             if r > 0:
                 raw_runs.append(_raw_run(load, params.spec, texts, params.batch_size, quiet, f"raw, round {r + 1}"))
             cpu_before = [w.thread_cpu_s() for w in workers]
+            sums_before = [w.metric_sums() for w in workers]
             producer = Producer(redis_url, settings.queue, HEAD, texts, log_dir, subprocess_env({}), rate=params.rate,
                                 per_task=per_task)
             stack.callback(producer.stop)
@@ -219,6 +266,7 @@ def run_e2e(texts: Sequence[str], labels: Sequence[str], params: E2EParams, sett
             rss = [w.peak_rss_mb() for w in workers]  # before SIGTERM: /proc/<pid> goes away with the process
             cpu = cpu_by_thread(cpu_before, [w.thread_cpu_s() for w in workers])
             figures = summarize_rows(fetch_rows(engine, since=float(sent["start"])), params.batch_size)
+            figures.update(busy_figures(sums_before, [w.metric_sums() for w in workers], figures))
             enqueue_s = float(sent["end"]) - float(sent["start"])
             figures.update(
                 raw_seconds=round(raw_runs[r].seconds, 3), raw_texts_per_s=round(raw_runs[r].texts_per_s, 2),
@@ -240,11 +288,13 @@ def run_e2e(texts: Sequence[str], labels: Sequence[str], params: E2EParams, sett
             worker_rss_mb=round(max(known_rss), 1) if known_rss else None,
             worker_rss_mb_each=[None if x is None else round(x, 1) for x in rss],
             worker_ready_s=[None if w.ready_after_s is None else round(w.ready_after_s, 1) for w in workers],
-            head_train_texts=head_n, database=make_url(db_url).database,
+            head_train_texts=head_n, **head_figures,
+            head_vs_embed=round(head_figures["head_us_per_text"] * figures["raw_texts_per_s"] / 1e6, 4),
+            database=make_url(db_url).database,
             redis_db=int(urlsplit(redis_url).path.strip("/")),
             rounds=len(rounds), median_round=rounds.index(median) + 1,
-            round_figures=[{k: f[k] for k in ("raw_texts_per_s", "e2e_texts_per_s", "ratio", "p50_ms", "p95_ms")}
-                           for f in rounds],
+            round_figures=[{k: f.get(k) for k in ("raw_texts_per_s", "e2e_texts_per_s", "ratio", "p50_ms", "p95_ms",
+                                                  "inference_texts_per_s", "model_busy")} for f in rounds],
         )
     shutil.rmtree(log_dir, ignore_errors=True)  # kept when the run failed: error messages point at it
     return figures

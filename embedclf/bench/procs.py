@@ -133,11 +133,28 @@ class WorkerProc(ChildProc):
     """One ``celery -A worker.app worker`` subprocess, logging to a file."""
 
     def __init__(self, name: str, env: dict[str, str], log_dir: Path, app: str = "worker.app",
-                 extra_args: Sequence[str] = ()) -> None:
+                 extra_args: Sequence[str] = (), metrics_port: int = 0) -> None:
         self.name = name
+        #: the worker's metrics port (0: none), read by :meth:`metric_sums`
+        self.metrics_port = metrics_port
+        if metrics_port:
+            env = {**env, "EMBEDCLF_METRICS_PORT": str(metrics_port)}
         args = [a if a != "worker.app" else app for a in WORKER_ARGS]
         super().__init__([sys.executable, *args, *extra_args, "-n", f"{name}@%h"], env, log_dir / f"{name}.log")
         self.ready_after_s: float | None = None
+
+    def metric_sums(self) -> dict[str, float]:
+        """The ``*_sum`` and ``*_count`` series of the worker's histograms (``{}`` without a metrics port)."""
+        if not self.metrics_port:
+            return {}
+        from urllib.request import urlopen
+
+        try:
+            with urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:  # noqa: S310 - loopback
+                body = r.read().decode()
+        except OSError:
+            return {}
+        return parse_sums(body)
 
     def check_alive(self) -> None:
         if not self.alive():
@@ -148,6 +165,28 @@ class WorkerProc(ChildProc):
         if self.ready_after_s is None and " ready." in self.log():
             self.ready_after_s = time.monotonic() - self.started
         return self.ready_after_s is not None
+
+
+def parse_sums(body: str) -> dict[str, float]:
+    """``name -> value`` of the unlabelled ``*_sum`` / ``*_count`` lines of a Prometheus text page."""
+    out: dict[str, float] = {}
+    for line in body.splitlines():
+        name, _, value = line.partition(" ")
+        if name.endswith(("_sum", "_count")) and "{" not in name:
+            try:
+                out[name] = float(value)
+            except ValueError:
+                continue
+    return out
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback right now (the caller binds it soon after)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def wait_ready(workers: Sequence[WorkerProc], timeout: float) -> None:

@@ -187,11 +187,13 @@ def _measure_specs(settings: Settings, specs: list[str], texts: list[str], batch
 @click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 20),
               help="Raw pass and end-to-end pass alternating this many times on the same workers; the round "
                    "with the median ratio is reported (a shared machine's load drifts between passes).")
+@click.option("--head", "head", type=click.Choice(["default", "dense"]), default="default", show_default=True,
+              help="The head served: heads train's default (with the TF-IDF member) or without the TF-IDF member.")
 @json_option
 @click.pass_obj
 def e2e(settings: Settings, data_path: str, text_col: str, label_col: str, n: int, workers: int,
         embedder_spec: str | None, batch_size: int, max_wait_ms: int, rate: float, per_task: int | None,
-        timeout_s: int, rounds: int,
+        timeout_s: int, rounds: int, head: str,
         as_json: bool) -> None:
     """End to end: a producer process -> Redis -> K workers -> Postgres (temporary DB), vs raw speed."""
     from embedclf.bench.e2e import E2EParams, run_e2e
@@ -204,7 +206,7 @@ def e2e(settings: Settings, data_path: str, text_col: str, label_col: str, n: in
     if len(texts) < n and not as_json:
         click.echo(f"note: {data_path} has only {len(texts)} labelled rows; sending those", err=True)
     params = E2EParams(spec=spec, workers=workers, batch_size=batch_size, max_wait_ms=max_wait_ms,
-                       rate=rate, per_task=per_task, timeout_s=float(timeout_s), rounds=rounds)
+                       rate=rate, per_task=per_task, timeout_s=float(timeout_s), rounds=rounds, head=head)
     with sigterm_as_interrupt():
         report = run_e2e(texts, labels, params, settings,
                          lambda s: load_embedder_verbose(settings, s, quiet=as_json), quiet=as_json,

@@ -47,6 +47,10 @@ def heads() -> None:
 @click.option("--abstain-precision", type=click.FloatRange(0.01, 1.0), default=None,
               help="Let the head abstain (no label) below the confidence at which validation answers reach this "
                    "precision, e.g. 0.95; stored with the head.")
+@click.option("--oos-data", "oos_path", default=None, type=click.Path(dir_okay=False),
+              help="A file of out-of-scope texts (same --text-col), which the head should refuse: half choose its "
+                   "abstention threshold on the kNN out-of-scope score (stored with the head), half report "
+                   "out-of-scope recall.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @multilabel_options
 @click.pass_obj
@@ -56,7 +60,7 @@ def train(settings: Settings, name: str, data_path: str | None, embedder_spec: s
           plots_dir: str | None,
           as_json: bool, abstain_precision: float | None, dataset: str | None, with_feedback: bool, no_cache: bool,
           search_trials: int, multi_label: bool = False, label_sep: str = ";",
-          sparse_member: bool | None = None) -> None:
+          sparse_member: bool | None = None, oos_path: str | None = None) -> None:
     """Train a head on a labelled file or stored dataset, report it against TF-IDF, store it as a new version."""
     from embedclf import headops
     from embedclf.cli.data import cache_line, cached, load_training_data, run_search
@@ -66,7 +70,15 @@ def train(settings: Settings, name: str, data_path: str | None, embedder_spec: s
         raise click.BadParameter("must be 1-128 characters", param_hint="--name")
     if sparse_member is not None and not multi_label:
         raise click.UsageError("--sparse-member/--no-sparse-member is for --multi-label")
+    if oos_path is not None and multi_label:
+        raise click.UsageError("--oos-data is for single-label heads (a multi-label head abstains by its thresholds)")
     data, n_feedback = load_training_data(settings, data_path, dataset, with_feedback, name, text_col, label_col)
+    oos_texts = None
+    if oos_path is not None:
+        from embedclf.data import load_texts
+
+        oos_texts = [t for _, t in load_texts(oos_path, text_col) if isinstance(t, str)]
+        headops.halves(oos_texts, seed)  # too few fail here, before the model loads
     if multi_label:
         from embedclf.cli.multilabel import train_ml
 
@@ -89,7 +101,7 @@ def train(settings: Settings, name: str, data_path: str | None, embedder_spec: s
         abstain_precision=abstain_precision, activate=activate, data_fingerprint=data.fingerprint(),
         extra_summary={"skipped_rows": data.skipped, "dataset": dataset, "n_feedback": n_feedback},
         extra_train_params={"search": search_info} if search_info else None,
-        on_epoch=on_epoch, embed_progress=embed_progress(as_json))
+        on_epoch=on_epoch, embed_progress=embed_progress(as_json), oos_texts=oos_texts)
     bar.close()
     ev, version, summary = trained.evaluation, trained.version, trained.summary
     summary["embedding_cache"] = {"cached": embedder.hits, "embedded": embedder.embedded}

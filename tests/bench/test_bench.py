@@ -167,6 +167,14 @@ def test_e2e_smoke(tiny):
     # the worker's threads, by OS name: its batch thread did the embedding
     assert r["worker_cpu_s"].get("ec-batch", 0) > 0
     assert r["embedder"] == "fake:64"
+    # from the worker's metrics: the batch thread's busy time fits in the round, and gives the model's speed there
+    for f in r["round_figures"]:
+        assert 0 < f["model_busy"] <= 1 and positive(f["inference_texts_per_s"])
+        assert f["inference_texts_per_s"] >= f["e2e_texts_per_s"] * 0.999
+    assert 0 < r["worker_inference_s"] <= r["e2e_seconds"] and r["worker_write_s"] > 0
+    # the default head (with the TF-IDF member, as heads train makes it), its cost timed per text
+    assert r["head"] == "default" and positive(r["head_us_per_text"])
+    assert r["head_vs_embed"] == pytest.approx(r["head_us_per_text"] * r["raw_texts_per_s"] / 1e6, abs=1e-3)
     for key in ("e2e_texts_per_s", "raw_texts_per_s", "ratio", "enqueue_texts_per_s", "worker_rss_mb"):
         assert positive(r[key]), key
     assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] <= r["latency_max_ms"]
@@ -199,8 +207,8 @@ def test_e2e_paced_low_load(tiny, tmp_path):
     n = sum(row["label"] == rows[0]["label"] for row in rows)  # the first n rows: one label only
     assert n >= 8
     r = json.loads(run("e2e", "--data", str(by_label), "-n", str(n), "--rate", "10", "--batch-size", "16",
-                       "--max-wait-ms", "20", "--rounds", "1", "--json").stdout)
-    assert r["rows"] == n and r["error_rows"] == 0 and r["rate"] == 10
+                       "--max-wait-ms", "20", "--rounds", "1", "--head", "dense", "--json").stdout)
+    assert r["rows"] == n and r["error_rows"] == 0 and r["rate"] == 10 and r["head"] == "dense"
     # n tasks at 10/s take (n - 1) / 10 s to send (the first at t=0), whatever the machine
     assert (n - 1) / 10 - 0.05 <= r["enqueue_seconds"] < (n - 1) / 10 + 4
     assert r["e2e_texts_per_s"] <= 11

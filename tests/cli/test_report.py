@@ -76,3 +76,42 @@ def test_heads_report_errors(run, clean_db, tmp_path):
                                  "st:all-MiniLM-L6-v2", metrics={"accuracy": 0.5})
     repo.add_head_version(clean_db, "old", art)
     one_line_error(run("heads", "report", "old", "--out", str(tmp_path), ok=False), "no stored report", "retrain")
+
+
+OFF_TOPIC = ["What is the capital of Australia?", "Give me a recipe for banana bread.",
+             "Who won the football world cup in 2014?", "How many moons does Jupiter have?",
+             "Translate good morning into Italian.", "What is the boiling point of water in Fahrenheit?",
+             "Tell me a joke about penguins.", "How tall is Mount Everest?",
+             "Recommend a good science fiction novel.", "What time is sunset in Oslo in June?",
+             "How do I tune a guitar to drop D?", "Explain photosynthesis in one sentence.",
+             "What's the best way to learn to juggle?", "Which planet is closest to the sun?",
+             "How long should I boil an egg for a runny yolk?", "Who painted the Mona Lisa?"]
+
+
+def test_train_with_out_of_scope_examples_stores_the_knn_score(run, clean_db, tmp_path):
+    """``--oos-data``: half the off-topic texts choose the threshold on the kNN out-of-scope score, half report
+    its recall; the score's config and the training vectors travel with the head and load back."""
+    oos = tmp_path / "off_topic.csv"
+    oos.write_text("text\n" + "\n".join(f'"{t}"' for t in OFF_TOPIC) + "\n")
+    r = run("heads", "train", "--name", "scoped", "--data", str(TRAIN_CSV), "--epochs", "20",
+            "--oos-data", str(oos), "--json")
+    s = json.loads(r.stdout)
+    assert s["abstain_oos_score"].startswith("knn-cosine k 10 beta 3") and s["n_oos"] == len(OFF_TOPIC) // 2
+    assert 0.0 <= s["oos_recall"] <= 1.0 and s["abstain_threshold"] > 0
+    meta, artifact = repo.load_head(clean_db, "scoped", 1)
+    cfg = artifact.config
+    assert cfg.oos_score is not None and cfg.oos_score["kind"] == "knn-cosine"
+    assert cfg.abstain_threshold == pytest.approx(s["abstain_threshold"], abs=1e-6)
+    head = artifact.build()  # loads strictly, vectors included
+    assert head.config.oos_score == cfg.oos_score and head.oos is not None
+    # trained on the training part less its validation slice (the threshold's in-scope side)
+    assert meta.metrics["report"]["abstain"]["test"]["n_oos"] == len(OFF_TOPIC) // 2
+    one_line_error(run("heads", "train", "--name", "x", "--data", str(TRAIN_CSV), "--oos-data",
+                       str(tmp_path / "missing.csv"), ok=False), "missing.csv")
+    one = tmp_path / "one.csv"
+    one.write_text("text\nWhat is the capital of Australia?\n")
+    one_line_error(run("heads", "train", "--name", "x", "--data", str(TRAIN_CSV), "--oos-data", str(one), ok=False),
+                   "at least 2 are needed")
+    r = run("heads", "train", "--name", "x", "--data", str(TRAIN_CSV), "--multi-label", "--oos-data", str(oos),
+            ok=False)
+    assert r.exit_code != 0 and "--oos-data is for single-label heads" in r.output + r.stderr
