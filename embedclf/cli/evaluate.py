@@ -21,7 +21,7 @@ from embedclf.cli.common import (
     train_options,
 )
 from embedclf.cli.data import no_cache_option
-from embedclf.cli.multilabel import multilabel_options
+from embedclf.cli.multilabel import check_ml_options, multilabel_options
 from embedclf.config import Settings
 
 CLINC_SPLITS = ("train", "val", "test", "oos_train", "oos_val", "oos_test")
@@ -95,7 +95,8 @@ def evaluate(settings: Settings, train_path: str | None, test_path: str | None, 
              abstain_precision: float | None, max_in_scope_loss: float | None, oos_beta: float | None,
              oos_class: bool, plots_dir: str | None, as_json: bool,
              no_cache: bool, multi_label: bool = False, label_sep: str = ";", val_path: str | None = None,
-             sparse_member: bool | None = None) -> None:
+             sparse_member: bool | None = None, min_labels: int | None = None,
+             max_labels: int | None = None) -> None:
     """Train a head on TRAIN, score it on TEST next to a TF-IDF + linear baseline."""
     from embedclf.cli.data import cache_line, cached
     from embedclf.cli.report import echo_quality, write_report
@@ -108,6 +109,7 @@ def evaluate(settings: Settings, train_path: str | None, test_path: str | None, 
         raise click.UsageError("give --train and --test, or --data with a CLINC150-layout JSON")
     if (max_in_scope_loss is not None or oos_beta is not None) and not clinc_path:
         raise click.UsageError("--max-in-scope-loss / --oos-beta needs out-of-scope validation texts (--data)")
+    check_ml_options(multi_label, min_labels, max_labels)
     if (val_path or sparse_member is not None) and not multi_label:
         raise click.UsageError("--val and --sparse-member/--no-sparse-member are for --multi-label")
     if multi_label:
@@ -116,7 +118,8 @@ def evaluate(settings: Settings, train_path: str | None, test_path: str | None, 
         if clinc_path or abstain_precision is not None or train_path is None or test_path is None:
             raise click.UsageError("--multi-label takes --train/--test (no --data, no --abstain-precision)")
         return evaluate_ml(settings, train_path, test_path, val_path, label_sep, embedder_spec, text_col, label_col,
-                           epochs, seed, linear_member, plots_dir, as_json, no_cache, sparse_member)
+                           epochs, seed, linear_member, plots_dir, as_json, no_cache, sparse_member,
+                           (min_labels, max_labels))
     val, abstention = None, None
     if clinc_path:
         d = load_clinc(clinc_path)

@@ -20,7 +20,7 @@ from embedclf.cli.common import (
 )
 from embedclf.cli.data import training_data_options
 from embedclf.cli.db import require_database
-from embedclf.cli.multilabel import multilabel_options
+from embedclf.cli.multilabel import check_ml_options, multilabel_options
 from embedclf.config import Settings
 
 
@@ -60,7 +60,8 @@ def train(settings: Settings, name: str, data_path: str | None, embedder_spec: s
           plots_dir: str | None,
           as_json: bool, abstain_precision: float | None, dataset: str | None, with_feedback: bool, no_cache: bool,
           search_trials: int, multi_label: bool = False, label_sep: str = ";",
-          sparse_member: bool | None = None, oos_path: str | None = None) -> None:
+          sparse_member: bool | None = None, oos_path: str | None = None, min_labels: int | None = None,
+          max_labels: int | None = None) -> None:
     """Train a head on a labelled file or stored dataset, report it against TF-IDF, store it as a new version."""
     from embedclf import headops
     from embedclf.cli.data import cache_line, cached, load_training_data, run_search
@@ -70,6 +71,7 @@ def train(settings: Settings, name: str, data_path: str | None, embedder_spec: s
         raise click.BadParameter("must be 1-128 characters", param_hint="--name")
     if sparse_member is not None and not multi_label:
         raise click.UsageError("--sparse-member/--no-sparse-member is for --multi-label")
+    check_ml_options(multi_label, min_labels, max_labels)
     if oos_path is not None and multi_label:
         raise click.UsageError("--oos-data is for single-label heads (a multi-label head abstains by its thresholds)")
     data, n_feedback = load_training_data(settings, data_path, dataset, with_feedback, name, text_col, label_col)
@@ -86,7 +88,7 @@ def train(settings: Settings, name: str, data_path: str | None, embedder_spec: s
             raise click.UsageError("--multi-label heads abstain by their per-label thresholds; "
                                    "--abstain-precision and --search-trials do not apply")
         return train_ml(settings, name, data, n_feedback, dataset, label_sep, embedder_spec, test_size, epochs, seed,
-                        linear_member, activate, plots_dir, as_json, no_cache, sparse_member)
+                        linear_member, activate, plots_dir, as_json, no_cache, sparse_member, (min_labels, max_labels))
     engine = require_database(settings)
     keep, _ = headops.split(data.labels, test_size, seed)  # bad labels fail here, before the model loads
     embedder = cached(settings, load_embedder_verbose(settings, embedder_spec, quiet=as_json), no_cache, as_json)

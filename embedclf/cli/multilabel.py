@@ -25,6 +25,12 @@ _OTHER_SEPS = (";", ",", "|", " ")
 
 
 def multilabel_options(f):
+    f = click.option("--max-labels", type=click.IntRange(0, 10_000), default=None,
+                     help="With --multi-label: keep at most this many labels per text, the most probable over their "
+                          "thresholds (0: no cap) [default: 0; see docs/multilabel.md].")(f)
+    f = click.option("--min-labels", type=click.IntRange(0, 10_000), default=None,
+                     help="With --multi-label: give every text at least this many labels, its most probable ones, "
+                          "even under their thresholds (0: a text may get none, an abstention) [default: 1].")(f)
     f = click.option("--sparse-member/--no-sparse-member", "sparse_member", default=None,
                      help="With --multi-label: a third member over TF-IDF features of the texts "
                           "[default: on, chosen on GoEmotions dev; see docs/multilabel.md].")(f)
@@ -69,7 +75,25 @@ def load_sets(path: str, text_col: str, label_col: str, sep: str) -> tuple[list[
     return data.texts, split_labels(data.labels, sep, path), data.skipped
 
 
-def ml_params(epochs: int | None, seed: int, linear_member: bool, sparse_member: bool | None = None):
+def check_ml_options(multi_label: bool, min_labels: int | None, max_labels: int | None) -> None:
+    """``--min-labels`` / ``--max-labels`` need ``--multi-label`` and must not contradict each other."""
+    if (min_labels is not None or max_labels is not None) and not multi_label:
+        raise click.UsageError("--min-labels / --max-labels are for --multi-label")
+    if min_labels and max_labels and min_labels > max_labels:
+        raise click.UsageError(f"--min-labels {min_labels} is more than --max-labels {max_labels}")
+
+
+def check_decision(decision: tuple[int | None, int | None], sets: Sequence[Sequence[str]]) -> None:
+    """``--min-labels`` / ``--max-labels`` no larger than the number of labels (before the model loads)."""
+    n = len({label for s in sets for label in s})
+    for name, value in zip(("--min-labels", "--max-labels"), decision):
+        if value is not None and value > n:
+            raise AppError(f"{name} {value} is more than the {n} labels of the training data")
+
+
+def ml_params(epochs: int | None, seed: int, linear_member: bool, sparse_member: bool | None = None,
+              decision: tuple[int | None, int | None] = (None, None)):
+    """The multi-label training parameters; ``decision`` = (min_labels, max_labels), None: the default."""
     from dataclasses import replace
 
     from embedclf.training.multilabel import MultiLabelParams
@@ -77,6 +101,10 @@ def ml_params(epochs: int | None, seed: int, linear_member: bool, sparse_member:
     p = MultiLabelParams(seed=seed, linear_member=linear_member)
     if sparse_member is not None:
         p = replace(p, sparse_member=sparse_member)
+    if decision[0] is not None:
+        p = replace(p, min_labels=decision[0])
+    if decision[1] is not None:
+        p = replace(p, max_labels=decision[1])
     return p if epochs is None else replace(p, epochs=epochs)
 
 
@@ -118,14 +146,15 @@ def run_evaluation(settings: Settings, embedder_spec: str | None, no_cache: bool
 def evaluate_ml(settings: Settings, train_path: str, test_path: str, val_path: str | None, sep: str,
                 embedder_spec: str | None, text_col: str, label_col: str, epochs: int | None, seed: int,
                 linear_member: bool, plots_dir: str | None, as_json: bool, no_cache: bool,
-                sparse_member: bool | None = None) -> None:
+                sparse_member: bool | None = None, decision: tuple[int | None, int | None] = (None, None)) -> None:
     """``embedclf evaluate --multi-label``."""
     from embedclf.cli.data import cache_line
 
     tr_texts, tr_sets, skipped = load_sets(train_path, text_col, label_col, sep)
     te_texts, te_sets, _ = load_sets(test_path, text_col, label_col, sep)
     val = load_sets(val_path, text_col, label_col, sep)[:2] if val_path else None
-    params = ml_params(epochs, seed, linear_member, sparse_member)
+    check_decision(decision, tr_sets)
+    params = ml_params(epochs, seed, linear_member, sparse_member, decision)
     ev, embedder = run_evaluation(settings, embedder_spec, no_cache, as_json, (tr_texts, tr_sets),
                                   (te_texts, te_sets), params, val)
     summary = ev.summary() | {"skipped_rows": skipped,
@@ -145,7 +174,7 @@ def evaluate_ml(settings: Settings, train_path: str, test_path: str, val_path: s
 def train_ml(settings: Settings, name: str, data, n_feedback: int, dataset: str | None, sep: str,
              embedder_spec: str | None, test_size: float, epochs: int | None, seed: int, linear_member: bool,
              activate: bool, plots_dir: str | None, as_json: bool, no_cache: bool,
-             sparse_member: bool | None = None) -> None:
+             sparse_member: bool | None = None, decision: tuple[int | None, int | None] = (None, None)) -> None:
     """``embedclf heads train --multi-label``: a seeded random ``test_size`` is held out for the report."""
     import numpy as np
 
@@ -154,6 +183,7 @@ def train_ml(settings: Settings, name: str, data, n_feedback: int, dataset: str 
     from embedclf.cli.db import require_database
 
     sets = split_labels(data.labels, sep, dataset or "data")
+    check_decision(decision, sets)
     engine = require_database(settings)
     perm = np.random.default_rng(seed).permutation(len(sets))
     n_test = max(1, int(round(test_size * len(sets))))
@@ -163,7 +193,7 @@ def train_ml(settings: Settings, name: str, data, n_feedback: int, dataset: str 
     held = np.asarray([i for i in held if set(sets[i]) <= known], dtype=int)  # a test label must be trainable
     if len(held) == 0 or len(keep) < 2:
         raise AppError(f"too few rows ({len(sets)}) for a held-out report with --test-size {test_size}")
-    params = ml_params(epochs, seed, linear_member, sparse_member)
+    params = ml_params(epochs, seed, linear_member, sparse_member, decision)
     ev, embedder = run_evaluation(settings, embedder_spec, no_cache, as_json, (pick(keep, data.texts),
                                   pick(keep, sets)), (pick(held, data.texts), pick(held, sets)), params)
     summary = ev.summary() | {"skipped_rows": data.skipped, "dataset": dataset, "n_feedback": n_feedback,

@@ -95,6 +95,26 @@ def test_heads_train_multi_label_stores_the_head_type(run, clean_db, files, tmp_
     assert mlmetrics.macro_f1(Y, sparse_p >= 0.5) > 0.7
 
 
+def test_min_and_max_labels_are_stored_with_the_head_and_decide(run, clean_db, files):
+    """``--min-labels 2 --max-labels 2``: stored in the head's config, and every test text gets exactly two labels."""
+    r = run("heads", "train", "--name", "two", "--data", str(files["train"]), "--label-col", "labels",
+            "--multi-label", "--min-labels", "2", "--max-labels", "2", *FAST, "--json", "--no-cache")
+    s = json.loads(r.stdout)
+    _, art = repo.load_head(clean_db, "two")
+    assert (art.config.min_labels, art.config.max_labels) == (2, 2)
+    assert s["cardinality_pred"] == pytest.approx(2.0)
+    r = run("evaluate", "--train", str(files["train"]), "--test", str(files["test"]), "--label-col", "labels",
+            "--multi-label", "--min-labels", "0", "--max-labels", "1", *FAST, "--json", "--no-cache")
+    assert json.loads(r.stdout)["cardinality_pred"] <= 1.0
+    one_line_error(run("heads", "train", "--name", "x", "--data", str(files["train"]), "--label-col", "labels",
+                       "--multi-label", "--min-labels", "99", ok=False), "more than the")
+    for args, words in ((("--min-labels", "1"), "are for --multi-label"),
+                        (("--multi-label", "--min-labels", "3", "--max-labels", "2"), "is more than --max-labels")):
+        r = run("evaluate", "--train", str(files["train"]), "--test", str(files["test"]), "--label-col", "labels",
+                *args, ok=False)
+        assert r.exit_code == 2 and words in r.stderr, r.stderr
+
+
 def test_bad_multi_label_inputs_are_one_line_errors(run, clean_db, files, tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_text("text,labels\nhello,\nworld,\n")
