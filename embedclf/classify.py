@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -140,12 +141,15 @@ def classify_requests(
     chunk_size: int | None = None,
     broken: Mapping[str, str] | None = None,
     head_threads: int | None = None,
+    text_pool: Executor | None = None,
 ) -> list[dict]:
     """One result row per (request, text, head), in input order then head order.
 
     Every distinct text of the batch is embedded once, whatever heads ask for it;
     each head then runs once over its rows. ``broken`` names heads that exist but
     cannot be loaded (with the reason): their rows are errors, the others are served.
+    ``text_pool``: where the heads' work on the texts alone (the TF-IDF member's logits)
+    runs while the texts are embedded; None: after the embedding, on this thread.
     """
     broken = broken or {}
     rows: list[dict] = []
@@ -180,7 +184,13 @@ def classify_requests(
     if not runnable:
         return rows
     texts = list(text_index)
-    vectors, failed = embed_chunked(embedder, texts, chunk_size)
+    ahead = _sparse_ahead(runnable, texts, text_pool) if text_pool is not None else {}
+    try:
+        vectors, failed = embed_chunked(embedder, texts, chunk_size)
+    except BaseException:
+        for fut, _ in ahead.values():
+            fut.cancel()
+        raise
     if log.isEnabledFor(logging.DEBUG):
         calls = 1 if not chunk_size else -(-len(texts) // chunk_size)
         log.debug("embedded %d distinct texts in %d call(s) for %d tasks, %d head rows", len(texts), calls,
@@ -198,7 +208,13 @@ def classify_requests(
         head = heads[name]
         if is_multi_label(head.module):  # every label over its threshold in `labels`; none: abstained
             with torch_threads(head_threads):  # a sparse (TF-IDF) member reads the texts themselves
-                proba = head.module.predict_proba(vectors[[t for _, t in pairs]], texts=[texts[t] for _, t in pairs])
+                if name in ahead:
+                    fut, pos = ahead[name]
+                    proba = head.module.predict_proba(vectors[[t for _, t in pairs]],
+                                                      sparse=fut.result()[[pos[t] for _, t in pairs]])
+                else:
+                    proba = head.module.predict_proba(vectors[[t for _, t in pairs]],
+                                                      texts=[texts[t] for _, t in pairs])
             for (row_i, _), fields in zip(pairs, label_rows(
                     proba, head.labels, head.module.thresholds(), TOP_K,
                     min_labels=head.module.config.min_labels, max_labels=head.module.config.max_labels)):
@@ -206,7 +222,10 @@ def classify_requests(
             continue
         rows_t = [t for _, t in pairs]
         with torch_threads(head_threads):
-            if head.module.uses_texts:  # a hybrid head: TF-IDF of the batch's texts too
+            if name in ahead:  # a hybrid head whose TF-IDF logits were computed during the embedding
+                fut, pos = ahead[name]
+                proba = head.module.predict_proba(vectors[rows_t], sparse=fut.result()[[pos[t] for t in rows_t]])
+            elif head.module.uses_texts:  # a hybrid head: TF-IDF of the batch's texts too
                 proba = head.module.predict_proba(vectors[rows_t], [texts[t] for t in rows_t])
             else:
                 proba = head.module.predict_proba(vectors[rows_t])
@@ -223,6 +242,19 @@ def classify_requests(
             row["score"] = sc
             row["top3"] = [{"label": labels[j], "score": v} for j, v in zip(ix, rs)]
     return rows
+
+
+def _sparse_ahead(runnable: Sequence[tuple[int, LoadedHead, int]], texts: Sequence[str],
+                  pool: Executor) -> dict[str, tuple[Future, dict[int, int]]]:
+    """Start the TF-IDF logits of each hybrid head's distinct texts on ``pool``: per head name, the
+    future and each text index's row in its result."""
+    wanted: dict[str, tuple[LoadedHead, dict[int, int]]] = {}
+    for _, head, t in runnable:
+        if getattr(head.module, "uses_texts", False):
+            pos = wanted.setdefault(head.name, (head, {}))[1]
+            pos.setdefault(t, len(pos))
+    return {name: (pool.submit(head.module.sparse_logits, [texts[t] for t in pos]), pos)
+            for name, (head, pos) in wanted.items()}
 
 
 def _top_k(proba: np.ndarray, k: int) -> tuple[list[list[int]], list[float], list[list[float]]]:

@@ -87,3 +87,74 @@ def test_multi_label_rows_apply_the_stored_min_max_labels_rule():
             assert not any(r["abstained"] for r in rows)
         if rule[1]:
             assert all(len(r["labels"]) == 1 for r in rows)
+
+
+class _RecordingPool:
+    """A one-thread executor that records what was submitted to it (and on which thread it ran)."""
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="text-pool")
+        self.calls: list[tuple[str, int]] = []
+
+    def submit(self, fn, texts):
+        import threading
+
+        def run():
+            self.calls.append((threading.current_thread().name, len(texts)))
+            return fn(texts)
+        return self.pool.submit(run)
+
+
+def test_text_pool_overlap_gives_the_same_rows(heads, hybrid_head):
+    """With a text pool the TF-IDF logits are computed on the pool's thread, once per distinct text of the
+    hybrid head, while the batch is embedded: the rows are exactly those computed without it."""
+    from tests.training.textdata import make_texts
+
+    texts, _ = make_texts(5, seed=11)
+    texts += ["", texts[0], "unseen words only"]  # a repeated text: its logits are computed once
+    requests = [req(i, "hybrid" if i % 4 else "support", t) for i, t in enumerate(texts)]
+    all_heads = {**heads, "hybrid": hybrid_head}
+    plain = classify_requests(requests, FakeEmbedder(DIM), all_heads)
+    pool = _RecordingPool()
+    try:
+        ahead = classify_requests(requests, FakeEmbedder(DIM), all_heads, text_pool=pool)
+    finally:
+        pool.pool.shutdown()
+    hybrid_texts = {t for i, t in enumerate(texts) if i % 4}
+    assert len(pool.calls) == 1 and pool.calls[0][0].startswith("text-pool")
+    assert pool.calls[0][1] == len(hybrid_texts)  # only the hybrid head's texts, each once
+    assert ahead == plain
+
+
+def test_text_pool_for_a_multi_label_head_with_a_sparse_member():
+    from embedclf.training.multilabel import MultiLabelParams, train_multilabel
+    from tests.helpers import multilabel_texts
+
+    texts, sets = multilabel_texts(150, seed=5)
+    res = train_multilabel(FakeEmbedder(DIM).embed_batch(texts), sets,
+                           MultiLabelParams(epochs=2, hidden_dim=16, sparse_member=True), texts=texts)
+    assert res.head.uses_texts
+    head = LoadedHead("tags", 1, f"fake:{DIM}", res.labels, res.head)
+    new, _ = multilabel_texts(10, seed=6)
+    requests = [req(i, "tags", t) for i, t in enumerate(new)]
+    pool = _RecordingPool()
+    try:
+        ahead = classify_requests(requests, FakeEmbedder(DIM), {"tags": head}, text_pool=pool)
+    finally:
+        pool.pool.shutdown()
+    assert len(pool.calls) == 1
+    assert ahead == classify_requests(requests, FakeEmbedder(DIM), {"tags": head})
+
+
+def test_precomputed_sparse_logits_equal_texts_and_are_checked(hybrid_head):
+    from tests.training.textdata import make_texts
+
+    texts, _ = make_texts(3, seed=12)
+    module = hybrid_head.module
+    vec = FakeEmbedder(DIM).embed_batch(texts)
+    from_texts = module.predict_proba(vec, texts)
+    assert (module.predict_proba(vec, sparse=module.sparse_logits(texts)) == from_texts).all()
+    with pytest.raises(ValueError, match="precomputed TF-IDF logits"):
+        module.predict_proba(vec, sparse=module.sparse_logits(texts[:-1]))  # one row short

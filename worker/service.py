@@ -31,10 +31,11 @@ from worker.buffer import Buffer
 from worker.events import TaskEvents
 from worker.inflight import Inflight
 from worker.intake import IntakeLimits, Received
-from worker.pipeline import BatchLoop, Job, Writer
+from worker.pipeline import BatchLoop
 from worker.receiver import Heartbeat, Receiver
 from worker.resources import WorkerResources, get_resources, warn_mismatched_heads
 from worker.results import ResultSender
+from worker.writer import Job, Writer
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ class Service:
         self.batches.thread.join(max(0.0, deadline - time.monotonic()) if graceful else 1.0)
         if self.batches.thread.is_alive():
             log.warning("shutdown: a batch still runs after %.0fs; its messages go back to the queue", timeout_s)
+        self.batches.close()
         if not self.writer.finish(max(0.1, deadline - time.monotonic()) if graceful else 1.0):
             self.writer.abort.set()
             log.warning("shutdown: rows not written within %.0fs; their messages go back to the queue", timeout_s)

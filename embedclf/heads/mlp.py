@@ -204,16 +204,23 @@ class MLPHead(DenseMembers):
             raise ValueError("this head has no TF-IDF member")
         return self.sparse.logits(texts)
 
-    def member_logits(self, x: torch.Tensor, texts: Sequence[str] | None = None) -> list[torch.Tensor]:
-        """Each member's logits in :attr:`member_names` order (the input is preprocessed once)."""
+    def member_logits(self, x: torch.Tensor, texts: Sequence[str] | None = None,
+                      sparse: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Each member's logits in :attr:`member_names` order (the input is preprocessed once).
+
+        ``sparse``: the TF-IDF member's logits for these rows, computed beforehand (:meth:`sparse_logits`
+        of their texts, e.g. while the embeddings were being computed); then ``texts`` are not needed."""
         z = self.preprocess(x)
         out = [self._mlp(z)]
         if self.linear is not None:
             out.append(self.linear(z))
         if self.sparse is not None:
-            if texts is None or len(texts) != len(x):
+            if sparse is not None:
+                out.append(_check_sparse(sparse, len(x)))
+            elif texts is None or len(texts) != len(x):
                 raise ValueError("this head has a TF-IDF member: pass the texts, one per embedding row")
-            out.append(self.sparse.logits(texts))
+            else:
+                out.append(self.sparse.logits(texts))
         return out
 
     def mix(self, zs: Sequence[torch.Tensor], *, member_temperatures: bool = True) -> torch.Tensor:
@@ -227,13 +234,13 @@ class MLPHead(DenseMembers):
         return torch.logsumexp(logp + torch.log(self.member_weight)[:, None, None], dim=0)
 
     def forward(self, x: torch.Tensor, texts: Sequence[str] | None = None, *,
-                member_temperatures: bool = True) -> torch.Tensor:
+                member_temperatures: bool = True, sparse: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (before the final temperature) for raw embeddings ``x`` (and their ``texts``).
 
         One member: its logits. More: the log of the members' mixed probabilities, each
         member at its own temperature (``member_temperatures=False``: uncalibrated members).
         """
-        return self.mix(self.member_logits(x, texts), member_temperatures=member_temperatures)
+        return self.mix(self.member_logits(x, texts, sparse), member_temperatures=member_temperatures)
 
     def set_oos_score(self, x: np.ndarray | torch.Tensor, *, k: int, beta: float) -> None:
         """Add (replace) the out-of-scope score (:mod:`embedclf.heads.oos`): raw embeddings ``x`` of the
@@ -253,23 +260,33 @@ class MLPHead(DenseMembers):
         return self.oos.discount(torch.as_tensor(np.asarray(x, dtype=np.float32)))
 
     @torch.no_grad()
-    def predict_proba(self, x: np.ndarray | torch.Tensor, texts: Sequence[str] | None = None) -> np.ndarray:
+    def predict_proba(self, x: np.ndarray | torch.Tensor, texts: Sequence[str] | None = None, *,
+                      sparse: torch.Tensor | None = None) -> np.ndarray:
         """Calibrated class probabilities, float32 ``[n, num_labels]``.
 
-        ``texts`` (one per row) are needed when :attr:`uses_texts`, ignored otherwise.
+        ``texts`` (one per row) are needed when :attr:`uses_texts`, ignored otherwise; or instead of
+        them ``sparse``, the TF-IDF member's logits of those texts (:meth:`sparse_logits`).
         """
         was_training = self.training
-        self.eval()
+        if was_training:  # (eval() walks every submodule: not on every worker batch)
+            self.eval()
         try:
             t = torch.as_tensor(np.asarray(x, dtype=np.float32))
             if t.ndim != 2 or t.shape[1] != self.config.input_dim:
                 raise ValueError(
                     f"expected embeddings of shape [n, {self.config.input_dim}], got {tuple(t.shape)}"
                 )
-            logits = self.forward(t, texts if self.uses_texts else None) / self.temperature
+            logits = self.forward(t, texts if self.uses_texts else None, sparse=sparse) / self.temperature
             return torch.softmax(logits, dim=-1).numpy()
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train(True)
+
+
+def _check_sparse(sparse: torch.Tensor, rows: int) -> torch.Tensor:
+    if not isinstance(sparse, torch.Tensor) or sparse.ndim != 2 or len(sparse) != rows:
+        raise ValueError(f"precomputed TF-IDF logits must be a [{rows}, num_labels] tensor")
+    return sparse
 
 
 def top_k(proba: np.ndarray, labels: list[str], k: int = 3) -> list[list[tuple[str, float]]]:

@@ -208,23 +208,36 @@ class MultiLabelHead(DenseMembers):
         w = self.sparse.weight.detach().numpy()
         return torch.from_numpy(np.asarray(feats @ w.T, dtype=np.float32)) + self.sparse.bias.detach()
 
-    def member_logits(self, x: torch.Tensor, texts: Sequence[str] | None = None) -> list[torch.Tensor]:
+    def member_logits(self, x: torch.Tensor, texts: Sequence[str] | None = None,
+                      sparse: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Each member's logits; ``sparse``: the sparse member's, computed beforehand (:meth:`sparse_logits`)."""
         z = self.preprocess(x)
         out = [self._mlp(z)]
         if self.linear is not None:
             out.append(self.linear(z))
         if self.sparse is not None:
-            if texts is None or len(texts) != len(x):
+            if sparse is not None:
+                if not isinstance(sparse, torch.Tensor) or sparse.ndim != 2 or len(sparse) != len(x):
+                    raise ValueError(f"precomputed TF-IDF logits must be a [{len(x)}, num_labels] tensor")
+                out.append(sparse)
+            elif texts is None or len(texts) != len(x):
                 raise ValueError("a head with a sparse (TF-IDF) member needs the texts next to their embeddings")
-            out.append(self.sparse_logits(texts))
+            else:
+                out.append(self.sparse_logits(texts))
         return out
 
-    def forward(self, x: torch.Tensor, texts: Sequence[str] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, texts: Sequence[str] | None = None, *,
+                sparse: torch.Tensor | None = None) -> torch.Tensor:
         """Mixed per-label probabilities (not logits) for raw embeddings ``x`` (and their ``texts``)."""
-        return mix(self.member_logits(x, texts), self.config.member_weights)
+        return mix(self.member_logits(x, texts, sparse), self.config.member_weights)
 
     @property
     def needs_texts(self) -> bool:
+        return self.sparse is not None
+
+    @property
+    def uses_texts(self) -> bool:
+        """True when predictions need the texts too (a sparse member); the name single-label heads use."""
         return self.sparse is not None
 
     @torch.no_grad()
@@ -234,10 +247,12 @@ class MultiLabelHead(DenseMembers):
             return [torch.sigmoid(z).numpy() for z in self.member_logits(self._check(x), texts)]
 
     @torch.no_grad()
-    def predict_proba(self, x: np.ndarray | torch.Tensor, texts: Sequence[str] | None = None) -> np.ndarray:
-        """Per-label probabilities, float32 ``[n, num_labels]`` (rows do not sum to 1)."""
+    def predict_proba(self, x: np.ndarray | torch.Tensor, texts: Sequence[str] | None = None, *,
+                      sparse: torch.Tensor | None = None) -> np.ndarray:
+        """Per-label probabilities, float32 ``[n, num_labels]`` (rows do not sum to 1); ``sparse``: the
+        sparse member's logits computed beforehand, instead of ``texts``."""
         with _eval(self):
-            return self.forward(self._check(x), texts).numpy()
+            return self.forward(self._check(x), texts, sparse=sparse).numpy()
 
     def thresholds(self) -> np.ndarray:
         t = self.config.thresholds
@@ -265,10 +280,12 @@ class _eval:
         self.module, self.was = module, module.training
 
     def __enter__(self) -> None:
-        self.module.eval()
+        if self.was:  # eval() walks every submodule: only when needed
+            self.module.eval()
 
     def __exit__(self, *exc: object) -> None:
-        self.module.train(self.was)
+        if self.was:
+            self.module.train(True)
 
 
 def mix(logits: list[torch.Tensor], weights: tuple[float, ...]) -> torch.Tensor:

@@ -88,9 +88,15 @@ class _Part:
         self.lowercase = lowercase
         #: char_wb n-grams never cross a word: each word's column indices, computed once (bounded)
         self._word_ids: dict[str, np.ndarray] = {}
+        #: scikit-learn's own preprocessing and tokenizing, for word n-grams counted here
+        self._preprocess = self.counter.build_preprocessor()
+        self._tokenize = self.counter.build_tokenizer()
 
     def counts(self, texts: list[str]) -> sp.csr_matrix:
-        """Term counts, one row per text: scikit-learn's, with char_wb n-grams looked up per distinct word."""
+        """Term counts, one row per text: scikit-learn's (duplicates not summed), with word n-grams looked up
+        here and char_wb n-grams looked up once per distinct word."""
+        if self.params["analyzer"] == "word":
+            return self._word_counts(texts)
         if self.params["analyzer"] != "char_wb":
             return sp.csr_matrix(self.counter.transform(texts), dtype=np.float64)
         analyze, vocab, cache = self.counter.build_analyzer(), self.counter.vocabulary_, self._word_ids
@@ -112,6 +118,22 @@ class _Part:
             indptr.append(n)
         indices = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
         return sp.csr_matrix((np.ones(len(indices)), indices, np.asarray(indptr, dtype=np.int64)),
+                             shape=(len(texts), len(self.terms)))
+
+    def _word_counts(self, texts: list[str]) -> sp.csr_matrix:
+        # scikit-learn's word analyzer without its per-call overhead: preprocess (lowercase), tokenize
+        # (token_pattern), then the n-grams of each length, space-joined
+        get = self.counter.vocabulary_.get
+        lo, hi = (int(n) for n in self.params["ngram_range"])
+        ids: list[int] = []
+        indptr = [0]
+        for text in texts:
+            toks = self._tokenize(self._preprocess(text))
+            for n in range(lo, hi + 1):
+                grams = toks if n == 1 else map(" ".join, zip(*(toks[i:] for i in range(n))))
+                ids.extend(j for j in map(get, grams) if j is not None)
+            indptr.append(len(ids))
+        return sp.csr_matrix((np.ones(len(ids)), np.asarray(ids, dtype=np.int32), np.asarray(indptr, dtype=np.int64)),
                              shape=(len(texts), len(self.terms)))
 
     def transform(self, texts: list[str]) -> sp.csr_matrix:

@@ -132,3 +132,18 @@ def test_char_counts_per_word_equal_scikit_learn_s(monkeypatch, max_features):
     assert_same_csr(got, expected)
     part.counts(texts[:1])  # the cache held more than 3 words: it started over with this text's words
     assert set(part._word_ids) == set(texts[0].lower().split())
+
+
+@pytest.mark.parametrize("max_features", [None, 50])
+def test_word_counts_equal_scikit_learn_s(max_features):
+    """The word part counts its 1-2-grams itself (scikit-learn's preprocessor and tokenizer, no per-call
+    overhead): the counts are scikit-learn's own, exactly, on tricky Unicode and whitespace too."""
+    f = TfidfFeaturizer.fit(TEXTS + TRICKY[:4], max_features=max_features)
+    part = next(p for p in f.parts if p.params["analyzer"] == "word")
+    texts = TEXTS + TRICKY + NEW + ["one", "", "x y", "two words", "the the the the"]
+    expected = sp.csr_matrix(part.counter.transform(texts), dtype=np.float64)
+    expected.sum_duplicates()
+    got = part.counts(texts)
+    got.sum_duplicates()
+    assert_same_csr(got, expected)
+    assert got.nnz > len(texts)  # bigrams included, not just words
