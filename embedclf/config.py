@@ -59,6 +59,10 @@ class Settings:
     max_text_chars: int = 20_000
     #: torch intra-op threads while the heads run (the embedder keeps its own); 0 = leave torch's setting
     head_threads: int = 1
+    #: compute what the heads need from the texts alone (a hybrid head's TF-IDF logits) on a thread of its own
+    #: while the batch is embedded: that CPU work hides behind a GPU's; on a small CPU-only host it shares the
+    #: model's cores (measured neutral within ±1 % on 2 cores)
+    text_thread: bool = True
     #: a multi-text task (``texts=[...]``) may carry at most this many texts
     max_texts_per_task: int = 1000
     #: messages larger than this (bytes, headers included) are refused: by the client before sending, by the

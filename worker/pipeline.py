@@ -70,7 +70,7 @@ class BatchLoop:
 
     def start(self, warm_up_timeout_s: float = 0.0) -> None:
         """Start the thread; with a timeout, wait (at most that long) for its warm-up first."""
-        if self.text_pool is None:
+        if self.text_pool is None and self.res.settings.text_thread:
             self.text_pool = ThreadPoolExecutor(1, thread_name_prefix="embedclf-text", initializer=name_this_thread)
         self.thread.start()
         if warm_up_timeout_s > 0 and not self.warmed.wait(warm_up_timeout_s):

@@ -1,0 +1,84 @@
+"""The text thread: a hybrid head's TF-IDF logits are computed while the batch is embedded, not after.
+
+In-process worker (real Redis and Postgres, fake embedder): the embedder blocks inside ``embed_batch``
+until the head's sparse logits have started on the text thread, which can only happen if the two
+overlap. ``EMBEDCLF_TEXT_THREAD=false`` computes them after the embedding, on the batch thread.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from embedclf.client import Client
+from embedclf.embedders.fake import FakeEmbedder
+from embedclf.heads.checkpoint import HeadArtifact
+from embedclf.store import repository as repo
+from embedclf.training.trainer import TrainParams, train_head
+from tests.training.textdata import make_texts
+from tests.worker.test_pipeline import make_service, wait_for
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+
+class Waiting(FakeEmbedder):
+    """Waits (up to 2 s) inside a batch holding the ``watch`` texts for ``started`` to be set; records whether
+    it was."""
+
+    def __init__(self, watch: list[str]) -> None:
+        super().__init__(32)
+        self.watch = set(watch)
+        self.started = threading.Event()
+        self.overlapped: list[bool] = []
+
+    def embed_batch(self, texts):
+        if self.watch & set(texts):
+            self.overlapped.append(self.started.wait(2.0))
+        return super().embed_batch(texts)
+
+
+def _hybrid(engine) -> None:
+    texts, labels = make_texts(20, seed=31)
+    emb = FakeEmbedder(32)
+    res = train_head(emb.embed_batch(texts), labels,
+                     TrainParams(hidden_dim=16, num_layers=2, epochs=2, tfidf_member=True, tfidf_epochs=2), texts=texts)
+    repo.add_head_version(engine, "hybrid", HeadArtifact.from_head(res.head, res.labels, emb.model_id))
+
+
+@pytest.mark.parametrize("text_thread", [True, False])
+def test_sparse_logits_overlap_the_embedding(clean_db, pg_url, redis_url, queue, services, text_thread):
+    _hybrid(clean_db)
+    texts = make_texts(3, seed=32)[0][:5]  # one embedding call (batches of 8)
+    emb = Waiting(texts)
+    s = make_service(pg_url, redis_url, queue, embedder=emb, text_thread=text_thread)
+    services.append(s)
+    head = s.res.heads.snapshot()["hybrid"].module
+    threads: list[str] = []
+    original = head.sparse.logits  # both paths go through the TF-IDF member's own logits
+
+    def recording(texts):
+        if emb.watch & set(texts):  # not the warm-up's texts
+            threads.append(threading.current_thread().name)
+            emb.started.set()
+        return original(texts)
+
+    head.sparse.logits = recording
+    s.start()
+    client = Client(redis_url, queue)
+    client.classify_many("hybrid", texts, per_task=len(texts))
+    client.close()
+
+    def rows():
+        with clean_db.connect() as conn:
+            from sqlalchemy import text
+            return conn.execute(text("SELECT status FROM predictions")).scalars().all()
+
+    wait_for(lambda: len(rows()) == len(texts), what="the rows")
+    assert rows() == ["ok"] * len(texts)
+    if text_thread:
+        assert emb.overlapped == [True]  # the logits started while embed_batch was running
+        assert threads[-1].startswith("embedclf-text")
+    else:
+        assert emb.overlapped == [False]  # nothing ran during the embedding: it waited out its 2 s
+        assert threads[-1] == "embedclf-batch"
