@@ -94,8 +94,14 @@ def head_cost_us(module, X, texts: Sequence[str], batch_size: int) -> float:
     return 1e6 * best / max(1, len(texts))
 
 
+#: the error a worker writes once per message of a batch that failed for a bug (worker/pipeline.py)
+INTERNAL_ERROR = "internal error while classifying:%"
+
+
 def wait_rows(engine, n: int, workers: Sequence[WorkerProc], producer: Producer, timeout: float, quiet: bool) -> None:
-    """Poll Postgres until ``n`` rows exist; fail early if a worker or the producer dies."""
+    """Poll Postgres until ``n`` rows exist; fail early if a worker or the producer dies, or a worker
+    failed a batch for an internal error (it writes one row per message then, not one per text, so the
+    count would never reach ``n``)."""
     from sqlalchemy import text
 
     deadline = time.monotonic() + timeout
@@ -103,7 +109,13 @@ def wait_rows(engine, n: int, workers: Sequence[WorkerProc], producer: Producer,
     with progress_bar(total=n, desc="rows", unit="row", disable=quiet) as bar:
         while done < n:
             with engine.connect() as conn:
-                done = int(conn.execute(text("SELECT count(*) FROM predictions")).scalar() or 0)
+                done, failed = conn.execute(text(
+                    "SELECT count(*), (SELECT error FROM predictions WHERE status = 'error' AND error LIKE :e LIMIT 1) "
+                    "FROM predictions"), {"e": INTERNAL_ERROR}).one()
+            done = int(done or 0)
+            where = f" (logs: {workers[0].log_path.parent})" if workers else ""
+            if failed is not None:
+                raise BenchError(f"a worker failed a batch: {failed}{where}")
             bar.update(done - bar.n)
             if done >= n:
                 return
@@ -111,7 +123,7 @@ def wait_rows(engine, n: int, workers: Sequence[WorkerProc], producer: Producer,
             for w in workers:
                 w.check_alive()
             if time.monotonic() > deadline:
-                raise BenchError(f"only {done} of {n} rows after {timeout:.0f}s (logs: {workers[0].log_path.parent})")
+                raise BenchError(f"only {done} of {n} rows after {timeout:.0f}s{where}")
             time.sleep(0.25)
 
 

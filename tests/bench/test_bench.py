@@ -272,3 +272,37 @@ def test_queue_smoke():
     assert r["worker_single"]["max_batch_rows"] <= 64 and r["worker_multi"]["max_batch_rows"] <= 100  # a task is whole
     check_machine(r["machine"], "null:64")
     assert bench_databases() <= before
+
+
+@pytest.mark.postgres
+def test_wait_rows_stops_at_a_failed_batch(clean_db):
+    """A batch that failed for a bug leaves one error row per message, never one per text: waiting for
+    every text's row would last the whole timeout, so the wait stops at once with the worker's error."""
+    import time
+
+    from sqlalchemy import text
+
+    from embedclf.bench import BenchError
+    from embedclf.bench.e2e import wait_rows
+    from worker.pipeline import internal_error_rows  # what a worker writes for such a batch
+
+    class Producer:
+        def check(self) -> None:
+            pass
+
+    with clean_db.begin() as conn:
+        conn.execute(text("INSERT INTO predictions (task_id, status, label) VALUES ('ok-1', 'ok', 'a')"))
+    with pytest.raises(BenchError, match="only 1 of 10 rows"):  # no failure: it waits out its timeout
+        wait_rows(clean_db, 10, [], Producer(), timeout=0.3, quiet=True)
+
+    class Msg:
+        task_id, fingerprint = "t-1", None
+
+    row = internal_error_rows([Msg()], TypeError("'NoneType' object is not iterable"))[0]
+    with clean_db.begin() as conn:
+        conn.execute(text("INSERT INTO predictions (task_id, status, error) VALUES (:t, 'error', :e)"),
+                     {"t": row["task_id"], "e": row["error"]})
+    t0 = time.monotonic()
+    with pytest.raises(BenchError, match="a worker failed a batch: internal error while classifying: TypeError"):
+        wait_rows(clean_db, 10, [], Producer(), timeout=60, quiet=True)
+    assert time.monotonic() - t0 < 5
