@@ -30,7 +30,9 @@ _DEFAULT = {"linear_member": True, **_HYBRID}
 #: "-e60"/"-e30"/"-e20": 60/30/20 MLP epochs (60 was the default until the CV in docs/training.md chose 30);
 #: "-h256": 256 hidden units instead of 512;
 #: "-l2": one hidden layer (two Linear layers) instead of two; "-te10"/"-te5": the TF-IDF member's SGD
-#: passes (20 by default); "-b128"/"-b256": MLP mini-batches of 128 (lr 2e-3) / 256 (lr 3e-3) instead of 64 (1e-3))
+#: passes (20 by default); "-b128"/"-b256": MLP mini-batches of 128 (lr 2e-3) / 256 (lr 3e-3) instead of 64 (1e-3));
+#: "-ls.2": label smoothing 0.2 (0.1); "-d.3"/"-d.2"/"-d.1": dropout 0.3/0.2/0.1 (0.5); "-wd.05": weight decay 0.05 (0.01);
+#: "-h1024": 1,024 hidden units (512)
 VARIANTS: dict[str, dict] = {
     "mlp": {"linear_member": False, **_DENSE},
     "mlp+linear": {"linear_member": True, **_DENSE},
@@ -58,6 +60,14 @@ VARIANTS: dict[str, dict] = {
     "mlp+linear+tfidf-b128-refit": {**_DEFAULT, "batch_size": 128, "lr": 2e-3, "refit": True},
     "mlp+linear+tfidf-b256-refit": {**_DEFAULT, "batch_size": 256, "lr": 3e-3, "refit": True},
     "mlp+linear+tfidf-b256-te5-refit": {**_DEFAULT, "batch_size": 256, "lr": 3e-3, "tfidf_epochs": 5, "refit": True},
+    "mlp+linear+tfidf-ls.2-refit": {**_DEFAULT, "label_smoothing": 0.2, "refit": True},
+    "mlp+linear+tfidf-d.3-refit": {**_DEFAULT, "dropout": 0.3, "refit": True},
+    "mlp+linear+tfidf-d.2-refit": {**_DEFAULT, "dropout": 0.2, "refit": True},
+    "mlp+linear+tfidf-d.1-refit": {**_DEFAULT, "dropout": 0.1, "refit": True},
+    "mlp+linear+tfidf-d.3-h1024-refit": {**_DEFAULT, "dropout": 0.3, "hidden_dim": 1024, "refit": True},
+    "mlp+linear+tfidf-d.3-ls.2-refit": {**_DEFAULT, "dropout": 0.3, "label_smoothing": 0.2, "refit": True},
+    "mlp+linear+tfidf-wd.05-refit": {**_DEFAULT, "weight_decay": 0.05, "refit": True},
+    "mlp+linear+tfidf-h1024-refit": {**_DEFAULT, "hidden_dim": 1024, "refit": True},
     "mlp+tfidf": {"linear_member": False, **_HYBRID},
     "linear+tfidf": {"num_layers": 1, **_HYBRID},
     "linear+tfidf-fit": {"num_layers": 1, **_HYBRID, "member_weights": "fit"},
