@@ -37,7 +37,7 @@ from torch import nn
 
 from embedclf.errors import HeadLoadError
 from embedclf.heads.oos import KnnScore, check_config, make_config
-from embedclf.heads.sparse import SparseMember
+from embedclf.heads.sparse import SparseMember, check_precomputed
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
 
@@ -216,7 +216,7 @@ class MLPHead(DenseMembers):
             out.append(self.linear(z))
         if self.sparse is not None:
             if sparse is not None:
-                out.append(_check_sparse(sparse, len(x)))
+                out.append(check_precomputed(sparse, len(x)))
             elif texts is None or len(texts) != len(x):
                 raise ValueError("this head has a TF-IDF member: pass the texts, one per embedding row")
             else:
@@ -281,12 +281,6 @@ class MLPHead(DenseMembers):
         finally:
             if was_training:
                 self.train(True)
-
-
-def _check_sparse(sparse: torch.Tensor, rows: int) -> torch.Tensor:
-    if not isinstance(sparse, torch.Tensor) or sparse.ndim != 2 or len(sparse) != rows:
-        raise ValueError(f"precomputed TF-IDF logits must be a [{rows}, num_labels] tensor")
-    return sparse
 
 
 def top_k(proba: np.ndarray, labels: list[str], k: int = 3) -> list[list[tuple[str, float]]]:

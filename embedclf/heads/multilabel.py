@@ -32,6 +32,7 @@ from torch import nn
 from embedclf.errors import HeadLoadError
 from embedclf.heads.mldecide import HEAD_TYPE, decide, is_multi_label, label_rows
 from embedclf.heads.mlp import ACTIVATIONS, DenseMembers
+from embedclf.heads.sparse import check_precomputed
 from embedclf.heads.tfidf import TfidfFeaturizer
 
 __all__ = ["HEAD_TYPE", "MEMBERS", "MultiLabelConfig", "MultiLabelHead", "decide", "is_multi_label", "label_rows",
@@ -217,9 +218,7 @@ class MultiLabelHead(DenseMembers):
             out.append(self.linear(z))
         if self.sparse is not None:
             if sparse is not None:
-                if not isinstance(sparse, torch.Tensor) or sparse.ndim != 2 or len(sparse) != len(x):
-                    raise ValueError(f"precomputed TF-IDF logits must be a [{len(x)}, num_labels] tensor")
-                out.append(sparse)
+                out.append(check_precomputed(sparse, len(x)))
             elif texts is None or len(texts) != len(x):
                 raise ValueError("a head with a sparse (TF-IDF) member needs the texts next to their embeddings")
             else:

@@ -32,6 +32,13 @@ def n_features(tfidf_config: dict) -> int:
         raise HeadLoadError(f"bad tfidf config in the head config: {exc!r}") from None
 
 
+def check_precomputed(logits: torch.Tensor, rows: int) -> torch.Tensor:
+    """``logits`` computed beforehand for ``rows`` texts (a head's ``sparse_logits``), checked for shape."""
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or len(logits) != rows:
+        raise ValueError(f"precomputed TF-IDF logits must be a [{rows}, num_labels] tensor")
+    return logits
+
+
 class SparseMember(nn.Module):
     """Linear logits over TF-IDF features; ``featurizer`` must be attached before use."""
 
