@@ -46,12 +46,15 @@ DEATHS = PREFIX + "deaths"
 #: messages per receive round trip, at most (Lua unpack limits stay far away)
 MAX_RECEIVE = 1000
 
-# KEYS: queue, inflight, landing, deaths. ARGV: n, first tag, max raw bytes.
+# KEYS: queue, inflight, landing, deaths, tag counter. ARGV: n, lowest first tag, max raw bytes.
 # Returns a flat list: tag, deaths, size, payload (the message; or, when size > max, its sha1 followed by
 # its last 4 KB, where kombu's envelope keeps the headers and properties, so the task id can be read).
+# Tags come from the worker's counter in Redis, never from the caller alone: a call whose reply was lost
+# (Redis restarting, a dropped connection) moved its messages under tags the worker never saw, and the next
+# call must not overwrite them (resync returns them to the queue). ARGV[2] is the worker's own horizon, a
+# floor for the case where Redis lost the counter.
 _RECEIVE = """
 local n = tonumber(ARGV[1])
-local tag = tonumber(ARGV[2])
 local maxb = tonumber(ARGV[3])
 local msgs = {}
 local m = redis.call('RPOP', KEYS[3])
@@ -67,6 +70,9 @@ if #msgs < n then
   end
 end
 if #msgs == 0 then return {} end
+local tag = tonumber(redis.call('GET', KEYS[5]) or '0') + 1
+if tag < tonumber(ARGV[2]) then tag = tonumber(ARGV[2]) end
+redis.call('SET', KEYS[5], tag + #msgs - 1)
 local deaths = redis.call('HLEN', KEYS[4]) > 0
 local out = {}
 local args = {}
@@ -88,7 +94,7 @@ redis.call('HSET', KEYS[2], unpack(args))
 return out
 """
 
-# KEYS: alive, inflight, landing, busy, registry, deaths, queue. ARGV: worker id, force.
+# KEYS: alive, inflight, landing, busy, registry, deaths, queue, tag counter. ARGV: worker id, force.
 # Returns the number of messages returned to the queue and how many were charged a death,
 # or {-1, 0} when the worker is alive (and not forced).
 _REAP = """
@@ -119,7 +125,7 @@ for _, t in ipairs(tags) do
   n = n + 1
 end
 while redis.call('LMOVE', KEYS[3], KEYS[7], 'LEFT', 'RIGHT') do n = n + 1 end
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[1])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[1], KEYS[8])
 redis.call('HDEL', KEYS[5], ARGV[1])
 return {n, charged}
 """
@@ -177,6 +183,7 @@ class Inflight:
         base = f"{PREFIX}w:{self.wid}:"
         self.inflight_key, self.landing_key = base + "inflight", base + "landing"
         self.alive_key, self.busy_key = base + "alive", base + "busy"
+        self.tag_key = base + "tag"
         self._receive = client.register_script(_RECEIVE)
         self._reap = client.register_script(_REAP)
         self._release = client.register_script(_RELEASE)
@@ -219,7 +226,7 @@ class Inflight:
     def receive(self, n: int, max_raw_bytes: int) -> list[Entry]:
         """Move up to ``n`` messages into the in-flight hash; one round trip."""
         n = max(1, min(n, MAX_RECEIVE))
-        flat = self._receive(keys=[self.queue, self.inflight_key, self.landing_key, DEATHS],
+        flat = self._receive(keys=[self.queue, self.inflight_key, self.landing_key, DEATHS, self.tag_key],
                              args=[n, self._next_tag, max_raw_bytes])
         out = []
         for i in range(0, len(flat), 4):
@@ -321,10 +328,11 @@ class Inflight:
     def resync(self) -> int:
         """Return to the queue the entries of this worker's in-flight hash that it no longer holds.
 
-        After a failover to a replica that missed some writes, or a Redis restart that lost the last
-        second of its append-only file, an ack (HDEL) may be undone: the message reappears in the hash
-        although its rows exist. Such orphans would stay there for the worker's lifetime; they go back
-        to the queue (their rows are not written again). Returns how many.
+        Two ways to get such orphans: a receive whose reply was lost (Redis restarted or the connection
+        dropped after the script ran: its messages sit under tags this worker never saw), and an ack
+        (HDEL) undone by a failover to a replica that missed it, or a restart that lost the last second
+        of the append-only file. They would stay there for the worker's lifetime; they go back to the
+        queue (no attempt charged; rows already written are not written again). Returns how many.
         """
         with self._held_lock:
             horizon, held = self._next_tag, set(self._held)
@@ -367,5 +375,5 @@ class Inflight:
     def _run_reap(self, wid: str, queue: str, force: bool) -> tuple[int, int]:
         base = f"{PREFIX}w:{wid}:"
         n, charged = self._reap(keys=[base + "alive", base + "inflight", base + "landing", base + "busy",
-                                      REGISTRY, DEATHS, queue], args=[wid, "1" if force else "0"])
+                                      REGISTRY, DEATHS, queue, base + "tag"], args=[wid, "1" if force else "0"])
         return int(n), int(charged)

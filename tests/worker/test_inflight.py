@@ -178,6 +178,42 @@ def test_resync_returns_entries_whose_ack_was_undone_and_nothing_it_still_holds(
     assert {e.raw for e in later} == {sent[0], sent[3]} and f.resync() == 0
 
 
+def lost_reply_receive(f: Inflight, n: int) -> None:
+    """Run the receive script as ``f.receive`` would, and drop its reply (Redis restarting, a cut connection)."""
+    f._receive(keys=[f.queue, f.inflight_key, f.landing_key, DEATHS, f.tag_key], args=[n, f._next_tag, 1 << 20])
+
+
+def test_a_receive_whose_reply_was_lost_never_has_its_messages_overwritten(client):
+    sent = fill(client, 5)
+    f = Inflight(client, Q)
+    f.register()
+    lost_reply_receive(f, 2)  # the script ran: two messages now sit under tags this process never saw
+    got = f.receive(2, 1 << 20)  # the retry: fresh tags, so the first two stay in the hash
+    assert [e.raw for e in got] == sent[2:4]
+    assert client.hlen(f.inflight_key) == 4 and set(client.hvals(f.inflight_key)) == set(sent[:4])
+    assert f.resync() == 2  # the two unseen ones go back to the queue, uncharged; the held two stay
+    assert client.hlen(f.inflight_key) == 2 and client.hlen(DEATHS) == 0
+    assert [e.raw for e in f.receive(10, 1 << 20)] == [sent[0], sent[1], sent[4]]  # oldest first, none lost
+
+
+def test_tags_never_go_below_what_the_worker_saw_when_redis_lost_the_counter(client):
+    fill(client, 6)
+    f = Inflight(client, Q)
+    first = f.receive(3, 1 << 20)
+    client.delete(f.tag_key)  # a restart without persistence lost the counter, not this process's memory
+    second = f.receive(3, 1 << 20)
+    assert [e.tag for e in second] == [4, 5, 6] and not {e.tag for e in first} & {e.tag for e in second}
+
+
+def test_the_tag_counter_goes_with_the_worker(client):
+    fill(client, 2)
+    f = Inflight(client, Q)
+    f.register()
+    f.receive(2, 1 << 20)
+    assert client.exists(f.tag_key)
+    assert f.unregister() == 2 and not client.exists(f.tag_key)
+
+
 def test_a_dead_worker_seen_by_two_reapers_is_reported_by_one(client):
     fill(client, 3)
     dead = Inflight(client, Q, alive_ttl_s=1.0)
