@@ -195,6 +195,8 @@ class Inflight:
         #: tags received and not yet acked or released: what this process knows it holds
         self._held: set[int] = set()
         self._held_lock = threading.Lock()
+        #: a receive failed: it may have moved messages without this process seeing them
+        self._unsure = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def register(self) -> None:
@@ -224,10 +226,20 @@ class Inflight:
 
     # -- receiving ---------------------------------------------------------------------------
     def receive(self, n: int, max_raw_bytes: int) -> list[Entry]:
-        """Move up to ``n`` messages into the in-flight hash; one round trip."""
+        """Move up to ``n`` messages into the in-flight hash; one round trip. One thread calls this.
+
+        A call that failed may have moved messages whose reply never came (Redis restarting, a cut
+        connection): the next call first returns every entry this process does not hold to the queue,
+        uncharged, so they are received again at once rather than at the next :meth:`resync`."""
         n = max(1, min(n, MAX_RECEIVE))
-        flat = self._receive(keys=[self.queue, self.inflight_key, self.landing_key, DEATHS, self.tag_key],
-                             args=[n, self._next_tag, max_raw_bytes])
+        if self._unsure:
+            self._return_unseen()
+        try:
+            flat = self._receive(keys=[self.queue, self.inflight_key, self.landing_key, DEATHS, self.tag_key],
+                                 args=[n, self._next_tag, max_raw_bytes])
+        except Exception:
+            self._unsure = True
+            raise
         out = []
         for i in range(0, len(flat), 4):
             tag, deaths, size, payload = int(flat[i]), int(flat[i + 1]), int(flat[i + 2]), flat[i + 3]
@@ -324,6 +336,16 @@ class Inflight:
     def _forget(self, tags: Iterable[int]) -> None:
         with self._held_lock:
             self._held.difference_update(tags)
+
+    def _return_unseen(self) -> None:
+        """Return every in-flight entry this process does not hold (no receive runs meanwhile: same thread)."""
+        with self._held_lock:
+            held = set(self._held)
+        unseen = [int(t) for t in self.client.hkeys(self.inflight_key) if int(t) not in held]
+        if unseen:
+            n = int(self._release(keys=[self.inflight_key, self.queue], args=sorted(unseen, reverse=True)))
+            log.warning("returned %d message(s) moved by a receive whose reply was lost to the queue", n)
+        self._unsure = False
 
     def resync(self) -> int:
         """Return to the queue the entries of this worker's in-flight hash that it no longer holds.

@@ -196,6 +196,26 @@ def test_a_receive_whose_reply_was_lost_never_has_its_messages_overwritten(clien
     assert [e.raw for e in f.receive(10, 1 << 20)] == [sent[0], sent[1], sent[4]]  # oldest first, none lost
 
 
+def test_after_a_failed_receive_the_next_one_gets_the_unseen_messages_even_on_an_empty_queue(client):
+    sent = fill(client, 2)
+    f = Inflight(client, Q)
+    f.register()
+    real = f._receive
+
+    def cut_after_running(**kw):
+        real(**kw)  # the script ran in Redis ...
+        raise redis.ConnectionError("Connection closed by server.")  # ... and its reply never came
+
+    f._receive = cut_after_running
+    with pytest.raises(redis.ConnectionError):
+        f.receive(10, 1 << 20)
+    f._receive = real
+    assert client.llen(Q) == 0 and client.hlen(f.inflight_key) == 2  # nothing left to receive in the queue
+    got = f.receive(10, 1 << 20)
+    assert [e.raw for e in got] == sent and client.hlen(f.inflight_key) == 2 and client.hlen(DEATHS) == 0
+    assert f.receive(10, 1 << 20) == [] and f.resync() == 0
+
+
 def test_tags_never_go_below_what_the_worker_saw_when_redis_lost_the_counter(client):
     fill(client, 6)
     f = Inflight(client, Q)
