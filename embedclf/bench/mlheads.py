@@ -46,6 +46,11 @@ ML_VARIANTS: dict[str, dict] = {
     "sparse-max2": {"sparse_member": True, "max_labels": 2, "min_labels": 0},
     "sparse-top1-max3": {"sparse_member": True, "min_labels": 1, "max_labels": 3},
     "sparse-top1-max2": {"sparse_member": True, "min_labels": 1, "max_labels": 2},
+    # the TF-IDF member's vocabulary cap per analyzer (20k by default) and its liblinear C (10), with the default rule
+    "sparse-top1-50k": {"sparse_member": True, "sparse_max_features": 50_000, "min_labels": 1},
+    "sparse-top1-100k": {"sparse_member": True, "sparse_max_features": 100_000, "min_labels": 1},
+    "sparse-top1-c3": {"sparse_member": True, "sparse_c": 3.0, "min_labels": 1},
+    "sparse-top1-c30": {"sparse_member": True, "sparse_c": 30.0, "min_labels": 1},
 }
 #: parameters that only change the decision rule: variants differing only in these share one training
 _RULE_FIELDS = ("min_labels", "max_labels")

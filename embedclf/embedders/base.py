@@ -7,7 +7,9 @@ libraries.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -77,3 +79,49 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
     out: np.ndarray = x / np.maximum(norms, eps)
     return out
+
+
+class TokenMemo:
+    """Token ids a worker's receive thread computed while counting, kept for the batch thread's ``embed_batch``.
+
+    A worker counts every text's tokens when it receives it (to cap a batch's tokens); an embedder that
+    keeps those ids here does not tokenize the text again on the batch thread, so tokenising overlaps
+    the embedding of the previous batch. Bounded (oldest first out) by texts and by tokens: a text
+    counted and never embedded only costs room until newer ones push it out; a miss just tokenizes.
+    Thread-safe; ids are stored as given (callers pass lists or arrays they do not modify).
+    """
+
+    def __init__(self, max_texts: int = 4096, max_tokens: int = 1 << 18) -> None:
+        self.max_texts, self.max_tokens = max_texts, max_tokens
+        self._ids: OrderedDict[str, Sequence[int]] = OrderedDict()
+        self._tokens = 0
+        self._lock = threading.Lock()
+        #: texts served from the memo / tokenized again by ``take``'s caller
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def put(self, text: str, ids: Sequence[int]) -> Sequence[int]:
+        """Remember ``ids`` for ``text`` (replacing an older entry); returns ``ids``."""
+        with self._lock:
+            old = self._ids.pop(text, None)
+            if old is not None:
+                self._tokens -= len(old)
+            self._ids[text] = ids
+            self._tokens += len(ids)
+            while self._ids and (len(self._ids) > self.max_texts or self._tokens > self.max_tokens):
+                _, dropped = self._ids.popitem(last=False)
+                self._tokens -= len(dropped)
+        return ids
+
+    def take(self, text: str) -> Sequence[int] | None:
+        """The ids remembered for ``text``, forgotten here (a text is embedded once); None if absent."""
+        with self._lock:
+            ids = self._ids.pop(text, None)
+            if ids is None:
+                self.misses += 1
+            else:
+                self._tokens -= len(ids)
+                self.hits += 1
+        return ids

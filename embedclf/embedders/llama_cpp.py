@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from embedclf.embedders.base import Embedder, l2_normalize
+from embedclf.embedders.base import Embedder, TokenMemo, l2_normalize
 from embedclf.embedders.download import ModelNotFoundError, resolve_gguf
 from embedclf.embedders.options import check_options, parse_bool, parse_int
 from embedclf.embedders.spec import EmbedderSpec, SpecError
@@ -174,6 +174,8 @@ class LlamaCppEmbedder(Embedder):
             raise SpecError(f"dim={dim} exceeds the model's embedding size {self._n_embd}")
         self.dim = dim or self._n_embd
         self._truncate_dim = dim if dim is not None and dim < self._n_embd else None
+        #: ids counted by a token_counter() on another thread, taken by embed_batch
+        self._memo = TokenMemo()
         # token/seq-id buffers for one decode; one seq id per token
         self._batch: Any = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
         self.model_id = make_model_id(
@@ -233,8 +235,15 @@ class LlamaCppEmbedder(Embedder):
     def max_tokens_per_text(self) -> int:
         return self._max_tokens
 
+    def token_counter(self) -> Callable[[str], int]:
+        """Counts on another thread (llama.cpp's tokenizer only reads the vocabulary) and keeps the ids for
+        :meth:`embed_batch`: a worker's texts are tokenized once, on its receive thread."""
+        memo = self._memo
+        return lambda text: len(memo.put(text, self.tokens(text)))
+
     def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
-        return self.embed_token_lists([self.tokens(t) for t in texts])
+        take = self._memo.take
+        return self.embed_token_lists([take(t) or self.tokens(t) for t in texts])
 
     def embed_token_lists(self, seqs: Sequence[Sequence[int]]) -> np.ndarray:
         """Embed pre-tokenized sequences (each at most :meth:`max_tokens_per_text` long)."""

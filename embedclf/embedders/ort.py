@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from embedclf.embedders.base import Embedder, l2_normalize
+from embedclf.embedders.base import Embedder, TokenMemo, l2_normalize
 from embedclf.embedders.options import check_options, parse_bool, parse_int
 from embedclf.embedders.spec import EmbedderSpec, SpecError
 
@@ -70,6 +70,8 @@ class OnnxEmbedder(Embedder):
         self.model_id = f"st:{self.source.name}" + MODEL_ID_SUFFIX[quant] + ("" if self.normalize else "+nonorm")
         self._tokenizer = self._new_tokenizer()
         self._counter = self._new_tokenizer()  # count_tokens: not shared with embed_batch's thread
+        #: ids counted by a token_counter() on another thread, taken by embed_batch
+        self._memo = TokenMemo()
         self._session: Any = self._new_session()
         self.dim = int(self._session.get_outputs()[0].shape[-1])
 
@@ -118,21 +120,27 @@ class OnnxEmbedder(Embedder):
         return self._session
 
     def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
-        """Sorted by length into sub-batches of ``batch_size`` (as sentence-transformers does), rows in input order."""
+        """Sorted by length into sub-batches of ``batch_size`` (as sentence-transformers does), rows in input order.
+
+        Texts a :meth:`token_counter` counted are not tokenized again (their ids wait in the memo)."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
         session = self.session
-        encodings = self._tokenizer.encode_batch(list(texts))
-        order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
+        known = [self._memo.take(t) for t in texts]
+        todo = [i for i, ids in enumerate(known) if ids is None]
+        fresh = iter(self._tokenizer.encode_batch([texts[i] for i in todo]) if todo else ())
+        seqs: list[Sequence[int]] = [next(fresh).ids if ids is None else ids for ids in known]
+        lengths = [len(ids) for ids in seqs]
+        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            width = len(encodings[idx[0]].ids)
+            width = lengths[idx[0]]
             ids = np.full((len(idx), width), self.source.pad_id, dtype=np.int64)
             mask = np.zeros((len(idx), width), dtype=np.int64)
             for row, i in enumerate(idx):
-                n = len(encodings[i].ids)
-                ids[row, :n] = encodings[i].ids
+                n = lengths[i]
+                ids[row, :n] = seqs[i]
                 mask[row, :n] = 1
             out[idx] = session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
         return l2_normalize(out) if self.normalize else out
@@ -142,9 +150,12 @@ class OnnxEmbedder(Embedder):
         return len(self._counter.encode(text).ids)
 
     def token_counter(self) -> Callable[[str], int]:
-        """Counts with a private tokenizer: one Rust tokenizer used by two threads raises "Already borrowed"."""
+        """Counts with a private tokenizer (one Rust tokenizer used by two threads raises "Already borrowed"),
+        and keeps the ids for :meth:`embed_batch` (:class:`TokenMemo`): a worker's texts are tokenized once,
+        on its receive thread."""
         tok = self._new_tokenizer()
-        return lambda text: len(tok.encode(text).ids)
+        memo = self._memo
+        return lambda text: len(memo.put(text, tok.encode(text).ids))
 
     def max_tokens_per_text(self) -> int:
         return self.source.max_seq_length

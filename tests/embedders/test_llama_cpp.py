@@ -229,6 +229,17 @@ def test_batch_equals_single_and_llama_embed(mean: LlamaCppEmbedder) -> None:
 
 @pytest.mark.slow
 @pytest.mark.llama
+def test_texts_counted_by_the_token_counter_are_not_tokenized_again(mean: LlamaCppEmbedder) -> None:
+    expected = mean.embed_batch(TEXTS)
+    counter = mean.token_counter()
+    hits = mean._memo.hits
+    assert [counter(t) for t in TEXTS] == [mean.count_tokens(t) for t in TEXTS]
+    np.testing.assert_array_equal(mean.embed_batch(TEXTS), expected)
+    assert mean._memo.hits - hits == len(TEXTS) and all(mean._memo.take(t) is None for t in TEXTS)
+
+
+@pytest.mark.slow
+@pytest.mark.llama
 def test_unpacked_batch_is_bit_identical_to_one_by_one(gemma_path: Path) -> None:
     emb = LlamaCppEmbedder(gemma_path, pooling="mean", pack=False)
     try:

@@ -200,6 +200,21 @@ def test_tokens_and_truncation_match_torch(onnx_emb, torch_minilm) -> None:
 
 
 @pytest.mark.slow
+def test_texts_counted_by_the_token_counter_are_not_tokenized_again(onnx_emb) -> None:
+    """A worker counts each text on its receive thread; embed_batch then reuses those ids, same vectors."""
+    texts = TEXTS + ["my card payment was declined " * 700, ""]
+    expected = onnx_emb.embed_batch(texts)
+    counter = onnx_emb.token_counter()
+    memo = onnx_emb._memo
+    hits, misses = memo.hits, memo.misses
+    counts = [counter(t) for t in texts[:-2]]  # the last two are not counted: they are tokenized in embed_batch
+    assert counts == [onnx_emb.count_tokens(t) for t in texts[:-2]]
+    np.testing.assert_array_equal(onnx_emb.embed_batch(texts), expected)
+    assert (memo.hits - hits, memo.misses - misses) == (len(texts) - 2, 2)
+    assert all(memo.take(t) is None for t in texts)  # each text's ids were used once, then dropped
+
+
+@pytest.mark.slow
 def test_token_counter_on_another_thread(onnx_emb) -> None:
     """The worker counts tokens on its consuming thread while a batch is embedded on another."""
     counter = onnx_emb.token_counter()
