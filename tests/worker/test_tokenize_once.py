@@ -1,8 +1,9 @@
 """A worker tokenizes each text once: on its receive thread, while counting its tokens for the batcher.
 
-In-process worker (real Redis and Postgres) with the real ONNX MiniLM embedder (fp32: its vectors do not depend on the batch, int8 ones do a little): the batch thread's
-``embed_batch`` takes every text's ids from the memo the receive thread filled, and the rows carry the
-same labels and scores as the head's offline predictions on freshly tokenized texts.
+In-process worker (real Redis and Postgres) with the real ONNX MiniLM embedder (fp32: its vectors do not
+depend on the batch; int8 ones do a little): the batch thread's ``embed_batch`` takes every text's ids
+from the memo the receive thread filled, and the rows carry the same labels and scores as the head's
+offline predictions on freshly tokenized texts.
 """
 
 from __future__ import annotations
