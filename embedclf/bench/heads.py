@@ -26,7 +26,7 @@ _DEFAULT = {"linear_member": True, **_HYBRID}
 #: name -> TrainParams overrides on top of the defaults; "+tfidf" variants add the TF-IDF member
 #: (equal member weights; "-fit": weights chosen on the validation split; "-w…": fixed weights
 #: mlp/linear/tfidf; "-refit": linear + TF-IDF members refitted on training + validation texts;
-#: "-a…": the TF-IDF member's L2 strength; "-10k"/"-5k": its vocabulary cap per analyzer;
+#: "-a…": the TF-IDF member's L2 strength; "-100k"/"-50k"/"-10k"/"-5k": its vocabulary cap per analyzer (20k);
 #: "-e60"/"-e30"/"-e20": 60/30/20 MLP epochs (60 was the default until the CV in docs/training.md chose 30);
 #: "-h256": 256 hidden units instead of 512;
 #: "-l2": one hidden layer (two Linear layers) instead of two; "-te10"/"-te5": the TF-IDF member's SGD
@@ -70,6 +70,12 @@ VARIANTS: dict[str, dict] = {
     "mlp+linear+tfidf-d.3-ls.2-refit": {**_DEFAULT, "dropout": 0.3, "label_smoothing": 0.2, "refit": True},
     "mlp+linear+tfidf-wd.05-refit": {**_DEFAULT, "weight_decay": 0.05, "refit": True},
     "mlp+linear+tfidf-h1024-refit": {**_DEFAULT, "hidden_dim": 1024, "refit": True},
+    "mlp+linear+tfidf-50k-refit": {**_DEFAULT, "tfidf_max_features": 50_000, "refit": True},
+    "mlp+linear+tfidf-100k-refit": {**_DEFAULT, "tfidf_max_features": 100_000, "refit": True},
+    "mlp+linear+tfidf-50k-a3e-6-refit": {**_DEFAULT, "tfidf_max_features": 50_000, "tfidf_alpha": 3e-6,
+                                         "refit": True},
+    "mlp+linear+tfidf-50k-a3e-5-refit": {**_DEFAULT, "tfidf_max_features": 50_000, "tfidf_alpha": 3e-5,
+                                         "refit": True},
     "mlp+tfidf": {"linear_member": False, **_HYBRID},
     "linear+tfidf": {"num_layers": 1, **_HYBRID},
     "linear+tfidf-fit": {"num_layers": 1, **_HYBRID, "member_weights": "fit"},

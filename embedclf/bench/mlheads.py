@@ -51,6 +51,10 @@ ML_VARIANTS: dict[str, dict] = {
     "sparse-top1-100k": {"sparse_member": True, "sparse_max_features": 100_000, "min_labels": 1},
     "sparse-top1-c3": {"sparse_member": True, "sparse_c": 3.0, "min_labels": 1},
     "sparse-top1-c30": {"sparse_member": True, "sparse_c": 30.0, "min_labels": 1},
+    "sparse-top1-c1": {"sparse_member": True, "sparse_c": 1.0, "min_labels": 1},
+    "sparse-top1-50k-c3": {"sparse_member": True, "sparse_max_features": 50_000, "sparse_c": 3.0, "min_labels": 1},
+    "sparse-top1-100k-c3": {"sparse_member": True, "sparse_max_features": 100_000, "sparse_c": 3.0, "min_labels": 1},
+    "sparse-top1-100k-c1": {"sparse_member": True, "sparse_max_features": 100_000, "sparse_c": 1.0, "min_labels": 1},
 }
 #: parameters that only change the decision rule: variants differing only in these share one training
 _RULE_FIELDS = ("min_labels", "max_labels")
