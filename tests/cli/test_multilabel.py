@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from embedclf.cli.base import AppError
@@ -90,9 +91,13 @@ def test_heads_train_multi_label_stores_the_head_type(run, clean_db, files, tmp_
     Y = mlmetrics.multi_hot(sets, art.labels)
     P = module.predict(FakeEmbedder(64).embed(texts), texts)
     assert mlmetrics.macro_f1(Y, P) > 0.8
-    # the sparse member's own probabilities are those of a working model (permuted columns would not be)
+    # the sparse member's own probabilities are those of a working model (permuted columns would not be):
+    # its top label is one of the text's labels (threshold-free: the member is strongly regularised, C 0.3,
+    # so on 150 training texts its probabilities stay near the labels' base rates)
     sparse_p = module.member_proba(FakeEmbedder(64).embed(texts), texts)[2]
-    assert mlmetrics.macro_f1(Y, sparse_p >= 0.5) > 0.7
+    top_right = Y[np.arange(len(Y)), sparse_p.argmax(1)].mean()
+    permuted = Y[np.arange(len(Y)), np.roll(np.arange(Y.shape[1]), 1)[sparse_p.argmax(1)]].mean()
+    assert top_right > 0.9 and permuted < 0.5  # (measured: 0.98 and 0.10)
 
 
 def test_min_and_max_labels_are_stored_with_the_head_and_decide(run, clean_db, files):
