@@ -98,7 +98,9 @@ class ChildProc:
         """CPU seconds (user + system) so far of the worker's threads, summed by OS thread name; {} if unreadable.
 
         The worker names its own threads (``ec-receive``, ``ec-batch``, ``ec-write-N``...); the model's
-        compute threads keep the names their runtime gives them.
+        compute threads keep the names their runtime gives them. Read from ``/proc/…/task/<tid>/sched``
+        (the scheduler's own run time, to the nanosecond) where the kernel has it, else from ``stat``,
+        which counts 10 ms ticks by sampling: a thread with a few ms of work a round may read 0 there.
         """
         out: dict[str, float] = {}
         tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -112,8 +114,11 @@ class ChildProc:
             except OSError:
                 continue  # the thread ended meanwhile
             name = stat[stat.index("(") + 1 : stat.rindex(")")]
-            fields = stat[stat.rindex(")") + 2 :].split()
-            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            seconds = _sched_runtime_s(task)
+            if seconds is None:
+                fields = stat[stat.rindex(")") + 2 :].split()
+                seconds = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            out[name] = out.get(name, 0.0) + seconds
         return out
 
     def stop(self, timeout: float = 30) -> int:
@@ -247,3 +252,15 @@ def subprocess_env(overrides: dict[str, str]) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.update(overrides)
     return env
+
+
+def _sched_runtime_s(task: Path) -> float | None:
+    """A thread's run time in seconds from ``sched`` (``se.sum_exec_runtime``, in ms); None where unavailable."""
+    try:
+        with (task / "sched").open() as f:
+            for line in f:
+                if line.startswith("se.sum_exec_runtime"):
+                    return float(line.split(":", 1)[1]) / 1000.0
+    except (OSError, ValueError):
+        return None
+    return None
