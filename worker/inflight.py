@@ -239,11 +239,8 @@ class Inflight:
 
     def _return_unseen(self) -> None:
         """Return every in-flight entry this process does not hold (no receive runs meanwhile: same thread)."""
-        with self._held_lock:
-            held = set(self._held)
-        unseen = [int(t) for t in self.client.hkeys(self.inflight_key) if int(t) not in held]
-        if unseen:
-            n = int(self._release(keys=[self.inflight_key, self.queue], args=sorted(unseen, reverse=True)))
+        n = self._release_unheld(below=None)
+        if n:
             log.warning("returned %d message(s) moved by a receive whose reply was lost to the queue", n)
         self._unsure = False
 
@@ -255,11 +252,18 @@ class Inflight:
         (HDEL) undone by a failover to a replica that missed it, or a restart that lost the last second
         of the append-only file. They would stay there for the worker's lifetime; they go back to the
         queue (no attempt charged; rows already written are not written again). Returns how many.
+        Safe on any thread: tags a receive is handing out right now lie at or above the horizon read first.
         """
         with self._held_lock:
-            horizon, held = self._next_tag, set(self._held)
-        tags = [int(t) for t in self.client.hkeys(self.inflight_key)]
-        orphans = [t for t in tags if t < horizon and t not in held]
+            horizon = self._next_tag
+        return self._release_unheld(below=horizon)
+
+    def _release_unheld(self, below: int | None) -> int:
+        """Return the hash's entries not held by this process (only tags under ``below``, if given)."""
+        with self._held_lock:
+            held = set(self._held)
+        orphans = [t for t in map(int, self.client.hkeys(self.inflight_key))
+                   if t not in held and (below is None or t < below)]
         if not orphans:
             return 0
         return int(self._release(keys=[self.inflight_key, self.queue], args=sorted(orphans, reverse=True)))
