@@ -33,7 +33,9 @@ _DEFAULT = {"linear_member": True, **_HYBRID}
 #: passes (20 by default); "-b128"/"-b256": MLP mini-batches of 128 (lr 2e-3) / 256 (lr 3e-3) instead of 64 (1e-3));
 #: "-ls.2": label smoothing 0.2 (0.1); "-d.5"/"-d.3"/"-d.2"/"-d.1": dropout 0.5/0.3/0.2/0.1 (0.5 was the
 #: default until the CV in docs/training.md chose 0.3); "-wd.05": weight decay 0.05 (0.01); "-h1024": 1,024 hidden
-#: units (512)
+#: units (512); "-knn": a kNN member (k 10, temp 0.05) with 0.3 of the mix ("-knn.2"/"-knn.4": 0.2/0.4;
+#: "-knn-k20"/"-knn-k5": 20/5 neighbours; "-knn-t.1"/"-knn-t.03"/"-knn-t.02": temp 0.1/0.03/0.02; "-knn-fit": all
+#: weights fitted on validation; "-knn-auto": the member kept only when it lowers the validation NLL)
 VARIANTS: dict[str, dict] = {
     "mlp": {"linear_member": False, **_DENSE},
     "mlp+linear": {"linear_member": True, **_DENSE},
@@ -79,13 +81,27 @@ VARIANTS: dict[str, dict] = {
                                          "refit": True},
     "mlp+linear+tfidf-50k-a3e-5-refit": {**_DEFAULT, "tfidf_max_features": 50_000, "tfidf_alpha": 3e-5,
                                          "refit": True},
+    "mlp+linear+tfidf-refit-knn": {**_DEFAULT, "refit": True, "knn_member": "on"},
+    "mlp+linear+tfidf-refit-knn.2": {**_DEFAULT, "refit": True, "knn_member": "on", "knn_weight": 0.2},
+    "mlp+linear+tfidf-refit-knn.4": {**_DEFAULT, "refit": True, "knn_member": "on", "knn_weight": 0.4},
+    "mlp+linear+tfidf-refit-knn-k20": {**_DEFAULT, "refit": True, "knn_member": "on", "knn_k": 20},
+    "mlp+linear+tfidf-refit-knn-t.1": {**_DEFAULT, "refit": True, "knn_member": "on", "knn_temp": 0.1},
+    "mlp+linear+tfidf-refit-knn-t.03": {**_DEFAULT, "refit": True, "knn_member": "on", "knn_temp": 0.03},
+    "mlp+linear+tfidf-refit-knn-t.02": {**_DEFAULT, "refit": True, "knn_member": "on", "knn_temp": 0.02},
+    "mlp+linear+tfidf-refit-knn-k5": {**_DEFAULT, "refit": True, "knn_member": "on", "knn_k": 5},
+    "mlp+linear+tfidf-refit-knn-k5-t.03": {**_DEFAULT, "refit": True, "knn_member": "on", "knn_k": 5,
+                                           "knn_temp": 0.03},
+    "mlp+linear+tfidf-refit-knn-auto": {**_DEFAULT, "refit": True, "knn_member": "auto"},
+    "mlp+linear+tfidf-refit-knn-fit": {**_DEFAULT, "refit": True, "knn_member": "on", "member_weights": "fit"},
+    "mlp+linear+knn-refit": {"linear_member": True, **_DENSE, "refit": True, "knn_member": "on"},
     "mlp+tfidf": {"linear_member": False, **_HYBRID},
     "linear+tfidf": {"num_layers": 1, **_HYBRID},
     "linear+tfidf-fit": {"num_layers": 1, **_HYBRID, "member_weights": "fit"},
 }
 #: the parameters only the second training stage (``finish_head``) reads: variants differing only in
 #: these share one dense training per fold
-_FINISH_FIELDS = ("tfidf_member", "tfidf_max_features", "tfidf_alpha", "tfidf_epochs", "member_weights", "refit")
+_FINISH_FIELDS = ("tfidf_member", "tfidf_max_features", "tfidf_alpha", "tfidf_epochs", "member_weights", "refit",
+                  "knn_member", "knn_k", "knn_temp", "knn_weight")
 
 FoldCallback = Callable[[dict], None]
 

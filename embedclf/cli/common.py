@@ -33,6 +33,7 @@ def columns_options(f: Callable) -> Callable:
 DEFAULT_TFIDF_MEMBER = True
 DEFAULT_MEMBER_WEIGHTS = "equal"
 DEFAULT_REFIT = True
+DEFAULT_KNN_MEMBER = "auto"
 
 
 def _member_weights(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -52,6 +53,10 @@ def train_options(f: Callable) -> Callable:
                      help="After the validation slice has chosen epochs, temperatures and weights, fit the linear "
                           "and TF-IDF members again on training + validation texts (not with a separate "
                           "validation set such as CLINC150's).")(f)
+    f = click.option("--knn-member", type=click.Choice(["auto", "on", "off"]), default=DEFAULT_KNN_MEMBER,
+                     show_default=True,
+                     help="A member voting with the 10 nearest training texts (cosine; their vectors are stored with "
+                          "the head), 0.3 of the mix; auto: kept only when it lowers the validation NLL.")(f)
     f = click.option("--member-weights", default=DEFAULT_MEMBER_WEIGHTS, show_default=True, callback=_member_weights,
                      help="How a hybrid head mixes its members' calibrated probabilities: 'equal', 'fit' (weights "
                           "fitted on the validation split) or fixed weights mlp/linear/tfidf such as 0.25/0.25/0.5.")(f)
@@ -66,11 +71,12 @@ def train_options(f: Callable) -> Callable:
 
 
 def params_from(epochs: int | None, seed: int, linear_member: bool = True, tfidf_member: bool = DEFAULT_TFIDF_MEMBER,
-                member_weights: str = DEFAULT_MEMBER_WEIGHTS, refit: bool = DEFAULT_REFIT):
+                member_weights: str = DEFAULT_MEMBER_WEIGHTS, refit: bool = DEFAULT_REFIT,
+                knn_member: str = DEFAULT_KNN_MEMBER):
     from embedclf.training.trainer import TrainParams
 
     params = TrainParams(seed=seed, linear_member=linear_member, tfidf_member=tfidf_member,
-                         member_weights=member_weights, refit=refit)
+                         member_weights=member_weights, refit=refit, knn_member=knn_member)
     if epochs is not None:
         from dataclasses import replace
 

@@ -91,7 +91,7 @@ def load_clinc(path: str | Path) -> dict[str, tuple[list[str], list[str]]]:
 @click.pass_obj
 def evaluate(settings: Settings, train_path: str | None, test_path: str | None, clinc_path: str | None,
              embedder_spec: str | None, text_col: str, label_col: str, epochs: int | None, seed: int,
-             linear_member: bool, tfidf_member: bool, member_weights: str, refit: bool,
+             linear_member: bool, tfidf_member: bool, member_weights: str, refit: bool, knn_member: str,
              abstain_precision: float | None, max_in_scope_loss: float | None, oos_beta: float | None,
              oos_class: bool, plots_dir: str | None, as_json: bool,
              no_cache: bool, multi_label: bool = False, label_sep: str = ";", val_path: str | None = None,
@@ -149,7 +149,7 @@ def evaluate(settings: Settings, train_path: str | None, test_path: str | None, 
             abstention = Abstention(target_precision=abstain_precision)
         source = f"{train_path} -> {test_path}"
     embedder = cached(settings, load_embedder_verbose(settings, embedder_spec, quiet=as_json), no_cache, as_json)
-    params = params_from(epochs, seed, linear_member, tfidf_member, member_weights, refit)
+    params = params_from(epochs, seed, linear_member, tfidf_member, member_weights, refit, knn_member)
     on_epoch, bar = epoch_progress(as_json, params.epochs)
     ev = evaluate_head(embedder, train_texts, train_labels, test_texts, test_labels, params,
                        embed_progress=embed_progress(as_json), on_epoch=on_epoch, val=val, abstention=abstention)

@@ -56,7 +56,7 @@ def heads() -> None:
 @click.pass_obj
 def train(settings: Settings, name: str, data_path: str | None, embedder_spec: str | None, text_col: str,
           label_col: str, test_size: float, epochs: int | None, seed: int, linear_member: bool, tfidf_member: bool,
-          member_weights: str, refit: bool, activate: bool,
+          member_weights: str, refit: bool, knn_member: str, activate: bool,
           plots_dir: str | None,
           as_json: bool, abstain_precision: float | None, dataset: str | None, with_feedback: bool, no_cache: bool,
           search_trials: int, multi_label: bool = False, label_sep: str = ";",
@@ -92,7 +92,7 @@ def train(settings: Settings, name: str, data_path: str | None, embedder_spec: s
     engine = require_database(settings)
     keep, _ = headops.split(data.labels, test_size, seed)  # bad labels fail here, before the model loads
     embedder = cached(settings, load_embedder_verbose(settings, embedder_spec, quiet=as_json), no_cache, as_json)
-    params = params_from(epochs, seed, linear_member, tfidf_member, member_weights, refit)
+    params = params_from(epochs, seed, linear_member, tfidf_member, member_weights, refit, knn_member)
     search_info = None
     if search_trials:  # searched on the training part only: the held-out split stays unseen
         params, search_info = run_search(embedder, [data.texts[i] for i in keep], [data.labels[i] for i in keep],

@@ -19,6 +19,9 @@ with stored weights ``w_k`` (``member_weight``, summing to 1):
 ``p = softmax(log(sum_k w_k softmax(z_k / t_k)) / T)``. Heads without it are computed
 exactly as before.
 
+With ``knn`` one more member votes with the nearest training texts (:mod:`embedclf.heads.knn`), mixed
+by stored weights too. Heads without it are computed exactly as before.
+
 With ``oos_score`` the head also stores an out-of-scope score over the embedding (``oos``,
 :mod:`embedclf.heads.oos`): it does not change the probabilities, only the confidence its
 abstention threshold applies to (:mod:`embedclf.heads.abstain`).
@@ -36,6 +39,7 @@ import torch
 from torch import nn
 
 from embedclf.errors import HeadLoadError
+from embedclf.heads import knn as knn_member
 from embedclf.heads.oos import KnnScore, check_config, make_config
 from embedclf.heads.sparse import SparseMember, check_precomputed
 
@@ -63,6 +67,8 @@ class HeadConfig:
     linear_member: bool = False
     #: a TF-IDF sparse member (the featurizer's config, see heads/tfidf.py); None = embeddings only
     tfidf: dict | None = None
+    #: a kNN member voting with the nearest training texts (see heads/knn.py); None = no such member
+    knn: dict | None = None
     #: an out-of-scope score discounting the confidence the threshold applies to (see heads/oos.py); None = p_max
     oos_score: dict | None = None
 
@@ -81,6 +87,8 @@ class HeadConfig:
             raise ValueError("tfidf must be a featurizer config (an object) or null")
         if self.oos_score is not None:
             check_config(self.oos_score)
+        if self.knn is not None:
+            knn_member.check_config(self.knn)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -139,7 +147,7 @@ class DenseMembers(nn.Module):
 
 class MLPHead(DenseMembers):
     """The MLP (``mlp`` + optional ``skip``), with ``linear_member`` a ``linear`` member, with ``tfidf`` a
-    ``sparse`` member over the texts."""
+    ``sparse`` member over the texts, with ``knn`` a ``knn`` member (a vote of the nearest training texts)."""
 
     # buffers (register_buffer), declared for the type checker
     center: torch.Tensor
@@ -175,23 +183,32 @@ class MLPHead(DenseMembers):
         self.sparse: SparseMember | None = None
         if config.tfidf is not None:
             self.sparse = SparseMember(config.tfidf, config.num_labels)
+        self.knn: knn_member.KnnMember | None = None
+        if config.knn is not None:
+            self.knn = knn_member.KnnMember(config.knn, config.input_dim, config.num_labels)
         if self.num_members > 1:
             #: per-member calibration, fitted on validation data: [mlp, linear?, sparse?]
             self.register_buffer("member_temperature", torch.ones(self.num_members))
         self.oos: KnnScore | None = None
         if config.oos_score is not None:
             self.oos = KnnScore(config.oos_score, config.input_dim)
-        if self.sparse is not None:
-            #: the members' mixing weights (sum 1), chosen on validation data; hybrid heads only
+        if self.weighted:
+            #: the members' mixing weights (sum 1), chosen on validation data; with a TF-IDF or kNN member only
             self.register_buffer("member_weight", torch.full((self.num_members,), 1.0 / self.num_members))
 
     @property
     def num_members(self) -> int:
-        return 1 + (self.linear is not None) + (self.sparse is not None)
+        return 1 + (self.linear is not None) + (self.sparse is not None) + (self.knn is not None)
 
     @property
     def member_names(self) -> list[str]:
-        return ["mlp"] + ["linear"] * (self.linear is not None) + ["tfidf"] * (self.sparse is not None)
+        return (["mlp"] + ["linear"] * (self.linear is not None) + ["tfidf"] * (self.sparse is not None)
+                + ["knn"] * (self.knn is not None))
+
+    @property
+    def weighted(self) -> bool:
+        """True when the members are mixed by stored weights (a TF-IDF or kNN member), not a plain average."""
+        return self.sparse is not None or self.knn is not None
 
     @property
     def uses_texts(self) -> bool:
@@ -221,6 +238,8 @@ class MLPHead(DenseMembers):
                 raise ValueError("this head has a TF-IDF member: pass the texts, one per embedding row")
             else:
                 out.append(self.sparse.logits(texts))
+        if self.knn is not None:
+            out.append(self.knn.logits(x))
         return out
 
     def mix(self, zs: Sequence[torch.Tensor], *, member_temperatures: bool = True) -> torch.Tensor:
@@ -229,7 +248,7 @@ class MLPHead(DenseMembers):
             return zs[0]
         temps = self.member_temperature if member_temperatures else torch.ones(len(zs))
         logp = torch.stack([torch.log_softmax(z / t, dim=-1) for z, t in zip(zs, temps)])
-        if self.sparse is None:  # embedding-only heads: a plain average, exactly as stored heads expect
+        if not self.weighted:  # MLP + linear heads: a plain average, exactly as stored heads expect
             return torch.logsumexp(logp, dim=0) - math.log(len(zs))
         return torch.logsumexp(logp + torch.log(self.member_weight)[:, None, None], dim=0)
 
@@ -251,6 +270,17 @@ class MLPHead(DenseMembers):
         score.set_vectors(x)
         self.oos = score
         self.config = replace(self.config, oos_score=cfg)
+
+    def set_knn(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> None:
+        """Store (replace) the kNN member's training vectors: raw embeddings ``x`` and their class indices
+        ``y``; its ``k`` and ``temp`` stay, ``n_vectors`` in the config becomes ``len(x)``."""
+        if self.knn is None:
+            raise ValueError("this head has no kNN member")
+        cfg = knn_member.make_config(self.knn.k, self.knn.temp, len(x))
+        member = knn_member.KnnMember(cfg, self.config.input_dim, self.config.num_labels)
+        member.set_vectors(torch.as_tensor(np.asarray(x, dtype=np.float32)), torch.as_tensor(np.asarray(y)))
+        self.knn = member
+        self.config = replace(self.config, knn=cfg)
 
     @torch.no_grad()
     def oos_discount(self, x: np.ndarray | torch.Tensor) -> np.ndarray | None:

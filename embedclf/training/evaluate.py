@@ -97,6 +97,7 @@ class Evaluation:
             "val_accuracy": round(self.result.val_metrics["accuracy"], 4),
             "members": {name: {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
                         for name, m in self.result.members.items()},
+            "knn_member": self.result.knn_choice,
             "top_confused": [f"{p['true']} -> {p['predicted']} ({p['count']})"
                              for p in self.report.get("confused_pairs", [])[:3]],
         }

@@ -5,11 +5,13 @@ linear members are trained) and returns the finished :class:`~embedclf.training.
 
 1. with ``tfidf_member``, a hybrid head: the dense members' weights copied into a head whose config
    carries the TF-IDF featurizer (fitted on the training part only), the sparse member fitted
-   (:mod:`embedclf.training.sparse`);
+   (:mod:`embedclf.training.sparse`); with ``knn_member`` a kNN member over the training part's
+   embeddings (:mod:`embedclf.heads.knn`);
 2. each member's temperature on validation, the mixing weights (``member_weights``: equal, fitted
    on validation, or fixed), the final temperature on the mix;
 3. with ``refit`` (and a validation slice cut from the training data), the convex members (linear,
-   TF-IDF) fitted again on training + validation texts, temperatures and weights kept. The
+   TF-IDF) fitted again on training + validation texts, the kNN member given their vectors too,
+   temperatures and weights kept. The
    validation logits returned (for abstention thresholds) and the validation figures are those of
    the head *before* the refit, which had not seen those texts.
 
@@ -25,8 +27,11 @@ import time
 from dataclasses import replace
 
 import torch
+from torch import nn
 
+from embedclf.heads.knn import make_config as knn_config
 from embedclf.heads.mlp import MLPHead
+from embedclf.heads.tfidf import TfidfFeaturizer
 from embedclf.training.metrics import classification_report
 from embedclf.training.sparse import fit_featurizer, fit_member_weights, fit_sparse_member
 from embedclf.training.trainer import (
@@ -44,20 +49,50 @@ _MEMBER_STATE = ("member_temperature", "member_weight")
 
 
 def finish_head(stage: DenseStage, params: TrainParams, memo: dict | None = None) -> TrainResult:
-    """Finish ``stage`` with ``params``' TF-IDF, mixing and refit settings (its dense settings are the stage's)."""
+    """Finish ``stage`` with ``params``' TF-IDF, kNN, mixing and refit settings (its dense settings are the stage's).
+
+    ``knn_member="auto"``: the head is finished with and without the kNN member, and the member is kept
+    only when it lowers the calibrated head's validation NLL (``TrainResult.knn_choice`` says which and why);
+    the refit then runs on the chosen head only."""
     memo = {} if memo is None else memo
+    if params.tfidf_member and (not stage.tr_texts or len(stage.va_texts) != len(stage.Xv)):
+        raise ValueError("a TF-IDF member needs the texts: one per training row (and per validation row)")
+    choice: dict = {}
+    if params.knn_member == "auto":
+        without, with_knn = (_calibrated(stage, replace(params, knn_member=v), memo) for v in ("off", "on"))
+        nll = [float(nn.functional.cross_entropy(c[1] / c[2], stage.yv)) for c in (without, with_knn)]
+        kept = nll[1] < nll[0]
+        choice = {"mode": "auto", "kept": kept, "val_nll_without": round(nll[0], 5), "val_nll_with": round(nll[1], 5)}
+        head, vlogits, temperature, members = with_knn if kept else without
+    else:
+        head, vlogits, temperature, members = _calibrated(stage, params, memo)
+        choice = {"mode": params.knn_member, "kept": params.knn_member == "on"}
+    val_metrics = classification_report(torch.softmax(vlogits / temperature, -1).numpy(), stage.yv.numpy())
+    if params.refit and not stage.external_val:
+        _refit(head, stage, params, members)
+    head.eval()
+    return TrainResult(
+        head=head, labels=list(stage.labels), params=params, history=stage.history,
+        best_epoch=members["mlp"]["best_epoch"], val_metrics=val_metrics, temperature=temperature,
+        seconds=time.perf_counter() - stage.start, val_logits=vlogits.numpy(), val_y=stage.yv.numpy(),
+        members=members, knn_choice=choice,
+    )
+
+
+def _calibrated(stage: DenseStage, params: TrainParams, memo: dict) -> tuple[MLPHead, torch.Tensor, float, dict]:
+    """The head with its members, member temperatures, mixing weights and final temperature (before any
+    refit); its validation logits (before the final temperature), that temperature and its members' facts."""
     members = copy.deepcopy(stage.members)
     Xv, yv, va_texts = stage.Xv, stage.yv, stage.va_texts
-    if params.tfidf_member:
-        if not stage.tr_texts or len(stage.va_texts) != len(Xv):
-            raise ValueError("a TF-IDF member needs the texts: one per training row (and per validation row)")
-        head = _hybrid(stage, params, memo, members)
+    if params.tfidf_member or params.knn_member == "on":
+        head = _extended(stage, params, memo, members)
     else:
         head = copy.deepcopy(stage.head)
+    if not params.tfidf_member:
         va_texts = []
     if head.num_members > 1:
-        head.member_temperature.copy_(torch.tensor([m["temperature"] for m in members.values()]))
-    if head.sparse is not None:
+        head.member_temperature.copy_(torch.tensor([members[n]["temperature"] for n in head.member_names]))
+    if head.weighted:
         _set_weights(head, params, Xv, yv, va_texts)
         for name, w in zip(head.member_names, head.member_weight.tolist()):
             members[name]["weight"] = round(w, 4)
@@ -66,28 +101,35 @@ def finish_head(stage: DenseStage, params: TrainParams, memo: dict | None = None
         vlogits = head(Xv, va_texts or None)
     temperature = fit_temperature(vlogits, yv)
     head.temperature.fill_(temperature)
-    val_metrics = classification_report(head.predict_proba(Xv.numpy(), va_texts or None), yv.numpy())
-    if params.refit and not stage.external_val:
-        _refit(head, stage, params, members)
-    head.eval()
-    return TrainResult(
-        head=head, labels=list(stage.labels), params=params, history=stage.history,
-        best_epoch=members["mlp"]["best_epoch"], val_metrics=val_metrics, temperature=temperature,
-        seconds=time.perf_counter() - stage.start, val_logits=vlogits.numpy(), val_y=yv.numpy(), members=members,
-    )
+    return head, vlogits, temperature, members
 
 
-def _hybrid(stage: DenseStage, params: TrainParams, memo: dict, members: dict) -> MLPHead:
-    """A head with the stage's dense members and a fitted TF-IDF member; records the member's facts."""
-    fkey = ("featurizer", params.tfidf_max_features)
-    if fkey not in memo:
-        memo[fkey] = fit_featurizer(stage.tr_texts, params.tfidf_max_features)
-    featurizer = memo[fkey]
-    head = MLPHead(replace(stage.head.config, tfidf=featurizer.config()))
+def _extended(stage: DenseStage, params: TrainParams, memo: dict, members: dict) -> MLPHead:
+    """A head with the stage's dense members plus a fitted TF-IDF and/or kNN member; records their facts."""
+    featurizer = None
+    if params.tfidf_member:
+        fkey = ("featurizer", params.tfidf_max_features)
+        if fkey not in memo:
+            memo[fkey] = fit_featurizer(stage.tr_texts, params.tfidf_max_features)
+        featurizer = memo[fkey]
+    knn = knn_config(params.knn_k, params.knn_temp, len(stage.Xt)) if params.knn_member == "on" else None
+    head = MLPHead(replace(stage.head.config, tfidf=featurizer and featurizer.config(), knn=knn))
     dense = {k: v for k, v in stage.head.state_dict().items() if k not in _MEMBER_STATE}
     missing, unexpected = head.load_state_dict(dense, strict=False)
-    if unexpected or set(missing) - {"sparse.weight", "sparse.bias", *_MEMBER_STATE}:
-        raise RuntimeError(f"dense state does not fit the hybrid head: {missing} {unexpected}")
+    if unexpected or set(missing) - {"sparse.weight", "sparse.bias", "knn.vectors", "knn.labels", *_MEMBER_STATE}:
+        raise RuntimeError(f"dense state does not fit the extended head: {missing} {unexpected}")
+    if featurizer is not None:
+        _fit_sparse(head, featurizer, stage, params, memo, members)
+    if knn is not None:
+        head.set_knn(stage.Xt, stage.yt)
+        assert head.knn is not None
+        members["knn"] = member_summary(head.knn.logits(stage.Xv), stage.yv) | {"k": params.knn_k,
+                                                                                 "temp": params.knn_temp}
+    return head
+
+
+def _fit_sparse(head: MLPHead, featurizer: TfidfFeaturizer, stage: DenseStage, params: TrainParams, memo: dict,
+                members: dict) -> None:
     skey = ("sparse", params.tfidf_max_features, params.tfidf_alpha, params.tfidf_epochs, params.seed)
     if skey not in memo:
         facts = fit_sparse_member(head, featurizer, stage.tr_texts, stage.yt.numpy(), params.tfidf_alpha,
@@ -104,21 +146,29 @@ def _hybrid(stage: DenseStage, params: TrainParams, memo: dict, members: dict) -
         head.sparse.weight.copy_(weight)
         head.sparse.bias.copy_(bias)
     members["tfidf"] = dict(summary)
-    return head
 
 
 def _set_weights(head: MLPHead, params: TrainParams, Xv: torch.Tensor, yv: torch.Tensor, va_texts: list[str]) -> None:
-    fixed = fixed_weights(params.member_weights)
-    if fixed is not None:
-        if len(fixed) != head.num_members:
-            raise ValueError(f"member_weights {params.member_weights!r}: {len(fixed)} weights for "
-                             f"{head.num_members} members ({', '.join(head.member_names)})")
-        head.member_weight.copy_(torch.tensor(fixed, dtype=torch.float32))
-    elif params.member_weights == "fit":
+    """Mixing weights: fitted on validation ("fit"), else equal or fixed for the members other than kNN,
+    scaled to leave the kNN member ``knn_weight`` (fixed weights may name all members, kNN last)."""
+    if params.member_weights == "fit":
         with torch.no_grad():
             zs = head.member_logits(Xv, va_texts)
             logp = torch.stack([torch.log_softmax(z / t, dim=-1) for z, t in zip(zs, head.member_temperature)])
         head.member_weight.copy_(torch.from_numpy(fit_member_weights(logp, yv)).float())
+        return
+    fixed = fixed_weights(params.member_weights)
+    n_other = head.num_members - (head.knn is not None)
+    if fixed is not None and len(fixed) == head.num_members and head.knn is not None:
+        head.member_weight.copy_(torch.tensor(fixed, dtype=torch.float32))
+        return
+    if fixed is not None and len(fixed) != n_other:
+        raise ValueError(f"member_weights {params.member_weights!r}: {len(fixed)} weights for "
+                         f"{head.num_members} members ({', '.join(head.member_names)})")
+    w = [1.0 / n_other] * n_other if fixed is None else list(fixed)
+    if head.knn is not None:
+        w = [v * (1.0 - params.knn_weight) for v in w] + [params.knn_weight]
+    head.member_weight.copy_(torch.tensor(w, dtype=torch.float32))
 
 
 def _refit(head: MLPHead, stage: DenseStage, params: TrainParams, members: dict) -> None:
@@ -131,6 +181,8 @@ def _refit(head: MLPHead, stage: DenseStage, params: TrainParams, members: dict)
         assert head.sparse.featurizer is not None  # attached in _hybrid
         fit_sparse_member(head, head.sparse.featurizer, stage.tr_texts + stage.va_texts, y_all.numpy(),
                           params.tfidf_alpha, params.tfidf_epochs, params.seed)
+    if head.knn is not None:
+        head.set_knn(X_all, y_all)
     for name in members:
         if name != "mlp":
             members[name]["refit_on"] = int(len(y_all))

@@ -71,10 +71,19 @@ class TrainParams:
     #: (linear, TF-IDF) on training + validation texts (only when the validation slice comes from the
     #: training data; the MLP keeps its chosen epoch)
     refit: bool = False
+    #: a kNN member (heads/knn.py): "on", "off", or "auto" (kept when it lowers the validation NLL); the k nearest
+    #: training texts vote, weights exp((cos - 1) / knn_temp); it gets knn_weight of an equal or fixed mix
+    knn_member: str = "off"
+    knn_k: int = 10
+    knn_temp: float = 0.05
+    knn_weight: float = 0.3
 
     def __post_init__(self) -> None:
         if self.member_weights not in ("equal", "fit"):
             fixed_weights(self.member_weights)  # raises ValueError on anything else
+        if self.knn_member not in ("on", "off", "auto") or self.knn_k < 1 or not self.knn_temp > 0 \
+                or not 0 < self.knn_weight < 1:
+            raise ValueError("knn_member must be on/off/auto, knn_k >= 1, knn_temp > 0 and knn_weight in (0, 1)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -109,6 +118,8 @@ class TrainResult:
     val_y: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, dtype=np.int64))
     #: per member ("mlp", "linear"): best_epoch, epochs run, val_accuracy, temperature
     members: dict = field(default_factory=dict)
+    #: whether the head has a kNN member and why ({"mode", "kept"}, with "auto" both validation NLLs)
+    knn_choice: dict = field(default_factory=dict)
 
 
 #: temperature scaling needs enough validation examples to be trusted
@@ -148,7 +159,6 @@ def train_head(
 
     ``val`` = (embeddings, labels) is a validation set given by the caller (e.g.
     CLINC150's ``val``); without it a stratified ``val_fraction`` of ``X`` is held out.
-    ``on_epoch`` sees the MLP member's epochs (the linear member takes seconds).
     ``texts`` (one per row of ``X``; with ``val``, also ``val_texts``) are needed for
     ``tfidf_member``.
 

@@ -44,7 +44,7 @@ def test_heads_train_list_show_activate_rollback(run, clean_db):
     assert "mlp val" in r.output and "linear val" in r.output and "averaged: val" in r.output
     assert "tfidf val" in r.output  # the default head is the hybrid: MLP + linear + TF-IDF member
     r = run("heads", "train", "--name", "support", "--data", str(TRAIN_CSV), "--epochs", "5", "--json",
-            "--no-linear-member", "--no-tfidf-member")
+            "--no-linear-member", "--no-tfidf-member", "--knn-member", "off")
     report = json.loads(r.stdout)
     assert report["version"] == 2 and report["embedder"] == "fake:64"
     assert set(report["members"]) == {"mlp"}

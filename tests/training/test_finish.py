@@ -72,3 +72,56 @@ def test_refit_changes_the_convex_members_only_and_keeps_the_validation_view(dat
     a, b = (train_head(X[tr], pick(labels, tr), TrainParams(**FAST, refit=refit), val=val, texts=pick(texts, tr),
                        val_texts=pick(texts, va)) for refit in (False, True))
     np.testing.assert_array_equal(a.head.predict_proba(X, texts), b.head.predict_proba(X, texts))
+
+
+KNN = dict(FAST, knn_k=3)
+
+
+def test_knn_member_gets_its_weight_and_the_training_vectors(data):
+    X, labels, texts = data
+    r = train_head(X, labels, TrainParams(**KNN, knn_member="on", knn_weight=0.4), texts=texts)
+    assert r.head.member_names == ["mlp", "linear", "tfidf", "knn"]
+    np.testing.assert_allclose(r.head.member_weight.numpy(), [0.2, 0.2, 0.2, 0.4], atol=1e-6)
+    assert r.knn_choice == {"mode": "on", "kept": True}
+    n_val = len(r.val_y)
+    assert r.head.config.knn["n_vectors"] == len(X) - n_val  # the training part only: validation is scored
+    refit = train_head(X, labels, TrainParams(**KNN, knn_member="on", refit=True), texts=texts)
+    assert refit.head.config.knn["n_vectors"] == len(X) and refit.members["knn"]["refit_on"] == len(X)
+    # fixed weights for the other members are scaled to leave the kNN member its share
+    fixed = train_head(X, labels, TrainParams(**KNN, knn_member="on", member_weights="0.5/0.25/0.25"), texts=texts)
+    np.testing.assert_allclose(fixed.head.member_weight.numpy(), [0.35, 0.175, 0.175, 0.3], atol=1e-6)
+
+
+def test_knn_auto_keeps_the_member_only_when_it_lowers_the_validation_nll(data):
+    X, labels, texts = data
+    stage = train_dense(X, labels, TrainParams(**KNN), texts=texts)
+    memo: dict = {}
+    off, on, auto = (finish_head(stage, TrainParams(**KNN, knn_member=m), memo) for m in ("off", "on", "auto"))
+    yv = torch.from_numpy(off.val_y)
+
+    def nll(r) -> float:
+        return float(torch.nn.functional.cross_entropy(torch.from_numpy(r.val_logits) / r.temperature, yv))
+
+    choice = auto.knn_choice
+    assert choice["mode"] == "auto" and choice["kept"] is (nll(on) < nll(off))
+    assert choice["val_nll_with"] == round(nll(on), 5) and choice["val_nll_without"] == round(nll(off), 5)
+    same = on if choice["kept"] else off
+    np.testing.assert_array_equal(auto.head.predict_proba(X, texts), same.head.predict_proba(X, texts))
+    assert ("knn" in auto.head.member_names) is choice["kept"]
+
+
+def test_knn_auto_decides_on_the_validation_split_both_ways():
+    """Two data sets built so that the vote helps on one and hurts on the other: auto follows the NLL."""
+    rng = np.random.default_rng(0)
+    # tight clusters, each label made of several far-apart clusters: neighbours know, a linear map does not
+    centers = rng.normal(size=(12, 6)) * 3
+    lab = np.arange(12) % 3
+    X = np.concatenate([c + 0.05 * rng.normal(size=(40, 6)) for c in centers]).astype(np.float32)
+    y = [str(v) for v in np.repeat(lab, 40)]
+    params = TrainParams(hidden_dim=8, num_layers=2, epochs=3, knn_member="auto", knn_k=5, linear_member=True)
+    helps = train_head(X, y, params)
+    assert helps.knn_choice["kept"] is True
+    # labels drawn at random: the neighbours' vote is noise the calibrated head is better without
+    noisy = [str(v) for v in rng.integers(0, 3, size=len(X))]
+    hurts = train_head(rng.normal(size=X.shape).astype(np.float32), noisy, params)
+    assert hurts.knn_choice["kept"] is False and "knn" not in hurts.head.member_names

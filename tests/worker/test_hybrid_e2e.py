@@ -1,4 +1,4 @@
-"""A hybrid head (dense members + TF-IDF member) stored in Postgres and served by a real worker.
+"""A hybrid head (dense members + TF-IDF member + kNN member) stored in Postgres and served by a real worker.
 
 The rows must equal the offline predictions of the same head computed from (embedding, text), and
 an OOS label trained into the head must turn into abstentions. Fake embedder (the sparse member
@@ -29,8 +29,10 @@ def test_worker_serves_a_hybrid_head_like_offline(settings, clean_db, start_work
     emb = FakeEmbedder(32)
     res = train_head(emb.embed_batch(texts), labels,
                      TrainParams(hidden_dim=16, num_layers=2, epochs=5, tfidf_member=True, member_weights="fit",
-                                 tfidf_epochs=5, refit=True), texts=texts)  # refit: as heads train's default
+                                 tfidf_epochs=5, refit=True, knn_member="on", knn_k=3),
+                     texts=texts)  # refit: as heads train's default
     head = res.head
+    assert head.member_names == ["mlp", "linear", "tfidf", "knn"] and head.config.knn["n_vectors"] == len(texts)
     head.config = dataclasses.replace(head.config, oos_label="oos", abstain_threshold=0.4)
     repo.add_head_version(clean_db, "hybrid", HeadArtifact.from_head(head, res.labels, emb.model_id))
 
