@@ -8,6 +8,7 @@ without saving it, so tests can read what it says. The pure helpers
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,8 +40,15 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return out
 
 
-def _titled(title: str | None, what: str) -> str:
-    return f"{title}: {what}" if title else what
+#: title characters per inch of figure width (10-11 pt): longer titles (e.g. two file paths) wrap instead of
+#: running off the figure
+TITLE_CHARS_PER_INCH = 10.5
+
+
+def _titled(title: str | None, what: str, inches: float) -> str:
+    text = f"{title}: {what}" if title else what
+    width = int(inches * TITLE_CHARS_PER_INCH)
+    return "\n".join(textwrap.fill(line, width, break_on_hyphens=False) for line in text.splitlines())
 
 
 # --- training curve --------------------------------------------------------------------------
@@ -93,7 +101,7 @@ def training_figure(history: Sequence[dict], best_epoch: int, title: str | None 
         fig.text(0.5, 0.015, note, ha="center", va="bottom", fontsize=8.5, wrap=True)
     ax1.legend(fontsize=8)
     ax2.legend(fontsize=8, loc="lower right")
-    fig.suptitle(_titled(title, what), fontsize=11)
+    fig.suptitle(_titled(title, what, 11), fontsize=11)
     fig.tight_layout(rect=(0, 0.06 if note else 0, 1, 1))
     return fig
 
@@ -143,7 +151,7 @@ def confusion_figure(cm: np.ndarray, labels: Sequence[str], max_labels: int = MA
     what = "confusion matrix\ntexts per cell, colour: share of the true class"
     if partial:
         what += f"; the {n} most-confused of {len(labels)} labels"
-    ax.set_title(_titled(title, what), fontsize=11)
+    ax.set_title(_titled(title, what, size + 2.0), fontsize=11)
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
     fig.tight_layout()
     return fig
@@ -237,7 +245,7 @@ def reliability_figure(bins: Sequence[dict], *, uncalibrated: Sequence[dict] | N
     ax.set_ylabel("accuracy")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
-    ax.set_title(_titled(title, "reliability diagram (top-1 confidence)"), fontsize=10)
+    ax.set_title(_titled(title, "reliability diagram (top-1 confidence)", 6), fontsize=10)
     ax.legend(fontsize=8, loc="upper left")
     axn.set_xlabel("confidence")
     axn.set_ylabel("texts per bin")

@@ -284,3 +284,20 @@ def test_wilson_interval_narrows_with_more_texts():
     assert (round(lo10, 3), round(hi10, 3)) == (0.237, 0.763)  # the textbook Wilson interval for 5 of 10
     assert wilson_interval(1.0, 20)[1] == 1.0 and wilson_interval(0.0, 20)[0] == 0.0
     assert wilson_interval(0.7, 0) == (0.0, 1.0)
+
+
+def test_a_long_title_wraps_inside_the_figure(tmp_path):
+    """Two file paths (evaluate's title) used to run off both sides of the figure: they wrap now."""
+    from embedclf.training.metrics import reliability_bins
+
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.3, 1.0, 300)
+    title = "../shared/datasets/banking77/train.csv -> ../shared/datasets/banking77/test.csv"
+    fig = reliability_figure(reliability_bins(conf, rng.random(300) < conf), title=title)
+    fig.savefig(tmp_path / "r.png")  # draws, so the title's extent is known
+    shown = fig.axes[0].get_title()
+    assert shown.replace("\n", " ") == f"{title}: reliability diagram (top-1 confidence)"
+    assert shown.count("\n") >= 1 and all(len(line) <= 63 for line in shown.splitlines())
+    box = fig.axes[0].title.get_window_extent(fig.canvas.get_renderer())
+    width = fig.get_size_inches()[0] * fig.dpi
+    assert box.x0 >= 0 and box.x1 <= width
