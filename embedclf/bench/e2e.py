@@ -76,7 +76,9 @@ def store_head(engine, embedder: Embedder, texts: Sequence[str], labels: Sequenc
     trained: list = []
     quick_version(engine, HEAD, X, labels, embedder.model_id, HEAD_EPOCHS, created_by="embedclf-bench",
                   texts=texts if head == "default" else None, trained=trained)
-    return k, {"head": head, "head_us_per_text": round(head_cost_us(trained[0], X, texts, batch_size), 1)}
+    members = trained[0].member_names
+    return k, {"head": head, "head_members": members,
+               "head_us_per_text": round(head_cost_us(trained[0], X, texts, batch_size), 1)}
 
 
 def head_cost_us(module, X, texts: Sequence[str], batch_size: int) -> float:

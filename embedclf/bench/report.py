@@ -99,8 +99,9 @@ def e2e_report(r: dict, echo: Echo) -> None:
         echo(f"  model busy       {r['model_busy']:>10.3f}  (share of the e2e span the batch thread spent embedding + "
              f"heads; the model ran {r['inference_texts_per_s']:,.0f} texts/s in the worker)")
     if r.get("head_us_per_text") is not None:
-        echo(f"  head cost        {r['head_us_per_text']:>10,.1f} us/text  ({r['head']} head, timed in this process: "
-             f"{100 * r['head_vs_embed']:.1f} % of the raw embed time per text)")
+        members = "+".join(r.get("head_members") or [])
+        echo(f"  head cost        {r['head_us_per_text']:>10,.1f} us/text  ({r['head']} head {members}, timed in this "
+             f"process: {100 * r['head_vs_embed']:.1f} % of the raw embed time per text)")
     cpu = r.get("worker_cpu_s") or {}
     if cpu:
         echo("  worker CPU s     " + "  ".join(f"{k}: {v:g}" for k, v in cpu.items())

@@ -165,3 +165,39 @@ def test_heads_without_a_knn_member_store_no_tensor_and_keep_a_plain_average(tra
     h = MLPHead(HeadConfig(input_dim=DIM, num_labels=LABELS, hidden_dim=16, num_layers=2, linear_member=True))
     assert h.config.to_dict()["knn"] is None and not h.weighted
     assert not any(k.startswith("knn.") or k == "member_weight" for k in st_load(weights_to_bytes(h)))
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_both_search_paths_give_the_direct_vote(train_x, train_y, x, fast, monkeypatch):
+    """bfloat16 candidates rescored in float32, or float32 throughout: the same neighbours and weights."""
+    monkeypatch.setattr("embedclf.heads.knn._bf16", fast)
+    rng = np.random.default_rng(7)
+    big_x = rng.normal(size=(3000, DIM)).astype(np.float32)
+    big_y = rng.integers(0, LABELS, size=3000)
+    m = KnnMember(make_config(10, 0.05, 3000), DIM, LABELS)
+    m.set_vectors(torch.from_numpy(big_x), torch.from_numpy(big_y))
+    got = m.logits(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(np.exp(got) - FLOOR, numpy_vote(big_x, big_y, x, 10, 0.05), atol=2e-4)
+    assert (m._bf16 is not None) is fast
+
+
+def test_bf16_and_f32_paths_agree_exactly_on_a_real_sized_table(monkeypatch):
+    rng = np.random.default_rng(8)
+    vecs = torch.from_numpy(rng.normal(size=(5000, 64)).astype(np.float32))
+    labels = torch.from_numpy(rng.integers(0, 20, size=5000))
+    q = torch.from_numpy(rng.normal(size=(300, 64)).astype(np.float32))
+    out = {}
+    for fast in (False, True):
+        monkeypatch.setattr("embedclf.heads.knn._bf16", fast)
+        m = KnnMember(make_config(10, 0.05, 5000), 64, 20)
+        m.set_vectors(vecs, labels)
+        out[fast] = m.logits(q)
+    torch.testing.assert_close(out[True], out[False], rtol=0, atol=0)
+
+
+def test_use_bf16_is_decided_once(monkeypatch):
+    from embedclf.heads import knn
+
+    monkeypatch.setattr(knn, "_bf16", None)
+    first = knn.use_bf16()
+    assert isinstance(first, bool) and knn._bf16 is first and knn.use_bf16() is first
