@@ -109,7 +109,7 @@ def evaluate(settings: Settings, train_path: str | None, test_path: str | None, 
         raise click.UsageError("give --train and --test, or --data with a CLINC150-layout JSON")
     if (max_in_scope_loss is not None or oos_beta is not None) and not clinc_path:
         raise click.UsageError("--max-in-scope-loss / --oos-beta needs out-of-scope validation texts (--data)")
-    check_ml_options(multi_label, min_labels, max_labels)
+    check_ml_options(multi_label, min_labels, max_labels, knn_member)
     if (val_path or sparse_member is not None) and not multi_label:
         raise click.UsageError("--val and --sparse-member/--no-sparse-member are for --multi-label")
     if multi_label:

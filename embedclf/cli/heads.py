@@ -71,7 +71,7 @@ def train(settings: Settings, name: str, data_path: str | None, embedder_spec: s
         raise click.BadParameter("must be 1-128 characters", param_hint="--name")
     if sparse_member is not None and not multi_label:
         raise click.UsageError("--sparse-member/--no-sparse-member is for --multi-label")
-    check_ml_options(multi_label, min_labels, max_labels)
+    check_ml_options(multi_label, min_labels, max_labels, knn_member)
     if oos_path is not None and multi_label:
         raise click.UsageError("--oos-data is for single-label heads (a multi-label head abstains by its thresholds)")
     data, n_feedback = load_training_data(settings, data_path, dataset, with_feedback, name, text_col, label_col)

@@ -75,8 +75,12 @@ def load_sets(path: str, text_col: str, label_col: str, sep: str) -> tuple[list[
     return data.texts, split_labels(data.labels, sep, path), data.skipped
 
 
-def check_ml_options(multi_label: bool, min_labels: int | None, max_labels: int | None) -> None:
-    """``--min-labels`` / ``--max-labels`` need ``--multi-label`` and must not contradict each other."""
+def check_ml_options(multi_label: bool, min_labels: int | None, max_labels: int | None,
+                     knn_member: str = "auto") -> None:
+    """``--min-labels`` / ``--max-labels`` need ``--multi-label`` and must not contradict each other; a kNN
+    member (``--knn-member on``) is for single-label heads (``auto`` means none for a multi-label head)."""
+    if multi_label and knn_member == "on":
+        raise click.UsageError("--knn-member on is for single-label heads (multi-label heads have no kNN member)")
     if (min_labels is not None or max_labels is not None) and not multi_label:
         raise click.UsageError("--min-labels / --max-labels are for --multi-label")
     if min_labels and max_labels and min_labels > max_labels:

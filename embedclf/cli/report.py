@@ -44,6 +44,10 @@ def quality_lines(summary: dict, report: dict) -> list[str]:
             f"{name} val {m['val_accuracy']:.4f} (T {m['temperature']:.3f}"
             + (f", w {m['weight']:.2f}" if "weight" in m else "") + ")" for name, m in members.items())
             + f"; averaged: val {_f(summary.get('val_accuracy'))}")
+    knn = summary.get("knn_member") or {}
+    if knn.get("mode") == "auto":
+        lines.append(f"  kNN member       {'kept' if knn['kept'] else 'left out'} (--knn-member auto): validation NLL "
+                     f"{knn['val_nll_with']:.4f} with it, {knn['val_nll_without']:.4f} without")
     ab = report.get("abstain")
     if ab:
         t = ab.get("test", {})

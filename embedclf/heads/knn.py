@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from embedclf.errors import HeadLoadError
+from embedclf.heads.oos import positive_int
 
 KIND = "knn-vote"
 KEYS = {"kind", "k", "temp", "n_vectors"}
@@ -71,10 +72,6 @@ def use_bf16() -> bool:
     return _bf16
 
 
-def _positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
 def check_config(cfg: object) -> dict:
     """The validated ``knn`` config (HeadLoadError, a ValueError, on anything else)."""
     if not isinstance(cfg, dict) or set(cfg) != KEYS:
@@ -84,7 +81,7 @@ def check_config(cfg: object) -> dict:
     temp = cfg["temp"]
     if isinstance(temp, bool) or not isinstance(temp, (int, float)) or not (math.isfinite(temp) and temp > 0):
         raise HeadLoadError(f"knn temp must be a number > 0, got {temp!r}")
-    if not _positive_int(cfg["k"]) or not _positive_int(cfg["n_vectors"]):
+    if not positive_int(cfg["k"]) or not positive_int(cfg["n_vectors"]):
         raise HeadLoadError(f"knn k and n_vectors must be integers >= 1, got {cfg['k']!r}, {cfg['n_vectors']!r}")
     return cfg
 

@@ -31,7 +31,7 @@ KEYS = {"kind", "k", "beta", "n_vectors"}
 CHUNK = 512
 
 
-def _positive_int(value: object) -> bool:
+def positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
@@ -44,7 +44,7 @@ def check_config(cfg: object) -> dict:
     beta = cfg["beta"]
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (math.isfinite(beta) and beta >= 0):
         raise HeadLoadError(f"oos_score beta must be a number >= 0, got {beta!r}")
-    if not _positive_int(cfg["k"]) or not _positive_int(cfg["n_vectors"]):
+    if not positive_int(cfg["k"]) or not positive_int(cfg["n_vectors"]):
         raise HeadLoadError(f"oos_score k and n_vectors must be integers >= 1, got {cfg['k']!r}, {cfg['n_vectors']!r}")
     if cfg["k"] > cfg["n_vectors"]:
         raise HeadLoadError(f"oos_score k ({cfg['k']}) exceeds n_vectors ({cfg['n_vectors']})")

@@ -43,6 +43,7 @@ def test_heads_train_list_show_activate_rollback(run, clean_db):
     assert "tf-idf baseline" in r.output and "stored head 'support' version 1 (active)" in r.output
     assert "mlp val" in r.output and "linear val" in r.output and "averaged: val" in r.output
     assert "tfidf val" in r.output  # the default head is the hybrid: MLP + linear + TF-IDF member
+    assert "kNN member" in r.output and "(--knn-member auto): validation NLL" in r.output
     r = run("heads", "train", "--name", "support", "--data", str(TRAIN_CSV), "--epochs", "5", "--json",
             "--no-linear-member", "--no-tfidf-member", "--knn-member", "off")
     report = json.loads(r.stdout)
@@ -255,3 +256,18 @@ def test_results_filters_and_json(run, clean_db):
     assert run("results", "--since", "2999-01-01", "--json").output.strip() == ""
     table = run("results").output
     assert "f2:3" in table and "task_id:item" in table
+
+
+def test_heads_train_with_a_knn_member_stores_and_reports_it(run, clean_db):
+    r = run("heads", "train", "--name", "near", "--data", str(TRAIN_CSV), "--epochs", "5", "--json",
+            "--knn-member", "on")
+    report = json.loads(r.stdout)
+    assert report["knn_member"] == {"mode": "on", "kept": True}
+    assert set(report["members"]) == {"mlp", "linear", "tfidf", "knn"} and report["members"]["knn"]["weight"] == 0.3
+    config = json.loads(run("heads", "show", "near", "1").stdout)["config"]
+    assert config["knn"]["kind"] == "knn-vote" and config["knn"]["n_vectors"] == report["n_train"]
+    auto = json.loads(run("heads", "train", "--name", "near", "--data", str(TRAIN_CSV), "--epochs", "5",
+                          "--json").stdout)["knn_member"]
+    assert auto["mode"] == "auto" and auto["kept"] is (auto["val_nll_with"] < auto["val_nll_without"])
+    r = run("heads", "train", "--name", "near", "--data", str(TRAIN_CSV), "--knn-member", "maybe", ok=False)
+    assert r.exit_code == 2 and "maybe" in r.stderr

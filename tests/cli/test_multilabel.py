@@ -114,7 +114,8 @@ def test_min_and_max_labels_are_stored_with_the_head_and_decide(run, clean_db, f
     one_line_error(run("heads", "train", "--name", "x", "--data", str(files["train"]), "--label-col", "labels",
                        "--multi-label", "--min-labels", "99", ok=False), "more than the")
     for args, words in ((("--min-labels", "1"), "are for --multi-label"),
-                        (("--multi-label", "--min-labels", "3", "--max-labels", "2"), "is more than --max-labels")):
+                        (("--multi-label", "--min-labels", "3", "--max-labels", "2"), "is more than --max-labels"),
+                        (("--multi-label", "--knn-member", "on"), "is for single-label heads")):
         r = run("evaluate", "--train", str(files["train"]), "--test", str(files["test"]), "--label-col", "labels",
                 *args, ok=False)
         assert r.exit_code == 2 and words in r.stderr, r.stderr
