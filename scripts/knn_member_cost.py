@@ -54,7 +54,7 @@ def main() -> None:
         for fast in paths:
             knn._bf16 = fast
             if head.knn is not None:
-                head.knn._f32 = None  # rebuild the tables for this path
+                head.knn._table = None  # rebuild the search table for this path
             key = "without_knn" if mode == "off" else ("with_knn_bf16" if fast else "with_knn_f32")
             out[f"head_us_per_text_{key}"] = round(head_cost_us(head, Xs, texts, a.batch_size), 1)
         if head.knn is not None:

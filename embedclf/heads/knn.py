@@ -103,9 +103,8 @@ class KnnMember(nn.Module):
         n = int(cfg["n_vectors"])
         self.register_buffer("vectors", torch.zeros(n, input_dim, dtype=torch.float16))
         self.register_buffer("labels", torch.zeros(n, dtype=torch.int64))
-        self._f32: torch.Tensor | None = None
-        self._bf16: torch.Tensor | None = None
-        self._f32_key: tuple[int, int] | None = None
+        self._table: torch.Tensor | None = None
+        self._table_key: tuple[int, int] | None = None
 
     def set_vectors(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Store raw training embeddings ``x`` (L2-normalised) and their class indices ``y``."""
@@ -118,22 +117,23 @@ class KnnMember(nn.Module):
             self.vectors.copy_(nn.functional.normalize(x.float(), dim=-1).half())
             self.labels.copy_(y.long())
 
-    def _tables(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The vectors as float32, and as bfloat16 when :func:`use_bf16` (kept until the buffer changes)."""
+    def _search_table(self) -> torch.Tensor:
+        """The vectors for the candidate search: bfloat16 when :func:`use_bf16`, else float32 (kept until the
+        buffer changes; the float16 buffer itself serves the exact rescoring)."""
         key = (self.vectors._version, self.vectors.data_ptr())
-        if self._f32 is None or self._f32_key != key:
-            self._f32, self._f32_key = self.vectors.float(), key
-            self._bf16 = self.vectors.bfloat16() if use_bf16() else None
-        return self._f32, self._bf16
+        if self._table is None or self._table_key != key:
+            self._table = self.vectors.bfloat16() if use_bf16() else self.vectors.float()
+            self._table_key = key
+        return self._table
 
     def neighbours(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Float32 cosines ``[n, k]`` and indices of the ``k`` nearest stored vectors to unit rows ``z``."""
-        table, fast = self._tables()
+        table = self._search_table()
         k = min(self.k, len(table))
         m = min(k + CANDIDATES_EXTRA, len(table))
-        sims = z.bfloat16() @ fast.T if fast is not None else z @ table.T
-        cand = torch.topk(sims, m, dim=1).indices
-        exact = torch.einsum("nd,nmd->nm", z, table[cand])  # the candidates' cosines, float32, either path
+        cand = torch.topk(z.to(table.dtype) @ table.T, m, dim=1).indices
+        # the candidates' cosines again, in float32 from the stored vectors: the same on either path
+        exact = torch.einsum("nd,nmd->nm", z, self.vectors[cand].float())
         top = torch.topk(exact, k, dim=1)
         return top.values, cand.gather(1, top.indices)
 

@@ -178,7 +178,7 @@ def test_both_search_paths_give_the_direct_vote(train_x, train_y, x, fast, monke
     m.set_vectors(torch.from_numpy(big_x), torch.from_numpy(big_y))
     got = m.logits(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(np.exp(got) - FLOOR, numpy_vote(big_x, big_y, x, 10, 0.05), atol=2e-4)
-    assert (m._bf16 is not None) is fast
+    assert m._table is not None and (m._table.dtype == torch.bfloat16) is fast
 
 
 def test_bf16_and_f32_paths_agree_exactly_on_a_real_sized_table(monkeypatch):
