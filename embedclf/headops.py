@@ -104,17 +104,17 @@ def train_version(engine: Engine, embedder: Embedder, name: str, texts: Sequence
 
 def quick_version(engine: Engine, name: str, X: Any, labels: Sequence[str], embedder_id: str, epochs: int,
                   created_by: str, layers: int | None = None, texts: Sequence[str] | None = None,
-                  trained: list | None = None) -> int:
+                  trained: list | None = None, knn_member: str = "auto") -> int:
     """Train a head on ready embeddings with no held-out report and store it active (benchmarks).
 
     ``layers``: 1 for a single softmax layer (no MLP, no second member); default: MLP + softmax
     regression. With ``texts`` (the texts of ``X``) the head gets the TF-IDF member too, as
     ``heads train``'s default head does, and the kNN member when the validation split keeps it (``auto``, as
-    ``heads train``). ``trained``: a list the trained head is appended to."""
+    ``heads train``; ``knn_member``). ``trained``: a list the trained head is appended to."""
     params = TrainParams(epochs=epochs) if layers is None else TrainParams(
         epochs=epochs, num_layers=layers, linear_member=layers > 1)
     if texts is not None:
-        params = replace(params, tfidf_member=True, knn_member="auto")
+        params = replace(params, tfidf_member=True, knn_member=knn_member)
     result = train_head(X, list(labels), params, texts=None if texts is None else list(texts))
     if trained is not None:
         trained.append(result.head)

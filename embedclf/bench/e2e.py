@@ -47,7 +47,7 @@ class E2EParams:
     timeout_s: float = 900.0
     #: raw pass + end-to-end pass, alternating this many times on the same workers (median ratio reported)
     rounds: int = 1
-    #: the head the workers serve: "default" (with the TF-IDF member, as ``heads train``) or "dense"
+    #: the head the workers serve: "default" (as ``heads train``), "hybrid" (no kNN member) or "dense"
     head: str = "default"
 
 
@@ -61,7 +61,8 @@ def store_head(engine, embedder: Embedder, texts: Sequence[str], labels: Sequenc
     """Train a quick head on the first texts and store it as the active head ``bench``.
 
     ``head``: ``default`` is the head ``heads train`` makes by default (MLP + softmax regression +
-    the TF-IDF member, which reads the texts in the worker); ``dense`` leaves the TF-IDF member out.
+    the TF-IDF member, which reads the texts in the worker, + the kNN member when the validation split
+    keeps it); ``hybrid`` leaves the kNN member out, ``dense`` both.
     Returns the texts it was trained on and the head's own cost, timed here on those texts in
     batches of ``batch_size`` (``head_us_per_text``: what the head adds to each text's embedding).
     """
@@ -75,7 +76,8 @@ def store_head(engine, embedder: Embedder, texts: Sequence[str], labels: Sequenc
         X = embedder.embed(texts, progress=bar.update)
     trained: list = []
     quick_version(engine, HEAD, X, labels, embedder.model_id, HEAD_EPOCHS, created_by="embedclf-bench",
-                  texts=texts if head == "default" else None, trained=trained)
+                  texts=None if head == "dense" else texts, trained=trained,
+                  knn_member="auto" if head == "default" else "off")
     members = trained[0].member_names
     return k, {"head": head, "head_members": members,
                "head_us_per_text": round(head_cost_us(trained[0], X, texts, batch_size), 1)}

@@ -187,8 +187,9 @@ def _measure_specs(settings: Settings, specs: list[str], texts: list[str], batch
 @click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 20),
               help="Raw pass and end-to-end pass alternating this many times on the same workers; the round "
                    "with the median ratio is reported (a shared machine's load drifts between passes).")
-@click.option("--head", "head", type=click.Choice(["default", "dense"]), default="default", show_default=True,
-              help="The head served: heads train's default (with the TF-IDF member) or without the TF-IDF member.")
+@click.option("--head", "head", type=click.Choice(["default", "hybrid", "dense"]), default="default", show_default=True,
+              help="The head served: heads train's default (TF-IDF member, kNN member when the validation split keeps "
+                   "it), hybrid (TF-IDF member, no kNN member) or dense (neither).")
 @json_option
 @click.pass_obj
 def e2e(settings: Settings, data_path: str, text_col: str, label_col: str, n: int, workers: int,
