@@ -26,14 +26,12 @@ the L2-normalised training embeddings, float16: half the size, a cosine off by <
 
 from __future__ import annotations
 
-import math
 import time
 
 import torch
 from torch import nn
 
-from embedclf.errors import HeadLoadError
-from embedclf.heads.oos import positive_int
+from embedclf.heads.oos import check_neighbour_config
 
 KIND = "knn-vote"
 KEYS = {"kind", "k", "temp", "n_vectors"}
@@ -74,16 +72,7 @@ def use_bf16() -> bool:
 
 def check_config(cfg: object) -> dict:
     """The validated ``knn`` config (HeadLoadError, a ValueError, on anything else)."""
-    if not isinstance(cfg, dict) or set(cfg) != KEYS:
-        raise HeadLoadError(f"knn must be an object with keys {sorted(KEYS)}, got {cfg!r}")
-    if cfg["kind"] != KIND:
-        raise HeadLoadError(f"unknown knn kind {cfg['kind']!r} (known: {KIND})")
-    temp = cfg["temp"]
-    if isinstance(temp, bool) or not isinstance(temp, (int, float)) or not (math.isfinite(temp) and temp > 0):
-        raise HeadLoadError(f"knn temp must be a number > 0, got {temp!r}")
-    if not positive_int(cfg["k"]) or not positive_int(cfg["n_vectors"]):
-        raise HeadLoadError(f"knn k and n_vectors must be integers >= 1, got {cfg['k']!r}, {cfg['n_vectors']!r}")
-    return cfg
+    return check_neighbour_config(cfg, "knn", KEYS, KIND, "temp", positive=True)
 
 
 def make_config(k: int, temp: float, n_vectors: int) -> dict:

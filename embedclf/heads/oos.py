@@ -35,17 +35,27 @@ def positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
+def check_neighbour_config(cfg: object, what: str, keys: set[str], kind: str, number: str,
+                           positive: bool) -> dict:
+    """A config of a score or member over stored training vectors: exactly ``keys``, the ``kind``, integers
+    ``k`` and ``n_vectors`` >= 1 and a finite ``number`` >= 0 (> 0 if ``positive``); HeadLoadError otherwise."""
+    if not isinstance(cfg, dict) or set(cfg) != keys:
+        raise HeadLoadError(f"{what} must be an object with keys {sorted(keys)}, got {cfg!r}")
+    if cfg["kind"] != kind:
+        raise HeadLoadError(f"unknown {what} kind {cfg['kind']!r} (known: {kind})")
+    v = cfg[number]
+    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and (v > 0 or v == 0 and
+                                                                                            not positive)
+    if not ok:
+        raise HeadLoadError(f"{what} {number} must be a number {'>' if positive else '>='} 0, got {v!r}")
+    if not positive_int(cfg["k"]) or not positive_int(cfg["n_vectors"]):
+        raise HeadLoadError(f"{what} k and n_vectors must be integers >= 1, got {cfg['k']!r}, {cfg['n_vectors']!r}")
+    return cfg
+
+
 def check_config(cfg: object) -> dict:
     """The validated ``oos_score`` config (HeadLoadError, a ValueError, on anything else)."""
-    if not isinstance(cfg, dict) or set(cfg) != KEYS:
-        raise HeadLoadError(f"oos_score must be an object with keys {sorted(KEYS)}, got {cfg!r}")
-    if cfg["kind"] != KIND:
-        raise HeadLoadError(f"unknown oos_score kind {cfg['kind']!r} (known: {KIND})")
-    beta = cfg["beta"]
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (math.isfinite(beta) and beta >= 0):
-        raise HeadLoadError(f"oos_score beta must be a number >= 0, got {beta!r}")
-    if not positive_int(cfg["k"]) or not positive_int(cfg["n_vectors"]):
-        raise HeadLoadError(f"oos_score k and n_vectors must be integers >= 1, got {cfg['k']!r}, {cfg['n_vectors']!r}")
+    cfg = check_neighbour_config(cfg, "oos_score", KEYS, KIND, "beta", positive=False)
     if cfg["k"] > cfg["n_vectors"]:
         raise HeadLoadError(f"oos_score k ({cfg['k']}) exceeds n_vectors ({cfg['n_vectors']})")
     return cfg
