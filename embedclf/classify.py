@@ -150,7 +150,58 @@ def classify_requests(
     cannot be loaded (with the reason): their rows are errors, the others are served.
     ``text_pool``: where the heads' work on the texts alone (the TF-IDF member's logits)
     runs while the texts are embedded; None: after the embedding, on this thread.
+
+    The three steps (:func:`plan_requests`, :meth:`Plan.embed`, :meth:`Plan.finish`) can run on
+    different threads: a worker applies one batch's heads while it embeds the next.
     """
+    plan = plan_requests(requests, embedder, heads, broken=broken, text_pool=text_pool)
+    if not plan.runnable:
+        return plan.rows
+    vectors, failed = plan.embed(embedder, chunk_size)
+    return plan.finish(vectors, failed, heads, head_threads=head_threads)
+
+
+@dataclass
+class Plan:
+    """A batch's rows before the embedding: errors filled in, the rest waiting for their head."""
+
+    rows: list[dict]
+    #: (row index, head, text index) of the rows a head must fill in
+    runnable: list[tuple[int, LoadedHead, int]]
+    #: the batch's distinct texts, each embedded once
+    texts: list[str]
+    #: per hybrid head: the future of its TF-IDF logits (started on the text pool) and each text's row in them
+    ahead: dict[str, tuple[Future, dict[int, int]]]
+    model_id: str
+    n_requests: int
+
+    def cancel(self) -> None:
+        for fut, _ in self.ahead.values():
+            fut.cancel()
+
+    def embed(self, embedder: Embedder, chunk_size: int | None) -> tuple[np.ndarray, dict[int, str]]:
+        """The vectors of :attr:`texts`, and the texts that failed alone (index -> message); on an
+        exception the text pool's work for this plan is cancelled."""
+        try:
+            vectors, failed = embed_chunked(embedder, self.texts, chunk_size)
+        except BaseException:
+            self.cancel()
+            raise
+        if log.isEnabledFor(logging.DEBUG):
+            calls = 1 if not chunk_size else -(-len(self.texts) // chunk_size)
+            log.debug("embedded %d distinct texts in %d call(s) for %d tasks, %d head rows", len(self.texts), calls,
+                      self.n_requests, len(self.runnable))
+        return vectors, failed
+
+    def finish(self, vectors: np.ndarray, failed: Mapping[int, str], heads: Mapping[str, LoadedHead], *,
+               head_threads: int | None = None) -> list[dict]:
+        """Apply each head once over its rows; returns every row of the batch."""
+        return _apply_heads(self, vectors, failed, heads, head_threads)
+
+
+def plan_requests(requests: Sequence[ClassifyRequest], embedder: Embedder, heads: Mapping[str, LoadedHead], *,
+                  broken: Mapping[str, str] | None = None, text_pool: Executor | None = None) -> Plan:
+    """The rows of a batch before any embedding (see :func:`classify_requests`)."""
     broken = broken or {}
     rows: list[dict] = []
     # (row index, head, text index) of the rows a head must fill in
@@ -181,20 +232,14 @@ def classify_requests(
                 rows.append({"task_id": r.task_id, "item": it.item, "head_name": name, "request_id": it.request_id,
                              "enqueued_at": r.enqueued_at, "fingerprint": r.fingerprint, "text": it.text})
                 runnable.append((len(rows) - 1, head, t))  # type: ignore[arg-type]
-    if not runnable:
-        return rows
     texts = list(text_index)
-    ahead = _sparse_ahead(runnable, texts, text_pool) if text_pool is not None else {}
-    try:
-        vectors, failed = embed_chunked(embedder, texts, chunk_size)
-    except BaseException:
-        for fut, _ in ahead.values():
-            fut.cancel()
-        raise
-    if log.isEnabledFor(logging.DEBUG):
-        calls = 1 if not chunk_size else -(-len(texts) // chunk_size)
-        log.debug("embedded %d distinct texts in %d call(s) for %d tasks, %d head rows", len(texts), calls,
-                  len(requests), len(runnable))
+    ahead = _sparse_ahead(runnable, texts, text_pool) if text_pool is not None and runnable else {}
+    return Plan(rows, runnable, texts, ahead, embedder.model_id, len(requests))
+
+
+def _apply_heads(plan: Plan, vectors: np.ndarray, failed: Mapping[int, str], heads: Mapping[str, LoadedHead],
+                 head_threads: int | None) -> list[dict]:
+    rows, runnable, texts, ahead, model_id = plan.rows, plan.runnable, plan.texts, plan.ahead, plan.model_id
     by_head: dict[str, list[tuple[int, int]]] = {}
     for row_i, head, t in runnable:
         if t in failed:
@@ -203,7 +248,6 @@ def classify_requests(
             row.pop("text", None)
         else:
             by_head.setdefault(head.name, []).append((row_i, t))
-    model_id = embedder.model_id
     for name, pairs in by_head.items():
         head = heads[name]
         if is_multi_label(head.module):  # every label over its threshold in `labels`; none: abstained

@@ -63,6 +63,9 @@ class Settings:
     #: while the batch is embedded: that CPU work hides behind a GPU's; on a small CPU-only host it shares the
     #: model's cores (measured neutral within ±1 % on 2 cores)
     text_thread: bool = True
+    #: apply a batch's heads on the text thread while the batch thread embeds the next batch (needs
+    #: ``text_thread``): the heads' CPU time overlaps the model's instead of following it
+    head_overlap: bool = True
     #: a multi-text task (``texts=[...]``) may carry at most this many texts
     max_texts_per_task: int = 1000
     #: messages larger than this (bytes, headers included) are refused: by the client before sending, by the

@@ -6,7 +6,9 @@ Each worker process has its own registry and port; scrape every worker. Names:
 - ``embedclf_tasks_requeued_total``: tasks returned to the queue after a failed batch
 - ``embedclf_tasks_given_up_total``: tasks turned into error rows after EMBEDCLF_MAX_ATTEMPTS
 - ``embedclf_batch_size``: tasks per processed batch (histogram)
-- ``embedclf_inference_seconds``: embed + heads time per batch (histogram)
+- ``embedclf_inference_seconds``: the batch thread's model time per batch: the embedding, plus the heads
+  when they run on that thread (``EMBEDCLF_HEAD_OVERLAP=false``) (histogram)
+- ``embedclf_head_seconds``: the heads' time per batch, rows included, on whichever thread runs them (histogram)
 - ``embedclf_write_seconds``: Postgres write time per batch (histogram)
 - ``embedclf_latency_seconds``: producer ``enqueued_at`` -> row committed, per row written (histogram)
 - ``embedclf_queue_depth``: messages waiting in the queue, read at scrape time
@@ -166,8 +168,10 @@ class WorkerMetrics:
         self.requeued = Counter("embedclf_tasks_requeued", "Tasks returned to the queue", registry=r)
         self.given_up = Counter("embedclf_tasks_given_up", "Tasks given up after max attempts", registry=r)
         self.batch_size = Histogram("embedclf_batch_size", "Tasks per batch", buckets=SIZE_BUCKETS, registry=r)
-        self.inference = Histogram("embedclf_inference_seconds", "Embed + heads time per batch",
+        self.inference = Histogram("embedclf_inference_seconds", "Batch thread's embed (+ heads) time per batch",
                                    buckets=TIME_BUCKETS, registry=r)
+        self.heads = Histogram("embedclf_head_seconds", "Heads time per batch (rows included)",
+                               buckets=TIME_BUCKETS, registry=r)
         self.write = Histogram("embedclf_write_seconds", "Postgres write time per batch", buckets=TIME_BUCKETS,
                                registry=r)
         self.latency = CountedHistogram("embedclf_latency_seconds", "enqueued_at -> row committed",

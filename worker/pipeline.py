@@ -18,11 +18,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from sqlalchemy.exc import DBAPIError
 
-from embedclf.classify import EmbedderUnavailable, classify_requests, torch_threads
+from embedclf.classify import EmbedderUnavailable, Plan, plan_requests, torch_threads
 from worker.backoff import Backoff
 from worker.buffer import Buffer
 from worker.inflight import Inflight
@@ -65,8 +65,10 @@ class BatchLoop:
         self._db = Backoff("database (head refresh)")
         self._embed = Backoff("embedder")
         self._busy: str | None = None
-        #: where the heads' work on the texts alone runs while a batch is embedded (made at start)
+        #: where the heads' work on the texts alone runs while a batch is embedded (made at start); with
+        #: ``head_overlap`` a batch's heads run there too, while this thread embeds the next batch
         self.text_pool: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None  # the previous batch's heads on the text pool
 
     def start(self, warm_up_timeout_s: float = 0.0) -> None:
         """Start the thread; with a timeout, wait (at most that long) for its warm-up first."""
@@ -75,6 +77,10 @@ class BatchLoop:
         self.thread.start()
         if warm_up_timeout_s > 0 and not self.warmed.wait(warm_up_timeout_s):
             log.warning("the embedder's warm-up takes more than %.0fs; receiving meanwhile", warm_up_timeout_s)
+
+    @property
+    def overlap(self) -> bool:
+        return self.text_pool is not None and self.res.settings.head_overlap
 
     def close(self) -> None:
         """Let the text pool's thread go once the batch thread has stopped (a task still running finishes)."""
@@ -92,10 +98,17 @@ class BatchLoop:
         try:
             embedder = self.res.embedder
             vectors = embedder.embed_batch(WARM_UP_TEXTS)
-            with torch_threads(self.res.settings.head_threads):
-                for head in self.res.heads.cached().values():
-                    if head.embedder_id == embedder.model_id and vectors.shape[1] == head.module.config.input_dim:
-                        head.module.predict_proba(vectors, list(WARM_UP_TEXTS))
+
+            def heads() -> None:
+                with torch_threads(self.res.settings.head_threads):
+                    for head in self.res.heads.cached().values():
+                        if head.embedder_id == embedder.model_id and vectors.shape[1] == head.module.config.input_dim:
+                            head.module.predict_proba(vectors, list(WARM_UP_TEXTS))
+
+            if self.overlap:  # on the thread that will run them
+                self.text_pool.submit(heads).result()  # type: ignore[union-attr]
+            else:
+                heads()
             log.info("warm-up: %d texts embedded and classified in %.2fs", len(WARM_UP_TEXTS),
                      time.perf_counter() - t0)
         except Exception as exc:  # noqa: BLE001 - a warm-up must not stop the worker
@@ -110,6 +123,7 @@ class BatchLoop:
         while not self.stop_event.is_set():
             items = self.buffer.take(timeout=0.05 if self._busy else 0.5)
             if not items:
+                self.collect()
                 if self._busy:  # idle: what was embedded last is only being written now
                     self._unmark()
                 continue
@@ -127,6 +141,7 @@ class BatchLoop:
                 pass  # the messages stay in flight; stopping hands them back to the queue (not charged)
             finally:
                 self.busy.clear()
+        self.collect()  # the last batch's rows go to the writer before it finishes
 
     @staticmethod
     def _groups(items: list[Received]) -> list[list[Received]]:
@@ -169,23 +184,62 @@ class BatchLoop:
     def _process(self, group: list[Received]) -> None:
         job = Job(group)
         requests = [p.request for p in group if p.request is not None]
-        if requests:
-            heads, broken = self._heads({h for r in requests for h in r.heads}, group)
-            while True:
-                self._mark([p.tag for p in group if p.request is not None])
-                t0 = time.perf_counter()
-                try:
-                    job.rows = classify_requests(requests, self.res.embedder, heads, chunk_size=self.chunk_size,
-                                                 broken=broken, head_threads=self.res.settings.head_threads,
-                                                 text_pool=self.text_pool)
-                    break
-                except EmbedderUnavailable as exc:
-                    self._unmark()  # not the texts' fault: no attempt is charged
-                    self._wait(self._embed.failed(exc), group)
-                finally:
-                    self.res.metrics.inference.observe(time.perf_counter() - t0)
-            self._embed.ok()
-            job.busy = self._busy
-        for p in group:
+        if not requests:
+            self._submit(job)
+            return
+        heads, broken = self._heads({h for r in requests for h in r.heads}, group)
+        embedder = self.res.embedder
+        while True:
+            plan = plan_requests(requests, embedder, heads, broken=broken, text_pool=self.text_pool)
+            if not plan.runnable:
+                job.rows = plan.rows
+                self._submit(job)
+                return
+            self._mark([p.tag for p in group if p.request is not None])
+            t0 = time.perf_counter()
+            try:
+                vectors, failed = plan.embed(embedder, self.chunk_size)
+                break
+            except EmbedderUnavailable as exc:
+                self._unmark()  # not the texts' fault: no attempt is charged
+                self._wait(self._embed.failed(exc), group)
+            finally:
+                self.res.metrics.inference.observe(time.perf_counter() - t0)
+        self._embed.ok()
+        job.busy = self._busy
+        if self.overlap:  # the heads run on the text thread while this thread embeds the next batch
+            self.collect()
+            try:
+                self._pending = self.text_pool.submit(  # type: ignore[union-attr]
+                    self._finish, job, plan, vectors, failed, heads)
+                return
+            except RuntimeError:  # the pool is shut down: a hard stop passed this thread by
+                if self.stop_event.is_set():
+                    raise Stopping(group) from None
+                raise
+        else:
+            self._finish(job, plan, vectors, failed, heads)
+
+    def _finish(self, job: Job, plan: Plan, vectors, failed, heads) -> None:
+        """Apply the heads and hand the rows to the writer; never raises (a failure: error rows)."""
+        t0 = time.perf_counter()
+        try:
+            job.rows = plan.finish(vectors, failed, heads, head_threads=self.res.settings.head_threads)
+        except Exception as exc:  # noqa: BLE001 - a bug must not loop: the group gets error rows
+            log.exception("heads failed on a batch of %d messages", len(job.items))
+            self.writer.submit(Job(job.items, internal_error_rows(job.items, exc)))
+            return
+        finally:
+            self.res.metrics.heads.observe(time.perf_counter() - t0)
+        self._submit(job)
+
+    def _submit(self, job: Job) -> None:
+        for p in job.items:
             job.rows.extend(p.errors)
         self.writer.submit(job)
+
+    def collect(self) -> None:
+        """Wait until the previous batch's heads have run and its rows are with the writer."""
+        fut, self._pending = self._pending, None
+        if fut is not None:
+            fut.result()

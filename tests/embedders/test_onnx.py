@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from embedclf.embedders import onnx_build
+from embedclf.embedders.ort import DEFAULT_SUB_BATCH, available_cores
 from embedclf.embedders.spec import SPEC_FOR_ID, SpecError, load_embedder, parse_spec
 from tests.embedders.common import TEXTS, cos
 
@@ -41,7 +42,7 @@ def test_aliases_parse() -> None:
 def test_bad_options_refused_before_anything_loads() -> None:
     from embedclf.embedders.ort import OnnxEmbedder
 
-    with pytest.raises(SpecError, match="known: batch_size, normalize, quant, spin, threads"):
+    with pytest.raises(SpecError, match="known: batch_size, lanes, normalize, quant, spin, threads"):
         OnnxEmbedder.from_spec(parse_spec("minilm-onnx?pooling=mean"))
     with pytest.raises(SpecError, match="quant='int4' is not one of none, int8, int8w"):
         load_embedder("minilm-onnx?quant=int4")
@@ -248,11 +249,61 @@ def test_options_do_not_change_vectors_or_id(onnx_emb) -> None:
         try:
             np.testing.assert_allclose(other.embed(TEXTS), onnx_emb.embed(TEXTS), atol=1e-5)
         finally:
-            onnx_emb.batch_size = 64
+            onnx_emb.batch_size = DEFAULT_SUB_BATCH
     finally:
         other.close()
     with pytest.raises(RuntimeError, match="closed"):
         other.embed_batch(["x"])
+
+
+def test_defaults_one_lane_per_core_and_short_sub_batches(onnx_emb) -> None:
+    assert onnx_emb.threads == 1 and onnx_emb.batch_size == DEFAULT_SUB_BATCH == 4
+    assert onnx_emb.lanes == available_cores() >= 1
+    with pytest.raises(SpecError, match="threads=0"):
+        load_embedder("minilm-int8?threads=0&lanes=2")
+    with pytest.raises(SpecError, match="lanes must be >= 0"):
+        load_embedder("minilm-int8?lanes=-1")
+
+
+@pytest.mark.slow
+def test_lanes_give_the_same_vectors_as_one_lane(onnx_emb) -> None:
+    """Lanes change which thread runs a sub-batch, never the sub-batches: vectors equal bit for bit, for
+    every quantisation (int8 included), in input order, for batch sizes around the lane split."""
+    three = load_embedder(f"onnx:{MINILM}?quant={onnx_emb.quant}&lanes=3&batch_size=2")
+    one = load_embedder(f"onnx:{MINILM}?quant={onnx_emb.quant}&lanes=1&batch_size=2")
+    try:
+        assert (three.lanes, one.lanes) == (3, 1)
+        lanes_seen: set[str] = set()
+        original = three.session.run
+
+        def run(*args, **kwargs):
+            lanes_seen.add(threading.current_thread().name)
+            return original(*args, **kwargs)
+
+        three._session = type("S", (), {"run": staticmethod(run), "get_outputs": original.__self__.get_outputs})()
+        texts = list(TEXTS) * 3 + ["one more, rather longer than the others: " * 3]
+        for n in (1, 2, 5, 6, 7, len(texts)):
+            np.testing.assert_array_equal(three.embed_batch(texts[:n]), one.embed_batch(texts[:n]))
+        assert len(lanes_seen) == 3  # this thread and two lane threads ran sub-batches
+    finally:
+        three.close()
+        one.close()
+
+
+@pytest.mark.slow
+def test_short_sub_batches_barely_move_int8_vectors(onnx_emb) -> None:
+    """Sub-batches of 4 instead of 64: fp32 and int8w equal to 1e-5; int8 quantises each run's activations with one
+    scale, and less padding moves them a little (cosine >= 0.98, as between a text alone and batched)."""
+    wide = load_embedder(f"onnx:{MINILM}?quant={onnx_emb.quant}&batch_size=64&lanes=1")
+    try:
+        texts = list(TEXTS) * 4
+        a, b = onnx_emb.embed_batch(texts), wide.embed_batch(texts)
+        if onnx_emb.quant == "int8":
+            assert (a * b).sum(1).min() >= 0.98
+        else:
+            np.testing.assert_allclose(a, b, atol=1e-5)
+    finally:
+        wide.close()
 
 
 def _config_entry(options, key: str) -> str | None:

@@ -82,3 +82,61 @@ def test_sparse_logits_overlap_the_embedding(clean_db, pg_url, redis_url, queue,
     else:
         assert emb.overlapped == [False]  # nothing ran during the embedding: it waited out its 2 s
         assert threads[-1] == "embedclf-batch"
+
+
+class TwoBatches(FakeEmbedder):
+    """Records whether the first batch's heads were still running when the second batch's embedding began."""
+
+    def __init__(self, first: list[str], second: list[str]) -> None:
+        super().__init__(32)
+        self.first, self.second = set(first), set(second)
+        self.first_embedded = threading.Event()
+        self.second_started = threading.Event()
+
+    def embed_batch(self, texts):
+        if self.second & set(texts):
+            self.second_started.set()
+        out = super().embed_batch(texts)
+        if self.first & set(texts):
+            self.first_embedded.set()
+        return out
+
+
+@pytest.mark.parametrize("head_overlap", [True, False])
+def test_heads_of_one_batch_run_while_the_next_is_embedded(clean_db, pg_url, redis_url, queue, services,
+                                                           head_overlap):
+    """EMBEDCLF_HEAD_OVERLAP (default on): the text thread applies batch k's heads while the batch thread embeds
+    batch k+1. The first batch's heads wait (up to 2 s) for the second batch's embedding to start: they see it
+    only if the two overlap. Off: the heads run on the batch thread, before it embeds anything else."""
+    _hybrid(clean_db)
+    texts = make_texts(4, seed=33)[0][:16]
+    emb = TwoBatches(texts[:8], texts[8:])  # batches of 8 texts: two batches
+    s = make_service(pg_url, redis_url, queue, embedder=emb, head_overlap=head_overlap)
+    services.append(s)
+    head = s.res.heads.snapshot()["hybrid"].module
+    seen: list[tuple[str, bool]] = []
+    original = head.predict_proba
+
+    def recording(*args, **kwargs):
+        if emb.first_embedded.is_set() and not seen:  # the first batch's heads (not the warm-up's)
+            seen.append((threading.current_thread().name, emb.second_started.wait(2.0)))
+        return original(*args, **kwargs)
+
+    head.predict_proba = recording
+    client = Client(redis_url, queue)
+    client.classify_many("hybrid", texts, per_task=8)  # queued before the worker starts: both batches wait
+    client.close()
+    s.start()
+
+    def statuses():
+        with clean_db.connect() as conn:
+            from sqlalchemy import text
+            return conn.execute(text("SELECT status FROM predictions")).scalars().all()
+
+    wait_for(lambda: len(statuses()) == len(texts), what="the rows")
+    assert statuses() == ["ok"] * len(texts)
+    thread, overlapped = seen[0]
+    if head_overlap:
+        assert thread.startswith("embedclf-text") and overlapped
+    else:
+        assert thread == "embedclf-batch" and not overlapped
