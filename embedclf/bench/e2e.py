@@ -33,6 +33,13 @@ HEAD_EPOCHS = 5
 HEAD_MAX_TEXTS = 2000
 
 
+#: the workers' settings the benchmark sets itself (not allowed in ``--worker-env``)
+BENCH_SETS = frozenset({
+    "EMBEDCLF_DATABASE_URL", "EMBEDCLF_BROKER_URL", "EMBEDCLF_QUEUE", "EMBEDCLF_EMBEDDER", "EMBEDCLF_MODEL_DIR",
+    "EMBEDCLF_BATCH_MAX_SIZE", "EMBEDCLF_BATCH_MAX_WAIT_MS", "EMBEDCLF_METRICS_PORT",
+})
+
+
 @dataclass(frozen=True)
 class E2EParams:
     spec: str
@@ -49,6 +56,8 @@ class E2EParams:
     rounds: int = 1
     #: the head the workers serve: "default" (as ``heads train``), "hybrid" (no kNN member) or "dense"
     head: str = "default"
+    #: more EMBEDCLF_* settings for the workers (an A/B of a worker setting in one command)
+    worker_env: tuple[tuple[str, str], ...] = ()
 
 
 def _stop_all(workers: Sequence[WorkerProc]) -> None:
@@ -255,6 +264,7 @@ def run_e2e(texts: Sequence[str], labels: Sequence[str], params: E2EParams, sett
             "EMBEDCLF_MAX_TEXT_CHARS": str(settings.max_text_chars),
             "EMBEDCLF_VISIBILITY_TIMEOUT_S": str(settings.visibility_timeout_s),
             "EMBEDCLF_LOG_LEVEL": settings.log_level,
+            **dict(params.worker_env),
         })
         workers: list[WorkerProc] = []
         stack.callback(_stop_all, workers)
@@ -308,7 +318,7 @@ def run_e2e(texts: Sequence[str], labels: Sequence[str], params: E2EParams, sett
             head_vs_embed=round(head_figures["head_us_per_text"] * figures["raw_texts_per_s"] / 1e6, 4),
             database=make_url(db_url).database,
             redis_db=int(urlsplit(redis_url).path.strip("/")),
-            rounds=len(rounds), median_round=rounds.index(median) + 1,
+            rounds=len(rounds), median_round=rounds.index(median) + 1, worker_env=dict(params.worker_env),
             round_figures=[{k: f.get(k) for k in ("raw_texts_per_s", "e2e_texts_per_s", "ratio", "p50_ms", "p95_ms",
                                                   "inference_texts_per_s", "model_busy")} for f in rounds],
         )

@@ -29,6 +29,26 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     return out
 
 
+def _worker_env(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """``NAME=VALUE`` pairs naming known settings, each value valid for its setting."""
+    from embedclf.bench.e2e import BENCH_SETS
+    from embedclf.config import ConfigError, Settings, env_names
+
+    pairs = []
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or name not in env_names():
+            raise AppError(f"--worker-env {item!r} is not EMBEDCLF_NAME=VALUE for a known setting (embedclf config)")
+        if name in BENCH_SETS:
+            raise AppError(f"--worker-env: {name} is set by the benchmark itself (see its own options)")
+        try:
+            Settings.from_env({name: value})
+        except ConfigError as exc:
+            raise AppError(f"--worker-env: {exc}") from None
+        pairs.append((name, value))
+    return tuple(pairs)
+
+
 def data_option(f):
     return click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
                         help="CSV/TSV/JSONL/JSON/TXT file.")(f)
@@ -190,11 +210,14 @@ def _measure_specs(settings: Settings, specs: list[str], texts: list[str], batch
 @click.option("--head", "head", type=click.Choice(["default", "hybrid", "dense"]), default="default", show_default=True,
               help="The head served: heads train's default (TF-IDF member, kNN member when the validation split keeps "
                    "it), hybrid (TF-IDF member, no kNN member) or dense (neither).")
+@click.option("--worker-env", "worker_env", multiple=True, metavar="EMBEDCLF_NAME=VALUE",
+              help="A setting for the workers (repeatable), e.g. EMBEDCLF_HEAD_OVERLAP=false; the benchmark passes "
+                   "no other EMBEDCLF_* variable of its own environment to them.")
 @json_option
 @click.pass_obj
 def e2e(settings: Settings, data_path: str, text_col: str, label_col: str, n: int, workers: int,
         embedder_spec: str | None, batch_size: int, max_wait_ms: int, rate: float, per_task: int | None,
-        timeout_s: int, rounds: int, head: str,
+        timeout_s: int, rounds: int, head: str, worker_env: tuple[str, ...],
         as_json: bool) -> None:
     """End to end: a producer process -> Redis -> K workers -> Postgres (temporary DB), vs raw speed."""
     from embedclf.bench.e2e import E2EParams, run_e2e
@@ -202,12 +225,14 @@ def e2e(settings: Settings, data_path: str, text_col: str, label_col: str, n: in
     from embedclf.data import load_labeled
 
     spec = _spec(settings, embedder_spec)
+    pairs = _worker_env(worker_env)
     data = load_labeled(data_path, text_col, label_col)
     texts, labels = data.texts[:n], data.labels[:n]
     if len(texts) < n and not as_json:
         click.echo(f"note: {data_path} has only {len(texts)} labelled rows; sending those", err=True)
     params = E2EParams(spec=spec, workers=workers, batch_size=batch_size, max_wait_ms=max_wait_ms,
-                       rate=rate, per_task=per_task, timeout_s=float(timeout_s), rounds=rounds, head=head)
+                       rate=rate, per_task=per_task, timeout_s=float(timeout_s), rounds=rounds, head=head,
+                       worker_env=pairs)
     with sigterm_as_interrupt():
         report = run_e2e(texts, labels, params, settings,
                          lambda s: load_embedder_verbose(settings, s, quiet=as_json), quiet=as_json,

@@ -161,7 +161,10 @@ def test_e2e_smoke():
     # read 0 once in CI when per-thread CPU came from /proc's sampled 10 ms ticks (now the scheduler's run
     # time where the kernel has it, tests/bench/test_procs.py; the ticks remain the fallback)
     r = json.loads(run("e2e", "--data", str(TRAIN_CSV), "-n", "300", "--workers", "1", "--batch-size", "16",
-                       "--max-wait-ms", "20", "--rounds", "2", "--json").stdout)
+                       "--max-wait-ms", "20", "--rounds", "2", "--worker-env", "EMBEDCLF_TEXT_THREAD=false",
+                       "--json").stdout)
+    # --worker-env reached the worker: it started no text thread (its TF-IDF work ran on the batch thread)
+    assert r["worker_env"] == {"EMBEDCLF_TEXT_THREAD": "false"} and "ec-text_0" not in r["worker_cpu_s"]
     # two rounds on the same workers: each round's figures come from its own 300 rows
     assert r["n"] == 300 and r["rows"] == 300 and r["workers"] == 1 and r["error_rows"] == 0
     assert r["rounds"] == 2 and len(r["round_figures"]) == 2 and r["median_round"] in (1, 2)
@@ -229,6 +232,12 @@ def test_bad_inputs(tiny, tmp_path):
     one_line_error(run("e2e", "--data", str(tiny), "--label-col", "category", "-n", "10", ok=False),
                    "no column 'category'")
     one_line_error(run("embed", "--data", str(tmp_path / "none.csv"), ok=False), "no such file")
+    one_line_error(run("e2e", "--data", str(tiny), "-n", "10", "--worker-env", "EMBEDCLF_NOPE=1", ok=False),
+                   "not EMBEDCLF_NAME=VALUE for a known setting")
+    one_line_error(run("e2e", "--data", str(tiny), "-n", "10", "--worker-env", "EMBEDCLF_DATABASE_URL=x", ok=False),
+                   "set by the benchmark itself")
+    one_line_error(run("e2e", "--data", str(tiny), "-n", "10", "--worker-env", "EMBEDCLF_HEAD_OVERLAP=maybe",
+                       ok=False), "not a boolean")
     one_line_error(run("embed", "--data", str(tiny), "--n-batch", "512", ok=False), "llama.cpp specs only")
     one_line_error(run("embed", "--data", str(tiny), "--n-batch", "512", "--embedder", "gemma3-270m", "--embedder",
                        "gemma3-270m", ok=False), "one at a time")
