@@ -48,6 +48,9 @@ def test_worker_metrics_are_scraped(settings, clean_db, start_worker):
     assert m["embedclf_latency_seconds_count"] == 22 and m["embedclf_latency_seconds_sum"] > 0
     assert m["embedclf_batch_size_sum"] == 22 and 1 <= m["embedclf_batch_size_count"] <= 22
     assert m["embedclf_inference_seconds_count"] == m["embedclf_write_seconds_count"] >= 1
+    # the heads ran once per embedded batch (on the text thread: EMBEDCLF_HEAD_OVERLAP), timed on their own
+    assert m["embedclf_head_seconds_count"] == m["embedclf_inference_seconds_count"]
+    assert m["embedclf_head_seconds_sum"] > 0
     assert m["embedclf_tasks_requeued_total"] == 0 and m["embedclf_tasks_given_up_total"] == 0
     assert m["embedclf_queue_depth"] == 0
 
