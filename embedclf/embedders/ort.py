@@ -84,13 +84,13 @@ class OnnxEmbedder(Embedder):
             raise SpecError("onnx option threads must be >= 0 (0: ONNX Runtime's default, one per core)")
         if threads == 0 and lanes > 1:
             raise SpecError("onnx option threads=0 (one intra-op thread per core) takes one lane: set threads=N")
+        if lanes < 0:
+            raise SpecError("onnx option lanes must be >= 0 (0: one per core with threads=1, else 1)")
         self.source = read_source(target)
         self.path = ensure_built(self.source, quant, model_dir, log=log)
         self.quant = quant
         self.threads = threads
         self.batch_size = batch_size
-        if lanes < 0:
-            raise SpecError("onnx option lanes must be >= 0 (0: one per core with threads=1, else 1)")
         self.lanes = lanes or (available_cores() if threads == 1 else 1)
         self._pool: Any = None
         #: "1": ONNX Runtime's default (idle intra-op threads spin, also for a while after a run);

@@ -270,6 +270,11 @@ def test_defaults_one_lane_per_core_and_short_sub_batches(onnx_emb) -> None:
         load_embedder("minilm-int8?threads=0&lanes=2")
     with pytest.raises(SpecError, match="lanes must be >= 0"):
         load_embedder("minilm-int8?lanes=-1")
+    two_threads = load_embedder("minilm-int8?threads=2")
+    try:
+        assert two_threads.lanes == 1  # lanes=0 means one per core only with one intra-op thread per lane
+    finally:
+        two_threads.close()
 
 
 @pytest.mark.slow
