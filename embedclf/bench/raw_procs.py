@@ -2,7 +2,7 @@
 
 Every process embeds all N texts in the same chunks; the figure is ``P * N`` texts over the
 slowest process's time. That is how P single-threaded workers on one host compare with one
-worker using P intra-op threads (``minilm-int8?threads=1`` with ``--processes 2`` against
+worker using P intra-op threads (``minilm-int8?threads=1&lanes=1`` with ``--processes 2`` against
 ``minilm-int8?threads=2``). Children are started with ``spawn`` (no forked model state) and
 load their model before any timing starts; between runs they wait on a pipe.
 """

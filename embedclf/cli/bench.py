@@ -102,7 +102,7 @@ def bench() -> None:
 @click.option("--processes", default="1", show_default=True, callback=_int_list,
               help="Comma-separated process counts: run each embedder in P processes at once (each embeds all N "
                    "texts; aggregate texts/s), every P measured in the same interleaved run. With any P > 1 every "
-                   "entry runs in child processes. Pair with ?threads=1 to compare processes with threads.")
+                   "entry runs in child processes. Pair with ?threads=1&lanes=1 to compare processes with threads.")
 @click.option("--n-batch", default=None, callback=_int_list,
               help="llama specs only: comma-separated n_batch values; reloads the model with ?n_batch=X for each.")
 @json_option
