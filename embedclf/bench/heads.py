@@ -35,7 +35,9 @@ _DEFAULT = {"linear_member": True, **_HYBRID}
 #: default until the CV in docs/training.md chose 0.3); "-wd.05": weight decay 0.05 (0.01); "-h1024": 1,024 hidden
 #: units (512); "-knn": a kNN member (k 10, temp 0.05) with 0.3 of the mix ("-knn.2"/"-knn.4": 0.2/0.4;
 #: "-knn-k20"/"-knn-k5": 20/5 neighbours; "-knn-t.1"/"-knn-t.03"/"-knn-t.02": temp 0.1/0.03/0.02; "-knn-fit": all
-#: weights fitted on validation; "-knn-auto": the member kept only when it lowers the validation NLL)
+#: weights fitted on validation; "-knn-auto": the member kept only when it lowers the validation NLL);
+#: "-c3"/"-c10"/"-c30"/"-c100": the linear member's C (the default was 10 until the CV in docs/training.md chose
+#: 30, so every variant without "-c…" now has C 30); "-mlp": the MLP retrained on training + validation rows
 VARIANTS: dict[str, dict] = {
     "mlp": {"linear_member": False, **_DENSE},
     "mlp+linear": {"linear_member": True, **_DENSE},
@@ -92,6 +94,11 @@ VARIANTS: dict[str, dict] = {
     "mlp+linear+tfidf-refit-knn-k5-t.03": {**_DEFAULT, "refit": True, "knn_member": "on", "knn_k": 5,
                                            "knn_temp": 0.03},
     "mlp+linear+tfidf-refit-knn-auto": {**_DEFAULT, "refit": True, "knn_member": "auto"},
+    "mlp+linear+tfidf-refit-knn-auto-c3": {**_DEFAULT, "refit": True, "knn_member": "auto", "linear_c": 3.0},
+    "mlp+linear+tfidf-refit-knn-auto-c10": {**_DEFAULT, "refit": True, "knn_member": "auto", "linear_c": 10.0},
+    "mlp+linear+tfidf-refit-knn-auto-c30": {**_DEFAULT, "refit": True, "knn_member": "auto", "linear_c": 30.0},
+    "mlp+linear+tfidf-refit-knn-auto-c100": {**_DEFAULT, "refit": True, "knn_member": "auto", "linear_c": 100.0},
+    "mlp+linear+tfidf-refit-knn-auto-mlp": {**_DEFAULT, "refit": True, "refit_mlp": True, "knn_member": "auto"},
     "mlp+linear+tfidf-refit-knn-fit": {**_DEFAULT, "refit": True, "knn_member": "on", "member_weights": "fit"},
     "mlp+linear+knn-refit": {"linear_member": True, **_DENSE, "refit": True, "knn_member": "on"},
     "mlp+tfidf": {"linear_member": False, **_HYBRID},
@@ -101,7 +108,7 @@ VARIANTS: dict[str, dict] = {
 #: the parameters only the second training stage (``finish_head``) reads: variants differing only in
 #: these share one dense training per fold
 _FINISH_FIELDS = ("tfidf_member", "tfidf_max_features", "tfidf_alpha", "tfidf_epochs", "member_weights", "refit",
-                  "knn_member", "knn_k", "knn_temp", "knn_weight")
+                  "refit_mlp", "knn_member", "knn_k", "knn_temp", "knn_weight")
 
 FoldCallback = Callable[[dict], None]
 

@@ -31,6 +31,7 @@ import time
 import torch
 from torch import nn
 
+from embedclf.heads.numerics import unit_rows
 from embedclf.heads.oos import check_neighbour_config
 
 KIND = "knn-vote"
@@ -129,7 +130,7 @@ class KnnMember(nn.Module):
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """``[n, num_labels]``: ``log(p_knn + FLOOR)`` for raw embeddings ``x``."""
-        z = nn.functional.normalize(x.float(), dim=-1)
+        z = unit_rows(x)
         out = []
         for i in range(0, len(z), CHUNK):
             sims, idx = self.neighbours(z[i:i + CHUNK])

@@ -40,6 +40,7 @@ from torch import nn
 
 from embedclf.errors import HeadLoadError
 from embedclf.heads import knn as knn_member
+from embedclf.heads.numerics import Dropout, flush_tiny
 from embedclf.heads.oos import KnnScore, check_config, make_config
 from embedclf.heads.sparse import SparseMember, check_precomputed
 
@@ -124,9 +125,11 @@ class DenseMembers(nn.Module):
         return nn.functional.normalize(x, dim=-1)
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """The members' input: L2-normalised and centred (with ``input_norm``), tiny values set to 0
+        (:func:`~embedclf.heads.numerics.flush_tiny`: keeps the products off the CPU's slow subnormal path)."""
         if not self.config.input_norm:
-            return x
-        return self._normalize(x) - self.center
+            return flush_tiny(x)
+        return flush_tiny(self._normalize(x) - self.center)
 
     def _mlp(self, z: torch.Tensor) -> torch.Tensor:
         logits = self.mlp(z)
@@ -164,7 +167,7 @@ class MLPHead(DenseMembers):
         layers: list[nn.Module] = []
         width = config.input_dim
         for _ in range(config.num_layers - 1):
-            layers += [nn.Linear(width, config.hidden_dim), act(), nn.Dropout(config.dropout)]
+            layers += [nn.Linear(width, config.hidden_dim), act(), Dropout(config.dropout)]
             width = config.hidden_dim
         layers.append(nn.Linear(width, config.num_labels))
         self.mlp = nn.Sequential(*layers)

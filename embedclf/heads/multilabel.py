@@ -32,6 +32,7 @@ from torch import nn
 from embedclf.errors import HeadLoadError
 from embedclf.heads.mldecide import HEAD_TYPE, decide, is_multi_label, label_rows
 from embedclf.heads.mlp import ACTIVATIONS, DenseMembers
+from embedclf.heads.numerics import Dropout
 from embedclf.heads.sparse import check_precomputed
 from embedclf.heads.tfidf import TfidfFeaturizer
 
@@ -161,7 +162,7 @@ class MultiLabelHead(DenseMembers):
         layers: list[nn.Module] = []
         width = config.input_dim
         for _ in range(config.num_layers - 1):
-            layers += [nn.Linear(width, config.hidden_dim), act(), nn.Dropout(config.dropout)]
+            layers += [nn.Linear(width, config.hidden_dim), act(), Dropout(config.dropout)]
             width = config.hidden_dim
         layers.append(nn.Linear(width, config.num_labels))
         self.mlp = nn.Sequential(*layers)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from embedclf.errors import HeadLoadError
+from embedclf.heads.numerics import unit_rows
 
 KIND = "knn-cosine"
 KEYS = {"kind", "k", "beta", "n_vectors"}
@@ -95,7 +96,7 @@ class KnnScore(nn.Module):
     @torch.no_grad()
     def similarity(self, x: torch.Tensor) -> torch.Tensor:
         """``[n]``: mean cosine of each raw embedding row to its ``k`` nearest training vectors."""
-        table, z = self._table(), nn.functional.normalize(x.float(), dim=-1)
+        table, z = self._table(), unit_rows(x)
         out = [torch.topk(z[i:i + CHUNK] @ table.T, self.k, dim=1).values.mean(dim=1)
                for i in range(0, len(z), CHUNK)]
         return torch.cat(out) if out else torch.zeros(0)

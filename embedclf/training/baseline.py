@@ -28,7 +28,7 @@ def tfidf_baseline(
     """Fit on the training split, report on the test split (same keys as the head)."""
     start = time.perf_counter()
     features = FeatureUnion(baseline_vectorizers())  # the features a hybrid head's sparse member uses too
-    clf = SGDClassifier(loss="modified_huber", alpha=1e-4, max_iter=50, tol=None, random_state=seed)
+    clf = SGDClassifier(loss="modified_huber", alpha=1e-4, max_iter=50, tol=None, random_state=seed, n_jobs=-1)
     model = make_pipeline(features, clf)
     model.fit(list(train_texts), train_y)
     proba = np.zeros((len(test_texts), num_labels), dtype=np.float64)

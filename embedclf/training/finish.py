@@ -10,8 +10,9 @@ linear members are trained) and returns the finished :class:`~embedclf.training.
 2. each member's temperature on validation, the mixing weights (``member_weights``: equal, fitted
    on validation, or fixed), the final temperature on the mix;
 3. with ``refit`` (and a validation slice cut from the training data), the convex members (linear,
-   TF-IDF) fitted again on training + validation texts, the kNN member given their vectors too,
-   temperatures and weights kept. The
+   TF-IDF) fitted again on training + validation texts, the kNN member given their vectors too (with
+   ``refit_mlp`` the MLP trained again from scratch on them for the chosen epochs), temperatures and
+   weights kept. The
    validation logits returned (for abstention thresholds) and the validation figures are those of
    the head *before* the refit, which had not seen those texts.
 
@@ -36,6 +37,7 @@ from embedclf.training.metrics import classification_report
 from embedclf.training.sparse import fit_featurizer, fit_member_weights, fit_sparse_member
 from embedclf.training.trainer import (
     DenseStage,
+    MlpFit,
     TrainParams,
     TrainResult,
     fit_linear,
@@ -183,6 +185,24 @@ def _refit(head: MLPHead, stage: DenseStage, params: TrainParams, members: dict)
                           params.tfidf_alpha, params.tfidf_epochs, params.seed)
     if head.knn is not None:
         head.set_knn(X_all, y_all)
+    if params.refit_mlp:
+        members["mlp"]["refit_epochs"] = _refit_mlp(head, stage, params, X_all, y_all, members["mlp"]["best_epoch"])
     for name in members:
-        if name != "mlp":
+        if name != "mlp" or params.refit_mlp:
             members[name]["refit_on"] = int(len(y_all))
+
+
+def _refit_mlp(head: MLPHead, stage: DenseStage, params: TrainParams, X_all: torch.Tensor, y_all: torch.Tensor,
+               best_epoch: int) -> int:
+    """The MLP member trained again from a fresh start on ``X_all`` for the chosen number of epochs (the
+    last epoch kept: there is no unseen validation row left to choose by). Returns the epochs run."""
+    epochs = max(1, best_epoch)
+    torch.manual_seed(params.seed)
+    for module in [*head.mlp, head.skip]:
+        if isinstance(module, nn.Linear):
+            module.reset_parameters()
+    mlp_params = [p for m in [head.mlp, head.skip] if m is not None for p in m.parameters()]
+    gen = torch.Generator().manual_seed(params.seed)
+    MlpFit(head, X_all, y_all, stage.Xv, stage.yv, replace(params, epochs=epochs), gen, select=False).run(
+        head.mlp_logits, mlp_params, params.lr, params.weight_decay, params.label_smoothing, None)
+    return epochs

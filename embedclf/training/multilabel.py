@@ -251,7 +251,7 @@ def _fit_mlp(head: MultiLabelHead, xt: torch.Tensor, yt: torch.Tensor, Xv: np.nd
              on_epoch: EpochCallback | None) -> tuple[list[dict], int]:
     """Train the MLP member; the head ends at the best epoch. Returns (history, best epoch)."""
     params = [prm for n, prm in head.named_parameters() if not n.startswith("linear.")]
-    opt = torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay)
+    opt = torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay, fused=True)
     steps = p.epochs * max(1, math.ceil(len(xt) / p.batch_size))
     sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p.lr, total_steps=steps,
                                                  pct_start=max(0.1, 2.0 / steps))

@@ -43,7 +43,8 @@ def fit_sparse_member(head: MLPHead, featurizer: TfidfFeaturizer, texts: Sequenc
     classes = np.unique(y)
     if len(classes) < 2:
         raise DataError("the TF-IDF member needs at least two classes in its training texts")
-    clf = SGDClassifier(loss="log_loss", alpha=alpha, max_iter=epochs, tol=None, random_state=seed)
+    # n_jobs: one-vs-rest classes fitted on every core (threads; the same coefficients as one thread)
+    clf = SGDClassifier(loss="log_loss", alpha=alpha, max_iter=epochs, tol=None, random_state=seed, n_jobs=-1)
     clf.fit(x, y)
     num_labels = head.config.num_labels
     coef = np.zeros((num_labels, x.shape[1]), dtype=np.float32)

@@ -125,3 +125,27 @@ def test_knn_auto_decides_on_the_validation_split_both_ways():
     noisy = [str(v) for v in rng.integers(0, 3, size=len(X))]
     hurts = train_head(rng.normal(size=X.shape).astype(np.float32), noisy, params)
     assert hurts.knn_choice["kept"] is False and "knn" not in hurts.head.member_names
+
+
+def test_refit_mlp_retrains_the_mlp_on_all_rows_for_the_chosen_epochs(data):
+    _, labels, texts = data
+    names = sorted(set(labels))
+    rng = np.random.default_rng(0)  # separable vectors: an MLP that trained at all gets them right
+    centroids = rng.normal(size=(len(names), 8))
+    X = (centroids[[names.index(v) for v in labels]] + 0.3 * rng.normal(size=(len(labels), 8))).astype(np.float32)
+    params = dict(FAST, epochs=20, refit=True)
+    refit = train_head(X, labels, TrainParams(**params), texts=texts)
+    both = train_head(X, labels, TrainParams(**params, refit_mlp=True), texts=texts)
+    # the validation view (thresholds, reported figures) is the head before any refit, as with refit alone
+    np.testing.assert_array_equal(refit.val_logits, both.val_logits)
+    assert not torch.equal(refit.head.mlp[0].weight, both.head.mlp[0].weight)
+    assert torch.equal(refit.head.linear.weight, both.head.linear.weight)  # the other refits are unchanged
+    assert both.members["mlp"]["refit_on"] == len(X) and "refit_on" not in refit.members["mlp"]
+    assert both.members["mlp"]["refit_epochs"] == both.members["mlp"]["best_epoch"]
+    # the retrained MLP learned the rows (it is not left at a fresh, untrained start)
+    y = np.array([both.labels.index(v) for v in labels])
+    with torch.no_grad():
+        acc = [float((r.head.mlp_logits(torch.from_numpy(X)).argmax(1).numpy() == y).mean()) for r in (refit, both)]
+    assert acc[1] > 0.7 and acc[1] >= acc[0] - 0.1, acc  # chance: 0.2
+    again = train_head(X, labels, TrainParams(**params, refit_mlp=True), texts=texts)
+    assert torch.equal(again.head.mlp[0].weight, both.head.mlp[0].weight)  # deterministic for a seed
