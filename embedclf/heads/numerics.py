@@ -2,11 +2,12 @@
 
 Some embedders emit a few vanishingly small values: int8 MiniLM gives every text two dimensions
 (127 and 223) of about 1e-33. Multiplied by anything below 1e-5 they underflow into subnormal
-floats, which x86 CPUs compute many times slower than normal ones (measured here on BANKING77 vectors:
-the linear member's full-batch loss and gradient took 56 ms instead of 14 ms, a large part of why training
-was slow; a worker's small per-batch products showed no measurable change: 172 vs 171 µs a text). Such values carry no information at float32
-precision: :func:`flush_tiny` sets them to 0 before a head multiplies, which leaves every logit the
-same to float32 rounding (a term of 1e-33 does not change a sum of order 1e-3).
+floats, which x86 CPUs compute many times slower than normal ones. Measured on BANKING77 vectors:
+the linear member's full-batch loss and gradient took 56 ms instead of 14 ms, a large part of why
+training was slow; a worker's small per-batch products showed no measurable change (172 vs 171 µs
+a text). Such values carry no information at float32 precision: :func:`flush_tiny` sets them to 0
+before a head multiplies, which leaves every logit the same to float32 rounding (a term of 1e-33
+does not change a sum of order 1e-3).
 """
 
 from __future__ import annotations
