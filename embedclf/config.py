@@ -66,6 +66,10 @@ class Settings:
     #: apply a batch's heads on the text thread while the batch thread embeds the next batch (needs
     #: ``text_thread``): the heads' CPU time overlaps the model's instead of following it
     head_overlap: bool = True
+    #: a worker process's GIL switch interval in milliseconds (``sys.setswitchinterval``; Python's default is 5):
+    #: a model lane back from a run waits at most this long for the GIL while another thread runs Python (heads,
+    #: decoding, the writer). 0.5 measured +4 pt of e2e / raw on 2 cores (docs/benchmarks.md); 0 = Python's own
+    gil_switch_ms: float = 0.5
     #: a multi-text task (``texts=[...]``) may carry at most this many texts
     max_texts_per_task: int = 1000
     #: messages larger than this (bytes, headers included) are refused: by the client before sending, by the
@@ -141,6 +145,8 @@ class Settings:
                    "a Redis URL, redis://[:password@]host:6379/0 (or rediss://, sentinel://)")
         if self.batch.max_size < 1:
             raise ConfigError("EMBEDCLF_BATCH_MAX_SIZE must be >= 1")
+        if not 0 <= self.gil_switch_ms <= 1000:
+            raise ConfigError("EMBEDCLF_GIL_SWITCH_MS must be between 0 (Python's default) and 1000 milliseconds")
         if self.batch.max_wait_ms < 0:
             raise ConfigError("EMBEDCLF_BATCH_MAX_WAIT_MS must be >= 0")
         if self.batch.max_tokens < 16:

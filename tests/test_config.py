@@ -86,6 +86,9 @@ def test_reads_os_environ_by_default(monkeypatch):
         ("EMBEDCLF_BATCH_MAX_WAIT_MS", "2.5"),
         ("EMBEDCLF_BATCH_MAX_TOKENS", "15"),
         ("EMBEDCLF_BATCH_MAX_TOKENS", ""),
+        ("EMBEDCLF_GIL_SWITCH_MS", "-1"),
+        ("EMBEDCLF_GIL_SWITCH_MS", "nan"),
+        ("EMBEDCLF_GIL_SWITCH_MS", "5000"),
     ],
 )
 def test_bad_values_raise_naming_the_variable(name, value):

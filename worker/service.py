@@ -46,6 +46,17 @@ def _revoked() -> Any:
     return state.revoked
 
 
+def apply_gil_switch(ms: float) -> float:
+    """Set this process's GIL switch interval to ``ms`` milliseconds (0: leave it); returns the interval in
+    effect, in seconds. A thread that waits for the GIL asks its holder to drop it after this long, so a
+    shorter interval lets an embedding lane start its next model run sooner (docs/benchmarks.md)."""
+    import sys
+
+    if ms > 0:
+        sys.setswitchinterval(ms / 1000.0)
+    return sys.getswitchinterval()
+
+
 #: the longest a starting worker waits for its model's warm-up before it receives anyway
 WARM_UP_TIMEOUT_S = 120.0
 
@@ -71,6 +82,7 @@ class Service:
 
     def _start(self) -> None:
         s, res = self.settings, self.res
+        apply_gil_switch(s.gil_switch_ms)
         embedder = res.embedder  # load the model before the first message
         count_tokens = embedder.token_counter()
         try:  # and the active heads, when the database answers (if not, the first batch waits for it)

@@ -207,6 +207,15 @@ def busy_figures(before: Sequence[dict[str, float]], after: Sequence[dict[str, f
             "inference_texts_per_s": round(rate(rows["rows"], inference), 2)}
 
 
+def bracketed(before: raw.RawRun, after: raw.RawRun, n: int) -> dict:
+    """The raw figures an end-to-end pass is compared with: the mean time of the raw passes just before and
+    just after it (a drift of the host's speed over the round cancels out to first order)."""
+    seconds = (before.seconds + after.seconds) / 2
+    return {"raw_seconds": round(seconds, 3), "raw_texts_per_s": round(rate(n, seconds), 2),
+            "raw_before_texts_per_s": round(before.texts_per_s, 2),
+            "raw_after_texts_per_s": round(after.texts_per_s, 2)}
+
+
 def _raw_run(load: Callable[[str], Embedder], spec: str, texts: Sequence[str], batch_size: int, quiet: bool,
              label: str) -> raw.RawRun:
     """Load the embedder in this process, time it on ``texts``, free it (the workers hold their own copy)."""
@@ -295,12 +304,16 @@ def run_e2e(texts: Sequence[str], labels: Sequence[str], params: E2EParams, sett
             figures.update(busy_figures(sums_before, [w.metric_sums() for w in workers], figures))
             enqueue_s = float(sent["end"]) - float(sent["start"])
             figures.update(
-                raw_seconds=round(raw_runs[r].seconds, 3), raw_texts_per_s=round(raw_runs[r].texts_per_s, 2),
                 enqueue_seconds=round(enqueue_s, 3), enqueue_texts_per_s=round(rate(int(sent["sent"]), enqueue_s), 1),
                 worker_cpu_s=cpu,
             )
-            figures["ratio"] = round(figures["e2e_texts_per_s"] / figures["raw_texts_per_s"], 3)
             rounds.append(figures)
+        # a last raw pass after the last round: each end-to-end pass is then bracketed by a raw pass before and
+        # one after it, and compared with their mean (the speed of this host drifts within seconds)
+        raw_runs.append(_raw_run(load, params.spec, texts, params.batch_size, quiet, "raw, after the last round"))
+        for r, figures in enumerate(rounds):
+            figures.update(bracketed(raw_runs[r], raw_runs[r + 1], n))
+            figures["ratio"] = round(figures["e2e_texts_per_s"] / figures["raw_texts_per_s"], 3)
         _stop_all(workers)
 
         median = sorted(rounds, key=lambda f: f["ratio"])[(len(rounds) - 1) // 2]
@@ -319,7 +332,8 @@ def run_e2e(texts: Sequence[str], labels: Sequence[str], params: E2EParams, sett
             database=make_url(db_url).database,
             redis_db=int(urlsplit(redis_url).path.strip("/")),
             rounds=len(rounds), median_round=rounds.index(median) + 1, worker_env=dict(params.worker_env),
-            round_figures=[{k: f.get(k) for k in ("raw_texts_per_s", "e2e_texts_per_s", "ratio", "p50_ms", "p95_ms",
+            round_figures=[{k: f.get(k) for k in ("raw_texts_per_s", "raw_before_texts_per_s", "raw_after_texts_per_s",
+                                                  "e2e_texts_per_s", "ratio", "p50_ms", "p95_ms",
                                                   "inference_texts_per_s", "model_busy")} for f in rounds],
         )
     shutil.rmtree(log_dir, ignore_errors=True)  # kept when the run failed: error messages point at it

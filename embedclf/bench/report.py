@@ -85,7 +85,7 @@ def e2e_report(r: dict, echo: Echo) -> None:
     echo(f"  e2e throughput   {r['e2e_texts_per_s']:>10,.1f} texts/s  ({r['rows']} rows in {r['e2e_seconds']:.2f} s, "
          "first enqueue -> last commit)")
     echo(f"  raw throughput   {r['raw_texts_per_s']:>10,.1f} texts/s  (embed_batch in this process, same texts, "
-         f"order and batch size)")
+         f"order and batch size; mean time of the raw passes before and after the e2e pass)")
     if r.get("rate"):
         echo(f"  e2e / raw        {r['ratio']:>10.3f}  (paced at {r['rate']:g} tasks/s: throughput is the "
              "producer's pace, not capacity)")

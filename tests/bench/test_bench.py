@@ -169,6 +169,12 @@ def test_e2e_smoke():
     assert r["n"] == 300 and r["rows"] == 300 and r["workers"] == 1 and r["error_rows"] == 0
     assert r["rounds"] == 2 and len(r["round_figures"]) == 2 and r["median_round"] in (1, 2)
     assert all(positive(f["ratio"]) and positive(f["raw_texts_per_s"]) for f in r["round_figures"])
+    # each e2e pass is compared with the mean time of the raw passes just before and after it; round 2's
+    # "before" pass is round 1's "after" pass
+    for f in r["round_figures"]:
+        mean_s = (300 / f["raw_before_texts_per_s"] + 300 / f["raw_after_texts_per_s"]) / 2
+        assert f["raw_texts_per_s"] == pytest.approx(300 / mean_s, rel=2e-3)
+    assert r["round_figures"][0]["raw_after_texts_per_s"] == r["round_figures"][1]["raw_before_texts_per_s"]
     assert r["ratio"] == min(f["ratio"] for f in r["round_figures"])  # the lower of two is the median
     # the worker's threads, by OS name: its batch thread did the embedding
     assert r["worker_cpu_s"].get("ec-batch", 0) > 0
