@@ -144,6 +144,38 @@ def test_clear_busy_only_clears_its_own_marker(client):
     assert client.get(f.busy_key) is None
 
 
+def wait_until(cond, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met"
+        time.sleep(0.005)
+
+
+def test_marks_reach_redis_before_their_replies_are_read_and_replies_are_read_in_bulk(client):
+    from worker.inflight import MAX_PENDING_MARKS
+
+    f = Inflight(client, Q)
+    for i in range(MAX_PENDING_MARKS):
+        f.mark_busy([i])
+        # each SET is in Redis at once (what a death right after it would be charged to), reply unread
+        wait_until(lambda i=i: client.get(f.busy_key) == str(i).encode())
+    assert f._marker_pending == MAX_PENDING_MARKS
+    f.mark_busy([100])  # the next mark reads the waiting replies first, then sends its own
+    assert f._marker_pending == 1
+    f.flush_marks()
+    assert f._marker_pending == 0 and client.get(f.busy_key) == b"100"
+    # a marker connection that Redis dropped is reported and dropped; the next mark reconnects
+    host, port = f._marker._sock.getsockname()[:2]
+    client.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}")
+    with pytest.raises(redis.ConnectionError):
+        f.mark_busy([101])  # the write may still be accepted by the kernel: then the reply's read fails
+        f.flush_marks()
+    assert f._marker is None
+    f.mark_busy([102])
+    f.flush_marks()
+    assert client.get(f.busy_key) == b"102"
+
+
 def test_unregister_gives_everything_back_without_charging(client):
     fill(client, 4)
     f = Inflight(client, Q)
