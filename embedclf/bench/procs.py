@@ -27,6 +27,7 @@ broker, queue, head, path, rate, per_task = sys.argv[1:7]
 texts = json.load(open(path, encoding="utf-8"))
 rate, per_task = float(rate), int(per_task)
 client = Client(broker, queue)
+client.wait_for_broker()  # connected before the clock starts, as a running application's client is
 start = time.time()
 if rate > 0:  # one task at a time, on a fixed schedule: low-load latency
     t0 = time.monotonic()
