@@ -21,8 +21,12 @@ def queue(redis_url):
 
 @pytest.fixture
 def services():
+    import sys
+
+    switch = sys.getswitchinterval()  # a started service sets its process's (EMBEDCLF_GIL_SWITCH_MS)
     started: list = []  # worker.service.Service
     yield started
     for s in started:
         s.stop(timeout_s=5)
         s.res.close()
+    sys.setswitchinterval(switch)

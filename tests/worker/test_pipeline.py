@@ -90,15 +90,11 @@ def test_single_and_multi_text_tasks_flow_and_are_acked(clean_db, pg_url, redis_
 
 def test_a_started_worker_sets_its_gil_switch_interval_and_zero_leaves_it(clean_db, pg_url, redis_url, queue,
                                                                          services):
-    before = sys.getswitchinterval()
-    try:
-        sys.setswitchinterval(0.005)
-        start(services, pg_url, redis_url, queue, gil_switch_ms=0)
-        assert sys.getswitchinterval() == pytest.approx(0.005)  # 0: Python's own interval stays
-        start(services, pg_url, redis_url, queue)  # the default, 0.5 ms
-        assert sys.getswitchinterval() == pytest.approx(Settings().gil_switch_ms / 1000) == pytest.approx(0.0005)
-    finally:
-        sys.setswitchinterval(before)
+    sys.setswitchinterval(0.005)  # (the services fixture restores the interval afterwards)
+    start(services, pg_url, redis_url, queue, gil_switch_ms=0)
+    assert sys.getswitchinterval() == pytest.approx(0.005)  # 0: Python's own interval stays
+    start(services, pg_url, redis_url, queue)  # the default, 0.5 ms
+    assert sys.getswitchinterval() == pytest.approx(Settings().gil_switch_ms / 1000) == pytest.approx(0.0005)
 
 
 def test_poison_entries_each_get_one_row_and_valid_tasks_around_them_are_served(clean_db, pg_url, redis_url, queue,
