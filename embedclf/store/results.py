@@ -3,7 +3,9 @@
 Rows go in with one ``INSERT … SELECT FROM json_to_recordset(<the batch as one JSON array>) ON
 CONFLICT DO NOTHING``: one round trip and one statement whatever the batch size, and no SQL text
 built per row (measured here: 2.5–4× the rows/s of one array parameter per column, whose
-client-side quoting cost about 30 µs per row).
+client-side quoting cost about 30 µs per row). The statement only counts the rows it inserted: when
+that is all of them, their keys are the batch's own; when not (a redelivery, a reused id: rare), the
+transaction is rolled back and the write made again returning the keys that went in.
 
 Every row carries its task's *fingerprint* (a hash of the task's heads, texts and request ids).
 A redelivered message has the same fingerprint as the rows it already wrote and is a no-op. A
@@ -50,19 +52,23 @@ _NAMES = ", ".join(c for c, _ in _COLUMNS)
 #: names one batch
 _COMPLETED = "now() + coalesce(n.batch, 0) * interval '1 microsecond'"
 
-_INSERT = f"""
-WITH reused AS (
+_REUSED = """
+reused AS (
     SELECT t.task_id FROM unnest(%(tids)s::text[], %(tfps)s::text[]) AS t(task_id, fp)
     CROSS JOIN LATERAL (SELECT 1 FROM predictions p WHERE p.task_id = t.task_id
                         AND p.fingerprint IS DISTINCT FROM decode(t.fp, 'hex') LIMIT 1) x
-)
+)"""
+_ROWS = f"""
 INSERT INTO predictions ({_NAMES}, completed_at)
 SELECT {", ".join(_SELECT.get(c, "n." + c) for c, _ in _COLUMNS)}, {_COMPLETED}
 FROM json_to_recordset(%(rows)s::json) AS n({", ".join(f"{c} {t}" for c, t in _COLUMNS)}, batch int)
 WHERE n.task_id NOT IN (SELECT task_id FROM reused)
-ON CONFLICT (task_id, item, head_name) DO NOTHING
-RETURNING task_id, item, head_name
-"""
+ON CONFLICT (task_id, item, head_name) DO NOTHING"""
+#: the rows inserted are only counted: when every row went in (the common case) their keys are the rows'
+#: own, and sending each key back cost ~15 % of a 2,048-row write here
+_INSERT_COUNT = f"WITH {_REUSED}, ins AS ({_ROWS}\nRETURNING 1)\nSELECT count(*) FROM ins\n"
+#: when some did not (a redelivery, a reused id), the write is rolled back and made again with this one
+_INSERT_KEYS = f"WITH {_REUSED}{_ROWS}\nRETURNING task_id, item, head_name\n"
 
 #: channel the workers NOTIFY with the task ids of every batch they commit (see embedclf/waiter.py)
 NOTIFY_CHANNEL = "embedclf_results"
@@ -172,9 +178,26 @@ def write_results(engine: Engine, rows: Sequence[dict], sizes: Sequence[int] | N
             unique.append(row)
             batches.append(0 if ordinal is None else ordinal[i])
     conflicts = [_conflict(group, first_fp[tid]) for (tid, _), group in later.items()]
+    try:
+        return _insert(engine, unique, batches, first_fp, list(conflicts), count_only=True)
+    except _NotAllInserted:  # rolled back; written again, this time learning which keys went in
+        return _insert(engine, unique, batches, first_fp, conflicts, count_only=False)
+
+
+class _NotAllInserted(Exception):
+    """Some rows of a count-only write already existed: roll it back and write again, returning keys."""
+
+
+def _insert(engine: Engine, unique: list[dict], batches: list[int], first_fp: dict[str, Any],
+            conflicts: list[Conflict], count_only: bool) -> WriteResult:
     with transaction(engine) as conn:
         params = insert_params(unique, batches)  # all zeros (one batch): the rows go as they are
-        inserted = {(t, i, h) for t, i, h in conn.exec_driver_sql(_NOTIFY + _INSERT, params).all()}
+        if count_only:
+            if conn.exec_driver_sql(_NOTIFY + _INSERT_COUNT, params).scalar_one() != len(unique):
+                raise _NotAllInserted
+            inserted = {(r["task_id"], r.get("item"), r.get("head_name")) for r in unique}
+        else:
+            inserted = {(t, i, h) for t, i, h in conn.exec_driver_sql(_NOTIFY + _INSERT_KEYS, params).all()}
         missing = [r for r in unique if (r["task_id"], r.get("item"), r.get("head_name")) not in inserted]
         reused: set[str] = set()
         if missing:

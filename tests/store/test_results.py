@@ -38,3 +38,56 @@ def test_one_batch_gets_one_completed_at_and_sizes_must_add_up(clean_db):
     assert _stamps(clean_db) == [("solo", 5)]
     with pytest.raises(ValueError, match="add up to 3 rows, got 4"):
         write_results(clean_db, _rows("bad", 4), sizes=[1, 2])
+
+
+def test_a_batch_mixing_new_redelivered_and_reused_tasks_reports_each_and_notifies_once(clean_db):
+    """The common write only counts the rows it inserted; when some already existed it is rolled back and
+    made again returning keys, so the figures are exact and nothing is written or announced twice."""
+    write_results(clean_db, _rows("old", 2) + _rows("taken", 1))
+    reuse = [{**r, "fingerprint": "cd" * 16} for r in _rows("taken", 2)]  # another task under a used id
+    import select
+
+    import psycopg2
+
+    listener = psycopg2.connect(clean_db.url.render_as_string(hide_password=False).replace("+psycopg2", ""))
+    try:
+        listener.autocommit = True
+        listener.cursor().execute("LISTEN embedclf_results")
+        result = write_results(clean_db, _rows("new", 3) + _rows("old", 2) + reuse, sizes=[3, 2, 2])
+        notes: list[str] = []
+        while select.select([listener], [], [], 0.5)[0]:
+            listener.poll()
+            notes += [n.payload for n in listener.notifies]
+            listener.notifies.clear()
+    finally:
+        listener.close()
+    assert result.inserted == 3 and result.duplicates == 2
+    assert result.inserted_keys == {("new", i, "h") for i in range(3)}
+    assert [c.task_id for c in result.conflicts] == ["taken"]
+    assert _stamps(clean_db)[-1] == ("new", 3)  # only the new task's rows were added
+    with clean_db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM predictions")).scalar_one() == 6
+        assert conn.execute(text("SELECT count(*) FROM task_conflicts WHERE task_id = 'taken'")).scalar_one() == 1
+    # one announcement of the batch's task ids: the rolled-back first try sent none
+    assert sorted(t for n in notes for t in n.split("\n")) == ["new", "old", "taken"]
+
+
+def test_a_fresh_batch_is_one_counting_statement_and_a_redelivery_retries_returning_keys(clean_db):
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, params, context, executemany):
+        seen.append("count" if "SELECT count(*) FROM ins" in statement
+                    else "keys" if "RETURNING task_id, item, head_name" in statement else "other")
+
+    event.listen(clean_db, "before_cursor_execute", record)
+    try:
+        assert write_results(clean_db, _rows("fresh", 4)).inserted == 4
+        assert seen == ["count"]
+        seen.clear()
+        again = write_results(clean_db, _rows("fresh", 4))
+        assert again.inserted == 0 and again.duplicates == 4 and again.inserted_keys == set()
+        assert seen[:2] == ["count", "keys"]
+    finally:
+        event.remove(clean_db, "before_cursor_execute", record)
