@@ -137,6 +137,8 @@ def test_a_message_whose_workers_died_runs_alone_and_gives_up_after_max_attempts
     r.lpush(queue, *retried, poison, *fresh)
     s = start(services, pg_url, redis_url, queue, batch=BatchSettings(max_size=64, max_wait_ms=200))
     wait_for(lambda: count(clean_db) == 9, what="9 rows")
+    # the after-commit hook runs once the rows are committed and acked: wait for it, not only the rows
+    wait_for(lambda: sum(len(j) for j in s.events.jobs) == 8, what="8 messages reported")
     jobs = s.events.jobs
     assert sorted(len(j) for j in jobs) == [1, 1, 6]  # the two retried ones alone; poison + fresh together
     rows = {(row["task_id"], row["head_name"]): row for row in repo.query_predictions(clean_db, limit=None)}
@@ -322,6 +324,7 @@ def test_batches_waiting_for_a_writer_are_committed_together_and_each_still_repo
     gate.set()
     wait_for(lambda: count(clean_db) == 121, what="121 rows")
     wait_for(lambda: s.inflight.held() == 0, what="all acked")
+    wait_for(lambda: sum(len(j) for j in s.events.jobs) == 122, what="every batch reported")
     sent = [tid for job in s.events.jobs for tid in job]
     assert sorted(sent) == sorted([x.task_id for x in refs] + ["same-id"] * 2)  # every batch reported once
     assert len(calls) < len(s.events.jobs)  # fewer commits than batches: some went together
