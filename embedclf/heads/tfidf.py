@@ -25,6 +25,7 @@ features bit for bit.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -92,13 +93,18 @@ class _Part:
         self._preprocess = self.counter.build_preprocessor()
         self._tokenize = self.counter.build_tokenizer()
 
-    def counts(self, texts: list[str]) -> sp.csr_matrix:
-        """Term counts, one row per text: scikit-learn's (duplicates not summed), with word n-grams looked up
-        here and char_wb n-grams looked up once per distinct word."""
+    def ids(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The vocabulary index of every n-gram of ``texts`` that is in the vocabulary, text after text, repeats
+        kept (int32), and where each text's run starts (``indptr``, ``len(texts) + 1`` entries, int64):
+        scikit-learn's counts before duplicates are summed. Word n-grams are looked up here, char_wb n-grams
+        once per distinct word."""
         if self.params["analyzer"] == "word":
-            return self._word_counts(texts)
+            return self._word_ids_of(texts)
         if self.params["analyzer"] != "char_wb":
-            return sp.csr_matrix(self.counter.transform(texts), dtype=np.float64)
+            m = sp.csr_matrix(self.counter.transform(texts))  # counts summed: each index repeated count times
+            reps = m.data.astype(np.int64)
+            ends = np.concatenate([[0], np.cumsum(reps)])
+            return np.repeat(m.indices, reps).astype(np.int32), ends[m.indptr].astype(np.int64)
         analyze, vocab, cache = self.counter.build_analyzer(), self.counter.vocabulary_, self._word_ids
         if len(cache) > WORD_CACHE_MAX:
             cache.clear()
@@ -117,36 +123,31 @@ class _Part:
                 n += len(ids)
             indptr.append(n)
         indices = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
-        return sp.csr_matrix((np.ones(len(indices)), indices, np.asarray(indptr, dtype=np.int64)),
-                             shape=(len(texts), len(self.terms)))
+        return indices, np.asarray(indptr, dtype=np.int64)
 
-    def _word_counts(self, texts: list[str]) -> sp.csr_matrix:
+    def _word_ids_of(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         # scikit-learn's word analyzer without its per-call overhead: preprocess (lowercase), tokenize
-        # (token_pattern), then the n-grams of each length, space-joined
-        get = self.counter.vocabulary_.get
+        # (token_pattern), then the n-grams of each length, space-joined; unknown n-grams are looked up
+        # as -1 and dropped afterwards, in one array operation
+        get, missing = self.counter.vocabulary_.get, repeat(-1)
         lo, hi = (int(n) for n in self.params["ngram_range"])
         ids: list[int] = []
-        indptr = [0]
+        ends = [0]
         for text in texts:
             toks = self._tokenize(self._preprocess(text))
             for n in range(lo, hi + 1):
-                grams = toks if n == 1 else map(" ".join, zip(*(toks[i:] for i in range(n))))
-                ids.extend(j for j in map(get, grams) if j is not None)
-            indptr.append(len(ids))
-        return sp.csr_matrix((np.ones(len(ids)), np.asarray(ids, dtype=np.int32), np.asarray(indptr, dtype=np.int64)),
-                             shape=(len(texts), len(self.terms)))
+                ids.extend(map(get, toks if n == 1 else map(" ".join, zip(*(toks[i:] for i in range(n)))), missing))
+            ends.append(len(ids))
+        every = np.asarray(ids, dtype=np.int64)
+        known = every >= 0
+        kept = np.zeros(len(every) + 1, dtype=np.int64)
+        np.cumsum(known, out=kept[1:])
+        return every[known].astype(np.int32), kept[np.asarray(ends, dtype=np.int64)]
 
-    def transform(self, texts: list[str]) -> sp.csr_matrix:
-        x = self.counts(texts)
-        x.sum_duplicates()
-        np.log(x.data, out=x.data)
-        x.data += 1.0  # sublinear tf
-        x.data *= self.idf[x.indices]
-        rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
-        norms = np.sqrt(np.bincount(rows, weights=x.data * x.data, minlength=x.shape[0]))
-        norms[norms == 0] = 1.0
-        x.data /= norms[rows]  # L2 per row (empty rows stay empty)
-        return x
+    def counts(self, texts: list[str]) -> sp.csr_matrix:
+        """Term counts, one row per text, duplicates not summed (as :meth:`ids`)."""
+        indices, indptr = self.ids(texts)
+        return sp.csr_matrix((np.ones(len(indices)), indices, indptr), shape=(len(texts), len(self.terms)))
 
 
 def _encode_terms(terms: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,6 +177,9 @@ class TfidfFeaturizer:
     def __init__(self, parts: list[_Part], lowercase: bool = True) -> None:
         self.parts = parts
         self.lowercase = lowercase
+        #: every part's idf weights side by side, and the first column of each part
+        self._idf = np.concatenate([p.idf for p in parts]) if parts else np.zeros(0)
+        self._starts = np.cumsum([0] + [len(p.terms) for p in parts[:-1]]).astype(np.int64)
 
     @classmethod
     def fit(cls, texts: Sequence[str], max_features: int | None = DEFAULT_MAX_FEATURES) -> TfidfFeaturizer:
@@ -207,8 +211,43 @@ class TfidfFeaturizer:
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
         """Features of ``texts``: CSR float32 ``[len(texts), n_features]``; each part's rows have unit L2 norm."""
         texts = list(texts)
-        mats = [p.transform(texts) for p in self.parts]
-        return sp.hstack(mats, format="csr", dtype=np.float32)
+        indptr, indices, data = self._features(texts)
+        return sp.csr_matrix((data.astype(np.float32), indices, indptr), shape=(len(texts), self.n_features))
+
+    def _features(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """CSR parts (indptr, indices, float64 data) of the features, all parts in one pass: each n-gram
+        occurrence becomes the key ``row * n_features + column``, one sort counts them, then sublinear tf,
+        idf and each part's L2 norm per row (what :class:`_Part` would do part by part, then ``hstack``)."""
+        n, nf = len(texts), self.n_features
+        keys, start = [], 0
+        for p in self.parts:
+            ids, indptr = p.ids(texts)
+            rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
+            keys.append(rows * nf + (ids.astype(np.int64) + start))
+            start += len(p.terms)
+        every = np.concatenate(keys)
+        # the keys come text after text (ascending rows), so a stable (merge) sort has less to do than a quicksort;
+        # then the first key of each run of equal keys and the run's length (the n-gram's count in its text)
+        every.sort(kind="stable")
+        first = np.ones(len(every), dtype=bool)
+        np.not_equal(every[1:], every[:-1], out=first[1:])
+        at = np.flatnonzero(first)
+        counts = np.diff(at, append=len(every))
+        uniq = every[at]
+        rows = uniq // nf
+        cols = uniq - rows * nf
+        data = np.log(counts.astype(np.float64))
+        data += 1.0  # sublinear tf
+        data *= self._idf[cols]
+        group = rows * len(self.parts)
+        for s in self._starts[1:]:
+            group += cols >= s
+        norms = np.sqrt(np.bincount(group, weights=data * data, minlength=n * len(self.parts)))
+        norms[norms == 0] = 1.0
+        data /= norms[group]  # L2 per row and part (empty rows stay empty)
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+        return indptr, cols.astype(np.int32), data
 
     def config(self) -> dict:
         """JSON-able parameters and vocabulary sizes (the vocabulary itself is in :meth:`to_tensors`)."""

@@ -56,6 +56,40 @@ def test_features_match_the_baseline_definition(feats):
     np.testing.assert_allclose(feats.transform(TEXTS + NEW).toarray(), expected.toarray(), rtol=1e-6, atol=1e-7)
 
 
+def test_features_of_tricky_texts_and_batches_match_the_baseline(feats):
+    """All parts in one pass (one sort of row-and-column keys): the baseline's features on tricky Unicode and
+    whitespace, rows with no known term, texts that repeat their terms, any batch size (one text, none)."""
+    from sklearn.pipeline import FeatureUnion
+
+    union = FeatureUnion(baseline_vectorizers()).fit(TEXTS + NEW[:2])
+    texts = TRICKY + NEW + TEXTS[:3]
+    expected = union.transform(texts).toarray()
+    got = feats.transform(texts)
+    assert got.has_sorted_indices and got.nnz == np.count_nonzero(expected)
+    np.testing.assert_allclose(got.toarray(), expected, rtol=1e-6, atol=1e-7)
+    for i in (0, len(TRICKY) + 2):  # one text at a time: the same row
+        np.testing.assert_array_equal(feats.transform(texts[i:i + 1]).toarray()[0], got.toarray()[i])
+    assert feats.transform([]).shape == (0, feats.n_features)
+
+
+def test_a_char_analyzer_part_gives_scikit_learn_s_features():
+    """A stored featurizer may use the plain ``char`` analyzer (counted by scikit-learn, then expanded
+    into repeated indices like the other parts): scikit-learn's features, also after a round trip."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from embedclf.heads.tfidf import _Part
+
+    vec = TfidfVectorizer(analyzer="char", ngram_range=(2, 3), sublinear_tf=True).fit(TEXTS)
+    terms = sorted(vec.vocabulary_, key=vec.vocabulary_.get)
+    part = _Part("char", {"analyzer": "char", "ngram_range": [2, 3], "min_df": 1, "max_features": None},
+                 terms, vec.idf_, lowercase=True)
+    f = TfidfFeaturizer([part])
+    texts = NEW + TRICKY
+    expected = vec.transform(texts).toarray()
+    np.testing.assert_allclose(f.transform(texts).toarray(), expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(roundtrip(f).transform(texts).toarray(), expected, rtol=1e-6, atol=1e-7)
+
+
 def test_round_trip_reproduces_transform_exactly(feats):
     again = roundtrip(feats)
     assert again.config() == feats.config()
