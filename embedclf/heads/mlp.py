@@ -40,7 +40,7 @@ from torch import nn
 
 from embedclf.errors import HeadLoadError
 from embedclf.heads import knn as knn_member
-from embedclf.heads.numerics import Dropout, flush_tiny
+from embedclf.heads.numerics import Dropout, flush_tiny, top_indices
 from embedclf.heads.oos import KnnScore, check_config, make_config
 from embedclf.heads.sparse import SparseMember, check_precomputed
 
@@ -318,6 +318,5 @@ class MLPHead(DenseMembers):
 
 def top_k(proba: np.ndarray, labels: list[str], k: int = 3) -> list[list[tuple[str, float]]]:
     """The ``k`` best (label, probability) pairs per row, best first."""
-    k = min(k, proba.shape[1])
-    idx = np.argsort(-proba, axis=1, kind="stable")[:, :k]
+    idx = top_indices(proba, k)
     return [[(labels[j], float(proba[i, j])) for j in row] for i, row in enumerate(idx)]

@@ -60,3 +60,25 @@ class Dropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+def top_indices(proba: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the ``k`` largest values of each row of ``proba``, largest first, ties by
+    lower index first: the first ``k`` columns of ``np.argsort(-proba, axis=1, kind="stable")``.
+
+    A few passes of ``argmax`` (which takes the first of equal values) instead of a full sort: for 3 of
+    77 labels that is about 4× less time, which counted in a worker writing 25,000 rows a second.
+    Few columns, or any NaN or infinity, take the full sort.
+    """
+    n, m = proba.shape
+    k = min(k, m)
+    if k * 8 > m or not np.isfinite(proba).all():
+        return np.argsort(-proba, axis=1, kind="stable")[:, :k]
+    work = np.array(proba, copy=True)
+    out = np.empty((n, k), dtype=np.intp)
+    rows = np.arange(n)
+    for j in range(k):
+        best = work.argmax(axis=1)
+        out[:, j] = best
+        work[rows, best] = -np.inf
+    return out

@@ -179,7 +179,7 @@ def write_results(engine: Engine, rows: Sequence[dict], sizes: Sequence[int] | N
             batches.append(0 if ordinal is None else ordinal[i])
     conflicts = [_conflict(group, first_fp[tid]) for (tid, _), group in later.items()]
     try:
-        return _insert(engine, unique, batches, first_fp, list(conflicts), count_only=True)
+        return _insert(engine, unique, batches, first_fp, list(conflicts), count_only=True, keys=seen)
     except _NotAllInserted:  # rolled back; written again, this time learning which keys went in
         return _insert(engine, unique, batches, first_fp, conflicts, count_only=False)
 
@@ -189,16 +189,18 @@ class _NotAllInserted(Exception):
 
 
 def _insert(engine: Engine, unique: list[dict], batches: list[int], first_fp: dict[str, Any],
-            conflicts: list[Conflict], count_only: bool) -> WriteResult:
+            conflicts: list[Conflict], count_only: bool, keys: set[tuple] | None = None) -> WriteResult:
+    """``keys``: the keys of ``unique`` (with ``count_only``: when every row went in, they are the keys inserted)."""
     with transaction(engine) as conn:
         params = insert_params(unique, batches)  # all zeros (one batch): the rows go as they are
         if count_only:
             if conn.exec_driver_sql(_NOTIFY + _INSERT_COUNT, params).scalar_one() != len(unique):
                 raise _NotAllInserted
-            inserted = {(r["task_id"], r.get("item"), r.get("head_name")) for r in unique}
+            inserted = keys if keys is not None else {(r["task_id"], r.get("item"), r.get("head_name")) for r in unique}
+            missing: list[dict] = []
         else:
             inserted = {(t, i, h) for t, i, h in conn.exec_driver_sql(_NOTIFY + _INSERT_KEYS, params).all()}
-        missing = [r for r in unique if (r["task_id"], r.get("item"), r.get("head_name")) not in inserted]
+            missing = [r for r in unique if (r["task_id"], r.get("item"), r.get("head_name")) not in inserted]
         reused: set[str] = set()
         if missing:
             ids = sorted({r["task_id"] for r in missing})

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from embedclf.heads.mlp import HeadConfig, MLPHead
-from embedclf.heads.numerics import TINY, Dropout, flush_tiny, unit_rows
+from embedclf.heads.numerics import TINY, Dropout, flush_tiny, top_indices, unit_rows
 
 
 def test_flush_tiny_zeroes_only_vanishing_values():
@@ -57,3 +58,31 @@ def test_dropout_masks_are_seeded_unbiased_and_only_in_training():
     assert Dropout(0.0).train()(x) is x
     with pytest.raises(ValueError, match="dropout"):
         Dropout(1.0)
+
+
+def _stable(p: np.ndarray, k: int) -> np.ndarray:
+    return np.argsort(-p, axis=1, kind="stable")[:, :k]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_top_indices_equals_a_stable_sort_with_ties_and_zeros(dtype):
+    rng = np.random.default_rng(5)
+    p = rng.random((300, 77)).astype(dtype)
+    p[::3] = np.round(p[::3], 1)  # many ties, the lower index must come first
+    p[1, :] = 0.0
+    p[2, :5] = [-0.0, 0.0, -0.0, 0.0, 1e-40]
+    p[4, 10:13] = p[4].max()
+    for k in (1, 2, 3, 5):
+        got = top_indices(p, k)
+        assert got.shape == (300, k)
+        assert np.array_equal(got, _stable(p, k))
+    assert np.array_equal(p[1], np.zeros(77, dtype))  # the input is not changed
+
+
+def test_top_indices_non_finite_and_small_inputs_take_the_full_sort():
+    p = np.random.default_rng(1).random((6, 40))
+    p[0, 3], p[1, 7], p[2, 9] = np.nan, np.inf, -np.inf
+    assert np.array_equal(top_indices(p, 3), _stable(p, 3))
+    few = np.array([[0.2, 0.5, 0.3], [0.5, 0.5, 0.0]])
+    assert top_indices(few, 5).tolist() == [[1, 2, 0], [0, 1, 2]]
+    assert top_indices(np.zeros((0, 77)), 3).shape == (0, 3)
