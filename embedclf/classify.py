@@ -303,7 +303,7 @@ def _sparse_ahead(runnable: Sequence[tuple[int, LoadedHead, int]], texts: Sequen
 
 
 def _top_dicts(labels: Sequence[str], idx: list[list[int]], rounded: list[list[float]]) -> list[list[dict]]:
-    """Each row's ``[{"label", "score"}, ...]``; three per row is spelled out (2.5 → 0.7 µs a row here)."""
+    """Each row's ``[{"label", "score"}, ...]``; three per row is spelled out (1.7 → 0.7 µs a row here)."""
     if idx and len(idx[0]) == 3:
         return [[{"label": labels[a], "score": x}, {"label": labels[b], "score": y}, {"label": labels[c], "score": z}]
                 for (a, b, c), (x, y, z) in zip(idx, rounded)]

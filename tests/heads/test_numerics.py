@@ -86,3 +86,5 @@ def test_top_indices_non_finite_and_small_inputs_take_the_full_sort():
     few = np.array([[0.2, 0.5, 0.3], [0.5, 0.5, 0.0]])
     assert top_indices(few, 5).tolist() == [[1, 2, 0], [0, 1, 2]]
     assert top_indices(np.zeros((0, 77)), 3).shape == (0, 3)
+    ints = np.random.default_rng(2).integers(0, 5, (20, 40))
+    assert np.array_equal(top_indices(ints, 3), _stable(ints, 3))
