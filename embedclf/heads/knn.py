@@ -13,10 +13,12 @@ members like any member (its own temperature and mixing weight, see :mod:`embedc
 **Cost.** The similarities of a batch to every stored vector are one matrix product (BANKING77: 10,003
 vectors x 384 dims, ~7.7 MFLOP per text). On a CPU with fast bfloat16 products (AVX-512 BF16 / AMX:
 several times faster than float32) that product only *finds candidates*: the ``k + CANDIDATES_EXTRA``
-best in bfloat16; their cosines are then computed again in float32 and the ``k`` best vote. Both paths
-score the final neighbours the same way (float32, one dot product each), so they give the same vote
-unless a true neighbour ranks below ``k + CANDIDATES_EXTRA`` in bfloat16 (cosine error ~1e-3). Which
-path runs is decided once per process by timing both (:func:`use_bf16`).
+best in bfloat16; their cosines are then computed again in float32 and the ``k`` best vote. Elsewhere the
+product is float32 (:mod:`embedclf.heads.nearest`: torch's or ONNX Runtime's, whichever is faster here)
+and already gives the exact cosines, so its ``k`` best vote directly. Both paths pick the same
+neighbours unless a true neighbour ranks below ``k + CANDIDATES_EXTRA`` in bfloat16 (cosine error ~1e-3),
+and score them in float32; the two scores of a neighbour differ only in the order of the dot product's
+additions (~1e-7). Which path runs is decided once per process by timing both (:func:`use_bf16`).
 
 Stored with the head's other weights, never pickled: ``knn.vectors`` (``[n_vectors, input_dim]``,
 the L2-normalised training embeddings, float16: half the size, a cosine off by < 1e-3) and
@@ -31,6 +33,7 @@ import time
 import torch
 from torch import nn
 
+from embedclf.heads.nearest import OrtSearch, TorchSearch, make_search
 from embedclf.heads.numerics import unit_rows
 from embedclf.heads.oos import check_neighbour_config
 
@@ -93,7 +96,7 @@ class KnnMember(nn.Module):
         n = int(cfg["n_vectors"])
         self.register_buffer("vectors", torch.zeros(n, input_dim, dtype=torch.float16))
         self.register_buffer("labels", torch.zeros(n, dtype=torch.int64))
-        self._table: torch.Tensor | None = None
+        self._table: torch.Tensor | TorchSearch | OrtSearch | None = None
         self._table_key: tuple[int, int] | None = None
 
     def set_vectors(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -107,21 +110,23 @@ class KnnMember(nn.Module):
             self.vectors.copy_(nn.functional.normalize(x.float(), dim=-1).half())
             self.labels.copy_(y.long())
 
-    def _search_table(self) -> torch.Tensor:
-        """The vectors for the candidate search: bfloat16 when :func:`use_bf16`, else float32 (kept until the
-        buffer changes; the float16 buffer itself serves the exact rescoring)."""
+    def _search_table(self) -> torch.Tensor | TorchSearch | OrtSearch:
+        """The vectors for the candidate search when :func:`use_bf16` (bfloat16; the float16 buffer itself
+        serves the exact rescoring), else the exact float32 search (:mod:`embedclf.heads.nearest`); kept until
+        the buffer changes."""
         key = (self.vectors._version, self.vectors.data_ptr())
         if self._table is None or self._table_key != key:
-            self._table = self.vectors.bfloat16() if use_bf16() else self.vectors.float()
+            self._table = self.vectors.bfloat16() if use_bf16() else make_search(self.vectors)
             self._table_key = key
         return self._table
 
     def neighbours(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Float32 cosines ``[n, k]`` and indices of the ``k`` nearest stored vectors to unit rows ``z``."""
         table = self._search_table()
-        k = min(self.k, len(table))
-        m = min(k + CANDIDATES_EXTRA, len(table))
-        cand = torch.topk(z.to(table.dtype) @ table.T, m, dim=1).indices
+        k = min(self.k, len(self.vectors))
+        if not isinstance(table, torch.Tensor):  # float32: the product's cosines are the exact ones
+            return table.search(z, k)
+        cand = torch.topk(z.bfloat16() @ table.T, min(k + CANDIDATES_EXTRA, len(table)), dim=1).indices
         # the candidates' cosines again, in float32 from the stored vectors: the same on either path
         # (index_select, not self.vectors[cand]: 8x faster on a [64, 20] index here, the same values)
         rows = self.vectors.index_select(0, cand.reshape(-1)).view(*cand.shape, -1).float()

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from embedclf.errors import HeadLoadError
+from embedclf.heads.nearest import OrtSearch, TorchSearch, make_search
 from embedclf.heads.numerics import unit_rows
 
 KIND = "knn-cosine"
@@ -76,8 +77,8 @@ class KnnScore(nn.Module):
         self.cfg = check_config(cfg)
         self.k, self.beta = int(cfg["k"]), float(cfg["beta"])
         self.register_buffer("vectors", torch.zeros(int(cfg["n_vectors"]), input_dim, dtype=torch.float16))
-        self._f32: torch.Tensor | None = None
-        self._f32_key: tuple[int, int] | None = None
+        self._search: TorchSearch | OrtSearch | None = None
+        self._search_key: tuple[int, int] | None = None
 
     def set_vectors(self, x: torch.Tensor) -> None:
         """Store raw training embeddings ``x`` (``[n_vectors, input_dim]``), L2-normalised."""
@@ -86,19 +87,18 @@ class KnnScore(nn.Module):
         with torch.no_grad():
             self.vectors.copy_(nn.functional.normalize(x.float(), dim=-1).half())
 
-    def _table(self) -> torch.Tensor:
-        """The vectors as float32 (kept between calls; rebuilt when the buffer changes)."""
+    def _searcher(self) -> TorchSearch | OrtSearch:
+        """The exact float32 search over the vectors (kept between calls; rebuilt when the buffer changes)."""
         key = (self.vectors._version, self.vectors.data_ptr())
-        if self._f32 is None or self._f32_key != key:
-            self._f32, self._f32_key = self.vectors.float(), key
-        return self._f32
+        if self._search is None or self._search_key != key:
+            self._search, self._search_key = make_search(self.vectors), key
+        return self._search
 
     @torch.no_grad()
     def similarity(self, x: torch.Tensor) -> torch.Tensor:
         """``[n]``: mean cosine of each raw embedding row to its ``k`` nearest training vectors."""
-        table, z = self._table(), unit_rows(x)
-        out = [torch.topk(z[i:i + CHUNK] @ table.T, self.k, dim=1).values.mean(dim=1)
-               for i in range(0, len(z), CHUNK)]
+        search, z = self._searcher(), unit_rows(x)
+        out = [search.search(z[i:i + CHUNK], self.k)[0].mean(dim=1) for i in range(0, len(z), CHUNK)]
         return torch.cat(out) if out else torch.zeros(0)
 
     @torch.no_grad()

@@ -167,10 +167,12 @@ def test_heads_without_a_knn_member_store_no_tensor_and_keep_a_plain_average(tra
     assert not any(k.startswith("knn.") or k == "member_weight" for k in st_load(weights_to_bytes(h)))
 
 
-@pytest.mark.parametrize("fast", [False, True])
-def test_both_search_paths_give_the_direct_vote(train_x, train_y, x, fast, monkeypatch):
-    """bfloat16 candidates rescored in float32, or float32 throughout: the same neighbours and weights."""
+@pytest.mark.parametrize(("fast", "ort"), [(False, False), (False, True), (True, False)])
+def test_every_search_path_gives_the_direct_vote(train_x, train_y, x, fast, ort, monkeypatch):
+    """bfloat16 candidates rescored in float32, or a float32 search (torch's or ONNX Runtime's): the same
+    neighbours and weights."""
     monkeypatch.setattr("embedclf.heads.knn._bf16", fast)
+    monkeypatch.setattr("embedclf.heads.nearest._ort", ort)
     rng = np.random.default_rng(7)
     big_x = rng.normal(size=(3000, DIM)).astype(np.float32)
     big_y = rng.integers(0, LABELS, size=3000)
@@ -178,21 +180,31 @@ def test_both_search_paths_give_the_direct_vote(train_x, train_y, x, fast, monke
     m.set_vectors(torch.from_numpy(big_x), torch.from_numpy(big_y))
     got = m.logits(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(np.exp(got) - FLOOR, numpy_vote(big_x, big_y, x, 10, 0.05), atol=2e-4)
-    assert m._table is not None and (m._table.dtype == torch.bfloat16) is fast
+    table = m._table
+    kind = "bf16" if isinstance(table, torch.Tensor) and table.dtype == torch.bfloat16 else type(table).__name__
+    assert kind == ("bf16" if fast else "OrtSearch" if ort else "TorchSearch")
 
 
-def test_bf16_and_f32_paths_agree_exactly_on_a_real_sized_table(monkeypatch):
+def test_bf16_and_f32_paths_pick_the_same_neighbours_on_a_real_sized_table(monkeypatch):
+    """Same neighbours for every row; their float32 cosines (rescored on one path, straight from the product on
+    the other) differ only by the order of the additions, and so do the votes."""
     rng = np.random.default_rng(8)
     vecs = torch.from_numpy(rng.normal(size=(5000, 64)).astype(np.float32))
     labels = torch.from_numpy(rng.integers(0, 20, size=5000))
     q = torch.from_numpy(rng.normal(size=(300, 64)).astype(np.float32))
-    out = {}
+    out, nbrs = {}, {}
+    monkeypatch.setattr("embedclf.heads.nearest._ort", False)
     for fast in (False, True):
         monkeypatch.setattr("embedclf.heads.knn._bf16", fast)
         m = KnnMember(make_config(10, 0.05, 5000), 64, 20)
         m.set_vectors(vecs, labels)
         out[fast] = m.logits(q)
-    torch.testing.assert_close(out[True], out[False], rtol=0, atol=0)
+        sims, idx = m.neighbours(torch.nn.functional.normalize(q, dim=-1))
+        order = torch.argsort(idx, dim=1)
+        nbrs[fast] = (idx.gather(1, order), sims.gather(1, order))
+    assert torch.equal(nbrs[True][0], nbrs[False][0])
+    torch.testing.assert_close(nbrs[True][1], nbrs[False][1], rtol=0, atol=1e-6)
+    torch.testing.assert_close(out[True], out[False], rtol=0, atol=2e-5)
 
 
 def test_use_bf16_is_decided_once(monkeypatch):

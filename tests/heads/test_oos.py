@@ -47,7 +47,9 @@ def head(train_x) -> MLPHead:
     return h
 
 
-def test_similarity_is_the_mean_of_the_k_largest_cosines(train_x, x):
+@pytest.mark.parametrize("ort", [False, True])
+def test_similarity_is_the_mean_of_the_k_largest_cosines(train_x, x, ort, monkeypatch):
+    monkeypatch.setattr("embedclf.heads.nearest._ort", ort)
     score = KnnScore(make_config(4, 1.0, len(train_x)), DIM)
     score.set_vectors(torch.from_numpy(train_x))
     expected = np.sort(unit(x) @ unit(train_x).T, axis=1)[:, -4:].mean(axis=1)
@@ -56,6 +58,7 @@ def test_similarity_is_the_mean_of_the_k_largest_cosines(train_x, x):
     assert score.vectors.dtype == torch.float16
     # the scale of a raw embedding does not matter (cosine)
     np.testing.assert_allclose(score.similarity(torch.from_numpy(7 * x)).numpy(), got, atol=1e-6)
+    assert type(score._search).__name__ == ("OrtSearch" if ort else "TorchSearch")
 
 
 def test_discount_is_one_on_training_texts_and_shrinks_with_distance(train_x):
