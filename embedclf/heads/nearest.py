@@ -93,6 +93,10 @@ class OrtSearch:
         self._session: Any = None
         self._threads = 0
 
+    def __getstate__(self) -> dict:
+        """A copy (``copy.deepcopy`` of a head) builds its own session when it first searches."""
+        return {**self.__dict__, "_session": None, "_threads": 0}
+
     def _session_for(self, threads: int) -> Any:
         if self._session is None or self._threads != threads:
             import onnxruntime as ort

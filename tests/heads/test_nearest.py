@@ -3,6 +3,7 @@ engines against a float64 reference, edge shapes, the engine's thread count, and
 
 from __future__ import annotations
 
+import copy
 import sys
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from embedclf.heads import nearest
+from embedclf.heads.knn import KnnMember, make_config
 from embedclf.heads.nearest import OrtSearch, TorchSearch, make_search
 
 
@@ -86,3 +88,17 @@ def test_without_onnx_runtime_torch_searches(monkeypatch, table, z):
     assert isinstance(make_search(table), TorchSearch)
     with pytest.raises(ImportError):
         OrtSearch(table)
+
+
+@pytest.mark.parametrize("ort", [False, True])
+def test_a_deep_copy_of_a_member_that_has_searched_searches_alike(ort, monkeypatch, table, z):
+    """Training deep-copies heads; a copy made after a search must not share (or fail to copy) the session."""
+    monkeypatch.setattr("embedclf.heads.knn._bf16", False)
+    monkeypatch.setattr(nearest, "_ort", ort)
+    m = KnnMember(make_config(5, 0.05, len(table)), 48, 3)
+    m.set_vectors(table.float(), torch.arange(len(table)) % 3)
+    before = m.logits(z)
+    twin = copy.deepcopy(m)
+    if ort:
+        assert twin._table._session is None and m._table._session is not None
+    torch.testing.assert_close(twin.logits(z), before, rtol=0, atol=0)
