@@ -50,7 +50,7 @@ def _best_times(fns: list[Callable[[], object]], reps: int = 5) -> list[float]:
 
 def use_ort() -> bool:
     """Whether ONNX Runtime's search is markedly faster than torch's on this CPU (timed once per process,
-    on one thread; False when ONNX Runtime or onnx is not installed)."""
+    on one thread; False when ONNX Runtime or onnx is not installed or its session fails on this host)."""
     global _ort
     if _ort is None:
         gen = torch.Generator().manual_seed(0)
@@ -62,7 +62,7 @@ def use_ort() -> bool:
             ort_search = OrtSearch(table)
             t_ort, t_torch = _best_times([lambda: ort_search.search(z, 10), lambda: torch_search.search(z, 10)])
             _ort = t_ort <= ORT_SPEEDUP * t_torch
-        except ImportError:
+        except Exception:  # noqa: BLE001 - not installed (ImportError), or a session that fails here: torch searches
             _ort = False
         finally:
             torch.set_num_threads(threads)

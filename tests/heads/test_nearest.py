@@ -102,3 +102,13 @@ def test_a_deep_copy_of_a_member_that_has_searched_searches_alike(ort, monkeypat
     if ort:
         assert twin._table._session is None and m._table._session is not None
     torch.testing.assert_close(twin.logits(z), before, rtol=0, atol=0)
+
+
+def test_an_ort_session_that_fails_here_leaves_torch_searching(monkeypatch, table):
+    def broken(self, threads):
+        raise RuntimeError("no kernel for this CPU")
+
+    monkeypatch.setattr(nearest, "_ort", None)
+    monkeypatch.setattr(OrtSearch, "_session_for", broken)
+    assert nearest.use_ort() is False
+    assert isinstance(make_search(table), TorchSearch)
