@@ -28,12 +28,10 @@ the L2-normalised training embeddings, float16: half the size, a cosine off by <
 
 from __future__ import annotations
 
-import time
-
 import torch
 from torch import nn
 
-from embedclf.heads.nearest import OrtSearch, TorchSearch, make_search
+from embedclf.heads.nearest import OrtSearch, TorchSearch, best_times, make_search
 from embedclf.heads.numerics import unit_rows
 from embedclf.heads.oos import check_neighbour_config
 
@@ -57,18 +55,10 @@ def use_bf16() -> bool:
     if _bf16 is None:
         gen = torch.Generator().manual_seed(0)
         a, b = torch.randn(128, 384, generator=gen), torch.randn(384, 4096, generator=gen)
-
-        def best(x: torch.Tensor, y: torch.Tensor) -> float:
-            x @ y  # warm-up
-            times = []
-            for _ in range(3):
-                t0 = time.perf_counter()
-                x @ y
-                times.append(time.perf_counter() - t0)
-            return min(times)
-
         try:
-            _bf16 = best(a.bfloat16(), b.bfloat16()) <= BF16_SPEEDUP * best(a, b)
+            a16, b16 = a.bfloat16(), b.bfloat16()
+            t_bf16, t_f32 = best_times([lambda: a16 @ b16, lambda: a @ b], reps=3)
+            _bf16 = t_bf16 <= BF16_SPEEDUP * t_f32
         except RuntimeError:  # no bfloat16 kernels
             _bf16 = False
     return _bf16

@@ -35,7 +35,7 @@ ORT_SPEEDUP = 0.9
 _ort: bool | None = None
 
 
-def _best_times(fns: list[Callable[[], object]], reps: int = 5) -> list[float]:
+def best_times(fns: list[Callable[[], object]], reps: int = 5) -> list[float]:
     """Each function's best time over ``reps`` rounds in which they alternate (a slow spell hits them alike)."""
     for fn in fns:
         fn()  # warm-up
@@ -60,7 +60,7 @@ def use_ort() -> bool:
         try:
             torch.set_num_threads(1)
             ort_search = OrtSearch(table)
-            t_ort, t_torch = _best_times([lambda: ort_search.search(z, 10), lambda: torch_search.search(z, 10)])
+            t_ort, t_torch = best_times([lambda: ort_search.search(z, 10), lambda: torch_search.search(z, 10)])
             _ort = t_ort <= ORT_SPEEDUP * t_torch
         except Exception:  # noqa: BLE001 - not installed (ImportError), or a session that fails here: torch searches
             _ort = False
