@@ -111,10 +111,21 @@ def head_cost_us(module, X, texts: Sequence[str], batch_size: int) -> float:
 INTERNAL_ERROR = "internal error while classifying:%"
 
 
-def wait_rows(engine, n: int, workers: Sequence[WorkerProc], producer: Producer, timeout: float, quiet: bool) -> None:
-    """Poll Postgres until ``n`` rows exist; fail early if a worker or the producer dies, or a worker
-    failed a batch for an internal error (it writes one row per message then, not one per text, so the
-    count would never reach ``n``)."""
+def last_row_id(engine) -> int:
+    """The largest result row id so far (0 for none): a round's rows come after it."""
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT coalesce(max(id), 0) FROM predictions")).scalar_one())
+
+
+def wait_rows(engine, n: int, workers: Sequence[WorkerProc], producer: Producer, timeout: float, quiet: bool,
+              after_id: int = 0) -> None:
+    """Poll Postgres until ``n`` rows with an id above ``after_id`` exist; fail early if a worker or the
+    producer dies, or a worker failed a batch for an internal error (it writes one row per message then,
+    not one per text, so the count would never reach ``n``). Each poll reads only the rows above
+    ``after_id`` (a range of the primary key), so its cost does not grow with earlier rounds' rows: it
+    shares the host with the workers it measures."""
     from sqlalchemy import text
 
     deadline = time.monotonic() + timeout
@@ -123,8 +134,9 @@ def wait_rows(engine, n: int, workers: Sequence[WorkerProc], producer: Producer,
         while done < n:
             with engine.connect() as conn:
                 done, failed = conn.execute(text(
-                    "SELECT count(*), (SELECT error FROM predictions WHERE status = 'error' AND error LIKE :e LIMIT 1) "
-                    "FROM predictions"), {"e": INTERNAL_ERROR}).one()
+                    "SELECT count(*), (SELECT error FROM predictions WHERE id > :a AND status = 'error' "
+                    "AND error LIKE :e LIMIT 1) FROM predictions WHERE id > :a"),
+                    {"e": INTERNAL_ERROR, "a": after_id}).one()
             done = int(done or 0)
             where = f" (logs: {workers[0].log_path.parent})" if workers else ""
             if failed is not None:
@@ -291,12 +303,13 @@ def run_e2e(texts: Sequence[str], labels: Sequence[str], params: E2EParams, sett
         for r in range(params.rounds):
             if r > 0:
                 raw_runs.append(_raw_run(load, params.spec, texts, params.batch_size, quiet, f"raw, round {r + 1}"))
+            mark = last_row_id(engine)
             cpu_before = [w.thread_cpu_s() for w in workers]
             sums_before = [w.metric_sums() for w in workers]
             producer = Producer(redis_url, settings.queue, HEAD, texts, log_dir, subprocess_env({}), rate=params.rate,
                                 per_task=per_task)
             stack.callback(producer.stop)
-            wait_rows(engine, n * (r + 1), workers, producer, params.timeout_s, quiet)
+            wait_rows(engine, n, workers, producer, params.timeout_s, quiet, after_id=mark)
             sent = producer.result()
             rss = [w.peak_rss_mb() for w in workers]  # before SIGTERM: /proc/<pid> goes away with the process
             cpu = cpu_by_thread(cpu_before, [w.thread_cpu_s() for w in workers])

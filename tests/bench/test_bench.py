@@ -293,6 +293,38 @@ def test_queue_smoke():
 
 
 @pytest.mark.postgres
+def test_wait_rows_waits_for_the_rows_after_the_mark_only(clean_db):
+    """A round waits for its own rows: the rows of earlier rounds, a failed batch among them included, sit at or
+    below the mark taken before the round and are neither counted nor read."""
+    from sqlalchemy import text
+
+    from embedclf.bench import BenchError
+    from embedclf.bench.e2e import INTERNAL_ERROR, last_row_id, wait_rows
+
+    class Producer:
+        def check(self) -> None:
+            pass
+
+    def insert(rows: list[tuple[str, str, str | None, str | None]]) -> None:
+        with clean_db.begin() as conn:
+            for task_id, status, label, error in rows:
+                conn.execute(text("INSERT INTO predictions (task_id, status, label, error) VALUES (:t, :s, :l, :e)"),
+                             {"t": task_id, "s": status, "l": label, "e": error})
+
+    assert last_row_id(clean_db) == 0
+    insert([("old-1", "ok", "a", None), ("old-2", "ok", "a", None),
+            ("old-3", "error", None, INTERNAL_ERROR.rstrip("%") + " TypeError")])
+    mark = last_row_id(clean_db)
+    with clean_db.connect() as conn:
+        assert mark == conn.execute(text("SELECT max(id) FROM predictions")).scalar_one()
+    with pytest.raises(BenchError, match="only 0 of 2 rows"):  # the old rows do not count, the old failure is not read
+        wait_rows(clean_db, 2, [], Producer(), timeout=0.3, quiet=True, after_id=mark)
+    insert([("new-1", "ok", "a", None), ("new-2", "ok", "a", None)])
+    wait_rows(clean_db, 2, [], Producer(), timeout=10, quiet=True, after_id=mark)
+    assert last_row_id(clean_db) == mark + 2
+
+
+@pytest.mark.postgres
 def test_wait_rows_stops_at_a_failed_batch(clean_db):
     """A batch that failed for a bug leaves one error row per message, never one per text: waiting for
     every text's row would last the whole timeout, so the wait stops at once with the worker's error."""
