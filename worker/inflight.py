@@ -189,8 +189,12 @@ class Inflight:
 
     def _marker_conn(self) -> Any:
         if self._marker is None:
-            self._marker = self.client.connection_pool.make_connection()
-            self._marker_pending = 0
+            conn = self.client.connection_pool.make_connection()
+            # connected here, not by its first command: a Sentinel-managed connection asks the sentinel for the
+            # primary only in connect(); redis-py 8 connects an unconnected one's first command to its default
+            # address (127.0.0.1:6379) instead, so the marks would miss the primary
+            conn.connect()
+            self._marker, self._marker_pending = conn, 0
         return self._marker
 
     def _drop_marker_conn(self) -> None:

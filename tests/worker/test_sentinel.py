@@ -158,3 +158,33 @@ def test_failover_while_tasks_flow(settings, clean_db, start_worker, sentinel_se
     assert lost_durable == [], lost_durable
     assert all(row["status"] == "ok" for row in rows.values())
     assert worker.alive()
+
+
+def test_busy_marks_go_to_the_primary_the_sentinel_names(sentinel_setup):
+    """A worker's busy marks travel on a connection of their own: it must ask the sentinel for the primary too.
+    (redis-py 8 connects a bare connection's first command to its default address, 127.0.0.1:6379, without
+    asking: the marks then missed the primary, and a worker's death there would not be charged.)"""
+    from embedclf.redis_conn import redis_client
+    from worker.inflight import Inflight
+
+    probe = Inflight(redis_client(sentinel_setup["url"], sentinel_master=MASTER), f"sentinel-probe-{uuid.uuid4()}")
+    primary = redis.Redis(port=sentinel_setup["primary"].port)
+    default = redis.Redis(socket_connect_timeout=1)  # the address redis-py falls back to
+    try:
+        probe.register()
+        token = probe.mark_busy([1, 2, 3])
+        probe.flush_marks()
+        assert primary.get(probe.busy_key) == b"1,2,3"
+        try:
+            assert not default.exists(probe.busy_key)
+        except redis.ConnectionError:
+            pass  # nothing listens there: nothing can land there either
+        probe.clear_busy(token)
+        assert not primary.exists(probe.busy_key)
+        assert probe.unregister() == 0
+    finally:
+        try:
+            default.delete(probe.busy_key)
+        except redis.ConnectionError:
+            pass
+        probe.client.close()
