@@ -9,6 +9,9 @@ LLAMA_VERSION ?= 0.3.36
 # pip's wheel cache ignores CMAKE_ARGS, so built wheels are cached per (version, flags) here instead
 LLAMA_WHEEL_DIR ?= $(HOME)/.cache/embedclf/wheels/$(shell echo "$(LLAMA_VERSION) $(LLAMA_CMAKE_ARGS)" | sha1sum | cut -c1-16)
 PYTEST_ARGS ?=
+# test processes (pytest-xdist; each has its own database and Redis DB index): 2 halves the wall time on 2 cores
+# (15 -> 8-9 minutes); 0 runs everything in this one process
+TEST_WORKERS ?= 2
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
@@ -46,7 +49,7 @@ lint: install
 	$(BIN)/python -m mypy
 
 test: install lint services
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # unit tests only: no model, no worker process, no Postgres or Redis needed
 test-fast: install
