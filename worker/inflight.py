@@ -53,6 +53,11 @@ MAX_RECEIVE = 1000
 #: busy marks whose replies may wait unread on the marker connection: they are read all at once (one
 #: read from the socket), not one per batch (each read costs the batch thread a GIL hand-over, ~0.5 ms)
 MAX_PENDING_MARKS = 16
+#: replies are also read before the next mark once this long has passed since the last read (they have long
+#: arrived: no wait). redis-py health-checks a connection silent for ``health_check_interval`` (30 s here) with
+#: a PING before its next command and reads one reply: a waiting SET's "OK" instead of "PONG" failed the check,
+#: so a batch after a long one (a slow model, a Postgres outage) lost its mark
+MARKS_READ_AFTER_S = 1.0
 
 @dataclass(frozen=True)
 class Entry:
@@ -95,6 +100,7 @@ class Inflight:
         #: the batch thread's own connection for busy marks (see mark_busy)
         self._marker: Any = None
         self._marker_pending = 0
+        self._marker_read_at = 0.0
         #: tags received and not yet acked or released: what this process knows it holds
         self._held: set[int] = set()
         self._held_lock = threading.Lock()
@@ -173,7 +179,8 @@ class Inflight:
         token = ",".join(map(str, tags))
         conn = self._marker_conn()
         try:
-            if self._marker_pending >= MAX_PENDING_MARKS:
+            if self._marker_pending and (self._marker_pending >= MAX_PENDING_MARKS
+                                         or time.monotonic() - self._marker_read_at >= MARKS_READ_AFTER_S):
                 self._read_marks(conn)
             conn.send_command("SET", self.busy_key, token)
             self._marker_pending += 1
@@ -186,6 +193,7 @@ class Inflight:
         pending, self._marker_pending = self._marker_pending, 0
         for _ in range(pending):
             conn.read_response()
+        self._marker_read_at = time.monotonic()
 
     def _marker_conn(self) -> Any:
         if self._marker is None:
@@ -194,7 +202,7 @@ class Inflight:
             # primary only in connect(); redis-py 8 connects an unconnected one's first command to its default
             # address (127.0.0.1:6379) instead, so the marks would miss the primary
             conn.connect()
-            self._marker, self._marker_pending = conn, 0
+            self._marker, self._marker_pending, self._marker_read_at = conn, 0, time.monotonic()
         return self._marker
 
     def _drop_marker_conn(self) -> None:

@@ -176,6 +176,30 @@ def test_marks_reach_redis_before_their_replies_are_read_and_replies_are_read_in
     assert client.get(f.busy_key) == b"102"
 
 
+def test_a_mark_after_a_silence_longer_than_the_health_check_interval_is_not_lost(redis_url):
+    """redis-py PINGs a connection silent for ``health_check_interval`` before its next command and reads one
+    reply: a mark's reply still waiting there was read as the PING's, the check failed and the mark was lost
+    (a batch after a long one went unmarked). The waiting replies are now read first."""
+    c = redis.Redis.from_url(redis_url, health_check_interval=1)
+    f = Inflight(c, Q)
+    try:
+        f.mark_busy([1])  # its reply waits unread: the next batch comes quickly as a rule
+        time.sleep(1.3)  # ... but this batch took longer than the interval
+        second = f.mark_busy([2])
+        assert f._marker is not None and f._marker_pending == 1  # the first reply read, the connection kept
+        f.flush_marks()
+        assert c.get(f.busy_key) == b"2"
+        f.clear_busy(second)
+        for _ in range(3):  # marks close together still leave their replies for one read
+            f.mark_busy([3])
+        assert f._marker_pending == 3
+        f.flush_marks()
+    finally:
+        f._drop_marker_conn()
+        c.delete(f.busy_key)
+        c.close()
+
+
 def test_unregister_gives_everything_back_without_charging(client):
     fill(client, 4)
     f = Inflight(client, Q)
