@@ -337,3 +337,23 @@ def test_batches_waiting_for_a_writer_are_committed_together_and_each_still_repo
         stamps, biggest = conn.execute(text(
             "SELECT count(*), max(n) FROM (SELECT count(*) AS n FROM predictions GROUP BY completed_at) c")).one()
     assert stamps > len(calls) and biggest <= 8  # more stamps than commits; none holds more than a batch
+
+
+def test_batches_longer_than_the_redis_health_check_interval_keep_their_busy_marks(clean_db, pg_url, redis_url, queue,
+                                                                                  services, caplog):
+    """A batch right after a long one used to lose its busy mark: redis-py PINGs a connection silent for its
+    ``health_check_interval`` (30 s in the worker, 1 s here) and read the previous mark's waiting reply as
+    the PING's; the check failed, so a death in that batch would not have been charged to it."""
+    tiny_head(clean_db)
+    s = make_service(pg_url, redis_url, queue, embedder=FakeEmbedder(32, delay_s=1.2),
+                     batch=BatchSettings(max_size=4, max_wait_ms=20))
+    s.res.redis.connection_pool.connection_kwargs["health_check_interval"] = 1
+    services.append(s)
+    client = Client(redis_url, queue)
+    client.classify_many("tiny", [f"long batch {i}" for i in range(12)], per_task=1)
+    client.close()
+    with caplog.at_level(logging.WARNING, logger="worker"):
+        s.start()
+        wait_for(lambda: count(clean_db) == 12, what="12 rows")
+    assert s.batches.thread.is_alive()
+    assert [r.getMessage() for r in caplog.records if "cannot mark" in r.getMessage()] == []
