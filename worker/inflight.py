@@ -14,13 +14,13 @@ scripts (:mod:`worker.lua`), so each is atomic (works on Redis >= 6.2: ``RPOP ke
 - A worker refreshes its *alive* key (TTL) from its own heartbeat thread, independent of
   batch progress; :meth:`Inflight.reap` returns a worker's messages to the queue only once
   that key has expired (the worker died).
-- Attempts: before a batch is embedded the worker writes the batch's tags to its *busy* key
-  (the next batch's tags replace them; the key is cleared when the worker goes idle, and before
-  a write waits for Postgres). When a dead worker's messages are returned, those in
-  its busy batch are charged one death each, in the ``deaths`` hash (by SHA-1 of the message):
-  only a worker death while a message was being processed counts. :meth:`receive` reports
-  each message's deaths, so a poison message ends as an error row after
-  ``EMBEDCLF_MAX_ATTEMPTS`` instead of killing workers forever.
+- Attempts: before a batch is embedded the worker writes the batch's tags to its *busy* key (the
+  next batch's tags replace them; the key is cleared when the worker goes idle, and before a write
+  waits for Postgres; it expires after :data:`BUSY_TTL_S`, a TTL the heartbeat refreshes). When a
+  dead worker's messages are returned, those in its busy batch are charged one death each, in the
+  ``deaths`` hash (by SHA-1 of the message): only a worker death while a message was being processed
+  counts. :meth:`receive` reports each message's deaths, so a poison message ends as an error row
+  after ``EMBEDCLF_MAX_ATTEMPTS`` instead of killing workers forever.
 """
 
 from __future__ import annotations
@@ -58,6 +58,11 @@ MAX_PENDING_MARKS = 16
 #: a PING before its next command and reads one reply: a waiting SET's "OK" instead of "PONG" failed the check,
 #: so a batch after a long one (a slow model, a Postgres outage) lost its mark
 MARKS_READ_AFTER_S = 1.0
+#: a busy mark expires this long after it was set or the heartbeat last refreshed it: a mark written after the
+#: worker unregistered (a batch thread still stuck after the shutdown timeout) cannot stay behind for good.
+#: Long, because a dead worker's mark must outlive its alive key until some worker reaps it (a crash-looping
+#: worker can take minutes to come back); an expired mark costs at most one uncharged attempt
+BUSY_TTL_S = 3600.0
 
 @dataclass(frozen=True)
 class Entry:
@@ -83,11 +88,13 @@ class Inflight:
     """One worker's in-flight records for one queue. ``client`` is a redis-py client (connection
     passed in); each thread that calls in should have its own client."""
 
-    def __init__(self, client: Any, queue: str, wid: str | None = None, alive_ttl_s: float = 30.0) -> None:
+    def __init__(self, client: Any, queue: str, wid: str | None = None, alive_ttl_s: float = 30.0,
+                 busy_ttl_s: float = BUSY_TTL_S) -> None:
         self.client = client
         self.queue = queue
         self.wid = wid or worker_id()
         self.alive_ttl_s = alive_ttl_s
+        self.busy_ttl_ms = max(1, int(busy_ttl_s * 1000))
         base = f"{PREFIX}w:{self.wid}:"
         self.inflight_key, self.landing_key = base + "inflight", base + "landing"
         self.alive_key, self.busy_key = base + "alive", base + "busy"
@@ -106,6 +113,9 @@ class Inflight:
         self._held_lock = threading.Lock()
         #: a receive failed: it may have moved messages without this process seeing them
         self._unsure = False
+        #: set by unregister(): no heartbeat may bring the worker back, no mark may be written after it
+        self._closed = False
+        self._life_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def register(self) -> None:
@@ -117,17 +127,27 @@ class Inflight:
             pipe.execute()
 
     def heartbeat(self) -> bool:
-        """Refresh the alive key; False when it had expired (others may have returned our messages)."""
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(self.alive_key, "1", px=int(self.alive_ttl_s * 1000), get=True)
-            pipe.hsetnx(REGISTRY, self.wid, json.dumps({"queue": self.queue, "host": socket.gethostname(),
-                                                        "pid": os.getpid(), "started": time.time()}))
-            previous, _ = pipe.execute()
+        """Refresh the alive key (and the busy mark's TTL); False when it had expired (others may have returned
+        our messages). A no-op once :meth:`unregister` ran: a late beat must not register the worker again."""
+        with self._life_lock:
+            if self._closed:
+                return True
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.set(self.alive_key, "1", px=int(self.alive_ttl_s * 1000), get=True)
+                pipe.hsetnx(REGISTRY, self.wid, json.dumps({"queue": self.queue, "host": socket.gethostname(),
+                                                            "pid": os.getpid(), "started": time.time()}))
+                pipe.pexpire(self.busy_key, self.busy_ttl_ms)
+                previous, _, _ = pipe.execute()
         return previous is not None
 
     def unregister(self) -> int:
-        """Give every held message back (no death charged) and forget this worker; returns how many."""
-        n, _ = self._run_reap(self.wid, self.queue, force=True)
+        """Give every held message back (no death charged) and forget this worker; returns how many.
+
+        After it, :meth:`heartbeat` and :meth:`mark_busy` write nothing: the heartbeat thread or a batch thread
+        that outlived the shutdown timeout must not leave an alive key, a registry entry or a mark behind."""
+        with self._life_lock:
+            self._closed = True
+            n, _ = self._run_reap(self.wid, self.queue, force=True)
         with self._held_lock:
             self._held.clear()
         self._drop_marker_conn()
@@ -177,12 +197,14 @@ class Inflight:
         was queued when it closes the socket).
         """
         token = ",".join(map(str, tags))
+        if self._closed:  # unregistered: these messages were given back already
+            return token
         conn = self._marker_conn()
         try:
             if self._marker_pending and (self._marker_pending >= MAX_PENDING_MARKS
                                          or time.monotonic() - self._marker_read_at >= MARKS_READ_AFTER_S):
                 self._read_marks(conn)
-            conn.send_command("SET", self.busy_key, token)
+            conn.send_command("SET", self.busy_key, token, "PX", self.busy_ttl_ms)
             self._marker_pending += 1
         except Exception:
             self._drop_marker_conn()

@@ -212,6 +212,35 @@ def test_unregister_gives_everything_back_without_charging(client):
     assert client.llen(Q) == 5 and client.hlen(DEATHS) == 0 and client.hget(REGISTRY, f.wid) is None
 
 
+def test_nothing_brings_an_unregistered_worker_back(client):
+    """A heartbeat, or a mark from a batch thread stuck past the shutdown timeout, after unregister()."""
+    fill(client, 2)
+    f = Inflight(client, Q)
+    f.register()
+    got = f.receive(2, 1 << 20)
+    assert f.unregister() == 2
+    assert f.heartbeat() is True
+    f.mark_busy([e.tag for e in got])
+    f.flush_marks()
+    assert not client.exists(f.alive_key) and not client.exists(f.busy_key)
+    assert client.hget(REGISTRY, f.wid) is None and client.llen(Q) == 2
+
+
+def test_a_busy_mark_expires_unless_the_heartbeat_refreshes_it(client):
+    f = Inflight(client, Q, busy_ttl_s=2.0)
+    f.register()
+    f.mark_busy([1, 2])
+    f.flush_marks()
+    assert client.get(f.busy_key) == b"1,2" and 0 < client.pttl(f.busy_key) <= 2000
+    client.pexpire(f.busy_key, 300)
+    assert f.heartbeat() is True
+    assert client.pttl(f.busy_key) > 1000  # refreshed: a batch longer than the TTL stays marked
+    client.pexpire(f.busy_key, 50)
+    time.sleep(0.2)
+    assert not client.exists(f.busy_key)  # no heartbeat: an orphaned mark goes away by itself
+    f._drop_marker_conn()
+
+
 def test_heartbeat_reports_an_expired_key(client):
     f = Inflight(client, Q, alive_ttl_s=1.0)
     f.register()
