@@ -70,6 +70,11 @@ class Settings:
     #: a model lane back from a run waits at most this long for the GIL while another thread runs Python (heads,
     #: decoding, the writer). 0.5 measured +4 pt of e2e / raw on 2 cores (docs/benchmarks.md); 0 = Python's own
     gil_switch_ms: float = 0.5
+    #: a worker process's garbage collector: once the model and heads are loaded, the objects alive (the model,
+    #: heads, libraries: ~250,000) are frozen (``gc.freeze()``: never scanned again) and the generation-0
+    #: threshold is set to this. Each full collection had walked them all: 3 s of GC in a 300,000-text drain,
+    #: 36,000 → 62,000 rows/s with this (docs/benchmarks.md); 0 = Python's own collector settings, no freeze
+    gc_threshold: int = 10_000
     #: a multi-text task (``texts=[...]``) may carry at most this many texts
     max_texts_per_task: int = 1000
     #: messages larger than this (bytes, headers included) are refused: by the client before sending, by the
@@ -147,6 +152,8 @@ class Settings:
             raise ConfigError("EMBEDCLF_BATCH_MAX_SIZE must be >= 1")
         if not 0 <= self.gil_switch_ms <= 1000:
             raise ConfigError("EMBEDCLF_GIL_SWITCH_MS must be between 0 (Python's default) and 1000 milliseconds")
+        if self.gc_threshold < 0:
+            raise ConfigError("EMBEDCLF_GC_THRESHOLD must be >= 0 (0: Python's own garbage collector settings)")
         if self.batch.max_wait_ms < 0:
             raise ConfigError("EMBEDCLF_BATCH_MAX_WAIT_MS must be >= 0")
         if self.batch.max_tokens < 16:

@@ -27,6 +27,7 @@ from celery import bootsteps
 
 from embedclf.batching import Batcher
 from embedclf.config import Settings
+from worker import gctune
 from worker.buffer import Buffer
 from worker.events import TaskEvents
 from worker.inflight import Inflight
@@ -71,6 +72,7 @@ class Service:
         self.revoked = revoked
         self.started = False
         self.stopped = False
+        self._gc_tuned = False
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -113,6 +115,7 @@ class Service:
                                    on_tick=self._probe_database)
         self._db_ok_at: float | None = None
         self._db_error: str | None = None
+        self._gc_tuned = gctune.tune(s.gc_threshold)  # after the model and heads loaded, before the threads start
         self.heartbeat.start()
         self.writer.start()
         self.batches.start(warm_up_timeout_s=WARM_UP_TIMEOUT_S)  # ready once the model has run once
@@ -153,6 +156,8 @@ class Service:
             log.warning("shutdown: could not return held messages now (%s); they come back once this worker's "
                         "heartbeat expires", exc)
         self.heartbeat.stop()
+        if self._gc_tuned:
+            gctune.restore()
 
     def _probe_database(self) -> None:
         """Readiness: does Postgres answer (a cheap query)? Load the heads if none are loaded yet."""

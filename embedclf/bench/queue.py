@@ -30,6 +30,8 @@ from embedclf.config import Settings
 SPEC = "null:64"
 HEAD = "bench"
 COUNTER = "embedclf:bench:count"
+#: our worker's settings this benchmark sets itself, beyond e2e's (not allowed in ``--worker-env``)
+QUEUE_SETS = frozenset({"EMBEDCLF_LOG_LEVEL", "EMBEDCLF_MAX_PAYLOAD_BYTES", "EMBEDCLF_RESULT_BACKEND"})
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class QueueParams:
     max_wait_ms: int = 20
     timeout_s: float = 300.0
     head: str = "linear"
+    #: more EMBEDCLF_* settings for our worker (an A/B of a worker setting in one command)
+    worker_env: tuple[tuple[str, str], ...] = ()
 
 
 def _texts(n: int) -> list[str]:
@@ -155,7 +159,7 @@ def run_queue(params: QueueParams, settings: Settings, quiet: bool) -> dict:
 
     out: dict = {"n_single": params.n_single, "n_multi": params.n_multi, "n_stock": params.n_stock,
                  "per_task": params.per_task, "batch_max_size": params.batch_size, "embedder": SPEC,
-                 "head": params.head}
+                 "head": params.head, "worker_env": dict(params.worker_env)}
     with ExitStack() as stack:
         broker = stack.enter_context(claim_redis_db(settings.broker_url))
         db_url = stack.enter_context(temp_database(settings.database_url))
@@ -182,6 +186,7 @@ def run_queue(params: QueueParams, settings: Settings, quiet: bool) -> dict:
         client.classify_many(HEAD, texts[:params.n_single], per_task=1)
         out["enqueue_single_tasks_per_s"] = round(params.n_single / (time.perf_counter() - t0), 1)
         env = subprocess_env({
+            **dict(params.worker_env),
             "EMBEDCLF_DATABASE_URL": db_url, "EMBEDCLF_BROKER_URL": broker, "EMBEDCLF_QUEUE": queue,
             "EMBEDCLF_EMBEDDER": SPEC, "EMBEDCLF_BATCH_MAX_SIZE": str(params.batch_size),
             "EMBEDCLF_BATCH_MAX_WAIT_MS": str(params.max_wait_ms), "EMBEDCLF_LOG_LEVEL": "INFO",

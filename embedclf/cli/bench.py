@@ -29,8 +29,9 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     return out
 
 
-def _worker_env(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    """``NAME=VALUE`` pairs naming known settings, each value valid for its setting."""
+def worker_env_pairs(values: tuple[str, ...], reserved: frozenset[str] = frozenset()) -> tuple[tuple[str, str], ...]:
+    """``NAME=VALUE`` pairs naming known settings, each value valid for its setting; the benchmark's own
+    settings (``BENCH_SETS`` and ``reserved``) are refused."""
     from embedclf.bench.e2e import BENCH_SETS
     from embedclf.config import ConfigError, Settings, env_names
 
@@ -39,7 +40,7 @@ def _worker_env(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
         name, sep, value = item.partition("=")
         if not sep or name not in env_names():
             raise AppError(f"--worker-env {item!r} is not EMBEDCLF_NAME=VALUE for a known setting (embedclf config)")
-        if name in BENCH_SETS:
+        if name in BENCH_SETS or name in reserved:
             raise AppError(f"--worker-env: {name} is set by the benchmark itself (see its own options)")
         try:
             Settings.from_env({name: value})
@@ -225,7 +226,7 @@ def e2e(settings: Settings, data_path: str, text_col: str, label_col: str, n: in
     from embedclf.data import load_labeled
 
     spec = _spec(settings, embedder_spec)
-    pairs = _worker_env(worker_env)
+    pairs = worker_env_pairs(worker_env)
     data = load_labeled(data_path, text_col, label_col)
     texts, labels = data.texts[:n], data.labels[:n]
     if len(texts) < n and not as_json:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from embedclf.cli.bench import json_option, sigterm_as_interrupt
+from embedclf.cli.bench import json_option, sigterm_as_interrupt, worker_env_pairs
 from embedclf.cli.common import echo_json
 from embedclf.config import Settings
 
@@ -21,16 +21,21 @@ from embedclf.config import Settings
               help="EMBEDCLF_BATCH_MAX_SIZE of our worker.")
 @click.option("--head", "head", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True,
               help="The benchmark head: one softmax layer (the message path alone), or the default MLP head.")
+@click.option("--worker-env", "worker_env", multiple=True, metavar="EMBEDCLF_NAME=VALUE",
+              help="A setting for our worker (repeatable), e.g. EMBEDCLF_GC_THRESHOLD=0: an A/B of a worker "
+                   "setting against the same stock figures.")
 @json_option
 @click.pass_obj
 def queue_bench(settings: Settings, n_single: int, n_multi: int, n_stock: int, per_task: int, batch_size: int,
-                head: str, as_json: bool) -> None:
+                head: str, worker_env: tuple[str, ...], as_json: bool) -> None:
     """Queue throughput without a model (null:64): our worker and enqueue vs stock Celery, same run."""
     from embedclf.bench.machine import machine_info
     from embedclf.bench.queue import QueueParams, run_queue
 
+    from embedclf.bench.queue import QUEUE_SETS
+
     params = QueueParams(n_single=n_single, n_multi=n_multi, n_stock=n_stock, per_task=per_task,
-                         batch_size=batch_size, head=head)
+                         batch_size=batch_size, head=head, worker_env=worker_env_pairs(worker_env, QUEUE_SETS))
     with sigterm_as_interrupt():
         report = run_queue(params, settings, quiet=as_json)
     report["machine"] = machine_info(report["embedder"])

@@ -244,6 +244,9 @@ def test_bad_inputs(tiny, tmp_path):
                    "set by the benchmark itself")
     one_line_error(run("e2e", "--data", str(tiny), "-n", "10", "--worker-env", "EMBEDCLF_HEAD_OVERLAP=maybe",
                        ok=False), "not a boolean")
+    one_line_error(run("queue", "--worker-env", "EMBEDCLF_RESULT_BACKEND=redis://x", ok=False),
+                   "set by the benchmark itself")
+    one_line_error(run("queue", "--worker-env", "EMBEDCLF_GC_THRESHOLD=-1", ok=False), "EMBEDCLF_GC_THRESHOLD must be")
     one_line_error(run("embed", "--data", str(tiny), "--n-batch", "512", ok=False), "llama.cpp specs only")
     one_line_error(run("embed", "--data", str(tiny), "--n-batch", "512", "--embedder", "gemma3-270m", "--embedder",
                        "gemma3-270m", ok=False), "one at a time")
@@ -278,7 +281,8 @@ def test_queue_smoke():
     """bench queue: every figure present and consistent; nothing left behind (the rates are not judged here)."""
     before = bench_databases()
     r = json.loads(run("queue", "--n-single", "400", "--n-multi", "2000", "--n-stock", "200", "--per-task", "100",
-                       "--batch-size", "64", "--json").stdout)
+                       "--batch-size", "64", "--worker-env", "EMBEDCLF_GC_THRESHOLD=0", "--json").stdout)
+    assert r["worker_env"] == {"EMBEDCLF_GC_THRESHOLD": "0"}
     for key in ("stock_celery_tasks_per_s", "worker_tasks_per_s", "worker_texts_per_s_multi", "stock_send_task_per_s",
                 "enqueue_texts_per_s", "ratio_worker_vs_stock", "ratio_enqueue_vs_stock", "worker_tasks_per_s_events",
                 "events_cost_ratio", "worker_tasks_per_s_results", "results_cost_ratio"):

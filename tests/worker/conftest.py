@@ -21,12 +21,15 @@ def queue(redis_url):
 
 @pytest.fixture
 def services():
+    import gc
     import sys
 
     switch = sys.getswitchinterval()  # a started service sets its process's (EMBEDCLF_GIL_SWITCH_MS)
+    thresholds = gc.get_threshold()  # and freezes its objects, with its own GC threshold (EMBEDCLF_GC_THRESHOLD)
     started: list = []  # worker.service.Service
     yield started
     for s in started:
         s.stop(timeout_s=5)
         s.res.close()
     sys.setswitchinterval(switch)
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == thresholds  # a stopped service restores them

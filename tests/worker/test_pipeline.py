@@ -6,6 +6,7 @@ client or raw entries, and checks the rows, the in-flight records and the death 
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import sys
@@ -95,6 +96,21 @@ def test_a_started_worker_sets_its_gil_switch_interval_and_zero_leaves_it(clean_
     assert sys.getswitchinterval() == pytest.approx(0.005)  # 0: Python's own interval stays
     start(services, pg_url, redis_url, queue)  # the default, 0.5 ms
     assert sys.getswitchinterval() == pytest.approx(Settings().gil_switch_ms / 1000) == pytest.approx(0.0005)
+
+
+def test_a_started_worker_freezes_what_it_loaded_and_sets_its_gc_threshold_until_it_stops(
+        clean_db, pg_url, redis_url, queue, services):
+    before = gc.get_threshold()
+    s = start(services, pg_url, redis_url, queue, gc_threshold=0)  # 0: Python's own settings, nothing frozen
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
+    s.stop(timeout_s=5)
+    s = start(services, pg_url, redis_url, queue)  # the default
+    frozen = gc.get_freeze_count()
+    assert frozen > 10_000 and gc.get_threshold() == (Settings().gc_threshold, before[1], before[2]) == \
+        (10_000, before[1], before[2])
+    assert s.inflight.wid.encode() in redis.Redis.from_url(redis_url).hkeys("embedclf:workers")  # serving
+    s.stop(timeout_s=5)
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
 
 
 def test_poison_entries_each_get_one_row_and_valid_tasks_around_them_are_served(clean_db, pg_url, redis_url, queue,
