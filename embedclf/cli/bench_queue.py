@@ -30,9 +30,7 @@ def queue_bench(settings: Settings, n_single: int, n_multi: int, n_stock: int, p
                 head: str, worker_env: tuple[str, ...], as_json: bool) -> None:
     """Queue throughput without a model (null:64): our worker and enqueue vs stock Celery, same run."""
     from embedclf.bench.machine import machine_info
-    from embedclf.bench.queue import QueueParams, run_queue
-
-    from embedclf.bench.queue import QUEUE_SETS
+    from embedclf.bench.queue import QUEUE_SETS, QueueParams, run_queue
 
     params = QueueParams(n_single=n_single, n_multi=n_multi, n_stock=n_stock, per_task=per_task,
                          batch_size=batch_size, head=head, worker_env=worker_env_pairs(worker_env, QUEUE_SETS))
