@@ -66,6 +66,11 @@ class Settings:
     #: apply a batch's heads on the text thread while the batch thread embeds the next batch (needs
     #: ``text_thread``): the heads' CPU time overlaps the model's instead of following it
     head_overlap: bool = True
+    #: threads of the text pool (with ``text_thread``): with ``head_overlap`` the heads of up to this many batches
+    #: run at once. A head's products release the GIL, so on a host with cores to spare (a GPU host) 2-4 lift the
+    #: heads' ceiling: the default hybrid head alone ran 1.24-1.62x the texts/s on 2 threads as on 1 (2 cores).
+    #: On a CPU-only host the model needs those cores: 1
+    text_threads: int = 1
     #: a worker process's GIL switch interval in milliseconds (``sys.setswitchinterval``; Python's default is 5):
     #: a model lane back from a run waits at most this long for the GIL while another thread runs Python (heads,
     #: decoding, the writer). 0.5 measured +4 pt of e2e / raw on 2 cores (docs/benchmarks.md); 0 = Python's own
@@ -170,6 +175,8 @@ class Settings:
             raise ConfigError("EMBEDCLF_METRICS_PORT must be a port number (0 = off)")
         if self.max_attempts < 1:
             raise ConfigError("EMBEDCLF_MAX_ATTEMPTS must be >= 1")
+        if not 1 <= self.text_threads <= 64:
+            raise ConfigError("EMBEDCLF_TEXT_THREADS must be between 1 and 64")
         if not 0 <= self.head_threads <= 1024:
             raise ConfigError("EMBEDCLF_HEAD_THREADS must be between 0 and 1024")
         if not 0 <= self.enqueue_wait_replicas <= 16:

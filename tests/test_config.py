@@ -89,6 +89,9 @@ def test_reads_os_environ_by_default(monkeypatch):
         ("EMBEDCLF_GIL_SWITCH_MS", "-1"),
         ("EMBEDCLF_GIL_SWITCH_MS", "nan"),
         ("EMBEDCLF_GIL_SWITCH_MS", "5000"),
+        ("EMBEDCLF_TEXT_THREADS", "0"),
+        ("EMBEDCLF_TEXT_THREADS", "65"),
+        ("EMBEDCLF_TEXT_THREADS", "two"),
     ],
 )
 def test_bad_values_raise_naming_the_variable(name, value):

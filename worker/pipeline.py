@@ -5,7 +5,9 @@ next messages while the **batch thread** embeds the current batch and applies th
 the write threads commit the previous batches' rows and ack their messages. While a batch is
 embedded, the **text thread** computes what the heads need from the texts alone (the TF-IDF
 member's logits), so on a GPU host that CPU work hides behind the embedding. Model code
-releases the GIL in its kernels, so the stages overlap.
+releases the GIL in its kernels, so the stages overlap. With ``EMBEDCLF_TEXT_THREADS`` > 1 the
+text pool has that many threads and the heads of as many batches run at once (a host whose model
+leaves cores idle: a GPU host); the batch thread waits only when all of them are busy.
 
 While the embedder fails in a way that is not the texts' fault (or the heads cannot be read from
 Postgres) the batch is *held*, not requeued: the worker backs off, logs once per interval, and
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from sqlalchemy.exc import DBAPIError
@@ -68,12 +71,14 @@ class BatchLoop:
         #: where the heads' work on the texts alone runs while a batch is embedded (made at start); with
         #: ``head_overlap`` a batch's heads run there too, while this thread embeds the next batch
         self.text_pool: ThreadPoolExecutor | None = None
-        self._pending: Future | None = None  # the previous batch's heads on the text pool
+        #: the earlier batches' heads on the text pool, oldest first (at most ``text_threads`` of them)
+        self._pending: deque[Future] = deque()
 
     def start(self, warm_up_timeout_s: float = 0.0) -> None:
         """Start the thread; with a timeout, wait (at most that long) for its warm-up first."""
         if self.text_pool is None and self.res.settings.text_thread:
-            self.text_pool = ThreadPoolExecutor(1, thread_name_prefix="embedclf-text", initializer=name_this_thread)
+            self.text_pool = ThreadPoolExecutor(self.res.settings.text_threads, thread_name_prefix="embedclf-text",
+                                                initializer=name_this_thread)
         self.thread.start()
         if warm_up_timeout_s > 0 and not self.warmed.wait(warm_up_timeout_s):
             log.warning("the embedder's warm-up takes more than %.0fs; receiving meanwhile", warm_up_timeout_s)
@@ -207,11 +212,11 @@ class BatchLoop:
                 self.res.metrics.inference.observe(time.perf_counter() - t0)
         self._embed.ok()
         job.busy = self._busy
-        if self.overlap:  # the heads run on the text thread while this thread embeds the next batch
-            self.collect()
+        if self.overlap:  # the heads run on the text pool while this thread embeds the next batch
+            self.collect(keep=self.res.settings.text_threads - 1)
             try:
-                self._pending = self.text_pool.submit(  # type: ignore[union-attr]
-                    self._finish, job, plan, vectors, failed, heads)
+                self._pending.append(self.text_pool.submit(  # type: ignore[union-attr]
+                    self._finish, job, plan, vectors, failed, heads))
                 return
             except RuntimeError:  # the pool is shut down: a hard stop passed this thread by
                 if self.stop_event.is_set():
@@ -238,8 +243,8 @@ class BatchLoop:
             job.rows.extend(p.errors)
         self.writer.submit(job)
 
-    def collect(self) -> None:
-        """Wait until the previous batch's heads have run and its rows are with the writer."""
-        fut, self._pending = self._pending, None
-        if fut is not None:
-            fut.result()
+    def collect(self, keep: int = 0) -> None:
+        """Wait until the earlier batches' heads have run and their rows are with the writer, all but the
+        newest ``keep`` of them (a thread of the text pool for the next batch's heads)."""
+        while len(self._pending) > keep:
+            self._pending.popleft().result()

@@ -88,21 +88,31 @@ def store_head(engine, embedder: Embedder, texts: Sequence[str], labels: Sequenc
                   texts=None if head == "dense" else texts, trained=trained,
                   knn_member="auto" if head == "default" else "off")
     members = trained[0].member_names
-    return k, {"head": head, "head_members": members,
-               "head_us_per_text": round(head_cost_us(trained[0], X, texts, batch_size), 1)}
+    one, two = (head_cost_us(trained[0], X, texts, batch_size, threads=n) for n in (1, 2))
+    return k, {"head": head, "head_members": members, "head_us_per_text": round(one, 1),
+               "head_speedup_2_threads": round(one / two, 3) if two > 0 else None}
 
 
-def head_cost_us(module, X, texts: Sequence[str], batch_size: int) -> float:
-    """Microseconds per text of ``module.predict_proba`` over ``X`` in batches, on one torch thread (as workers run
-    heads: ``EMBEDCLF_HEAD_THREADS``); the best of three passes."""
+def head_cost_us(module, X, texts: Sequence[str], batch_size: int, threads: int = 1) -> float:
+    """Microseconds per text of ``module.predict_proba`` over ``X`` in batches, each thread with one torch thread
+    (as workers run heads: ``EMBEDCLF_HEAD_THREADS``); the best of three passes. ``threads``: that many threads
+    at once take every ``threads``-th batch (a worker's text pool, ``EMBEDCLF_TEXT_THREADS``)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from embedclf.classify import torch_threads
 
+    starts = list(range(0, len(texts), batch_size))
+
+    def run(mine: list[int]) -> None:
+        with torch_threads(1):
+            for i in mine:
+                module.predict_proba(X[i:i + batch_size], texts[i:i + batch_size])
+
     best = float("inf")
-    with torch_threads(1):
+    with ThreadPoolExecutor(threads) as pool:
         for _ in range(3):
             t0 = time.perf_counter()
-            for i in range(0, len(texts), batch_size):
-                module.predict_proba(X[i:i + batch_size], texts[i:i + batch_size])
+            list(pool.map(run, [starts[j::threads] for j in range(threads)]))
             best = min(best, time.perf_counter() - t0)
     return 1e6 * best / max(1, len(texts))
 

@@ -102,6 +102,9 @@ def e2e_report(r: dict, echo: Echo) -> None:
         members = "+".join(r.get("head_members") or [])
         echo(f"  head cost        {r['head_us_per_text']:>10,.1f} us/text  ({r['head']} head {members}, timed in this "
              f"process: {100 * r['head_vs_embed']:.1f} % of the raw embed time per text)")
+        if r.get("head_speedup_2_threads") is not None:
+            echo(f"  head, 2 threads  {r['head_speedup_2_threads']:>10.2f} x  (texts/s of the head alone on 2 "
+                 "threads at once against 1: what EMBEDCLF_TEXT_THREADS=2 can give where cores are idle)")
     cpu = r.get("worker_cpu_s") or {}
     if cpu:
         echo("  worker CPU s     " + "  ".join(f"{k}: {v:g}" for k, v in cpu.items())

@@ -185,7 +185,7 @@ def test_e2e_smoke():
         assert f["inference_texts_per_s"] >= f["e2e_texts_per_s"] * 0.999
     assert 0 < r["worker_inference_s"] <= r["e2e_seconds"] and r["worker_write_s"] > 0
     # the default head (with the TF-IDF member, as heads train makes it), its cost timed per text
-    assert r["head"] == "default" and positive(r["head_us_per_text"])
+    assert r["head"] == "default" and positive(r["head_us_per_text"]) and positive(r["head_speedup_2_threads"])
     assert r["head_vs_embed"] == pytest.approx(r["head_us_per_text"] * r["raw_texts_per_s"] / 1e6, abs=1e-3)
     for key in ("e2e_texts_per_s", "raw_texts_per_s", "ratio", "enqueue_texts_per_s", "worker_rss_mb"):
         assert positive(r[key]), key
@@ -360,3 +360,31 @@ def test_wait_rows_stops_at_a_failed_batch(clean_db):
     with pytest.raises(BenchError, match="a worker failed a batch: internal error while classifying: TypeError"):
         wait_rows(clean_db, 10, [], Producer(), timeout=60, quiet=True)
     assert time.monotonic() - t0 < 5
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_the_head_is_timed_on_every_batch_once_a_pass_whatever_the_threads(threads):
+    """``head_cost_us`` with ``threads``: the threads share the batches, each batch once per pass (3 passes), each
+    thread with one torch thread."""
+    import threading
+
+    import numpy as np
+    import torch
+
+    from embedclf.bench.e2e import head_cost_us
+
+    seen, names, lock = [], set(), threading.Lock()
+
+    class Recording:
+        def predict_proba(self, x, texts):
+            with lock:
+                seen.append(tuple(texts))
+                names.add((threading.current_thread().name, torch.get_num_threads()))
+            return np.zeros((len(x), 2), dtype=np.float32)
+
+    texts = [f"t{i}" for i in range(10)]
+    us = head_cost_us(Recording(), np.zeros((10, 4), dtype=np.float32), texts, 4, threads=threads)
+    assert us > 0
+    batches = [tuple(texts[i:i + 4]) for i in (0, 4, 8)]
+    assert sorted(seen) == sorted(batches * 3)
+    assert {n for _, n in names} == {1} and 1 <= len(names) <= threads

@@ -138,3 +138,48 @@ def test_heads_of_one_batch_run_while_the_next_is_embedded(clean_db, pg_url, red
         assert thread.startswith("embedclf-text") and overlapped
     else:
         assert thread == "embedclf-batch" and not overlapped
+
+
+@pytest.mark.parametrize("text_threads", [1, 2])
+def test_text_threads_apply_the_heads_of_several_batches_at_once(clean_db, pg_url, redis_url, queue, services,
+                                                                 text_threads):
+    """EMBEDCLF_TEXT_THREADS=2: while the first batch's heads still run on one thread of the text pool, the next
+    batch's heads start on another (the first waits up to 2 s for a second one to be running beside it). With 1
+    thread they take turns, so the first waits its 2 s out. Every row is classified either way."""
+    _hybrid(clean_db)
+    texts = make_texts(4, seed=34)[0][:24]
+    s = make_service(pg_url, redis_url, queue, text_threads=text_threads)
+    services.append(s)
+    head = s.res.heads.snapshot()["hybrid"].module
+    original = head.predict_proba
+    lock, beside = threading.Lock(), threading.Event()
+    running, names, overlapped = [0], [], []
+
+    def recording(*args, **kwargs):
+        if "sparse" not in kwargs:  # the warm-up (its texts, no logits computed ahead)
+            return original(*args, **kwargs)
+        with lock:
+            running[0] += 1
+            first = not names
+            names.append(threading.current_thread().name)
+            if running[0] > 1:
+                beside.set()
+        try:
+            if first:
+                overlapped.append(beside.wait(2.0))
+            return original(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    head.predict_proba = recording
+    client = Client(redis_url, queue)
+    client.classify_many("hybrid", texts, per_task=8)  # three batches of 8, queued before the worker starts
+    client.close()
+    s.start()
+    assert all_ok(clean_db, len(texts))
+    assert all(n.startswith("embedclf-text") for n in names) and len(names) == 3
+    if text_threads == 2:
+        assert overlapped == [True] and len(set(names[:2])) == 2
+    else:
+        assert overlapped == [False] and len(set(names)) == 1
