@@ -1,6 +1,7 @@
 """Every fault at once, while a producer enqueues: afterwards every task has exactly its rows, none lost or doubled.
 
-Two worker processes, a producer process sending 5,250 single-text tasks (250 invalid) and 40
+Two worker processes (every other one started applies its heads on two text threads,
+``EMBEDCLF_TEXT_THREADS=2``), a producer process sending 5,250 single-text tasks (250 invalid) and 40
 multi-text tasks (1,000 texts, some bad), then:
 
 1. ``kill -9`` of a worker **inside a batch**, at least 10 times (a new worker is started each time).
@@ -156,7 +157,10 @@ def test_no_task_lost_or_duplicated_under_faults(engine, clean_db, pg_url, start
     client = redis.Redis(port=redis_server.port)
     producer = None
     try:
-        workers = [start_worker(env, name=f"w{i}") for i in range(2)]
+        def new_worker(i: int):  # every other one with two text threads: the heads of two batches at once
+            return start_worker(env if i % 2 == 0 else {**env, "EMBEDCLF_TEXT_THREADS": "2"}, name=f"w{i}")
+
+        workers = [new_worker(i) for i in range(2)]
         for w in workers:
             w.wait_ready()
 
@@ -179,7 +183,7 @@ def test_no_task_lost_or_duplicated_under_faults(engine, clean_db, pg_url, start
             killed_ids |= batch
             print(f"\nkill {k + 1}: {victim.name} (pid {victim.pid}) mid-batch: {len(batch)} tasks, "
                   f"{committed} committed")
-            workers.append(start_worker(env, name=f"w{len(workers)}"))
+            workers.append(new_worker(len(workers)))
 
         # 2. restart Redis (append-only file on)
         t0 = time.monotonic()
