@@ -20,7 +20,7 @@ def test_defaults():
     assert s.head_refresh_s == 2.0
     assert s.visibility_timeout_s == 3600
     assert s.log_level == "INFO"
-    assert s.batch == BatchSettings(max_size=64, max_wait_ms=50, max_tokens=4096)
+    assert s.batch == BatchSettings(max_size=256, max_wait_ms=50, max_tokens=4096)
     assert s.database_url.startswith("postgresql")
     assert s.broker_url.startswith("redis://")
     s.validate()  # defaults are valid
@@ -264,7 +264,7 @@ def test_describe_masks_secrets_and_flattens_batch():
     assert "topsecret" not in str(d) and "alsosecret" not in str(d)
     assert d["database_url"] == "postgresql+psycopg2://app:***@db/x"  # postgresql:// means psycopg2
     assert d["broker_url"] == "redis://:***@r:6379/0"
-    assert d["batch.max_size"] == 64 and d["batch.max_wait_ms"] == 50 and d["batch.max_tokens"] == 4096
+    assert d["batch.max_size"] == 256 and d["batch.max_wait_ms"] == 50 and d["batch.max_tokens"] == 4096
     assert "batch" not in d
     assert d["queue"] == "celery"
     # the settings object itself keeps the real URL

@@ -23,7 +23,7 @@ from embedclf.bench import BenchError, raw
 from embedclf.bench.infra import claim_redis_db, temp_database
 from embedclf.bench.procs import Producer, WorkerProc, free_port, subprocess_env, wait_ready
 from embedclf.bench.stats import batch_distribution, percentiles, rate
-from embedclf.config import Settings
+from embedclf.config import BatchSettings, Settings
 from embedclf.embedders.base import Embedder
 from embedclf.progress import bar as progress_bar
 
@@ -44,7 +44,7 @@ BENCH_SETS = frozenset({
 class E2EParams:
     spec: str
     workers: int = 1
-    batch_size: int = 64
+    batch_size: int = BatchSettings().max_size
     max_wait_ms: int = 50
     #: tasks/s sent one by one (0: all at once, as fast as the producer can)
     rate: float = 0.0
@@ -66,7 +66,7 @@ def _stop_all(workers: Sequence[WorkerProc]) -> None:
 
 
 def store_head(engine, embedder: Embedder, texts: Sequence[str], labels: Sequence[str], quiet: bool,
-               head: str = "default", batch_size: int = 64) -> tuple[int, dict]:
+               head: str = "default", batch_size: int = BatchSettings().max_size) -> tuple[int, dict]:
     """Train a quick head on the first texts and store it as the active head ``bench``.
 
     ``head``: ``default`` is the head ``heads train`` makes by default (MLP + softmax regression +

@@ -14,7 +14,7 @@ import click
 
 from embedclf.cli.base import AppError
 from embedclf.cli.common import echo_json, embedder_option, load_embedder_verbose, params_from
-from embedclf.config import DEFAULT_EMBEDDER, Settings
+from embedclf.config import DEFAULT_EMBEDDER, BatchSettings, Settings
 
 
 def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
@@ -195,8 +195,9 @@ def _measure_specs(settings: Settings, specs: list[str], texts: list[str], batch
 @click.option("-n", "n", required=True, type=click.IntRange(1), help="Texts to send (the first N of the file).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
 @embedder_option
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1),
-              help="EMBEDCLF_BATCH_MAX_SIZE of the workers and the raw-throughput chunk size.")
+@click.option("--batch-size", default=BatchSettings().max_size, show_default=True, type=click.IntRange(1),
+              help="EMBEDCLF_BATCH_MAX_SIZE of the workers (default: the workers' default) and the raw-throughput "
+                   "chunk size.")
 @click.option("--max-wait-ms", default=50, show_default=True, type=click.IntRange(0),
               help="EMBEDCLF_BATCH_MAX_WAIT_MS of the workers.")
 @click.option("--rate", default=0.0, show_default=True, type=click.FloatRange(0),
