@@ -36,7 +36,7 @@ SECRET_FIELDS = ("api_token",)
 class BatchSettings:
     #: flush a batch when it holds this many texts (also the most texts per embedding call) ... 256, not 64 (the
     #: default until 2026-12-04): the heads, rows and writes cost less a text in bigger batches (the text thread's
-    #: CPU 0.35-0.50 s against 0.81-0.86 s per 5,000 texts; bench e2e / raw medians 0.91-1.05 against 0.83-0.91,
+    #: CPU 0.35-0.50 s against 0.81-0.86 s per 5,000 texts; bench e2e / raw medians 0.89-1.05 against 0.80-0.91,
     #: docs/benchmarks.md), the default embedder runs each text alone whatever the batch, and below capacity
     #: batches stay small (the wait below closes them first): latency there did not grow
     max_size: int = 256
