@@ -226,9 +226,10 @@ class TfidfFeaturizer:
             keys.append(rows * nf + (ids.astype(np.int64) + start))
             start += len(p.terms)
         every = np.concatenate(keys)
-        # the keys come text after text (ascending rows), so a stable (merge) sort has less to do than a quicksort;
-        # then the first key of each run of equal keys and the run's length (the n-gram's count in its text)
-        every.sort(kind="stable")
+        # numpy's default sort: equal integer keys are identical, so stability is moot, and its vectorised
+        # quicksort (AVX2 / AVX-512) took a third of the time of kind="stable" here (43,000 keys: 0.34 ms against
+        # 1.0); then the first key of each run of equal keys and the run's length (the n-gram's count in its text)
+        every.sort()
         first = np.ones(len(every), dtype=bool)
         np.not_equal(every[1:], every[:-1], out=first[1:])
         at = np.flatnonzero(first)
