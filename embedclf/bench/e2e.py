@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from embedclf.bench import BenchError, raw
 from embedclf.bench.infra import claim_redis_db, temp_database
 from embedclf.bench.procs import Producer, WorkerProc, free_port, subprocess_env, wait_ready
-from embedclf.bench.stats import batch_distribution, percentiles, rate
+from embedclf.bench.stats import batch_distribution, mean_ci, percentiles, rate
 from embedclf.config import BatchSettings, Settings
 from embedclf.embedders.base import Embedder
 from embedclf.progress import bar as progress_bar
@@ -341,6 +341,11 @@ def run_e2e(texts: Sequence[str], labels: Sequence[str], params: E2EParams, sett
 
         median = sorted(rounds, key=lambda f: f["ratio"])[(len(rounds) - 1) // 2]
         figures = dict(median)
+        # every round's ratio, not only the median one: the host's speed scatters the rounds (±5-10 % on a
+        # shared 2-core VM), so a figure near a target needs the mean and its interval to be read
+        ci = mean_ci([f["ratio"] for f in rounds])
+        figures.update(ratio_mean=round(ci["mean"], 4),
+                       ratio_ci95=None if ci["lo"] is None else [round(ci["lo"], 4), round(ci["hi"], 4)])
         known_rss = [x for x in rss if x is not None]
         figures.update(
             n=n, workers=params.workers, embedder=model_id, embedder_spec=params.spec,

@@ -95,6 +95,10 @@ def e2e_report(r: dict, echo: Echo) -> None:
         each = "   ".join(f"{f['ratio']:.3f} ({f['e2e_texts_per_s']:,.0f} / {f['raw_texts_per_s']:,.0f})"
                            for f in r["round_figures"])
         echo(f"  rounds           {each}  (e2e / raw; round {r['median_round']}, the median, is reported)")
+        if r.get("ratio_ci95"):
+            lo, hi = r["ratio_ci95"]
+            echo(f"  mean of rounds   {r['ratio_mean']:>10.3f}  (95 % confidence interval {lo:.3f}-{hi:.3f} over "
+                 f"{r['rounds']} rounds: how far this host's noise leaves the ratio open)")
     if r.get("model_busy") is not None:
         echo(f"  model busy       {r['model_busy']:>10.3f}  (share of the e2e span the batch thread spent embedding + "
              f"heads; the model ran {r['inference_texts_per_s']:,.0f} texts/s in the worker)")

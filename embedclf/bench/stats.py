@@ -1,4 +1,4 @@
-"""Pure helpers: latency percentiles and the batch-size distribution of result rows."""
+"""Pure helpers: latency percentiles, the batch-size distribution of result rows, a mean's confidence interval."""
 
 from __future__ import annotations
 
@@ -73,6 +73,23 @@ def batch_distribution(keys: Iterable[Hashable], max_size: int) -> dict:
         "full_fraction": round(sum(s >= max_size for s in sizes) / len(sizes), 3),
         "histogram": histogram(sizes, max_size),
     }
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> dict[str, Any]:
+    """Mean of ``values`` and its two-sided ``level`` confidence interval (Student's t, the values taken as
+    independent draws): ``{"mean", "lo", "hi", "n"}``; ``lo`` and ``hi`` are None for fewer than two values."""
+    if not values:
+        raise ValueError("no values")
+    if not 0 < level < 1:
+        raise ValueError("level must be in (0, 1)")
+    arr = np.asarray(values, dtype=np.float64)
+    mean, n = float(arr.mean()), len(arr)
+    if n < 2:
+        return {"mean": mean, "lo": None, "hi": None, "n": n}
+    from scipy.stats import t
+
+    half = float(t.ppf((1 + level) / 2, n - 1)) * float(arr.std(ddof=1)) / math.sqrt(n)
+    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": n}
 
 
 def rate(n: int, seconds: float) -> float:

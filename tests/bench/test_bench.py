@@ -15,7 +15,7 @@ import redis
 from click.testing import CliRunner
 
 from embedclf.bench.raw import with_option
-from embedclf.bench.stats import batch_distribution, histogram, percentiles
+from embedclf.bench.stats import batch_distribution, histogram, mean_ci, percentiles
 from embedclf.cli import cli
 from embedclf.demo import TRAIN_CSV
 from tests.bench.benchdb import bench_databases
@@ -176,6 +176,11 @@ def test_e2e_smoke():
         assert f["raw_texts_per_s"] == pytest.approx(300 / mean_s, rel=2e-3)
     assert r["round_figures"][0]["raw_after_texts_per_s"] == r["round_figures"][1]["raw_before_texts_per_s"]
     assert r["ratio"] == min(f["ratio"] for f in r["round_figures"])  # the lower of two is the median
+    # and the mean of every round's ratio with its 95 % interval (Student's t over the rounds)
+    ratios = [f["ratio"] for f in r["round_figures"]]
+    assert r["ratio_mean"] == pytest.approx(sum(ratios) / 2, abs=1e-4)
+    lo, hi = r["ratio_ci95"]
+    assert lo <= min(ratios) <= max(ratios) <= hi  # with two values t(0.975, 1) = 12.7 spans both
     # the worker's threads, by OS name: its batch thread did the embedding
     assert r["worker_cpu_s"].get("ec-batch", 0) > 0
     assert r["embedder"] == "fake:64"
@@ -259,6 +264,21 @@ def test_bad_inputs(tiny, tmp_path):
     one_line_error(run("e2e", "--data", str(tiny), "-n", "10", ok=False,
                        env={"EMBEDCLF_BROKER_URL": "redis://127.0.0.1:1/0"}), "cannot reach Redis")
     assert bench_databases() <= before
+
+
+def test_mean_ci_is_students_t_interval():
+    # mean 2, sample sd 1, n 3: half-width t(0.975, 2) / sqrt(3), with t(0.975, 2) = 4.3027 from the t table
+    ci = mean_ci([1.0, 2.0, 3.0])
+    assert ci["mean"] == 2.0 and ci["n"] == 3
+    assert ci["hi"] - ci["mean"] == pytest.approx(4.3027 / 3 ** 0.5, abs=1e-4) == ci["mean"] - ci["lo"]
+    # a 90 % interval is narrower; with many values it shrinks towards the normal one (1.96 sd / sqrt(n))
+    assert mean_ci([1.0, 2.0, 3.0], level=0.9)["hi"] < ci["hi"]
+    many = mean_ci([0.0, 1.0] * 500)
+    assert many["hi"] - many["mean"] == pytest.approx(1.96 * 0.50025 / 1000 ** 0.5, rel=2e-3)
+    assert mean_ci([0.93]) == {"mean": 0.93, "lo": None, "hi": None, "n": 1}
+    for bad in ({"values": []}, {"values": [1.0], "level": 1.0}):
+        with pytest.raises(ValueError):
+            mean_ci(**bad)
 
 
 def test_stats_and_spec_helpers():
