@@ -72,6 +72,22 @@ def test_features_of_tricky_texts_and_batches_match_the_baseline(feats):
     assert feats.transform([]).shape == (0, feats.n_features)
 
 
+def test_both_sorts_give_the_same_features(feats, monkeypatch):
+    """The keys' sort is chosen per host by timing (``sort_kind``): either choice gives the same features,
+    bit for bit (equal integer keys are indistinguishable, so stability cannot matter)."""
+    from embedclf.heads import tfidf
+
+    assert tfidf.sort_kind() in ("quicksort", "stable")
+    texts = TRICKY + NEW + TEXTS
+    out = {}
+    for kind in ("quicksort", "stable"):
+        monkeypatch.setattr(tfidf, "_sort_kind", kind)
+        x = feats.transform(texts)
+        out[kind] = (x.indptr.copy(), x.indices.copy(), x.data.copy())
+    for a, b in zip(out["quicksort"], out["stable"]):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_a_char_analyzer_part_gives_scikit_learn_s_features():
     """A stored featurizer may use the plain ``char`` analyzer (counted by scikit-learn, then expanded
     into repeated indices like the other parts): scikit-learn's features, also after a round trip."""
