@@ -100,7 +100,7 @@ class Settings:
     enqueue_wait_replicas: int = 0
     #: producers (Client, ``embedclf enqueue``) retry an unreachable broker this long, then fail (seconds)
     enqueue_retry_s: float = 30.0
-    #: how often a worker looks for newly activated head versions (seconds)
+    #: how often a worker looks for newly activated head versions (seconds), on a thread of its own
     head_refresh_s: float = 2.0
     #: seconds before Redis hands an unacknowledged message of Celery's own consumer to another worker
     #: (the classify queue does not use it: see heartbeat_ttl_s)

@@ -30,8 +30,18 @@ from worker.metrics import WorkerMetrics
 log = logging.getLogger(__name__)
 
 
+#: with a background refresher (:class:`worker.refresher.HeadRefresher`) the batch thread polls Postgres itself
+#: only once the last refresh is this many intervals old (the refresher is stuck: Postgres hangs or is down)
+BACKGROUND_STALE_FACTOR = 3.0
+
+
 class HeadCache:
     """Snapshot of active heads, refreshed by a cheap poll of ``{name: version}``.
+
+    The worker refreshes it on a thread of its own (:class:`worker.refresher.HeadRefresher`: :attr:`background`),
+    so the batch thread neither waits for the poll nor for a new version's load (a hot swap no longer stalls
+    the model); it still refreshes itself for a head name it does not know (at most once a second), and when
+    the background refreshes have stopped for :data:`BACKGROUND_STALE_FACTOR` intervals.
 
     A head version that cannot be loaded (a config key from a newer release, corrupt weights) is
     isolated: it is listed in :attr:`broken` with the reason, logged once and counted in
@@ -50,9 +60,14 @@ class HeadCache:
         self.broken: dict[str, str] = {}
         self._broken_versions: dict[str, int] = {}
         self._checked_at: float | None = None
-        self._lock = threading.Lock()  # the batch thread and the readiness probe both refresh
+        #: one refresh at a time (batch thread, refresher, readiness probe); readers do not take it
+        self._lock = threading.Lock()
+        #: a refresher thread keeps the heads fresh: :meth:`snapshot` does not poll while they are
+        self.background = False
 
     def refresh(self) -> None:
+        """Poll the active versions, load the new ones; the new set replaces the old in one assignment (a reader
+        sees one or the other). Callers hold the lock (:meth:`refresh_now`)."""
         active = repository.active_versions(self.engine)
         heads: dict[str, LoadedHead] = {}
         broken: dict[str, str] = {}
@@ -94,20 +109,34 @@ class HeadCache:
         return list(self._heads)
 
     def cached(self) -> dict[str, LoadedHead]:
-        """The heads loaded so far, without asking the database."""
+        """The heads loaded so far, without asking the database (nor waiting for a refresh that runs)."""
+        return dict(self._heads)
+
+    def refresh_now(self) -> None:
+        """Refresh now (the background refresher's call); waits for a refresh already running."""
         with self._lock:
-            return dict(self._heads)
+            self.refresh()
+
+    def _due(self, wanted: Iterable[str], max_age_s: float) -> bool:
+        checked = self._checked_at
+        if checked is None:
+            return True
+        age = self.clock() - checked
+        heads = self._heads
+        return age >= max_age_s or (age >= 1.0 and any(name not in heads for name in wanted))
 
     def snapshot(self, wanted: Iterable[str] = ()) -> dict[str, LoadedHead]:
-        """Current heads; refreshed when stale, or when a wanted name is missing (at most 1/s)."""
+        """Current heads; refreshed when stale, or when a wanted name is missing (at most 1/s). With
+        :attr:`background` refreshes, heads no older than :data:`BACKGROUND_STALE_FACTOR` intervals are returned
+        at once, even while a refresh runs."""
+        wanted = list(wanted)
+        if self.background and not self._due(wanted, self.refresh_s * BACKGROUND_STALE_FACTOR):
+            return dict(self._heads)
         with self._lock:
             return self._snapshot(wanted)
 
     def _snapshot(self, wanted: Iterable[str]) -> dict[str, LoadedHead]:
-        now = self.clock()
-        age = None if self._checked_at is None else now - self._checked_at
-        missing = any(name not in self._heads for name in wanted)
-        if age is None or age >= self.refresh_s or (missing and age >= 1.0):
+        if self._due(wanted, self.refresh_s):
             try:
                 self.refresh()
             except DBAPIError as exc:
@@ -116,7 +145,7 @@ class HeadCache:
                 if not self._heads or not is_connection_error(exc):
                     raise
                 log.warning("cannot refresh the active heads (database unavailable); serving the cached ones")
-                self._checked_at = now
+                self._checked_at = self.clock()
         return dict(self._heads)
 
 

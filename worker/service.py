@@ -34,6 +34,7 @@ from worker.inflight import Inflight
 from worker.intake import IntakeLimits, Received
 from worker.pipeline import BatchLoop
 from worker.receiver import Heartbeat, Receiver
+from worker.refresher import HeadRefresher
 from worker.resources import WorkerResources, get_resources, warn_mismatched_heads
 from worker.results import ResultSender
 from worker.writer import Job, Writer
@@ -116,7 +117,9 @@ class Service:
         self._db_ok_at: float | None = None
         self._db_error: str | None = None
         self._gc_tuned = gctune.tune(s.gc_threshold)  # after the model and heads loaded, before the threads start
+        self.refresher = HeadRefresher(res.heads, s.head_refresh_s)
         self.heartbeat.start()
+        self.refresher.start()
         self.writer.start()
         self.batches.start(warm_up_timeout_s=WARM_UP_TIMEOUT_S)  # ready once the model has run once
         self.receiver.start()
@@ -156,6 +159,7 @@ class Service:
             log.warning("shutdown: could not return held messages now (%s); they come back once this worker's "
                         "heartbeat expires", exc)
         self.heartbeat.stop()
+        self.refresher.stop()
         if self._gc_tuned:
             gctune.restore()
 

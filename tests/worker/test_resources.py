@@ -80,3 +80,57 @@ def test_head_cache_serves_cached_heads_while_postgres_is_unreachable(clean_db):
     store_head(clean_db, emb, epochs=2)
     now[0] = 12.5
     assert cache.snapshot()["topics"].version == 2
+
+
+def test_a_background_cache_serves_its_heads_while_a_refresh_loads_a_new_version(clean_db, monkeypatch):
+    """With a refresher (``background``), the batch thread's snapshot never waits for a refresh: while one
+    loads a new version (held here inside ``load_head``), the old version is served at once; then the new."""
+    import threading
+    import time
+
+    emb = FakeEmbedder(32)
+    store_head(clean_db, emb, epochs=2)
+    cache = HeadCache(clean_db, refresh_s=60.0)
+    assert cache.snapshot()["topics"].version == 1
+    store_head(clean_db, emb, epochs=2)  # v2 becomes active
+    entered, release = threading.Event(), threading.Event()
+    load = repo.load_head
+
+    def slow_load(*args, **kwargs):
+        entered.set()
+        assert release.wait(30)
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(repo, "load_head", slow_load)
+    cache.background = True
+    refresh = threading.Thread(target=cache.refresh_now)
+    refresh.start()
+    try:
+        assert entered.wait(10)
+        t0 = time.monotonic()
+        snap = cache.snapshot(wanted={"topics"})
+        assert time.monotonic() - t0 < 1.0 and snap["topics"].version == 1
+        assert cache.cached()["topics"].version == 1
+    finally:
+        release.set()
+        refresh.join(30)
+    assert cache.snapshot()["topics"].version == 2
+
+
+def test_a_background_cache_refreshes_itself_once_the_refresher_has_stopped(clean_db):
+    """``background`` set but no refresh for ``BACKGROUND_STALE_FACTOR`` intervals (a stuck refresher): the
+    snapshot polls again itself, so a new version is never missed for longer than that."""
+    from worker.resources import BACKGROUND_STALE_FACTOR
+
+    emb = FakeEmbedder(32)
+    store_head(clean_db, emb, epochs=2)
+    now = [0.0]
+    cache = HeadCache(clean_db, refresh_s=2.0, clock=lambda: now[0])
+    cache.background = True
+    assert cache.snapshot()["topics"].version == 1  # nothing loaded yet: polls
+    store_head(clean_db, emb, epochs=2)
+    now[0] = 2.0 * BACKGROUND_STALE_FACTOR - 0.5
+    assert cache.snapshot()["topics"].version == 1  # the refresher's job, not this thread's
+    now[0] = 2.0 * BACKGROUND_STALE_FACTOR + 0.5
+    assert cache.snapshot()["topics"].version == 2
+
