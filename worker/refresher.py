@@ -10,14 +10,11 @@ Postgres is unreachable the refresher backs off and the cached heads are served,
 
 from __future__ import annotations
 
-import logging
 import threading
 
 from worker.backoff import Backoff
 from worker.osthread import name_this_thread
 from worker.resources import HeadCache
-
-log = logging.getLogger(__name__)
 
 
 class HeadRefresher:

@@ -71,8 +71,8 @@ def sort_kind() -> SortKind:
 
     Integer keys sort to the same array either way, so this changes the time only. Hosts disagree: on an
     AVX2 AMD EPYC, numpy's default (vectorised quicksort) sorted 43,000 keys in 0.34 ms against 1.0 ms for
-    ``stable`` (radix/timsort); on an AVX-512 AMD EPYC (Zen 4), where that quicksort's compress-stores are slow,
-    it took 1.57 ms against 0.91. Timed on keys shaped like a batch's: 256 rows of ~190 columns below 40,000."""
+    ``stable`` (radix/timsort); on an AVX-512 AMD EPYC (Zen 4; likely its slow compress-stores, not profiled) it
+    took 1.57 ms against 0.91. Timed on keys shaped like a batch's: 256 rows of ~190 columns below 40,000."""
     global _sort_kind
     if _sort_kind is None:
         from embedclf.heads.nearest import best_times
