@@ -60,6 +60,8 @@ class HeadCache:
         self.broken: dict[str, str] = {}
         self._broken_versions: dict[str, int] = {}
         self._checked_at: float | None = None
+        #: when a refresh last succeeded (``clock()``), for :meth:`age_s`
+        self._refreshed_at: float | None = None
         #: one refresh at a time (batch thread, refresher, readiness probe); readers do not take it
         self._lock = threading.Lock()
         #: a refresher thread keeps the heads fresh: :meth:`snapshot` does not poll while they are
@@ -100,7 +102,13 @@ class HeadCache:
         self._heads = heads
         self.broken = broken
         self._broken_versions = {n: v for n, v in self._broken_versions.items() if n in broken}
-        self._checked_at = self.clock()
+        self._checked_at = self._refreshed_at = self.clock()
+
+    def age_s(self) -> float | None:
+        """Seconds since the active heads were last read from Postgres (None: never): readiness shows it, so a
+        refresher that cannot reach Postgres is visible."""
+        done = self._refreshed_at
+        return None if done is None else self.clock() - done
 
     def loaded(self) -> bool:
         return bool(self._heads)

@@ -195,8 +195,10 @@ class Service:
         age = None if self._db_ok_at is None else time.monotonic() - self._db_ok_at
         db_ok = age is not None and age < max(10.0, 3 * self.heartbeat.interval_s) and self._db_error is None
         heads = sorted(self.res.heads.names())
+        heads_age = self.res.heads.age_s()
         detail.update(database_ok=db_ok, database_error=self._db_error, heads=heads,
-                      broken_heads=dict(self.res.heads.broken))
+                      broken_heads=dict(self.res.heads.broken),
+                      heads_age_s=None if heads_age is None else round(heads_age, 1))
         return live and db_ok and bool(heads), detail
 
     def status(self) -> dict:

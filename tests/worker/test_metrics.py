@@ -92,6 +92,7 @@ def test_a_worker_started_while_postgres_is_down_is_live_not_ready_then_ready(se
         live, ready = probe(port, "/livez"), probe(port, "/readyz")
         assert live[0] == 200 and live[1]["ok"] is True, live
         assert ready[0] == 503 and ready[1]["database_ok"] is False and ready[1]["heads"] == [], ready
+        assert ready[1]["heads_age_s"] is None, ready  # never read from Postgres
         assert probe(port, "/health")[0] == 404
         log = worker.log()
         assert log.count("unavailable") <= 2 and "Traceback" not in log  # no spinning, no traceback storm
@@ -101,5 +102,6 @@ def test_a_worker_started_while_postgres_is_down_is_live_not_ready_then_ready(se
             time.sleep(0.5)
         ready = probe(port, "/readyz")
         assert ready[0] == 200 and ready[1]["heads"] == ["m"], ready
+        assert 0 <= ready[1]["heads_age_s"] < 10, ready  # the refresher reads them every 2 s
     finally:
         proxy.stop()

@@ -39,6 +39,7 @@ def test_head_cache_picks_up_new_versions(clean_db):
     store_head(clean_db, emb, epochs=2)  # v2 becomes active
     now[0] = 2.0
     assert cache.snapshot()["topics"].version == 1  # not stale yet
+    assert cache.age_s() == 2.0  # read at 0.0
     now[0] = 5.5
     snap = cache.snapshot()
     assert snap["topics"].version == 2
@@ -71,6 +72,7 @@ def test_head_cache_serves_cached_heads_while_postgres_is_unreachable(clean_db):
         cache.engine = dead  # the database goes away
         now[0] = 10.0
         assert cache.snapshot()["topics"].version == 1  # stale but served, no exception
+        assert cache.age_s() == 10.0  # a failed refresh is not a read: readiness shows the heads' true age
         empty = HeadCache(dead, refresh_s=2.0, clock=lambda: now[0])
         with pytest.raises(OperationalError):  # nothing cached: the batch goes back to the queue
             empty.snapshot()
