@@ -10,7 +10,8 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -81,7 +82,11 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return out
 
 
-class TokenMemo:
+#: a text's token ids as an embedder keeps them (a list, or the 1-d integer array its model takes)
+Ids = TypeVar("Ids", bound=Sized)
+
+
+class TokenMemo(Generic[Ids]):
     """Token ids a worker's receive thread computed while counting, kept for the batch thread's ``embed_batch``.
 
     A worker counts every text's tokens when it receives it (to cap a batch's tokens); an embedder that
@@ -93,7 +98,7 @@ class TokenMemo:
 
     def __init__(self, max_texts: int = 4096, max_tokens: int = 1 << 18) -> None:
         self.max_texts, self.max_tokens = max_texts, max_tokens
-        self._ids: OrderedDict[str, Sequence[int]] = OrderedDict()
+        self._ids: OrderedDict[str, Ids] = OrderedDict()
         self._tokens = 0
         self._lock = threading.Lock()
         #: texts served from the memo / tokenized again by ``take``'s caller
@@ -102,7 +107,7 @@ class TokenMemo:
     def __len__(self) -> int:
         return len(self._ids)
 
-    def put(self, text: str, ids: Sequence[int]) -> Sequence[int]:
+    def put(self, text: str, ids: Ids) -> Ids:
         """Remember ``ids`` for ``text`` (replacing an older entry); returns ``ids``."""
         with self._lock:
             old = self._ids.pop(text, None)
@@ -115,7 +120,7 @@ class TokenMemo:
                 self._tokens -= len(dropped)
         return ids
 
-    def take(self, text: str) -> Sequence[int] | None:
+    def take(self, text: str) -> Ids | None:
         """The ids remembered for ``text``, forgotten here (a text is embedded once); None if absent."""
         with self._lock:
             ids = self._ids.pop(text, None)

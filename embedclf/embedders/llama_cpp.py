@@ -175,7 +175,7 @@ class LlamaCppEmbedder(Embedder):
         self.dim = dim or self._n_embd
         self._truncate_dim = dim if dim is not None and dim < self._n_embd else None
         #: ids counted by a token_counter() on another thread, taken by embed_batch
-        self._memo = TokenMemo()
+        self._memo: TokenMemo[list[int]] = TokenMemo()
         # token/seq-id buffers for one decode; one seq id per token
         self._batch: Any = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
         self.model_id = make_model_id(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -72,3 +73,28 @@ def test_short_sub_batches_barely_move_int8_vectors(onnx_emb) -> None:
             np.testing.assert_allclose(a, b, atol=1e-5)
     finally:
         wide.close()
+
+
+@pytest.mark.slow
+def test_a_run_failing_on_any_lane_fails_the_call_and_the_next_call_works() -> None:
+    """Whichever lane a failing run lands on, embed_batch raises its error (no hang, no partial result), and the
+    lanes serve the next call as before."""
+    two = load_embedder(f"onnx:{MINILM}?quant=int8&lanes=2")
+    try:
+        texts = list(TEXTS) * 4
+        expected = two.embed_batch(texts)
+        session = two.session
+        for bad_lane in ("MainThread", "embedclf-lane"):
+            def run(*args, _bad=bad_lane, **kwargs):
+                if threading.current_thread().name.startswith(_bad):
+                    raise RuntimeError(f"model failed on {_bad}")
+                time.sleep(0.01)  # the other lane is slow: the failing one surely takes a sub-batch
+                return session.run(*args, **kwargs)
+
+            two._session = type("S", (), {"run": staticmethod(run), "get_outputs": session.get_outputs})()
+            with pytest.raises(RuntimeError, match=f"model failed on {bad_lane}"):
+                two.embed_batch(texts)
+            two._session = session
+            np.testing.assert_array_equal(two.embed_batch(texts), expected)
+    finally:
+        two.close()
