@@ -42,6 +42,9 @@ MODEL_ID_SUFFIX = {"none": "", "int8": "+int8", "int8w": ""}
 #: run's activations with one scale, so it runs one text at a time: a text's vector is then its own, whatever
 #: batch it came in (a worker's labels equal the offline pipeline's), for ~7 % of its speed
 DEFAULT_SUB_BATCH = {"none": 4, "int8w": 4, "int8": 1}
+#: texts per ``embed_batch`` call when :meth:`Embedder.embed` embeds a whole file (training, evaluation): many
+#: runs, so every lane has work (with one call per run, as until 2026-12-04, ``embed`` ran on one lane only)
+EMBED_CALL_TEXTS = 256
 
 
 def available_cores() -> int:
@@ -84,7 +87,7 @@ class _Shared:
 
 class OnnxEmbedder(Embedder):
     """Embeds with ONNX Runtime on the CPU; ``threads`` (intra-op, per lane), ``lanes`` (runs at once) and
-    ``batch_size`` (texts per run) don't change ``model_id``."""
+    the spec's ``batch_size`` (texts per run: :attr:`run_size`) don't change ``model_id``."""
 
     def __init__(self, target: str, quant: str = "none", threads: int = 1, batch_size: int | None = None,
                  normalize: bool = True, model_dir: str | Path | None = None, log: Callable[[str], None] | None = None,
@@ -106,7 +109,10 @@ class OnnxEmbedder(Embedder):
         self.path = ensure_built(self.source, quant, model_dir, log=log)
         self.quant = quant
         self.threads = threads
-        self.batch_size = batch_size
+        #: texts per model run (the spec's ``batch_size``)
+        self.run_size = batch_size
+        #: texts per ``embed_batch`` call in :meth:`embed`: enough runs for every lane
+        self.batch_size = EMBED_CALL_TEXTS
         self.lanes = lanes or (available_cores() if threads == 1 else 1)
         self._pool: Any = None
         #: "1": ONNX Runtime's default (idle intra-op threads spin, also for a while after a run);
@@ -166,7 +172,7 @@ class OnnxEmbedder(Embedder):
         return self._session
 
     def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
-        """Sorted by length into sub-batches of ``batch_size`` (as sentence-transformers does), rows in input order.
+        """Sorted by length into runs of :attr:`run_size` texts (as sentence-transformers does), rows in input order.
 
         Texts a :meth:`token_counter` counted are not tokenized again (their ids wait in the memo). Every
         sub-batch's inputs are built here, before the model runs: a lane then only runs the model, one
@@ -182,7 +188,7 @@ class OnnxEmbedder(Embedder):
         seqs: list[Sequence[int] | np.ndarray] = [next(fresh).ids if ids is None else ids for ids in known]
         order = sorted(range(len(texts)), key=lambda i: -len(seqs[i]))
         jobs = [(idx, self._feed([seqs[i] for i in idx]))
-                for idx in (order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size))]
+                for idx in (order[s : s + self.run_size] for s in range(0, len(order), self.run_size))]
         outputs = [o.name for o in session.get_outputs()[:1]]
 
         def lane() -> list[tuple[list[int], np.ndarray]]:
@@ -215,7 +221,7 @@ class OnnxEmbedder(Embedder):
     def _on_lanes(self, lane: Callable[[], list], lanes: int) -> list[list]:
         """``lane()`` on ``lanes`` threads at once, this one included; each returns what it ran. The lanes take
         the sub-batches in turn (longest first, so they finish close together); the sub-batches are those of one
-        lane (``batch_size`` texts), so a text's vector never depends on how many cores the host has."""
+        lane (:attr:`run_size` texts), so a text's vector never depends on how many cores the host has."""
         if lanes == 1:
             return [lane()]
         from concurrent.futures import ThreadPoolExecutor

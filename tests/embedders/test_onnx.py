@@ -168,7 +168,7 @@ def test_batch_composition(onnx_emb) -> None:
     batch = onnx_emb.embed_batch(TEXTS)
     single = np.stack([onnx_emb.embed_batch([t])[0] for t in TEXTS])
     if onnx_emb.quant == "int8":
-        assert onnx_emb.batch_size == 1
+        assert onnx_emb.run_size == 1
         np.testing.assert_array_equal(batch, single)
         runs = load_embedder(f"onnx:{MINILM}?quant=int8&batch_size=8")
         try:
@@ -241,14 +241,14 @@ def test_token_counter_on_another_thread(onnx_emb) -> None:
 def test_options_do_not_change_vectors_or_id(onnx_emb) -> None:
     other = load_embedder(f"onnx:{MINILM}?quant={onnx_emb.quant}&threads=1&batch_size=3&spin=0")
     try:
-        assert other.model_id == onnx_emb.model_id and other.threads == 1 and other.batch_size == 3
+        assert other.model_id == onnx_emb.model_id and other.threads == 1 and other.run_size == 3
         assert onnx_emb.spin == "1" and other.spin == "0"
-        # embed() sorts by length: same sub-batches of 3 in both
-        onnx_emb.batch_size = 3
+        # embed() sorts by length: same runs of 3 in both
+        onnx_emb.run_size = 3
         try:
             np.testing.assert_allclose(other.embed(TEXTS), onnx_emb.embed(TEXTS), atol=1e-5)
         finally:
-            onnx_emb.batch_size = DEFAULT_SUB_BATCH[onnx_emb.quant]
+            onnx_emb.run_size = DEFAULT_SUB_BATCH[onnx_emb.quant]
     finally:
         other.close()
     with pytest.raises(RuntimeError, match="closed"):

