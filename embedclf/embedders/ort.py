@@ -190,6 +190,7 @@ class OnnxEmbedder(Embedder):
         jobs = [(idx, self._feed([seqs[i] for i in idx]))
                 for idx in (order[s : s + self.run_size] for s in range(0, len(order), self.run_size))]
         outputs = [o.name for o in session.get_outputs()[:1]]
+        jobs_left = _Shared(jobs)
 
         def lane() -> list[tuple[list[int], np.ndarray]]:
             done = []
@@ -197,7 +198,6 @@ class OnnxEmbedder(Embedder):
                 done.append((idx, session.run(outputs, feed)[0]))
             return done
 
-        jobs_left = _Shared(jobs)
         lanes = 1 if self.lanes == 1 or len(jobs) <= 1 else self.lanes
         for done in self._on_lanes(lane, lanes):
             if done:
