@@ -21,7 +21,15 @@ from urllib.parse import urlsplit
 
 from embedclf.bench import BenchError, raw
 from embedclf.bench.infra import claim_redis_db, temp_database
-from embedclf.bench.procs import Producer, WorkerProc, free_port, subprocess_env, wait_ready
+from embedclf.bench.procs import (
+    Producer,
+    WorkerProc,
+    free_port,
+    server_cpu_delta,
+    server_cpu_s,
+    subprocess_env,
+    wait_ready,
+)
 from embedclf.bench.stats import batch_distribution, mean_ci, percentiles, rate
 from embedclf.config import BatchSettings, Settings
 from embedclf.embedders.base import Embedder
@@ -315,6 +323,7 @@ def run_e2e(texts: Sequence[str], labels: Sequence[str], params: E2EParams, sett
                 raw_runs.append(_raw_run(load, params.spec, texts, params.batch_size, quiet, f"raw, round {r + 1}"))
             mark = last_row_id(engine)
             cpu_before = [w.thread_cpu_s() for w in workers]
+            pg_before = server_cpu_s(engine)
             sums_before = [w.metric_sums() for w in workers]
             producer = Producer(redis_url, settings.queue, HEAD, texts, log_dir, subprocess_env({}), rate=params.rate,
                                 per_task=per_task)
@@ -323,12 +332,14 @@ def run_e2e(texts: Sequence[str], labels: Sequence[str], params: E2EParams, sett
             sent = producer.result()
             rss = [w.peak_rss_mb() for w in workers]  # before SIGTERM: /proc/<pid> goes away with the process
             cpu = cpu_by_thread(cpu_before, [w.thread_cpu_s() for w in workers])
+            pg_cpu = server_cpu_delta(pg_before, server_cpu_s(engine))
             figures = summarize_rows(fetch_rows(engine, since=float(sent["start"])), params.batch_size)
             figures.update(busy_figures(sums_before, [w.metric_sums() for w in workers], figures))
             enqueue_s = float(sent["end"]) - float(sent["start"])
             figures.update(
                 enqueue_seconds=round(enqueue_s, 3), enqueue_texts_per_s=round(rate(int(sent["sent"]), enqueue_s), 1),
-                worker_cpu_s=cpu,
+                worker_cpu_s=cpu, postgres_cpu_s=None if pg_cpu is None else round(pg_cpu, 4),
+                postgres_us_per_row=None if pg_cpu is None else round(1e6 * pg_cpu / max(1, figures["rows"]), 1),
             )
             rounds.append(figures)
         # a last raw pass after the last round: each end-to-end pass is then bracketed by a raw pass before and
@@ -362,7 +373,8 @@ def run_e2e(texts: Sequence[str], labels: Sequence[str], params: E2EParams, sett
             rounds=len(rounds), median_round=rounds.index(median) + 1, worker_env=dict(params.worker_env),
             round_figures=[{k: f.get(k) for k in ("raw_texts_per_s", "raw_before_texts_per_s", "raw_after_texts_per_s",
                                                   "e2e_texts_per_s", "ratio", "p50_ms", "p95_ms",
-                                                  "inference_texts_per_s", "model_busy")} for f in rounds],
+                                                  "inference_texts_per_s", "model_busy", "postgres_cpu_s",
+                                                  "postgres_us_per_row")} for f in rounds],
         )
     shutil.rmtree(log_dir, ignore_errors=True)  # kept when the run failed: error messages point at it
     return figures

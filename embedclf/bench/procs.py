@@ -265,3 +265,61 @@ def _sched_runtime_s(task: Path) -> float | None:
     except (OSError, ValueError):
         return None
     return None
+
+
+#: a backend's process and its row in ``pg_stat_activity`` must have started within this many seconds
+_START_TOLERANCE_S = 2.0
+
+
+def server_cpu_s(engine) -> dict[int, float] | None:
+    """CPU seconds so far of each Postgres backend connected to ``engine``'s database, by pid (the workers'
+    writes, this process's own polls); None where the server's processes cannot be read from here.
+
+    A backend counts only if ``/proc/<pid>`` is a ``postgres`` process that started when
+    ``pg_stat_activity`` says it did: a server in a container or on another host reports pids of another
+    namespace, which must not be read as whatever local process has that number. Run time from ``sched``
+    (to the nanosecond), else ``stat``'s ticks. A backend that exits between two readings takes its time
+    with it (the workers keep their connections open)."""
+    from sqlalchemy import text
+
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT pid, extract(epoch FROM backend_start) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND backend_type = 'client backend'")).all()
+        boot = _boot_time_s()
+        tick = os.sysconf("SC_CLK_TCK")
+    except Exception:  # noqa: BLE001 - a diagnostic: no figure rather than a failed benchmark
+        return None
+    out: dict[int, float] = {}
+    for pid, started in rows:
+        proc = Path(f"/proc/{pid}")
+        try:
+            if (proc / "comm").read_text().strip() != "postgres":
+                continue
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile, or not ours to read
+        if boot is None or abs(boot + int(fields[19]) / tick - float(started)) > _START_TOLERANCE_S:
+            continue  # fields[19]: start time in ticks after boot
+        seconds = _sched_runtime_s(proc)
+        out[int(pid)] = seconds if seconds is not None else (int(fields[11]) + int(fields[12])) / tick
+    return out or None
+
+
+def server_cpu_delta(before: dict[int, float] | None, after: dict[int, float] | None) -> float | None:
+    """Seconds the backends spent between two :func:`server_cpu_s` readings (a backend new since ``before``
+    counts from its start); None when either reading is missing."""
+    if before is None or after is None:
+        return None
+    return sum(s - before.get(pid, 0.0) for pid, s in after.items())
+
+
+def _boot_time_s() -> float | None:
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None

@@ -113,6 +113,10 @@ def e2e_report(r: dict, echo: Echo) -> None:
     if cpu:
         echo("  worker CPU s     " + "  ".join(f"{k}: {v:g}" for k, v in cpu.items())
              + "  (by thread; unnamed threads are the model's)")
+    if r.get("postgres_cpu_s") is not None:
+        echo(f"  Postgres CPU s   {r['postgres_cpu_s']:>10.3f}  ({r['postgres_us_per_row']:,.1f} us a row: the "
+             "database server's backends for this run, the workers' writes and this command's polls; on the same "
+             "cores when the server is local)")
     echo(f"  enqueue rate     {r['enqueue_texts_per_s']:>10,.1f} texts/s  (one producer process, "
          f"{r['enqueue_seconds']:.2f} s)")
     echo(f"  latency ms       p50 {r['p50_ms']:,.0f}   p95 {r['p95_ms']:,.0f}   p99 {r['p99_ms']:,.0f}   "

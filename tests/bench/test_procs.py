@@ -55,3 +55,38 @@ def test_no_sched_file_means_none(tmp_path):
     assert _sched_runtime_s(tmp_path) is None
     (tmp_path / "sched").write_text("policy : 0\n")
     assert _sched_runtime_s(tmp_path) is None
+
+
+@pytest.mark.postgres
+def test_the_database_servers_backends_cpu_is_read_per_backend(engine):
+    """The test's Postgres runs on this host: a query's CPU shows on its own backend, to well under a tick."""
+    from sqlalchemy import text
+
+    from embedclf.bench import procs
+
+    with engine.connect() as conn:  # held open: its backend lives across both readings
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        before = procs.server_cpu_s(engine)
+        t0 = time.perf_counter()
+        conn.execute(text("SELECT count(*) FROM generate_series(1, 2000000)")).scalar_one()
+        wall = time.perf_counter() - t0
+        after = procs.server_cpu_s(engine)
+    assert before is not None and after is not None and pid in before and pid in after
+    spent = after[pid] - before[pid]
+    assert 0.3 * wall < spent <= wall + 0.005  # the backend computed the count; it cannot exceed the wall time
+    assert procs.server_cpu_delta(before, after) >= spent
+    # a backend the first reading did not see counts from its start; no reading, no figure
+    assert procs.server_cpu_delta({}, {pid: 0.25}) == 0.25
+    assert procs.server_cpu_delta(None, after) is None and procs.server_cpu_delta(before, None) is None
+
+
+@pytest.mark.postgres
+def test_pids_of_another_namespace_are_not_read_as_local_processes(engine, monkeypatch):
+    """A server in a container reports its own pids: a local process with that number started at another time."""
+    from embedclf.bench import procs
+
+    assert procs.server_cpu_s(engine)  # here the pids are local
+    boot = procs._boot_time_s()
+    assert boot is not None
+    monkeypatch.setattr(procs, "_boot_time_s", lambda: boot + 3600.0)  # every process "started" an hour later
+    assert procs.server_cpu_s(engine) is None
