@@ -64,6 +64,8 @@ def test_the_database_servers_backends_cpu_is_read_per_backend(engine):
 
     from embedclf.bench import procs
 
+    if procs.server_cpu_s(engine) is None:
+        pytest.skip("the test's Postgres does not run on this host (a container?): its processes cannot be read")
     with engine.connect() as conn:  # held open: its backend lives across both readings
         pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
         before = procs.server_cpu_s(engine)
@@ -73,7 +75,9 @@ def test_the_database_servers_backends_cpu_is_read_per_backend(engine):
         after = procs.server_cpu_s(engine)
     assert before is not None and after is not None and pid in before and pid in after
     spent = after[pid] - before[pid]
-    assert 0.3 * wall < spent <= wall + 0.005  # the backend computed the count; it cannot exceed the wall time
+    # the backend computed the count (≈ 0.17 s of CPU here; a loaded host stretches the wall time, not the CPU),
+    # and a single-threaded backend cannot spend more than the wall time
+    assert 0.02 < spent <= wall + 0.005
     assert procs.server_cpu_delta(before, after) >= spent
     # a backend the first reading did not see counts from its start; no reading, no figure
     assert procs.server_cpu_delta({}, {pid: 0.25}) == 0.25
@@ -85,7 +89,8 @@ def test_pids_of_another_namespace_are_not_read_as_local_processes(engine, monke
     """A server in a container reports its own pids: a local process with that number started at another time."""
     from embedclf.bench import procs
 
-    assert procs.server_cpu_s(engine)  # here the pids are local
+    if procs.server_cpu_s(engine) is None:
+        pytest.skip("the test's Postgres does not run on this host (a container?): its processes cannot be read")
     boot = procs._boot_time_s()
     assert boot is not None
     monkeypatch.setattr(procs, "_boot_time_s", lambda: boot + 3600.0)  # every process "started" an hour later
