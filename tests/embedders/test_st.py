@@ -118,6 +118,40 @@ def test_count_tokens(minilm: SentenceTransformerEmbedder) -> None:
 
 
 @pytest.mark.slow
+def test_token_counter_counts_as_the_transformers_tokenizer(minilm: SentenceTransformerEmbedder) -> None:
+    """The counter calls the tokenizer's Rust core; its counts are the transformers wrapper's, capped."""
+    wrapper = minilm.model.tokenizer
+    texts = ["", "   ", "card", "My CARD was declined at the shop!", "naïve café — 東京 🚀 emoji",
+             "a\x00b", "tab\tand\nnewline", "supercalifragilisticexpialidocious " * 3, "word " * 300]
+    counter = minilm.token_counter()
+    expected = [min(len(wrapper(t, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]), 256)
+                for t in texts]
+    assert [counter(t) for t in texts] == expected == [minilm.count_tokens(t) for t in texts]
+    assert expected[2] == 3 and expected[-1] == 256  # [CLS] card [SEP]; capped at max_seq_length
+
+
+@pytest.mark.slow
+def test_token_counter_without_a_fast_tokenizer(minilm: SentenceTransformerEmbedder, monkeypatch) -> None:
+    """A tokenizer with no Rust core is counted through its own (copied) call, to the same counts."""
+    texts = ["card", "my card was declined at the shop", "word " * 300]
+    fast = [minilm.token_counter()(t) for t in texts]
+
+    class Slow:  # what a slow (pure Python) tokenizer offers: no backend_tokenizer
+        def __init__(self, inner) -> None:
+            self.inner = inner
+
+        def __call__(self, text: str, **kwargs):
+            return self.inner(text, **kwargs)
+
+    class Model:  # the loaded model, as the counter sees it
+        tokenizer = Slow(minilm.model.tokenizer)
+        max_seq_length = minilm.model.max_seq_length
+
+    monkeypatch.setattr(minilm, "_model", Model())
+    assert [minilm.token_counter()(t) for t in texts] == fast
+
+
+@pytest.mark.slow
 def test_long_text_is_truncated(minilm: SentenceTransformerEmbedder) -> None:
     long_text = "my card payment was declined " * 700  # ~20k characters, far over 256 tokens
     assert len(long_text) > 19_000
