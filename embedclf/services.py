@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -108,14 +109,17 @@ def redis_answers(url: str) -> bool:
 
 
 def start_postgres(root: Path) -> dict:
-    try:
-        import pgserver
-    except ImportError:
-        raise ServicesError("no Postgres answers and the `pgserver` package is not installed "
-                            "(pip install pgserver), or set EMBEDCLF_DATABASE_URL") from None
-    data = root / "pg"
-    data.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(data, cleanup_mode=None)  # keeps running until `services down`
+    # pgserver's platformdirs (>= 4.14) warns, on import, when XDG_RUNTIME_DIR is unset (servers, CI): noise
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+        try:
+            import pgserver
+        except ImportError:
+            raise ServicesError("no Postgres answers and the `pgserver` package is not installed "
+                                "(pip install pgserver), or set EMBEDCLF_DATABASE_URL") from None
+        data = root / "pg"
+        data.mkdir(parents=True, exist_ok=True)
+        server = pgserver.get_server(data, cleanup_mode=None)  # keeps running until `services down`
     uri = server.get_uri("embedclf")  # postgresql://postgres:@/embedclf?host=<socket dir>
     return {"url": uri.replace("postgresql://", "postgresql+psycopg2://", 1), "pid": server.get_pid(),
             "data": str(data), "by": "pgserver"}
