@@ -51,6 +51,7 @@ class IdsPath:
         if not tensors <= set(INPUTS) or not {"input_ids", "attention_mask"} <= tensors:
             return None
         extras = {k: v for k, v in template.items() if k not in tensors}
+        model.eval()  # what encode() does before each call: no dropout
         path = cls(model, batch_size, extras, int(pad_id), "token_type_ids" in tensors)
         try:
             rust = path.tokenizer()
