@@ -44,6 +44,8 @@ nvidia-smi -L 2>/dev/null; nproc; lscpu | grep -m1 "Model name"; free -g | head 
 if [ "$BUILD" = 1 ]; then
   mkdir -p /tmp/lcp && tar xJf .gpu/lcp.tar.xz -C /tmp/lcp
   cxx=/usr/bin/g++; [ -x $cxx ] || cxx=g++
+  # what the next session needs if the crash stays: the compilers there and the libstdc++ each one uses
+  for c in $cxx /opt/gcc/bin/g++; do [ -x "$c" ] && echo "$c: $($c -dumpfullversion) $($c -print-file-name=libstdc++.so)"; done
   ( cd /tmp/lcp/llama_cpp_python-* && CC=${cxx%++}cc CXX=$cxx CUDAHOSTCXX=$cxx \
     CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DCMAKE_CUDA_HOST_COMPILER=$cxx" \
     CMAKE_BUILD_PARALLEL_LEVEL=14 nice -n 19 timeout 420 \
