@@ -219,10 +219,11 @@ class WorkerResources:
                                     on_broken=lambda *_: self.metrics.head_load_failures.inc())
         return self._heads
 
-    def write_results(self, rows: Sequence[dict], sizes: Sequence[int] | None = None) -> WriteResult:
+    def write_results(self, rows: Sequence[dict], sizes: Sequence[int] | None = None,
+                      completed_at: dt.datetime | None = None) -> WriteResult:
         """Write a batch's rows (or several batches' rows, ``sizes`` each) in one statement (raises on
-        failure: the caller retries)."""
-        return write_results(self.engine, rows, sizes)
+        failure: the caller retries); ``completed_at``: the first batch's stamp (None: the database's now())."""
+        return write_results(self.engine, rows, sizes, completed_at)
 
     def record(self, jobs: Sequence[Any], result: WriteResult) -> None:
         """Metrics and log lines of batches committed together: rows inserted (not attempted, each key

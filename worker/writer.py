@@ -8,6 +8,7 @@ as an attempt (the batch's busy marker is cleared while it waits).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import queue
 import threading
@@ -26,6 +27,29 @@ from worker.osthread import name_this_thread
 from worker.resources import WorkerResources, is_connection_error
 
 log = logging.getLogger(__name__)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+class Stamps:
+    """Each batch's ``completed_at``: this process's wall clock in microseconds, never the same twice and
+    increasing in the order batches are taken for writing. Parallel write threads each used their own
+    transaction's ``now()``, so two of them could stamp different batches alike (a group of k batches
+    spans k microseconds) and write a later batch before an earlier one: ``(worker, completed_at)``
+    named a batch and ordered batches only most of the time."""
+
+    def __init__(self, clock: Callable[[], int] = time.time_ns) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last = 0
+
+    def take(self, n: int = 1) -> dt.datetime:
+        """The first of ``n`` consecutive microsecond stamps (the rest are taken with it)."""
+        with self._lock:
+            first = max(self._clock() // 1000, self._last + 1)
+            self._last = first + max(1, n) - 1
+        return _EPOCH + dt.timedelta(microseconds=first)
 
 
 @dataclass
@@ -58,6 +82,8 @@ class Writer:
         self._local = threading.local()  # each thread's backoff state
         self._lock = threading.Lock()  # after-commit hooks (events, results) run one at a time
         self.batches = 0
+        self.stamps = Stamps()
+        self._take_lock = threading.Lock()  # a group is taken and stamped in one step, so stamps follow the queue
         #: a thread writes the jobs waiting behind the one it took in the same transaction, up to this many rows
         self.group_rows = group_rows
 
@@ -112,12 +138,14 @@ class Writer:
     def _run(self) -> None:
         name_this_thread()
         while True:
-            job = self.jobs.get()
-            if job is None:
-                return
-            jobs, stop = self._more(job)
+            with self._take_lock:
+                job = self.jobs.get()
+                if job is None:
+                    return
+                jobs, stop = self._more(job)
+                at = self.stamps.take(len(jobs))
             try:
-                self._write(jobs)
+                self._write(jobs, at)
             except Exception:  # noqa: BLE001 - never lose the thread; the messages go back
                 tags = [p.tag for j in jobs for p in j.items]
                 log.exception("writing a batch of %d messages failed; returning them to the queue", len(tags))
@@ -141,7 +169,7 @@ class Writer:
             rows += len(nxt.rows)
         return jobs, False
 
-    def _write(self, jobs: list[Job]) -> None:
+    def _write(self, jobs: list[Job], at: dt.datetime | None = None) -> None:
         res = self.res
         # one job for the whole group: its messages, its rows, and the newest busy marker (the
         # marker is cleared during a database wait only if no later batch replaced it)
@@ -155,7 +183,7 @@ class Writer:
         t0 = time.perf_counter()
         sizes = [len(j.rows) for j in jobs] if len(jobs) > 1 else None  # each batch its own completed_at
         try:
-            result = self._commit(job.rows, job.busy, sizes)
+            result = self._commit(job.rows, job.busy, sizes, at)
         except (DBAPIError, TypeError, ValueError) as exc:  # not a connection problem: find the message at fault
             log.warning("a batch's rows were refused (%s); writing its messages one by one",
                         getattr(exc, "orig", None) or exc)
@@ -187,12 +215,15 @@ class Writer:
                   1000 * (time.perf_counter() - job.started))
 
 
-    def _commit(self, rows: list[dict], busy: str | None = None,
-                sizes: list[int] | None = None) -> WriteResult | None:
-        """Write rows, waiting out connection failures; None when stopped meanwhile."""
+    def _commit(self, rows: list[dict], busy: str | None = None, sizes: list[int] | None = None,
+                at: dt.datetime | None = None) -> WriteResult | None:
+        """Write rows, waiting out connection failures; None when stopped meanwhile. ``at``: the first
+        batch's stamp (None: a new one; a retry after a wait takes a new one too, as the write is later)."""
         while True:
+            if at is None:
+                at = self.stamps.take(len(sizes) if sizes else 1)
             try:
-                result = self.res.write_results(rows, sizes)
+                result = self.res.write_results(rows, sizes, at)
                 self._db.ok()
                 return result
             except DBAPIError as exc:
@@ -206,6 +237,7 @@ class Writer:
                         pass
                 if self.abort.wait(self._db.failed(exc)):
                     return None
+                at = None
 
     def _commit_each(self, job: Job) -> WriteResult | None:
         from embedclf.classify import error_row

@@ -209,7 +209,7 @@ def summarize_rows(rows: Sequence[dict], max_batch: int) -> dict:
         "e2e_texts_per_s": round(rate(len(rows), span), 2),
         "p50_ms": round(lat["p50"], 1), "p95_ms": round(lat["p95"], 1), "p99_ms": round(lat["p99"], 1),
         "latency_mean_ms": round(lat["mean"], 1), "latency_max_ms": round(lat["max"], 1),
-        # one INSERT per batch, so (worker, completed_at) names a batch
+        # a worker stamps each batch with its own completed_at (worker/writer.py), so (worker, completed_at) names one
         "batch_sizes": batch_distribution(((r["worker"], r["completed_at"]) for r in rows), max_batch),
         "rows_per_worker": {w: sum(r["worker"] == w for r in rows) for w in sorted({r["worker"] for r in rows})},
         "error_rows": len(errors),

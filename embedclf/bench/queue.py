@@ -137,7 +137,7 @@ def worker_rate(engine, env: dict[str, str], log_dir: Path, name: str, n_rows: i
             "SELECT min(completed_at), max(completed_at), count(*) FILTER (WHERE status <> 'ok') "
             "FROM predictions")).one()
         in_first = conn.execute(text("SELECT count(*) FROM predictions WHERE completed_at = :t"), {"t": first}).scalar()
-        # one completed_at per batch (batches committed together are stamped a microsecond apart)
+        # one completed_at per batch (unique in a worker process: worker/writer.py Stamps)
         batches, biggest = conn.execute(text(
             "SELECT count(*), max(n) FROM (SELECT count(*) AS n FROM predictions GROUP BY completed_at) c")).one()
         conn.execute(text("TRUNCATE predictions"))

@@ -22,6 +22,7 @@ the transaction commits), so producers can wait for rows without polling (``embe
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,10 +48,10 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
 )
 _SELECT = {"fingerprint": "decode(n.fingerprint, 'hex')", "abstained": "coalesce(n.abstained, false)"}
 _NAMES = ", ".join(c for c, _ in _COLUMNS)
-#: batches committed together (see ``write_results``) keep distinct ``completed_at``: the
-#: transaction's time plus the batch's ordinal in microseconds, so (worker, completed_at) still
-#: names one batch
-_COMPLETED = "now() + coalesce(n.batch, 0) * interval '1 microsecond'"
+#: batches committed together (see ``write_results``) keep distinct ``completed_at``: the caller's
+#: time (a worker's, unique per batch in its process: see worker/writer.py) or else the transaction's,
+#: plus the batch's ordinal in microseconds, so (worker, completed_at) still names one batch
+_COMPLETED = "coalesce(%(at)s::timestamptz, now()) + coalesce(n.batch, 0) * interval '1 microsecond'"
 
 _REUSED = """
 reused AS (
@@ -128,16 +129,17 @@ def notes(task_ids: Sequence[str]) -> list[str]:
     return out
 
 
-def insert_params(rows: Sequence[dict], batches: Sequence[int] | None = None) -> dict[str, Any]:
+def insert_params(rows: Sequence[dict], batches: Sequence[int] | None = None,
+                  completed_at: dt.datetime | None = None) -> dict[str, Any]:
     """The statement's parameters: the rows as one JSON array (with ``batches``, each row's batch
-    ordinal), each task's fingerprint once, the notes."""
+    ordinal), each task's fingerprint once, the notes, the first batch's ``completed_at`` (None: now())."""
     tasks: dict[str, Any] = {}
     for row in rows:
         tasks.setdefault(row["task_id"], row.get("fingerprint"))
     if batches is not None and any(batches):
         rows = [{**row, "batch": b} for row, b in zip(rows, batches)]
     return {"rows": _dumps(rows).decode("utf-8"), "tids": list(tasks), "tfps": list(tasks.values()),
-            "notes": notes(list(tasks))}
+            "notes": notes(list(tasks)), "at": completed_at}
 
 
 def _conflict(rows: list[dict], existing: str | None) -> Conflict:
@@ -148,11 +150,13 @@ def _conflict(rows: list[dict], existing: str | None) -> Conflict:
                     worker=first.get("worker"))
 
 
-def write_results(engine: Engine, rows: Sequence[dict], sizes: Sequence[int] | None = None) -> WriteResult:
+def write_results(engine: Engine, rows: Sequence[dict], sizes: Sequence[int] | None = None,
+                  completed_at: dt.datetime | None = None) -> WriteResult:
     """Insert a batch's rows in one statement (one transaction); see the module doc.
 
     ``sizes``: ``rows`` are several batches committed together, of these many rows each, in order;
-    each batch's rows get their own ``completed_at`` (one microsecond apart).
+    each batch's rows get their own ``completed_at`` (one microsecond apart), starting at
+    ``completed_at`` (timezone-aware; None: the transaction's start, ``now()``).
     Rows of the same (task_id, item, head_name) inside ``rows`` are written once. Two tasks of the
     same id but different content inside one batch: the first is written, the second is a conflict.
     Rows must be valid (no NUL characters): one bad row fails the whole statement.
@@ -179,9 +183,9 @@ def write_results(engine: Engine, rows: Sequence[dict], sizes: Sequence[int] | N
             batches.append(0 if ordinal is None else ordinal[i])
     conflicts = [_conflict(group, first_fp[tid]) for (tid, _), group in later.items()]
     try:
-        return _insert(engine, unique, batches, first_fp, list(conflicts), count_only=True, keys=seen)
+        return _insert(engine, unique, batches, first_fp, list(conflicts), completed_at, count_only=True, keys=seen)
     except _NotAllInserted:  # rolled back; written again, this time learning which keys went in
-        return _insert(engine, unique, batches, first_fp, conflicts, count_only=False)
+        return _insert(engine, unique, batches, first_fp, conflicts, completed_at, count_only=False)
 
 
 class _NotAllInserted(Exception):
@@ -189,10 +193,11 @@ class _NotAllInserted(Exception):
 
 
 def _insert(engine: Engine, unique: list[dict], batches: list[int], first_fp: dict[str, Any],
-            conflicts: list[Conflict], count_only: bool, keys: set[tuple] | None = None) -> WriteResult:
+            conflicts: list[Conflict], completed_at: dt.datetime | None, count_only: bool,
+            keys: set[tuple] | None = None) -> WriteResult:
     """``keys``: the keys of ``unique`` (with ``count_only``: when every row went in, they are the keys inserted)."""
     with transaction(engine) as conn:
-        params = insert_params(unique, batches)  # all zeros (one batch): the rows go as they are
+        params = insert_params(unique, batches, completed_at)  # all zeros (one batch): the rows go as they are
         if count_only:
             if conn.exec_driver_sql(_NOTIFY + _INSERT_COUNT, params).scalar_one() != len(unique):
                 raise _NotAllInserted

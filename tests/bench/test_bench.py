@@ -297,8 +297,10 @@ def test_queue_smoke():
     assert r["ratio_worker_vs_stock"] == pytest.approx(r["worker_tasks_per_s"] / r["stock_celery_tasks_per_s"],
                                                        rel=0.01)
     assert r["worker_single"]["error_rows"] == 0 and r["worker_multi"]["error_rows"] == 0
-    assert r["worker_single"]["batches"] >= 400 / 64 and r["worker_multi"]["batches"] >= 2000 / 100
-    assert r["worker_single"]["max_batch_rows"] <= 64 and r["worker_multi"]["max_batch_rows"] <= 100  # a task is whole
+    # a worker stamps each batch with its own completed_at, so batches are counted exactly (three write threads
+    # stamping with their transactions' now() once made two batches of a fast run look like one)
+    assert r["worker_single"]["batches"] >= 400 / 64 and r["worker_single"]["max_batch_rows"] <= 64
+    assert (r["worker_multi"]["batches"], r["worker_multi"]["max_batch_rows"]) == (20, 100)  # a task is whole
     check_machine(r["machine"], "null:64")
     assert bench_databases() <= before
 
