@@ -112,6 +112,10 @@ class Settings:
     shutdown_timeout_s: float = 60.0
     #: a task whose worker died this many times while processing it gets an error row
     max_attempts: int = 3
+    #: worker processes ``embedclf worker`` runs and supervises (each a whole worker: model, heads, threads). One
+    #: process is capped by its GIL: with a small encoder on a GPU, 2-4 feed it more. With a metrics port P, process
+    #: i serves on P + i
+    worker_processes: int = 1
     #: Prometheus metrics port of each worker process (0 = no metrics server)
     metrics_port: int = 0
     #: address the metrics server binds; loopback unless configured (EMBEDCLF_METRICS_ADDR=0.0.0.0 to expose)
@@ -191,6 +195,8 @@ class Settings:
             raise ConfigError("EMBEDCLF_MAX_TEXTS_PER_TASK must be between 1 and 100000")
         if not 1 <= self.heartbeat_ttl_s <= 3600:
             raise ConfigError("EMBEDCLF_HEARTBEAT_TTL_S must be between 1 and 3600 seconds")
+        if not 1 <= self.worker_processes <= 64:
+            raise ConfigError("EMBEDCLF_WORKER_PROCESSES must be between 1 and 64")
         if not 0 <= self.shutdown_timeout_s <= 3600:
             raise ConfigError("EMBEDCLF_SHUTDOWN_TIMEOUT_S must be between 0 and 3600 seconds")
         if self.visibility_timeout_s < 5:

@@ -295,6 +295,13 @@ def test_head_refresh_must_be_positive(value):
         Settings.from_env({"EMBEDCLF_HEAD_REFRESH_S": value})
 
 
+@pytest.mark.parametrize("value", ["0", "65", "two"])
+def test_worker_processes_are_between_1_and_64(value):
+    with pytest.raises(ValueError, match="EMBEDCLF_WORKER_PROCESSES"):
+        Settings.from_env({"EMBEDCLF_WORKER_PROCESSES": value})
+    assert Settings.from_env({"EMBEDCLF_WORKER_PROCESSES": "4"}).worker_processes == 4
+
+
 @pytest.mark.parametrize("var, value, fragment", [
     ("EMBEDCLF_DATABASE_URL", "mysql://u:secret@h/db", "EMBEDCLF_DATABASE_URL must be a PostgreSQL URL"),
     ("EMBEDCLF_DATABASE_URL", "postgresql://u:secret@h:notaport/db", "EMBEDCLF_DATABASE_URL is not a valid URL"),

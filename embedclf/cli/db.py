@@ -128,9 +128,29 @@ def roles(settings: Settings, worker_role: str, admin_role: str, worker_password
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--loglevel", default="INFO", show_default=True,
               help="Celery log level (DEBUG, INFO, WARNING, ERROR); other options go to `celery worker`.")
+@click.option("--processes", type=click.IntRange(1, 64), default=None,
+              help="Worker processes to run and supervise (default: EMBEDCLF_WORKER_PROCESSES, 1). One process is "
+                   "capped by its GIL: with a small encoder on a GPU, 2-4 feed it more (docs/workers.md).")
 @click.pass_context
-def worker(ctx: click.Context, loglevel: str) -> None:
+def worker(ctx: click.Context, loglevel: str, processes: int | None) -> None:
     """Run a worker (same as `celery -A worker.app worker --pool solo`); extra args go to celery."""
-    args = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--pool", "solo",
-            "--loglevel", loglevel, *ctx.args]
-    os.execv(sys.executable, args)
+    settings: Settings = ctx.obj
+    n = processes or settings.worker_processes
+    args = ["--loglevel", loglevel, *ctx.args]
+    if n == 1:
+        os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--pool", "solo",
+                                  *args])
+    if settings.metrics_port and settings.metrics_port + n - 1 > 65535:
+        raise click.ClickException(f"EMBEDCLF_METRICS_PORT {settings.metrics_port} + {n} processes passes 65535")
+    import logging
+
+    from worker.supervisor import log as supervisor_log
+    from worker.supervisor import run_processes
+
+    handler = logging.StreamHandler()  # the workers' own lines go to the same stderr, in Celery's format
+    handler.setFormatter(logging.Formatter("[%(asctime)s: %(levelname)s/supervisor] %(message)s"))
+    supervisor_log.addHandler(handler)
+    supervisor_log.setLevel(getattr(logging, loglevel.upper(), logging.INFO))
+    supervisor_log.propagate = False
+    raise SystemExit(run_processes(n, args, os.environ, metrics_port=settings.metrics_port,
+                                   stop_timeout_s=settings.shutdown_timeout_s + 15))

@@ -38,6 +38,13 @@ def test_db_unreachable_says_how_to_start_it(run):
     one_line_error(r, "cannot reach Postgres", "pg_ctlcluster", "docker compose")
 
 
+def test_worker_processes_bad_values_fail_in_one_line(run):
+    r = run("worker", "--processes", "0", ok=False)
+    assert r.exit_code == 2 and "--processes" in r.output
+    r = run("worker", "--processes", "3", env={"EMBEDCLF_METRICS_PORT": "65534"}, ok=False)
+    one_line_error(r, "EMBEDCLF_METRICS_PORT 65534 + 3 processes passes 65535")
+
+
 def test_heads_train_list_show_activate_rollback(run, clean_db):
     r = run("heads", "train", "--name", "support", "--data", str(TRAIN_CSV), "--epochs", "20")
     assert "tf-idf baseline" in r.output and "stored head 'support' version 1 (active)" in r.output
