@@ -113,8 +113,8 @@ class Settings:
     #: a task whose worker died this many times while processing it gets an error row
     max_attempts: int = 3
     #: worker processes ``embedclf worker`` runs and supervises (each a whole worker: model, heads, threads). One
-    #: process is capped by its GIL: with a small encoder on a GPU, 2-4 feed it more. With a metrics port P, process
-    #: i serves on P + i
+    #: process is capped by its GIL: with a small encoder on a GPU, try 2-4 (not yet measured on a GPU). With a
+    #: metrics port P, process i serves on P + i
     worker_processes: int = 1
     #: Prometheus metrics port of each worker process (0 = no metrics server)
     metrics_port: int = 0

@@ -130,7 +130,7 @@ def roles(settings: Settings, worker_role: str, admin_role: str, worker_password
               help="Celery log level (DEBUG, INFO, WARNING, ERROR); other options go to `celery worker`.")
 @click.option("--processes", type=click.IntRange(1, 64), default=None,
               help="Worker processes to run and supervise (default: EMBEDCLF_WORKER_PROCESSES, 1). One process is "
-                   "capped by its GIL: with a small encoder on a GPU, 2-4 feed it more (docs/workers.md).")
+                   "capped by its GIL: with a small encoder on a GPU, try 2-4 (docs/workers.md).")
 @click.pass_context
 def worker(ctx: click.Context, loglevel: str, processes: int | None) -> None:
     """Run a worker (same as `celery -A worker.app worker --pool solo`); extra args go to celery."""
