@@ -103,13 +103,15 @@ def test_release_returns_messages_to_the_consuming_end_in_order(client):
 
 def test_a_live_worker_is_never_reaped_even_when_its_batch_outlives_the_ttl(client):
     fill(client, 3)
-    a, b = Inflight(client, Q, alive_ttl_s=1.0), Inflight(client, Q, alive_ttl_s=1.0)
+    # TTL 1.5 s, a heartbeat every 0.3 s: a loaded machine may delay one by a second without the key expiring
+    a, b = Inflight(client, Q, alive_ttl_s=1.5), Inflight(client, Q, alive_ttl_s=1.5)
     a.register()
     b.register()
     got = a.receive(3, 1 << 20)
     a.mark_busy([e.tag for e in got])
-    for _ in range(4):  # 2 s: twice the TTL, heartbeats keep it alive
-        time.sleep(0.5)
+    start = time.monotonic()
+    while time.monotonic() - start < 3.0:  # twice the TTL, heartbeats keep it alive
+        time.sleep(0.3)
         assert a.heartbeat() is True
         assert b.reap() == []
     assert client.hlen(a.inflight_key) == 3 and client.llen(Q) == 0
@@ -117,12 +119,14 @@ def test_a_live_worker_is_never_reaped_even_when_its_batch_outlives_the_ttl(clie
 
 def test_a_dead_workers_messages_come_back_and_only_its_busy_batch_is_charged(client):
     sent = fill(client, 6)
-    dead, live = Inflight(client, Q, alive_ttl_s=1.0), Inflight(client, Q, alive_ttl_s=1.0)
+    # a TTL long enough that a loaded machine cannot expire it before the first reap (a CI run did at 1 s)
+    dead, live = Inflight(client, Q, alive_ttl_s=30.0), Inflight(client, Q, alive_ttl_s=30.0)
     dead.register()
     got = dead.receive(6, 1 << 20)
     dead.mark_busy([e.tag for e in got[:2]])  # processing the first two; four wait in its buffer
     assert live.reap() == []  # still alive
-    time.sleep(1.3)  # no heartbeat: the key expires
+    client.pexpire(dead.alive_key, 100)  # no heartbeat: the key expires (Redis's own expiry, shortened)
+    time.sleep(0.3)
     [(wid, n, charged)] = live.reap()
     assert (wid, n, charged) == (dead.wid, 6, 2)
     assert client.hget(REGISTRY, dead.wid) is None and client.hlen(dead.inflight_key) == 0
@@ -242,12 +246,12 @@ def test_a_busy_mark_expires_unless_the_heartbeat_refreshes_it(client):
 
 
 def test_heartbeat_reports_an_expired_key(client):
-    f = Inflight(client, Q, alive_ttl_s=1.0)
+    f = Inflight(client, Q, alive_ttl_s=10.0)
     f.register()
     assert f.heartbeat() is True
     client.delete(f.alive_key)
     assert f.heartbeat() is False
-    assert 0 < client.pttl(f.alive_key) <= 1000
+    assert 0 < client.pttl(f.alive_key) <= 10_000
 
 
 def test_resync_returns_entries_whose_ack_was_undone_and_nothing_it_still_holds(client):
