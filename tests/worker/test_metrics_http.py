@@ -131,7 +131,7 @@ def test_a_slow_check_does_not_block_metrics(served):
     time.sleep(0.2)
     t0 = time.monotonic()
     assert get(port, "/metrics")[0] == 200
-    assert time.monotonic() - t0 < 2
+    assert time.monotonic() - t0 < 5  # not held behind the 10 s readiness check
     release.set()
     waiting.join(5)
 

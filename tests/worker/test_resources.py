@@ -111,7 +111,7 @@ def test_a_background_cache_serves_its_heads_while_a_refresh_loads_a_new_version
         assert entered.wait(10)
         t0 = time.monotonic()
         snap = cache.snapshot(wanted={"topics"})
-        assert time.monotonic() - t0 < 1.0 and snap["topics"].version == 1
+        assert time.monotonic() - t0 < 5.0 and snap["topics"].version == 1
         assert cache.cached()["topics"].version == 1
     finally:
         release.set()
