@@ -135,13 +135,19 @@ class WorkerProcess(WorkerProc):
 
 @pytest.fixture
 def start_worker(tmp_path):
+    from tests.helpers import forget_workers
+
     started: list[WorkerProcess] = []
+    brokers: set[str] = set()
 
     def start(env: dict[str, str], name: str = "w1", *extra_args: str) -> WorkerProcess:
         w = WorkerProcess(env, tmp_path, name, extra_args)
         started.append(w)
+        brokers.add(env.get("EMBEDCLF_BROKER_URL", ""))
         return w
 
     yield start
     for w in started:
         w.stop()
+    for url in brokers:  # a killed worker's records would meet the next test on this Redis DB
+        forget_workers(url)

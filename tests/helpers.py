@@ -86,6 +86,24 @@ def produce(redis_url: str, tasks: list[dict], tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
 
 
+def forget_workers(broker_url: str) -> None:
+    """Delete every worker record (``embedclf:*``: registry, heartbeats, in-flight hashes, death counts) in the
+    Redis DB of ``broker_url``. After a test whose workers were killed: a dead worker's records stay until a live
+    worker reaps them, and the next test on the same DB would find them."""
+    import redis
+
+    if not broker_url.startswith(("redis://", "rediss://")):
+        return
+    r = redis.Redis.from_url(broker_url, socket_connect_timeout=2)
+    try:
+        for key in r.scan_iter("embedclf:*"):
+            r.delete(key)
+    except redis.ConnectionError:  # a test's private server, already stopped: nothing left for the next test
+        pass
+    finally:
+        r.close()
+
+
 def wait_rows(engine, ids: list[str], worker, timeout: float = 300, n: int | None = None) -> dict[str, dict]:
     """Rows of tasks ``ids`` once there are ``n`` of them (default: one per id), by task id."""
     from embedclf.store import repository as repo

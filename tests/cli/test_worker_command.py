@@ -16,7 +16,7 @@ from embedclf.heads.checkpoint import HeadArtifact
 from embedclf.heads.mlp import HeadConfig, MLPHead
 from embedclf.store import repository as repo
 from tests.conftest import ROOT, settings_env
-from tests.helpers import produce, wait_rows
+from tests.helpers import forget_workers, produce, wait_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
@@ -110,5 +110,6 @@ def test_embedclf_worker_processes_serves_restarts_and_stops(settings, clean_db,
         worker.proc.send_signal(signal.SIGTERM)
         rc = worker.proc.wait(timeout=120)
         worker._log.close()
+        forget_workers(settings.broker_url)  # the killed process's records (no live worker reaps them now)
     assert rc == 0, worker.log()[-3000:]
     assert all(_gone(p) for pids in _started(worker.log()).values() for p in pids)

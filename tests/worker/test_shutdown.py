@@ -9,13 +9,15 @@ import redis
 
 from embedclf.store import repository as repo
 from tests.conftest import settings_env
-from tests.helpers import produce, tiny_head, wait_rows
+from tests.helpers import forget_workers, produce, tiny_head, wait_rows
 from worker.inflight import DEATHS, PREFIX, REGISTRY
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
 
 def empty_queue(settings) -> redis.Redis:
+    """The queue empty and no worker records (these tests assert their own worker leaves none behind)."""
+    forget_workers(settings.broker_url)
     r = redis.Redis.from_url(settings.broker_url)
     r.delete(settings.queue, DEATHS)
     return r
