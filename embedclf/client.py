@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from embedclf.config import Settings, mask_url, redact
+from embedclf.config import Settings, check_broker_url, mask_url, redact
 from embedclf.envelope import encode
 from embedclf.errors import BrokerUnavailable, EnqueueError, NotReplicated, PayloadTooLarge  # noqa: F401  (re-exported: defined in errors.py)
 from embedclf.handles import BackendSource, NoSource, PostgresSource, ResultSource, TaskHandle, TextHandle, wait_all
@@ -118,6 +118,7 @@ class Client:
                  wait_replicas: int = Settings.enqueue_wait_replicas) -> None:
         """``result_backend``: the workers' ``EMBEDCLF_RESULT_BACKEND``; else ``database_url`` (needs
         psycopg2): where handles wait for results. Neither: handles cannot wait (enqueue only)."""
+        check_broker_url(broker_url, "broker_url")
         self.broker_url = broker_url
         self.queue = queue
         self.enqueue_retry_s = enqueue_retry_s

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from embedclf.errors import ConfigError
 from embedclf.redaction import mask_url, redact, url_secrets  # noqa: F401  (re-exported: the settings' masking)
@@ -159,8 +159,7 @@ class Settings:
     def validate(self) -> None:
         _check_url(self.database_url, "EMBEDCLF_DATABASE_URL", ("postgresql", "postgresql+psycopg2"),
                    "a PostgreSQL URL, postgresql://user:password@host:5432/dbname")
-        _check_url(self.broker_url, "EMBEDCLF_BROKER_URL", ("redis", "rediss", "sentinel"),
-                   "a Redis URL, redis://[:password@]host:6379/0 (or rediss://, sentinel://)")
+        check_broker_url(self.broker_url)
         if self.batch.max_size < 1:
             raise ConfigError("EMBEDCLF_BATCH_MAX_SIZE must be >= 1")
         if not 0 <= self.gil_switch_ms <= 1000:
@@ -231,6 +230,12 @@ class Settings:
         return out
 
 
+def check_broker_url(url: str, var: str = "EMBEDCLF_BROKER_URL") -> None:
+    """ConfigError (a ValueError), one line naming ``var``, for a broker URL the workers or clients cannot use."""
+    _check_url(url, var, ("redis", "rediss", "sentinel"),
+               "a Redis URL, redis://[:password@]host:6379/0 (or rediss://, sentinel://)")
+
+
 def _check_url(url: str, var: str, schemes: tuple[str, ...], what: str) -> None:
     """One line naming the variable when ``url`` cannot be used (never the URL's password)."""
     pieces = [p for p in url.split(";") if p.strip()] if url.strip().lower().startswith("sentinel://") else [url]
@@ -244,6 +249,23 @@ def _check_url(url: str, var: str, schemes: tuple[str, ...], what: str) -> None:
         if scheme not in schemes or (len(pieces) > 1 and scheme != "sentinel"):
             shown = f"{scheme}://" if scheme else mask_url(piece)
             raise ConfigError(f"{var} must be {what}; got {shown}")
+        if scheme in _USERINFO_CUT_SCHEMES and _userinfo_cut(parts):
+            raise ConfigError(f"{var}: its user or password holds an unencoded '/', '?' or '#' (percent-encode it: "
+                              "%2F, %3F, %23); as written, Redis clients would read another host and connect there")
+
+
+#: schemes whose clients (redis-py, kombu) read a URL with urllib: an unencoded ``/ ? #`` in its password ends
+#: the host part early, leaving no host (so localhost:6379, DB 0) and the real host in the path
+_USERINFO_CUT_SCHEMES = ("redis", "rediss", "sentinel")
+
+
+def _userinfo_cut(parts: SplitResult) -> bool:
+    """Whether an ``@`` that follows the host part shows userinfo cut short by ``/``, ``?`` or ``#``
+    (``redis://:pa/ss@host:6379/0``); a ``?password=`` query may hold ``@`` after its ``=``."""
+    if "@" in parts.netloc:
+        return False
+    query_head = parts.query.split("@", 1)[0] if "@" in parts.query else None
+    return "@" in parts.path or "@" in parts.fragment or (query_head is not None and "=" not in query_head)
 
 
 #: every environment variable the settings read, for docs and for the compose test

@@ -88,6 +88,13 @@ def test_a_chunk_is_pushed_once_even_when_its_reply_is_lost(server):
         client.close()
 
 
+def test_a_broker_url_whose_password_cuts_the_host_off_is_refused_before_anything_is_sent():
+    # unencoded, the "/" ends the host part: redis-py would send these tasks to localhost:6379, DB 0
+    with pytest.raises(ValueError) as info:
+        Client("redis://:/secret-pw@127.0.0.1:1/0")
+    assert "broker_url" in str(info.value) and "%2F" in str(info.value) and "secret" not in str(info.value)
+
+
 def test_broker_down_the_whole_time_fails_after_the_retry_bound(server):
     client = Client(f"redis://:secret@127.0.0.1:{server.port}/0", enqueue_retry_s=2)  # nothing listens there
     t0 = time.monotonic()

@@ -307,12 +307,24 @@ def test_worker_processes_are_between_1_and_64(value):
     ("EMBEDCLF_DATABASE_URL", "postgresql://u:secret@h:notaport/db", "EMBEDCLF_DATABASE_URL is not a valid URL"),
     ("EMBEDCLF_BROKER_URL", "http://u:secret@h:80/", "EMBEDCLF_BROKER_URL must be a Redis URL"),
     ("EMBEDCLF_BROKER_URL", "sentinel://a:1;redis://b:2", "EMBEDCLF_BROKER_URL must be a Redis URL"),
+    # an unencoded / ? # in the password: redis-py would read no host (localhost:6379, DB 0) and never say so
+    ("EMBEDCLF_BROKER_URL", "redis://:/secret-pw@10.0.0.5:6379/3", "holds an unencoded '/', '?' or '#'"),
+    ("EMBEDCLF_BROKER_URL", "redis://:?secret-pw@10.0.0.5:6379/3", "holds an unencoded '/', '?' or '#'"),
+    ("EMBEDCLF_BROKER_URL", "rediss://:#secret-pw@10.0.0.5:6379/3", "holds an unencoded '/', '?' or '#'"),
+    ("EMBEDCLF_BROKER_URL", "redis://:12/secret-pw@10.0.0.5:6379/3", "holds an unencoded '/', '?' or '#'"),
+    ("EMBEDCLF_BROKER_URL", "sentinel://:/secret-pw@a:26379;sentinel://b:26379", "holds an unencoded"),
 ])
 def test_unusable_urls_name_their_variable_in_one_line(var, value, fragment):
     with pytest.raises(ValueError) as info:
         Settings.from_env({var: value})
     msg = str(info.value)
     assert fragment in msg and "\n" not in msg and "secret" not in msg
+
+
+def test_broker_urls_with_an_at_sign_where_redis_clients_allow_it_are_accepted():
+    for url in ("redis://:p%2Fw@10.0.0.5:6379/3", "redis://u:p@10.0.0.5:6379/3", "redis://10.0.0.5:6379/3?password=a@b",
+                "redis://", "redis://localhost"):
+        assert Settings.from_env({"EMBEDCLF_BROKER_URL": url}).broker_url == url
 
 
 def test_postgres_urls_in_the_common_forms_mean_psycopg2():
