@@ -1,8 +1,8 @@
 """The workers' write path: a batch's result rows in one statement, idempotent, and task-id reuse detection.
 
-Rows go in with one ``INSERT … SELECT FROM json_to_recordset(<the batch as one JSON array>) ON
-CONFLICT DO NOTHING``: one round trip and one statement whatever the batch size, and no SQL text
-built per row (measured here: 2.5–4× the rows/s of one array parameter per column, whose
+Rows go in with one ``INSERT … SELECT FROM jsonb_array_elements(<the batch as one JSON array of
+arrays>) ON CONFLICT DO NOTHING``: one round trip and one statement whatever the batch size, and no SQL
+text built per row (measured here: 2.5–4× the rows/s of one array parameter per column, whose
 client-side quoting cost about 30 µs per row). The statement only counts the rows it inserted: when
 that is all of them, their keys are the batch's own; when not (a redelivery, a reused id: rare), the
 transaction is rolled back and the write made again returning the keys that went in.
@@ -47,11 +47,27 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("abstained", "bool"), ("fingerprint", "text"),
 )
 _SELECT = {"fingerprint": "decode(n.fingerprint, 'hex')", "abstained": "coalesce(n.abstained, false)"}
-_NAMES = ", ".join(c for c, _ in _COLUMNS)
+_NAME_LIST = tuple(c for c, _ in _COLUMNS)
+_NAMES = ", ".join(_NAME_LIST)
 #: batches committed together (see ``write_results``) keep distinct ``completed_at``: the caller's
 #: time (a worker's, unique per batch in its process: see worker/writer.py) or else the transaction's,
 #: plus the batch's ordinal in microseconds, so (worker, completed_at) still names one batch
 _COMPLETED = "coalesce(%(at)s::timestamptz, now()) + coalesce(n.batch, 0) * interval '1 microsecond'"
+
+
+def _field(i: int, kind: str) -> str:
+    """Element ``i`` of a row's JSON array as a column of ``kind`` (a JSON null is SQL NULL)."""
+    if kind == "jsonb":
+        return f"nullif(e->{i}, 'null'::jsonb)"
+    return f"e->>{i}" if kind == "text" else f"(e->>{i})::{kind}"
+
+
+#: each row is a JSON array, its values in ``_COLUMNS`` order (then the batch ordinal, when there is one):
+#: Postgres reads an element by position; ``json_to_recordset`` looks every key up by name, which cost
+#: the server 14.8 µs a row for these 18 columns against 6.4 µs for the same values by position
+#: (docs/benchmarks.md, seventeenth VM)
+_RECORDS = ("(SELECT " + ", ".join(f"{_field(i, t)} AS {c}" for i, (c, t) in enumerate(_COLUMNS))
+            + f", {_field(len(_COLUMNS), 'int')} AS batch FROM jsonb_array_elements(%(rows)s::jsonb) AS e)")
 
 _REUSED = """
 reused AS (
@@ -62,7 +78,7 @@ reused AS (
 _ROWS = f"""
 INSERT INTO predictions ({_NAMES}, completed_at)
 SELECT {", ".join(_SELECT.get(c, "n." + c) for c, _ in _COLUMNS)}, {_COMPLETED}
-FROM json_to_recordset(%(rows)s::json) AS n({", ".join(f"{c} {t}" for c, t in _COLUMNS)}, batch int)
+FROM {_RECORDS} AS n
 WHERE n.task_id NOT IN (SELECT task_id FROM reused)
 ON CONFLICT (task_id, item, head_name) DO NOTHING"""
 #: the rows inserted are only counted: when every row went in (the common case) their keys are the rows'
@@ -131,14 +147,17 @@ def notes(task_ids: Sequence[str]) -> list[str]:
 
 def insert_params(rows: Sequence[dict], batches: Sequence[int] | None = None,
                   completed_at: dt.datetime | None = None) -> dict[str, Any]:
-    """The statement's parameters: the rows as one JSON array (with ``batches``, each row's batch
-    ordinal), each task's fingerprint once, the notes, the first batch's ``completed_at`` (None: now())."""
+    """The statement's parameters: the rows as one JSON array of arrays (each row's values in
+    ``_COLUMNS`` order; with ``batches``, then the row's batch ordinal), each task's fingerprint once, the
+    notes, the first batch's ``completed_at`` (None: now())."""
     tasks: dict[str, Any] = {}
     for row in rows:
         tasks.setdefault(row["task_id"], row.get("fingerprint"))
     if batches is not None and any(batches):
-        rows = [{**row, "batch": b} for row, b in zip(rows, batches)]
-    return {"rows": _dumps(rows).decode("utf-8"), "tids": list(tasks), "tfps": list(tasks.values()),
+        values = [[*map(row.get, _NAME_LIST), b] for row, b in zip(rows, batches)]
+    else:
+        values = [list(map(row.get, _NAME_LIST)) for row in rows]
+    return {"rows": _dumps(values).decode("utf-8"), "tids": list(tasks), "tfps": list(tasks.values()),
             "notes": notes(list(tasks)), "at": completed_at}
 
 
