@@ -64,7 +64,7 @@ def _field(i: int, kind: str) -> str:
 
 #: each row is a JSON array, its values in ``_COLUMNS`` order (then the batch ordinal, when there is one):
 #: Postgres reads an element by position; ``json_to_recordset`` looks every key up by name, which cost
-#: the server 14.8 µs a row for these 18 columns against 6.4 µs for the same values by position
+#: the server 16.4–17.2 µs a row for these 18 columns against 8.6–9.8 µs for the same values by position
 #: (docs/benchmarks.md, seventeenth VM)
 _RECORDS = ("(SELECT " + ", ".join(f"{_field(i, t)} AS {c}" for i, (c, t) in enumerate(_COLUMNS))
             + f", {_field(len(_COLUMNS), 'int')} AS batch FROM jsonb_array_elements(%(rows)s::jsonb) AS e)")
