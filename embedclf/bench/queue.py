@@ -21,10 +21,11 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from embedclf.bench import BenchError
 from embedclf.bench.infra import claim_redis_db, temp_database
-from embedclf.bench.procs import WorkerProc, subprocess_env, wait_ready
+from embedclf.bench.procs import WorkerProc, server_cpu_delta, server_cpu_s, subprocess_env, wait_ready
 from embedclf.config import Settings
 
 SPEC = "null:64"
@@ -114,10 +115,19 @@ def stock_worker_rate(broker: str, n: int, log_dir: Path, timeout: float) -> flo
 
 
 def worker_rate(engine, env: dict[str, str], log_dir: Path, name: str, n_rows: int, timeout: float,
-                extra_args: tuple[str, ...] = ()) -> dict:
-    """Start our worker on a filled queue; rows per second from its first committed batch to its last."""
+                extra_args: tuple[str, ...] = (), *, hold: tuple[Any, str]) -> dict:
+    """Start our worker on a filled queue; rows per second from its first committed batch to its last, and
+    the CPU a row cost the worker (by thread) and the Postgres server.
+
+    ``hold``: (Redis client, queue name). The filled queue is renamed away while the worker starts and put
+    back (one ``RENAME`` each way) once it is ready and the CPU readings are taken, so they cover every row."""
     from sqlalchemy import text
 
+    from embedclf.bench.e2e import cpu_by_thread
+
+    r, queue = hold
+    held = f"{queue}:held-by-bench"
+    r.rename(queue, held)
     w = WorkerProc(name, env, log_dir, extra_args=extra_args)
     try:
         wait_ready([w], 120)
@@ -126,12 +136,22 @@ def worker_rate(engine, env: dict[str, str], log_dir: Path, name: str, n_rows: i
             with engine.connect() as conn:
                 return int(conn.execute(text("SELECT count(*) FROM predictions")).scalar() or 0)
 
+        cpu_before, pg_before, rows_before = w.thread_cpu_s(), server_cpu_s(engine), count()
+        r.rename(held, queue)
         # counting a large table takes the server's CPU from the worker: look twice a second (the rate
         # is timed from the rows' own commit times, not from when the count saw them)
         _wait(lambda: count() >= n_rows, timeout, f"worker {name}", w.check_alive, interval=0.5)
         rss = w.peak_rss_mb()
+        cpu = cpu_by_thread([cpu_before], [w.thread_cpu_s()])  # before the stop: /proc/<pid> goes with it
+        pg_cpu = server_cpu_delta(pg_before, server_cpu_s(engine))
     finally:
         w.stop()
+        if r.exists(held):  # the worker never became ready: the queue goes back as it was
+            r.rename(held, queue)
+    measured = n_rows - rows_before  # rows written after the readings began (none: no per-row figures)
+
+    def per_row(seconds: float | None) -> float | None:
+        return None if seconds is None or measured <= 0 else round(1e6 * seconds / measured, 1)
     with engine.begin() as conn:
         first, last, errors = conn.execute(text(
             "SELECT min(completed_at), max(completed_at), count(*) FILTER (WHERE status <> 'ok') "
@@ -146,7 +166,11 @@ def worker_rate(engine, env: dict[str, str], log_dir: Path, name: str, n_rows: i
         raise BenchError(f"worker {name} wrote everything in one batch: use more texts")
     return {"rows_per_s": round((n_rows - in_first) / span, 1), "seconds": round(span, 3), "batches": batches,
             "max_batch_rows": biggest,
-            "error_rows": errors, "rss_mb": None if rss is None else round(rss, 1)}
+            "error_rows": errors, "rss_mb": None if rss is None else round(rss, 1),
+            # the worker's threads, and the server (its backends for this database: the worker's writes and
+            # this benchmark's count twice a second), per row written after the worker was ready
+            "worker_cpu_s": cpu, "worker_us_per_row": per_row(sum(cpu.values())),
+            "postgres_us_per_row": per_row(pg_cpu)}
 
 
 def run_queue(params: QueueParams, settings: Settings, quiet: bool) -> dict:
@@ -192,19 +216,20 @@ def run_queue(params: QueueParams, settings: Settings, quiet: bool) -> dict:
             "EMBEDCLF_BATCH_MAX_WAIT_MS": str(params.max_wait_ms), "EMBEDCLF_LOG_LEVEL": "INFO",
             "EMBEDCLF_MAX_PAYLOAD_BYTES": str(settings.max_payload_bytes),
         })
-        single = worker_rate(engine, env, log_dir, "single", params.n_single, params.timeout_s)
+        single = worker_rate(engine, env, log_dir, "single", params.n_single, params.timeout_s, hold=(r, queue))
         out["worker_tasks_per_s"] = single["rows_per_s"]
         out["worker_single"] = single
 
         say(f"ours: the same {params.n_single} single-text tasks with task events on (-E) ...")
         client.classify_many(HEAD, texts[:params.n_single], per_task=1)
-        events = worker_rate(engine, env, log_dir, "events", params.n_single, params.timeout_s, ("-E",))
+        events = worker_rate(engine, env, log_dir, "events", params.n_single, params.timeout_s, ("-E",),
+                             hold=(r, queue))
         out["worker_tasks_per_s_events"] = events["rows_per_s"]
 
         say(f"ours: the same {params.n_single} single-text tasks storing Celery results (result backend) ...")
         client.classify_many(HEAD, texts[:params.n_single], per_task=1)
         with_results = worker_rate(engine, {**env, "EMBEDCLF_RESULT_BACKEND": broker}, log_dir, "results",
-                                   params.n_single, params.timeout_s)
+                                   params.n_single, params.timeout_s, hold=(r, queue))
         out["worker_tasks_per_s_results"] = with_results["rows_per_s"]
         stored = sum(1 for _ in r.scan_iter("celery-task-meta-*", count=1000))
         if stored < params.n_single:
@@ -215,7 +240,7 @@ def run_queue(params: QueueParams, settings: Settings, quiet: bool) -> dict:
         t0 = time.perf_counter()
         client.classify_many(HEAD, texts[:params.n_multi], per_task=params.per_task)
         out["enqueue_texts_per_s"] = round(params.n_multi / (time.perf_counter() - t0), 1)
-        multi = worker_rate(engine, env, log_dir, "multi", params.n_multi, params.timeout_s)
+        multi = worker_rate(engine, env, log_dir, "multi", params.n_multi, params.timeout_s, hold=(r, queue))
         out["worker_texts_per_s_multi"] = multi["rows_per_s"]
         out["worker_multi"] = multi
     out["ratio_worker_vs_stock"] = round(out["worker_tasks_per_s"] / out["stock_celery_tasks_per_s"], 2)

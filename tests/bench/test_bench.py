@@ -301,6 +301,12 @@ def test_queue_smoke():
     # stamping with their transactions' now() once made two batches of a fast run look like one)
     assert r["worker_single"]["batches"] >= 400 / 64 and r["worker_single"]["max_batch_rows"] <= 64
     assert (r["worker_multi"]["batches"], r["worker_multi"]["max_batch_rows"]) == (20, 100)  # a task is whole
+    # where a row's CPU went: the worker's threads by name and the local Postgres server's backends, over every
+    # row (the queue is held back until the readings are taken: none is written before them)
+    multi = r["worker_multi"]
+    assert multi["worker_us_per_row"] == pytest.approx(1e6 * sum(multi["worker_cpu_s"].values()) / 2000, abs=0.1)
+    assert positive(multi["worker_us_per_row"]) and positive(multi["postgres_us_per_row"])
+    assert any(name.startswith("ec-") for name in multi["worker_cpu_s"]), multi["worker_cpu_s"]  # the worker's own
     check_machine(r["machine"], "null:64")
     assert bench_databases() <= before
 
