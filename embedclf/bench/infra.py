@@ -30,13 +30,16 @@ def database_url_for(server_url: str, name: str) -> str:
 
 @contextmanager
 def temp_database(server_url: str) -> Iterator[str]:
-    """Create ``embedclf_bench_<hex>`` on the server of ``server_url``, migrate it, yield its URL, drop it."""
+    """Create ``embedclf_bench_<pid>_<hex>`` on the server of ``server_url``, migrate it, yield its URL, drop it.
+
+    The name carries the creating process's id: a database left by a killed run says whose it was, and
+    runs in parallel (the test suite's processes) each find their own."""
     from sqlalchemy.exc import OperationalError
 
     from embedclf.store import migrate
     from embedclf.store.db import DatabaseUnavailable, create_database, drop_database
 
-    url = database_url_for(server_url, f"{DB_PREFIX}{secrets.token_hex(4)}")
+    url = database_url_for(server_url, f"{DB_PREFIX}{os.getpid()}_{secrets.token_hex(4)}")
     try:
         create_database(url, exist_ok=False)
     except OperationalError as exc:

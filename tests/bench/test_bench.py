@@ -7,25 +7,16 @@ from __future__ import annotations
 
 import csv
 import json
-import math
+import os
 from pathlib import Path
 
 import pytest
 import redis
-from click.testing import CliRunner
 
 from embedclf.bench.raw import with_option
-from embedclf.cli import cli
 from embedclf.demo import TRAIN_CSV
-from tests.bench.benchdb import bench_databases
-from tests.conftest import PG_SERVER, REDIS_SERVER, one_line_error
-
-ENV = {
-    # the bench makes its own database and Redis DB index on these servers
-    "EMBEDCLF_DATABASE_URL": f"{PG_SERVER}/postgres",
-    "EMBEDCLF_BROKER_URL": f"{REDIS_SERVER}/0",
-    "EMBEDCLF_EMBEDDER": "fake:64",
-}
+from tests.bench.benchdb import bench_databases, check_machine, positive, run
+from tests.conftest import REDIS_SERVER, one_line_error
 
 
 @pytest.fixture
@@ -39,26 +30,6 @@ def tiny(tmp_path: Path) -> Path:
         w.writeheader()
         w.writerows(rows)
     return path
-
-
-def run(*args: str, ok: bool = True, env: dict | None = None):
-    result = CliRunner().invoke(cli, ["bench", *args], env={**ENV, **(env or {})}, catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output + result.stderr
-    return result
-
-
-
-
-def positive(x: object) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
-
-
-
-
-def check_machine(m: dict, model_id: str) -> None:
-    assert m["cpu_count"] >= 1 and m["python"] and m["torch"] and m["embedder"] == model_id
-    assert {"cpu_model", "gpu", "llama_cpp", "sentence_transformers"} <= set(m)
 
 
 def test_embed_smoke(tiny):
@@ -209,7 +180,7 @@ def test_e2e_smoke(engine):
     assert sum(b["batches"] for b in bs["histogram"]) == bs["batches"] and bs["batches"] >= 300 / 16
     check_machine(r["machine"], "fake:64")
     # the temporary database is gone, no other one was left behind, the Redis DB is flushed
-    assert r["database"].startswith("embedclf_bench_")
+    assert r["database"].startswith(f"embedclf_bench_{os.getpid()}_")  # this process made it
     after = bench_databases()
     assert r["database"] not in after and after <= before
     assert redis.Redis.from_url(f"{REDIS_SERVER}/{r['redis_db']}").dbsize() == 0
@@ -258,9 +229,6 @@ def test_bad_inputs(tiny, tmp_path):
                    "set by the benchmark itself")
     one_line_error(run("e2e", "--data", str(tiny), "-n", "10", "--worker-env", "EMBEDCLF_HEAD_OVERLAP=maybe",
                        ok=False), "not a boolean")
-    one_line_error(run("queue", "--worker-env", "EMBEDCLF_RESULT_BACKEND=redis://x", ok=False),
-                   "set by the benchmark itself")
-    one_line_error(run("queue", "--worker-env", "EMBEDCLF_GC_THRESHOLD=-1", ok=False), "EMBEDCLF_GC_THRESHOLD must be")
     one_line_error(run("embed", "--data", str(tiny), "--n-batch", "512", ok=False), "llama.cpp specs only")
     one_line_error(run("embed", "--data", str(tiny), "--n-batch", "512", "--embedder", "gemma3-270m", "--embedder",
                        "gemma3-270m", ok=False), "one at a time")
@@ -278,103 +246,6 @@ def test_bad_inputs(tiny, tmp_path):
 def test_spec_helpers():
     assert with_option("gemma3-270m", "n_batch", 2048) == "gemma3-270m?n_batch=2048"
     assert with_option("gemma3-270m?pooling=last", "n_batch", 512) == "gemma3-270m?pooling=last&n_batch=512"
-
-
-@pytest.mark.slow
-@pytest.mark.postgres
-@pytest.mark.redis
-@pytest.mark.timeout(300)
-def test_queue_smoke():
-    """bench queue: every figure present and consistent; nothing left behind (the rates are not judged here)."""
-    before = bench_databases()
-    r = json.loads(run("queue", "--n-single", "400", "--n-multi", "2000", "--n-stock", "200", "--per-task", "100",
-                       "--batch-size", "64", "--worker-env", "EMBEDCLF_GC_THRESHOLD=0", "--json").stdout)
-    assert r["worker_env"] == {"EMBEDCLF_GC_THRESHOLD": "0"}
-    for key in ("stock_celery_tasks_per_s", "worker_tasks_per_s", "worker_texts_per_s_multi", "stock_send_task_per_s",
-                "enqueue_texts_per_s", "ratio_worker_vs_stock", "ratio_enqueue_vs_stock", "worker_tasks_per_s_events",
-                "events_cost_ratio", "worker_tasks_per_s_results", "results_cost_ratio"):
-        assert positive(r[key]), key
-    assert r["ratio_worker_vs_stock"] == pytest.approx(r["worker_tasks_per_s"] / r["stock_celery_tasks_per_s"],
-                                                       rel=0.01)
-    assert r["worker_single"]["error_rows"] == 0 and r["worker_multi"]["error_rows"] == 0
-    # a worker stamps each batch with its own completed_at, so batches are counted exactly (three write threads
-    # stamping with their transactions' now() once made two batches of a fast run look like one)
-    assert r["worker_single"]["batches"] >= 400 / 64 and r["worker_single"]["max_batch_rows"] <= 64
-    assert (r["worker_multi"]["batches"], r["worker_multi"]["max_batch_rows"]) == (20, 100)  # a task is whole
-    # where a row's CPU went: the worker's threads by name and the local Postgres server's backends, over every
-    # row (the queue is held back until the readings are taken: none is written before them)
-    multi = r["worker_multi"]
-    assert multi["worker_us_per_row"] == pytest.approx(1e6 * sum(multi["worker_cpu_s"].values()) / 2000, abs=0.1)
-    assert positive(multi["worker_us_per_row"]) and positive(multi["postgres_us_per_row"])
-    assert any(name.startswith("ec-") for name in multi["worker_cpu_s"]), multi["worker_cpu_s"]  # the worker's own
-    check_machine(r["machine"], "null:64")
-    assert bench_databases() <= before
-
-
-@pytest.mark.postgres
-def test_wait_rows_waits_for_the_rows_after_the_mark_only(clean_db):
-    """A round waits for its own rows: the rows of earlier rounds, a failed batch among them included, sit at or
-    below the mark taken before the round and are neither counted nor read."""
-    from sqlalchemy import text
-
-    from embedclf.bench import BenchError
-    from embedclf.bench.e2e import INTERNAL_ERROR, last_row_id, wait_rows
-
-    class Producer:
-        def check(self) -> None:
-            pass
-
-    def insert(rows: list[tuple[str, str, str | None, str | None]]) -> None:
-        with clean_db.begin() as conn:
-            for task_id, status, label, error in rows:
-                conn.execute(text("INSERT INTO predictions (task_id, status, label, error) VALUES (:t, :s, :l, :e)"),
-                             {"t": task_id, "s": status, "l": label, "e": error})
-
-    assert last_row_id(clean_db) == 0
-    insert([("old-1", "ok", "a", None), ("old-2", "ok", "a", None),
-            ("old-3", "error", None, INTERNAL_ERROR.rstrip("%") + " TypeError")])
-    mark = last_row_id(clean_db)
-    with clean_db.connect() as conn:
-        assert mark == conn.execute(text("SELECT max(id) FROM predictions")).scalar_one()
-    with pytest.raises(BenchError, match="only 0 of 2 rows"):  # the old rows do not count, the old failure is not read
-        wait_rows(clean_db, 2, [], Producer(), timeout=0.3, quiet=True, after_id=mark)
-    insert([("new-1", "ok", "a", None), ("new-2", "ok", "a", None)])
-    wait_rows(clean_db, 2, [], Producer(), timeout=10, quiet=True, after_id=mark)
-    assert last_row_id(clean_db) == mark + 2
-
-
-@pytest.mark.postgres
-def test_wait_rows_stops_at_a_failed_batch(clean_db):
-    """A batch that failed for a bug leaves one error row per message, never one per text: waiting for
-    every text's row would last the whole timeout, so the wait stops at once with the worker's error."""
-    import time
-
-    from sqlalchemy import text
-
-    from embedclf.bench import BenchError
-    from embedclf.bench.e2e import wait_rows
-    from worker.pipeline import internal_error_rows  # what a worker writes for such a batch
-
-    class Producer:
-        def check(self) -> None:
-            pass
-
-    with clean_db.begin() as conn:
-        conn.execute(text("INSERT INTO predictions (task_id, status, label) VALUES ('ok-1', 'ok', 'a')"))
-    with pytest.raises(BenchError, match="only 1 of 10 rows"):  # no failure: it waits out its timeout
-        wait_rows(clean_db, 10, [], Producer(), timeout=0.3, quiet=True)
-
-    class Msg:
-        task_id, fingerprint = "t-1", None
-
-    row = internal_error_rows([Msg()], TypeError("'NoneType' object is not iterable"))[0]
-    with clean_db.begin() as conn:
-        conn.execute(text("INSERT INTO predictions (task_id, status, error) VALUES (:t, 'error', :e)"),
-                     {"t": row["task_id"], "e": row["error"]})
-    t0 = time.monotonic()
-    with pytest.raises(BenchError, match="a worker failed a batch: internal error while classifying: TypeError"):
-        wait_rows(clean_db, 10, [], Producer(), timeout=60, quiet=True)
-    assert time.monotonic() - t0 < 5
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])

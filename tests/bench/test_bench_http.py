@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import redis
@@ -40,5 +41,5 @@ def test_http_smoke():
     assert r["batch_sizes"]["batches"] >= 1 and r["machine"]["embedder"] == "fake:64"
     # the temporary database is gone and the Redis DB is flushed (other sessions may run benches on the same
     # servers meanwhile, so only this run's database is checked)
-    assert r["database"].startswith("embedclf_bench_") and r["database"] not in bench_databases()
+    assert r["database"].startswith(f"embedclf_bench_{os.getpid()}_") and r["database"] not in bench_databases()
     assert redis.Redis.from_url(f"{REDIS_SERVER}/{r['redis_db']}").dbsize() == 0

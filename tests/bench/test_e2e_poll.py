@@ -1,4 +1,5 @@
-"""``bench e2e``'s poll for a round's rows reads the primary key's index, however many rows earlier rounds left."""
+"""``bench e2e``'s wait for a round's rows: its poll reads the primary key's index, however many rows earlier
+rounds left; it waits for the round's own rows only and stops at a failed batch."""
 
 from __future__ import annotations
 
@@ -35,3 +36,63 @@ def test_the_poll_reads_only_the_rounds_rows(engine):
                      {"e": INTERNAL_ERROR.replace("%", "") + ": boom", "i": last + 7})
         assert conn.execute(text(POLL_SQL), params).one() == (2500, INTERNAL_ERROR.replace("%", "") + ": boom")
         conn.rollback()  # the copy goes with the transaction
+
+
+def test_wait_rows_waits_for_the_rows_after_the_mark_only(clean_db):
+    """A round waits for its own rows: the rows of earlier rounds, a failed batch among them included, sit at or
+    below the mark taken before the round and are neither counted nor read."""
+    from embedclf.bench import BenchError
+    from embedclf.bench.e2e import last_row_id, wait_rows
+
+    class Producer:
+        def check(self) -> None:
+            pass
+
+    def insert(rows: list[tuple[str, str, str | None, str | None]]) -> None:
+        with clean_db.begin() as conn:
+            for task_id, status, label, error in rows:
+                conn.execute(text("INSERT INTO predictions (task_id, status, label, error) VALUES (:t, :s, :l, :e)"),
+                             {"t": task_id, "s": status, "l": label, "e": error})
+
+    assert last_row_id(clean_db) == 0
+    insert([("old-1", "ok", "a", None), ("old-2", "ok", "a", None),
+            ("old-3", "error", None, INTERNAL_ERROR.rstrip("%") + " TypeError")])
+    mark = last_row_id(clean_db)
+    with clean_db.connect() as conn:
+        assert mark == conn.execute(text("SELECT max(id) FROM predictions")).scalar_one()
+    with pytest.raises(BenchError, match="only 0 of 2 rows"):  # the old rows do not count, the old failure is not read
+        wait_rows(clean_db, 2, [], Producer(), timeout=0.3, quiet=True, after_id=mark)
+    insert([("new-1", "ok", "a", None), ("new-2", "ok", "a", None)])
+    wait_rows(clean_db, 2, [], Producer(), timeout=10, quiet=True, after_id=mark)
+    assert last_row_id(clean_db) == mark + 2
+
+
+def test_wait_rows_stops_at_a_failed_batch(clean_db):
+    """A batch that failed for a bug leaves one error row per message, never one per text: waiting for
+    every text's row would last the whole timeout, so the wait stops at once with the worker's error."""
+    import time
+
+    from embedclf.bench import BenchError
+    from embedclf.bench.e2e import wait_rows
+    from worker.pipeline import internal_error_rows  # what a worker writes for such a batch
+
+    class Producer:
+        def check(self) -> None:
+            pass
+
+    with clean_db.begin() as conn:
+        conn.execute(text("INSERT INTO predictions (task_id, status, label) VALUES ('ok-1', 'ok', 'a')"))
+    with pytest.raises(BenchError, match="only 1 of 10 rows"):  # no failure: it waits out its timeout
+        wait_rows(clean_db, 10, [], Producer(), timeout=0.3, quiet=True)
+
+    class Msg:
+        task_id, fingerprint = "t-1", None
+
+    row = internal_error_rows([Msg()], TypeError("'NoneType' object is not iterable"))[0]
+    with clean_db.begin() as conn:
+        conn.execute(text("INSERT INTO predictions (task_id, status, error) VALUES (:t, 'error', :e)"),
+                     {"t": row["task_id"], "e": row["error"]})
+    t0 = time.monotonic()
+    with pytest.raises(BenchError, match="a worker failed a batch: internal error while classifying: TypeError"):
+        wait_rows(clean_db, 10, [], Producer(), timeout=60, quiet=True)
+    assert time.monotonic() - t0 < 5
