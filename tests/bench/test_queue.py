@@ -44,6 +44,8 @@ def test_queue_smoke():
     assert bench_databases() <= before
 
 
+@pytest.mark.postgres
+@pytest.mark.redis
 def test_bad_options_get_one_line():
     before = bench_databases()
     one_line_error(run("queue", "--worker-env", "EMBEDCLF_RESULT_BACKEND=redis://x", ok=False),
