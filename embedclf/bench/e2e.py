@@ -47,6 +47,8 @@ POLL_SQL = ("SELECT count(*), (SELECT error FROM predictions WHERE id > :a AND i
             "AND error LIKE :e LIMIT 1) FROM predictions WHERE id > :a AND id <= :b")
 
 
+#: ``--head`` -> the kNN member's mode (``heads train --knn-member``); "hybrid" and "dense" have none
+KNN_MEMBER = {"default": "auto", "full": "on"}
 #: the workers' settings the benchmark sets itself (not allowed in ``--worker-env``)
 BENCH_SETS = frozenset({
     "EMBEDCLF_DATABASE_URL", "EMBEDCLF_BROKER_URL", "EMBEDCLF_QUEUE", "EMBEDCLF_EMBEDDER", "EMBEDCLF_MODEL_DIR",
@@ -68,7 +70,8 @@ class E2EParams:
     timeout_s: float = 900.0
     #: raw pass + end-to-end pass, alternating this many times on the same workers (median ratio reported)
     rounds: int = 1
-    #: the head the workers serve: "default" (as ``heads train``), "hybrid" (no kNN member) or "dense"
+    #: the head the workers serve: "default" (as ``heads train``), "full" (the kNN member kept whatever the
+    #: validation split says), "hybrid" (no kNN member) or "dense" (no TF-IDF or kNN member)
     head: str = "default"
     #: more EMBEDCLF_* settings for the workers (an A/B of a worker setting in one command)
     worker_env: tuple[tuple[str, str], ...] = ()
@@ -85,7 +88,8 @@ def store_head(engine, embedder: Embedder, texts: Sequence[str], labels: Sequenc
 
     ``head``: ``default`` is the head ``heads train`` makes by default (MLP + softmax regression +
     the TF-IDF member, which reads the texts in the worker, + the kNN member when the validation split
-    keeps it); ``hybrid`` leaves the kNN member out, ``dense`` both.
+    keeps it); ``full`` keeps the kNN member whatever the split says, ``hybrid`` leaves it out, ``dense``
+    leaves out both.
     Returns the texts it was trained on and the head's own cost, timed here on those texts in
     batches of ``batch_size`` (``head_us_per_text``: what the head adds to each text's embedding).
     """
@@ -100,7 +104,7 @@ def store_head(engine, embedder: Embedder, texts: Sequence[str], labels: Sequenc
     trained: list = []
     quick_version(engine, HEAD, X, labels, embedder.model_id, HEAD_EPOCHS, created_by="embedclf-bench",
                   texts=None if head == "dense" else texts, trained=trained,
-                  knn_member="auto" if head == "default" else "off")
+                  knn_member=KNN_MEMBER.get(head, "off"))
     members = trained[0].member_names
     one, two = (head_cost_us(trained[0], X, texts, batch_size, threads=n) for n in (1, 2))
     return k, {"head": head, "head_members": members, "head_us_per_text": round(one, 1),

@@ -210,9 +210,11 @@ def _measure_specs(settings: Settings, specs: list[str], texts: list[str], batch
               help="Raw pass and end-to-end pass alternating this many times on the same workers; the round "
                    "with the median ratio is reported, and the mean of all with its 95 % interval (a shared "
                    "machine's load drifts between passes: 40 rounds narrow the interval to about +-0.006 here).")
-@click.option("--head", "head", type=click.Choice(["default", "hybrid", "dense"]), default="default", show_default=True,
+@click.option("--head", "head", type=click.Choice(["default", "full", "hybrid", "dense"]), default="default",
+              show_default=True,
               help="The head served: heads train's default (TF-IDF member, kNN member when the validation split keeps "
-                   "it), hybrid (TF-IDF member, no kNN member) or dense (neither).")
+                   "it), full (both members whatever the split says: e.g. on the null embedder's vectors), hybrid "
+                   "(TF-IDF member, no kNN member) or dense (neither).")
 @click.option("--worker-env", "worker_env", multiple=True, metavar="EMBEDCLF_NAME=VALUE",
               help="A setting for the workers (repeatable), e.g. EMBEDCLF_HEAD_OVERLAP=false; the benchmark passes "
                    "no other EMBEDCLF_* variable of its own environment to them.")

@@ -16,7 +16,8 @@ Grammar: ``KIND:TARGET?key=value&key=value`` or ``ALIAS?key=value``.
 ``llama:PATH.gguf``    any GGUF file; ``llama:hf://OWNER/REPO/FILE.gguf`` downloads it
 ``fake:DIM``           deterministic hashing embedder for tests (no model); option
                        ``delay_ms``: sleep that long in every ``embed_batch`` (a slow model)
-``null:DIM``           zero-cost vectors from the text's length, for queue benchmarks only
+``null:DIM``           zero-cost vectors from the text's length, for queue benchmarks only; option
+                       ``us_per_text``: sleep that long per text (a device stand-in, see ``null.py``)
 =====================  ==========================================================
 
 llama options: ``pooling`` (mean|last|cls), ``normalize`` (0|1), ``add_eos`` (0|1),
@@ -153,12 +154,20 @@ def load_embedder(spec: str | EmbedderSpec, *, model_dir: str | None = None, ser
     if parsed.kind == "null":
         from embedclf.embedders.null import NullEmbedder
 
-        if parsed.options:
-            raise SpecError(f"null embedder takes no options, got {', '.join(sorted(parsed.options))}")
+        unknown = sorted(set(parsed.options) - {"us_per_text"})
+        if unknown:
+            raise SpecError(f"unknown null option(s): {', '.join(unknown)} (known: us_per_text)")
         try:
-            return NullEmbedder(dim=int(parsed.target))
+            dim = int(parsed.target)
+            if dim < 2:
+                raise ValueError
         except ValueError:
             raise SpecError(f"null embedder needs an integer dim >= 2, got {parsed.target!r}") from None
+        try:
+            return NullEmbedder(dim=dim, us_per_text=float(parsed.options.get("us_per_text", "0")))
+        except ValueError:
+            raise SpecError(f"null option us_per_text must be a number of microseconds in [0, 1000000], got "
+                            f"{parsed.options['us_per_text']!r}") from None
     if parsed.kind == "st":
         backend = parsed.options.get("backend", "torch").strip().lower()
         if backend == "onnx":

@@ -190,6 +190,25 @@ def test_e2e_smoke(engine):
 @pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.timeout(120)
+def test_e2e_with_a_device_stand_in_and_every_head_member(tiny):
+    """``null:64?us_per_text=500`` stands in for a device of 2,000 texts/s: neither the raw pass nor the worker's
+    model goes faster than that. ``--head full`` serves every member, the kNN one although the validation split
+    of the null embedder's vectors would drop it (``default`` would)."""
+    r = json.loads(run("e2e", "--data", str(tiny), "-n", "80", "--batch-size", "16", "--max-wait-ms", "20",
+                       "--rounds", "1", "--embedder", "null:64?us_per_text=500", "--head", "full", "--json").stdout)
+    assert r["rows"] == 80 and r["error_rows"] == 0 and r["embedder"] == "null:64"
+    assert r["head"] == "full" and r["head_members"] == ["mlp", "linear", "tfidf", "knn"]
+    assert positive(r["head_us_per_text"])
+    f = r["round_figures"][0]
+    for key in ("raw_before_texts_per_s", "raw_after_texts_per_s", "inference_texts_per_s"):
+        assert 0 < f[key] <= 2000, key  # the sleep is a floor on every pass's time
+    assert 0 < r["e2e_texts_per_s"] <= 2000
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.timeout(120)
 def test_e2e_paced_low_load(tiny, tmp_path):
     """--rate sends one task at a time: the enqueue pace is the rate and batches stay small."""
     # sorted by label, like BANKING77's train.csv: the first 20 rows hold one label, yet the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from embedclf.embedders.fake import FakeEmbedder
@@ -86,6 +87,32 @@ def test_fake_delay_option_slows_calls_but_not_the_vectors() -> None:
         load_embedder("fake:16?delay_ms=-1")
     with pytest.raises(SpecError, match="unknown fake option"):
         load_embedder("fake:16?sleep=1")
+
+
+def test_null_device_stand_in_sleeps_per_text_without_using_the_cpu() -> None:
+    """``null:DIM?us_per_text=N``: each call waits N µs a text (a device at 1e6/N texts/s) in a sleep, not on
+    the CPU; same vectors and model id as plain ``null:DIM`` (a head trained on one serves the other)."""
+    import time
+
+    plain = load_embedder("null:8")
+    slow = load_embedder("null:8?us_per_text=2000")
+    assert slow.model_id == plain.model_id == "null:8" and slow.dim == 8
+    texts = ["a b", "c", "a longer text here", "x" * 40, "y", "zz", "three word text", "q"] * 5
+    wall, cpu = time.perf_counter(), time.process_time()
+    v = slow.embed_batch(texts)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    assert wall >= len(texts) * 2000e-6  # 40 texts at 2 ms each: at least 80 ms
+    assert cpu < wall / 2  # slept, not computed
+    np.testing.assert_array_equal(v, plain.embed_batch(texts))
+    assert slow.embed_batch([]).shape == (0, 8)
+    for bad in ("-1", "nan", "inf", "1e7", "fast", ""):
+        with pytest.raises(SpecError, match="us_per_text must be a number of microseconds"):
+            load_embedder(f"null:8?us_per_text={bad}")
+    with pytest.raises(SpecError, match=r"unknown null option\(s\): delay_ms \(known: us_per_text\)"):
+        load_embedder("null:8?delay_ms=5")
+    for dim in ("1", "big"):
+        with pytest.raises(SpecError, match="integer dim >= 2"):
+            load_embedder(f"null:{dim}?us_per_text=10")
 
 
 def test_load_fake_bad_dim() -> None:
