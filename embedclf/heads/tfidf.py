@@ -33,6 +33,7 @@ import scipy.sparse as sp
 import torch
 
 from embedclf.errors import HeadLoadError
+from embedclf.heads.wordgrams import WordGrams
 
 #: the baseline's two analyzers; ``min_df`` applies when fitting only
 PARTS: dict[str, dict[str, Any]] = {
@@ -84,6 +85,8 @@ def sort_kind() -> SortKind:
     return _sort_kind
 
 
+#: scikit-learn's default token pattern (the word analyzer's): runs of two or more word characters
+TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 #: distinct words whose char_wb column indices a part keeps (then it starts over)
 WORD_CACHE_MAX = 200_000
 
@@ -114,12 +117,21 @@ class _Part:
         #: scikit-learn's own preprocessing and tokenizing, for word n-grams counted here
         self._preprocess = self.counter.build_preprocessor()
         self._tokenize = self.counter.build_tokenizer()
+        #: word 1-2-grams as array lookups (:mod:`embedclf.heads.wordgrams`) where they give scikit-learn's own
+        #: counts: its default token pattern and no accent stripping (what every part here is built with)
+        self._grams = None
+        if (params["analyzer"] == "word" and int(params["ngram_range"][1]) <= 2 and self.counter.tokenizer is None
+                and self.counter.token_pattern == TOKEN_PATTERN and self.counter.strip_accents is None
+                and self.counter.preprocessor is None):
+            self._grams = WordGrams(self.counter.vocabulary_, params["ngram_range"], lowercase, self._tokenize)
 
     def ids(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """The vocabulary index of every n-gram of ``texts`` that is in the vocabulary, text after text, repeats
         kept (int32), and where each text's run starts (``indptr``, ``len(texts) + 1`` entries, int64):
         scikit-learn's counts before duplicates are summed. Word n-grams are looked up here, char_wb n-grams
         once per distinct word."""
+        if self._grams is not None:
+            return self._grams.ids(texts)
         if self.params["analyzer"] == "word":
             return self._word_ids_of(texts)
         if self.params["analyzer"] != "char_wb":
