@@ -1,11 +1,17 @@
 """The workers' write path: a batch's result rows in one statement, idempotent, and task-id reuse detection.
 
 Rows go in with one ``INSERT … SELECT FROM jsonb_array_elements(<the batch as one JSON array of
-arrays>) ON CONFLICT DO NOTHING``: one round trip and one statement whatever the batch size, and no SQL
-text built per row (measured here: 2.5–4× the rows/s of one array parameter per column, whose
-client-side quoting cost about 30 µs per row). The statement only counts the rows it inserted: when
-that is all of them, their keys are the batch's own; when not (a redelivery, a reused id: rare), the
-transaction is rolled back and the write made again returning the keys that went in.
+arrays>)``: one round trip and one statement whatever the batch size, and no SQL text built per row
+(measured here: 2.5–4× the rows/s of one array parameter per column, whose client-side quoting cost
+about 30 µs per row). Where the batch's tasks have several rows each (multi-text tasks), the values the
+rows of one task and head share (task id, head, version, times, worker, fingerprint) go once per such
+group, and each row names its group: half the JSON for the server to parse.
+
+The common write is a plain INSERT that only counts its rows: when that is all of them, their keys are
+the batch's own. When a row exists already (a redelivery, a reused id: rare), the INSERT fails with a
+unique violation (or counts fewer rows, for a reused id it skipped); the transaction is rolled back and
+the write made again with ``ON CONFLICT DO NOTHING``, returning the keys that went in. (``ON CONFLICT``
+on every write probes the unique index once more for every row.)
 
 Every row carries its task's *fingerprint* (a hash of the task's heads, texts and request ids).
 A redelivered message has the same fingerprint as the rows it already wrote and is a no-op. A
@@ -29,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from embedclf.store.db import transaction
 
@@ -46,9 +53,15 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("enqueued_at", "timestamptz"), ("received_at", "timestamptz"), ("worker", "text"),
     ("abstained", "bool"), ("fingerprint", "text"),
 )
-_SELECT = {"fingerprint": "decode(n.fingerprint, 'hex')", "abstained": "coalesce(n.abstained, false)"}
 _NAME_LIST = tuple(c for c, _ in _COLUMNS)
 _NAMES = ", ".join(_NAME_LIST)
+#: the values the rows of one task for one head share: a batch whose tasks have several rows each
+#: (multi-text tasks) sends them once per such group, and each row its group's index and its own values
+_SHARED: tuple[tuple[str, str], ...] = tuple((c, t) for c, t in _COLUMNS if c in {
+    "task_id", "head_name", "head_version", "embedder_id", "enqueued_at", "received_at", "worker", "fingerprint"})
+_OWN: tuple[tuple[str, str], ...] = tuple(ct for ct in _COLUMNS if ct not in _SHARED)
+_SHARED_NAMES = tuple(c for c, _ in _SHARED)
+_OWN_NAMES = tuple(c for c, _ in _OWN)
 #: batches committed together (see ``write_results``) keep distinct ``completed_at``: the caller's
 #: time (a worker's, unique per batch in its process: see worker/writer.py) or else the transaction's,
 #: plus the batch's ordinal in microseconds, so (worker, completed_at) still names one batch
@@ -56,18 +69,36 @@ _COMPLETED = "coalesce(%(at)s::timestamptz, now()) + coalesce(n.batch, 0) * inte
 
 
 def _field(i: int, kind: str) -> str:
-    """Element ``i`` of a row's JSON array as a column of ``kind`` (a JSON null is SQL NULL)."""
+    """Element ``i`` of a record's JSON array as a column of ``kind`` (a JSON null is SQL NULL)."""
     if kind == "jsonb":
         return f"nullif(e->{i}, 'null'::jsonb)"
     return f"e->>{i}" if kind == "text" else f"(e->>{i})::{kind}"
 
 
+def _records(columns: tuple[tuple[str, str], ...], param: str, kind: str = "rows") -> str:
+    """A subquery reading ``columns`` by position from each element of the JSON array ``param``. ``kind``:
+    ``rows`` (then the batch ordinal), ``grouped`` (first the row's group index ``gi``, then as ``rows``),
+    ``groups`` (``gi`` is the element's own index)."""
+    shift = 1 if kind == "grouped" else 0
+    cols = {"rows": [], "grouped": ["(e->>0)::int AS gi"], "groups": ["(o - 1)::int AS gi"]}[kind]
+    cols += [f"{_field(i + shift, t)} AS {c}" for i, (c, t) in enumerate(columns)]
+    if kind != "groups":
+        cols.append(f"{_field(len(columns) + shift, 'int')} AS batch")
+    alias = " WITH ORDINALITY AS x(e, o)" if kind == "groups" else " AS e"
+    elements = f"jsonb_array_elements(%({param})s::jsonb){alias}"
+    return f"(SELECT {', '.join(cols)} FROM {elements})"
+
+
 #: each row is a JSON array, its values in ``_COLUMNS`` order (then the batch ordinal, when there is one):
 #: Postgres reads an element by position; ``json_to_recordset`` looks every key up by name, which cost
 #: the server 16.4–17.2 µs a row for these 18 columns against 8.6–9.8 µs for the same values by position
-#: (docs/benchmarks.md, seventeenth VM)
-_RECORDS = ("(SELECT " + ", ".join(f"{_field(i, t)} AS {c}" for i, (c, t) in enumerate(_COLUMNS))
-            + f", {_field(len(_COLUMNS), 'int')} AS batch FROM jsonb_array_elements(%(rows)s::jsonb) AS e)")
+#: (docs/benchmarks.md, seventeenth VM). Grouped: ``groups`` holds each group's ``_SHARED`` values, each row
+#: is [its group's index, its ``_OWN`` values (, batch ordinal)].
+_SOURCES = {
+    False: f"{_records(_COLUMNS, 'rows')} AS n",
+    True: (f"{_records(_OWN, 'rows', 'grouped')} AS n "
+           f"JOIN {_records(_SHARED, 'groups', 'groups')} AS g ON g.gi = n.gi"),
+}
 
 _REUSED = """
 reused AS (
@@ -75,17 +106,30 @@ reused AS (
     CROSS JOIN LATERAL (SELECT 1 FROM predictions p WHERE p.task_id = t.task_id
                         AND p.fingerprint IS DISTINCT FROM decode(t.fp, 'hex') LIMIT 1) x
 )"""
-_ROWS = f"""
-INSERT INTO predictions ({_NAMES}, completed_at)
-SELECT {", ".join(_SELECT.get(c, "n." + c) for c, _ in _COLUMNS)}, {_COMPLETED}
-FROM {_RECORDS} AS n
-WHERE n.task_id NOT IN (SELECT task_id FROM reused)
-ON CONFLICT (task_id, item, head_name) DO NOTHING"""
-#: the rows inserted are only counted: when every row went in (the common case) their keys are the rows'
-#: own, and sending each key back cost ~15 % of a 2,048-row write here
-_INSERT_COUNT = f"WITH {_REUSED}, ins AS ({_ROWS}\nRETURNING 1)\nSELECT count(*) FROM ins\n"
-#: when some did not (a redelivery, a reused id), the write is rolled back and made again with this one
-_INSERT_KEYS = f"WITH {_REUSED}{_ROWS}\nRETURNING task_id, item, head_name\n"
+
+
+def _rows_sql(grouped: bool, on_conflict: bool) -> str:
+    """The INSERT of the rows (``grouped``: as :func:`insert_params` sends a batch of multi-row groups)."""
+    def ref(c: str) -> str:
+        return ("g." if grouped and c in _SHARED_NAMES else "n.") + c
+    select = {"fingerprint": f"decode({ref('fingerprint')}, 'hex')", "abstained": "coalesce(n.abstained, false)"}
+    return (f"\nINSERT INTO predictions ({_NAMES}, completed_at)\n"
+            f"SELECT {', '.join(select.get(c, ref(c)) for c in _NAME_LIST)}, {_COMPLETED}\n"
+            f"FROM {_SOURCES[grouped]}\nWHERE {ref('task_id')} NOT IN (SELECT task_id FROM reused)"
+            + ("\nON CONFLICT (task_id, item, head_name) DO NOTHING" if on_conflict else ""))
+
+
+#: the common write: a plain INSERT whose rows are only counted. When every row went in, their keys are the
+#: rows' own (sending each key back cost ~15 % of a 2,048-row write here); a row that exists already fails it
+#: with a unique violation (``ON CONFLICT`` would probe the unique index once more for every row: ~8 % of the
+#: server's time a row, docs/benchmarks.md, twentieth VM)
+_INSERT_COUNT = {g: f"WITH {_REUSED}, ins AS ({_rows_sql(g, False)}\nRETURNING 1)\nSELECT count(*) FROM ins\n"
+                 for g in (False, True)}
+#: when some rows did not go in (a redelivery, a reused id), the write is rolled back and made again with this
+_INSERT_KEYS = {g: f"WITH {_REUSED}{_rows_sql(g, True)}\nRETURNING task_id, item, head_name\n" for g in (False, True)}
+
+#: Postgres's SQLSTATE for a unique violation
+UNIQUE_VIOLATION = "23505"
 
 #: channel the workers NOTIFY with the task ids of every batch they commit (see embedclf/waiter.py)
 NOTIFY_CHANNEL = "embedclf_results"
@@ -147,18 +191,32 @@ def notes(task_ids: Sequence[str]) -> list[str]:
 
 def insert_params(rows: Sequence[dict], batches: Sequence[int] | None = None,
                   completed_at: dt.datetime | None = None) -> dict[str, Any]:
-    """The statement's parameters: the rows as one JSON array of arrays (each row's values in
-    ``_COLUMNS`` order; with ``batches``, then the row's batch ordinal), each task's fingerprint once, the
-    notes, the first batch's ``completed_at`` (None: now())."""
+    """The statement's parameters: the rows as JSON arrays (see ``_SOURCES``), each task's fingerprint once,
+    the notes, the first batch's ``completed_at`` (None: now()), and ``grouped``: whether the rows went as
+    groups, which they do when the batch's tasks have two rows or more on average (multi-text tasks)."""
     tasks: dict[str, Any] = {}
     for row in rows:
         tasks.setdefault(row["task_id"], row.get("fingerprint"))
-    if batches is not None and any(batches):
-        values = [[*map(row.get, _NAME_LIST), b] for row, b in zip(rows, batches)]
+    grouped = 2 * len(tasks) <= len(rows)
+    if grouped:
+        groups: dict[tuple, int] = {}
+        values = []
+        for row in rows:
+            key = tuple(map(row.get, _SHARED_NAMES))
+            gi = groups.get(key)
+            if gi is None:
+                gi = groups[key] = len(groups)
+            values.append([gi, *map(row.get, _OWN_NAMES)])
     else:
         values = [list(map(row.get, _NAME_LIST)) for row in rows]
-    return {"rows": _dumps(values).decode("utf-8"), "tids": list(tasks), "tfps": list(tasks.values()),
-            "notes": notes(list(tasks)), "at": completed_at}
+    if batches is not None and any(batches):
+        for v, b in zip(values, batches):
+            v.append(b)
+    params = {"rows": _dumps(values).decode("utf-8"), "tids": list(tasks), "tfps": list(tasks.values()),
+              "notes": notes(list(tasks)), "at": completed_at, "grouped": grouped}
+    if grouped:
+        params["groups"] = _dumps(list(groups)).decode("utf-8")
+    return params
 
 
 def _conflict(rows: list[dict], existing: str | None) -> Conflict:
@@ -203,6 +261,11 @@ def write_results(engine: Engine, rows: Sequence[dict], sizes: Sequence[int] | N
     conflicts = [_conflict(group, first_fp[tid]) for (tid, _), group in later.items()]
     try:
         return _insert(engine, unique, batches, first_fp, list(conflicts), completed_at, count_only=True, keys=seen)
+    except IntegrityError as exc:
+        if getattr(exc.orig, "pgcode", None) != UNIQUE_VIOLATION:
+            raise
+        # a row that exists already (a redelivery, a reused id): rolled back; written again as below
+        return _insert(engine, unique, batches, first_fp, conflicts, completed_at, count_only=False)
     except _NotAllInserted:  # rolled back; written again, this time learning which keys went in
         return _insert(engine, unique, batches, first_fp, conflicts, completed_at, count_only=False)
 
@@ -217,13 +280,14 @@ def _insert(engine: Engine, unique: list[dict], batches: list[int], first_fp: di
     """``keys``: the keys of ``unique`` (with ``count_only``: when every row went in, they are the keys inserted)."""
     with transaction(engine) as conn:
         params = insert_params(unique, batches, completed_at)  # all zeros (one batch): the rows go as they are
+        grouped = params.pop("grouped")
         if count_only:
-            if conn.exec_driver_sql(_NOTIFY + _INSERT_COUNT, params).scalar_one() != len(unique):
+            if conn.exec_driver_sql(_NOTIFY + _INSERT_COUNT[grouped], params).scalar_one() != len(unique):
                 raise _NotAllInserted
             inserted = keys if keys is not None else {(r["task_id"], r.get("item"), r.get("head_name")) for r in unique}
             missing: list[dict] = []
         else:
-            inserted = {(t, i, h) for t, i, h in conn.exec_driver_sql(_NOTIFY + _INSERT_KEYS, params).all()}
+            inserted = {(t, i, h) for t, i, h in conn.exec_driver_sql(_NOTIFY + _INSERT_KEYS[grouped], params).all()}
             missing = [r for r in unique if (r["task_id"], r.get("item"), r.get("head_name")) not in inserted]
         reused: set[str] = set()
         if missing:

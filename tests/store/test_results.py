@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 from sqlalchemy import text
@@ -126,3 +127,68 @@ def test_every_column_round_trips_exactly_and_a_missing_or_null_value_is_sql_nul
     assert f.enqueued_at == at and f.received_at == at
     assert (s.head_name, s.request_id, s.head_version, s.label, s.score, s.text, s.enqueued_at, s.fp) == (None,) * 8
     assert s.top3_null and s.labels_null and s.error == "" and s.abstained is False
+
+
+def test_a_multi_text_batch_goes_as_groups_and_every_row_keeps_its_own_and_its_groups_values(clean_db):
+    """Rows of tasks with several rows each travel as groups (the values a task's rows for one head share, sent
+    once) and rows naming their group: each row must land with its group's values, including a task whose
+    rows for one head differ (an error row without a version) and two heads of one task."""
+    from embedclf.store.results import insert_params
+
+    at = dt.datetime(2026, 12, 5, 3, 4, 5, 678901, tzinfo=dt.timezone.utc)
+
+    def row(task: str, item: int, head: str, **extra) -> dict:
+        return {"task_id": task, "item": item, "head_name": head, "status": "ok", "label": f"{task}/{head}",
+                "score": item / 10, "top3": [{"label": "a", "score": item / 10}], "text": f"{task} {item} {TEXT}",
+                "enqueued_at": at + dt.timedelta(seconds=len(task)), "received_at": at, "worker": f"w-{task}",
+                "head_version": len(head), "embedder_id": "st:x", "fingerprint": task.encode().hex().ljust(32, "0"),
+                **extra}
+
+    rows = [row("multi", i, h) for h in ("h", "hh") for i in range(4)]
+    rows[2] = {**rows[2], "status": "error", "error": "bad text", "label": None, "score": None, "top3": None,
+               "head_version": None, "embedder_id": None}
+    rows += [row("other", i, "h") for i in range(3)]
+    params = insert_params(rows)
+    assert params["grouped"] and len(json.loads(params["groups"])) == 4  # multi/h ok, multi/h error, multi/hh, other/h
+    assert write_results(clean_db, rows, sizes=[8, 3]).inserted == 11
+    with clean_db.connect() as conn:
+        got = {(r.task_id, r.item, r.head_name): r for r in conn.execute(text(
+            "SELECT *, encode(fingerprint, 'hex') AS fp FROM predictions"))}
+    assert len(got) == 11
+    for want in rows:
+        r = got[(want["task_id"], want["item"], want["head_name"])]
+        assert (r.status, r.error, r.label, r.score, r.top3, r.text) == (
+            want["status"], want.get("error"), want["label"], want["score"], want["top3"], want["text"])
+        assert (r.head_version, r.embedder_id, r.enqueued_at, r.received_at, r.worker, r.fp) == (
+            want["head_version"], want["embedder_id"], want["enqueued_at"], want["received_at"], want["worker"],
+            want["fingerprint"])
+    assert _stamps(clean_db) == [("multi", 8), ("other", 3)]
+    # a redelivery of the grouped batch writes nothing and reports its rows as duplicates
+    again = write_results(clean_db, rows, sizes=[8, 3])
+    assert (again.inserted, again.duplicates) == (0, 11)
+
+
+def test_single_row_tasks_go_flat_and_a_row_the_database_refuses_fails_the_write_without_a_retry(clean_db):
+    from sqlalchemy import event
+    from sqlalchemy.exc import IntegrityError
+
+    from embedclf.store.results import insert_params
+
+    rows = [{**r, "task_id": f"t{i}"} for i, r in enumerate(_rows("x", 3))]
+    assert not insert_params(rows)["grouped"] and "groups" not in insert_params(rows)
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, params, context, executemany):
+        statements.append(statement)
+
+    bad = [*rows, {**rows[0], "task_id": "t-bad", "error": "an ok row with an error"}]  # breaks a CHECK constraint
+    event.listen(clean_db, "before_cursor_execute", record)
+    try:
+        with pytest.raises(IntegrityError, match="status_consistent"):
+            write_results(clean_db, bad)
+        assert len(statements) == 1  # only a unique violation is written again
+    finally:
+        event.remove(clean_db, "before_cursor_execute", record)
+    with clean_db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM predictions")).scalar_one() == 0  # nothing of the batch
+    assert write_results(clean_db, rows).inserted == 3
