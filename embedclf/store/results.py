@@ -51,7 +51,7 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("head_version", "int"), ("embedder_id", "text"), ("label", "text"), ("score", "float8"),
     ("top3", "jsonb"), ("labels", "jsonb"), ("status", "text"), ("error", "text"), ("text", "text"),
     ("enqueued_at", "timestamptz"), ("received_at", "timestamptz"), ("worker", "text"),
-    ("abstained", "bool"), ("fingerprint", "text"),
+    ("abstained", "bool"), ("fingerprint", "hex"),
 )
 _NAME_LIST = tuple(c for c, _ in _COLUMNS)
 _NAMES = ", ".join(_NAME_LIST)
@@ -69,9 +69,12 @@ _COMPLETED = "coalesce(%(at)s::timestamptz, now()) + coalesce(n.batch, 0) * inte
 
 
 def _field(i: int, kind: str) -> str:
-    """Element ``i`` of a record's JSON array as a column of ``kind`` (a JSON null is SQL NULL)."""
+    """Element ``i`` of a record's JSON array as a column of ``kind`` (a JSON null is SQL NULL; ``hex``: a
+    hex string as bytea)."""
     if kind == "jsonb":
         return f"nullif(e->{i}, 'null'::jsonb)"
+    if kind == "hex":
+        return f"decode(e->>{i}, 'hex')"
     return f"e->>{i}" if kind == "text" else f"(e->>{i})::{kind}"
 
 
@@ -86,7 +89,9 @@ def _records(columns: tuple[tuple[str, str], ...], param: str, kind: str = "rows
         cols.append(f"{_field(len(columns) + shift, 'int')} AS batch")
     alias = " WITH ORDINALITY AS x(e, o)" if kind == "groups" else " AS e"
     elements = f"jsonb_array_elements(%({param})s::jsonb){alias}"
-    return f"(SELECT {', '.join(cols)} FROM {elements})"
+    # OFFSET 0 keeps the planner from pulling the groups' subquery up into the join, which would evaluate its
+    # columns (two timestamps parsed, a hex string decoded) for every row instead of once per group
+    return f"(SELECT {', '.join(cols)} FROM {elements}{' OFFSET 0' if kind == 'groups' else ''})"
 
 
 #: each row is a JSON array, its values in ``_COLUMNS`` order (then the batch ordinal, when there is one):
@@ -112,7 +117,7 @@ def _rows_sql(grouped: bool, on_conflict: bool) -> str:
     """The INSERT of the rows (``grouped``: as :func:`insert_params` sends a batch of multi-row groups)."""
     def ref(c: str) -> str:
         return ("g." if grouped and c in _SHARED_NAMES else "n.") + c
-    select = {"fingerprint": f"decode({ref('fingerprint')}, 'hex')", "abstained": "coalesce(n.abstained, false)"}
+    select = {"abstained": "coalesce(n.abstained, false)"}
     return (f"\nINSERT INTO predictions ({_NAMES}, completed_at)\n"
             f"SELECT {', '.join(select.get(c, ref(c)) for c in _NAME_LIST)}, {_COMPLETED}\n"
             f"FROM {_SOURCES[grouped]}\nWHERE {ref('task_id')} NOT IN (SELECT task_id FROM reused)"
