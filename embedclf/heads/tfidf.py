@@ -34,7 +34,7 @@ import scipy.sparse as sp
 import torch
 
 from embedclf.errors import HeadLoadError
-from embedclf.heads.wordgrams import WordGrams
+from embedclf.heads.wordgrams import WORD_CACHE_MAX, WordGrams
 
 #: the baseline's two analyzers; ``min_df`` applies when fitting only
 PARTS: dict[str, dict[str, Any]] = {
@@ -109,8 +109,6 @@ def sorted_keys(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int, ki
 
 #: scikit-learn's default token pattern (the word analyzer's): runs of two or more word characters
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"
-#: distinct words whose char_wb column indices a part keeps (then it starts over)
-WORD_CACHE_MAX = 200_000
 
 
 class _Part:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-#: distinct words whose token indices are kept (then the cache starts over)
+#: distinct words whose token indices (here) or char_wb columns (heads/tfidf.py) a part keeps (then it starts over)
 WORD_CACHE_MAX = 200_000
 
 
