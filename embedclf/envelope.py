@@ -76,7 +76,7 @@ def sha1_task_id(sha1_hex: str) -> str:
     return "msg-" + sha1_hex
 
 
-@dataclass
+@dataclass(slots=True)
 class Decoded:
     """One message, decoded as far as it could be."""
 

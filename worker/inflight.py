@@ -64,7 +64,7 @@ MARKS_READ_AFTER_S = 1.0
 #: worker can take minutes to come back); an expired mark costs at most one uncharged attempt
 BUSY_TTL_S = 3600.0
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Entry:
     """One received message: its tag in the in-flight hash, deaths so far, raw size and bytes.
 

@@ -29,7 +29,7 @@ class IntakeLimits:
     max_attempts: int
 
 
-@dataclass
+@dataclass(slots=True)
 class Received:
     entry: Entry
     received_at: dt.datetime
@@ -93,6 +93,12 @@ def _give_up(task_id: str, kwargs: Any, deaths: int, request: ClassifyRequest | 
                       enqueued_at=request.enqueued_at) for h in request.heads]
 
 
+def _whole(out: Received, message: str) -> Received:
+    """``out`` answered by one error row that stands for the whole task."""
+    out.errors = [error_row(out.task_id, message, fingerprint=out.fingerprint, **salvage(out.kwargs))]
+    return out
+
+
 def intake(entry: Entry, limits: IntakeLimits, now: dt.datetime | None = None,
            count_tokens: Callable[[str], int | None] | None = None,
            revoked: Collection[str] = ()) -> Received:
@@ -107,24 +113,20 @@ def intake(entry: Entry, limits: IntakeLimits, now: dt.datetime | None = None,
                    kwargs=d.kwargs, embed=d.embed, headers=d.headers,
                    fingerprint=fingerprint(d.kwargs) if d.ok else None)
 
-    def whole(message: str) -> Received:  # one row that answers for the whole task
-        out.errors = [error_row(d.task_id, message, fingerprint=out.fingerprint, **salvage(d.kwargs))]
-        return out
-
     if not d.ok:
-        return whole(d.error or "malformed message")
+        return _whole(out, d.error or "malformed message")
     if d.task_name != TASK_NAME:
-        return whole(f"unknown task {str(d.task_name)[:100]!r}: this queue serves {TASK_NAME!r} only")
+        return _whole(out, f"unknown task {str(d.task_name)[:100]!r}: this queue serves {TASK_NAME!r} only")
     if revoked and d.task_id in revoked:
-        return whole("revoked (celery control revoke) before it ran")
+        return _whole(out, "revoked (celery control revoke) before it ran")
     h = d.headers
     if h.get("expires") is not None or h.get("eta") is not None:
         expires = _parse_time(h.get("expires"))
         if expires is not None and expires < now:
-            return whole(f"expired at {expires.isoformat()} before it ran")
+            return _whole(out, f"expired at {expires.isoformat()} before it ran")
         eta = _parse_time(h.get("eta"))
         if eta is not None and (eta - now).total_seconds() > ETA_SLACK_S:
-            return whole("eta/countdown is not supported: embedclf tasks run as soon as a worker receives them")
+            return _whole(out, "eta/countdown is not supported: embedclf tasks run as soon as a worker receives them")
     try:
         request = parse_request(d.task_id, d.args, d.kwargs, limits.max_text_chars, limits.max_texts,
                                 fingerprint=out.fingerprint)
@@ -137,7 +139,7 @@ def intake(entry: Entry, limits: IntakeLimits, now: dt.datetime | None = None,
             row["fingerprint"] = out.fingerprint
         return out
     if request is None:
-        return whole(problem)
+        return _whole(out, problem)
     out.request = request
     if count_tokens is not None:
         out.tokens = sum(count_tokens(it.text) or 0 for it in request.items)
