@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from embedclf.heads.nearest import OrtSearch, TorchSearch, best_times, make_search
+from embedclf.heads.nearest import OrtSearch, TorchSearch, aligned, best_times, make_search, top_columns
 from embedclf.heads.numerics import unit_rows
 from embedclf.heads.oos import check_neighbour_config
 
@@ -106,7 +106,7 @@ class KnnMember(nn.Module):
         the buffer changes."""
         key = (self.vectors._version, self.vectors.data_ptr())
         if self._table is None or self._table_key != key:
-            self._table = self.vectors.bfloat16() if use_bf16() else make_search(self.vectors)
+            self._table = aligned(self.vectors.bfloat16()) if use_bf16() else make_search(self.vectors)
             self._table_key = key
         return self._table
 
@@ -116,7 +116,8 @@ class KnnMember(nn.Module):
         k = min(self.k, len(self.vectors))
         if not isinstance(table, torch.Tensor):  # float32: the product's cosines are the exact ones
             return table.search(z, k)
-        cand = torch.topk(z.bfloat16() @ table.T, min(k + CANDIDATES_EXTRA, len(table)), dim=1).indices
+        n = len(self.vectors)
+        cand = top_columns(z.bfloat16() @ table.T, n, min(k + CANDIDATES_EXTRA, n))  # (the table is aligned)
         # the candidates' cosines again, in float32 from the stored vectors (as the float32 search computes them)
         # (index_select, not self.vectors[cand]: 8x faster on a [64, 20] index here, the same values)
         rows = self.vectors.index_select(0, cand.reshape(-1)).view(*cand.shape, -1).float()

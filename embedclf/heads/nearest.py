@@ -17,6 +17,15 @@ Which one runs is decided once per process by timing both, alternately, on a tab
 searches (the worker sets that: ``EMBEDCLF_HEAD_THREADS``), without spinning, and is rebuilt when that
 number changes. Memory: about 3 MB per 1,000 stored 384-dim vectors (the table and its packed copy) plus
 about 20 MB once per process, against 1.5 MB per 1,000 for torch's float32 table.
+
+**The top k of a product** (:func:`top_columns`, torch's engine and the kNN member's bfloat16 candidates):
+``torch.topk`` costs a few ns per column scanned, more than the product itself at bfloat16 speed. So the columns
+are taken in ``b`` interleaved blocks (block ``j``: columns ``j, j + M, j + 2M ...``), the ``k`` blocks with the
+largest maxima are found (one elementwise maximum of ``b`` contiguous slices, then ``topk`` over ``M`` block
+maxima) and the ``k`` best of their ``b * k`` members are the answer. Exact: a column outside those ``k`` blocks
+is beaten by the maxima of ``k`` blocks, so it is not among the ``k`` best (between equal values either may be
+picked, as with ``topk``). Tables carry zero rows up to a multiple of :data:`ROW_ALIGN` so that any block size
+divides them; those columns are set to ``-inf`` before the search.
 """
 
 from __future__ import annotations
@@ -33,6 +42,45 @@ import torch
 ORT_SPEEDUP = 0.9
 
 _ort: bool | None = None
+#: stored tables get zero rows appended up to a multiple of this (the largest block size of top_columns)
+ROW_ALIGN = 64
+#: smaller blocks than this give nothing over one plain ``topk``
+MIN_BLOCK = 4
+
+
+def block_size(n: int, k: int) -> int:
+    """Columns per block for the ``k`` best of ``n`` (:func:`top_columns`): the largest power of two ``b`` up to
+    :data:`ROW_ALIGN` with ``b * b * k <= n`` (both ``topk`` calls then scan few columns), or 1: one plain ``topk``.
+    BANKING77's 10,003 vectors and 20 candidates: 16 (53 -> 23 us a text, product included); 1,800: 8 (10.5 -> 7.6)."""
+    b = 1
+    while 2 * b <= ROW_ALIGN and 4 * b * b * k <= n:
+        b *= 2
+    return b if b >= MIN_BLOCK else 1
+
+
+def aligned(table: torch.Tensor) -> torch.Tensor:
+    """A copy of ``table`` with zero rows appended up to a multiple of :data:`ROW_ALIGN` rows."""
+    out = table.new_zeros((-(-len(table) // ROW_ALIGN) * ROW_ALIGN, *table.shape[1:]))
+    out[: len(table)] = table
+    return out
+
+
+def top_columns(s: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    """Int64 column indices ``[rows, k]`` of the ``k`` largest values in each row of ``s[:, :n]``, in no particular
+    order (``s``: a product with an :func:`aligned` table, or any ``[rows, >= n]`` tensor; its columns from ``n`` on
+    are overwritten with ``-inf``). See the module doc."""
+    b = block_size(n, k)
+    width = s.shape[1]
+    if b == 1 or width % b or len(s) == 0:
+        return torch.topk(s[:, :n], k, dim=1).indices
+    if width > n:
+        s[:, n:] = float("-inf")
+    m = width // b
+    v = s.view(len(s), b, m)
+    blocks = torch.topk(v.amax(dim=1), k, dim=1).indices  # [rows, k]: the k blocks with the largest maxima
+    members = v.gather(2, blocks[:, None, :].expand(-1, b, -1)).flatten(1)  # [rows, b * k], block row i first
+    pos = torch.topk(members, k, dim=1).indices
+    return torch.div(pos, k, rounding_mode="floor") * m + blocks.gather(1, pos % k)
 
 
 def best_times(fns: list[Callable[[], object]], reps: int = 5) -> list[float]:
@@ -73,12 +121,15 @@ class TorchSearch:
     """``table`` ([n_vectors, dim] unit rows, float16 or float32) searched with torch in float32."""
 
     def __init__(self, table: torch.Tensor) -> None:
-        self.table = table.float()
+        self.n = len(table)
+        self.table = aligned(table.float())
 
     def search(self, z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Float32 cosines ``[n, k]`` (largest first) and int64 indices of the ``k`` nearest rows to unit rows ``z``."""
-        top = torch.topk(z @ self.table.T, k, dim=1)
-        return top.values, top.indices
+        s = z @ self.table.T
+        idx = top_columns(s, self.n, k)
+        values, order = torch.sort(s.gather(1, idx), dim=1, descending=True)
+        return values, idx.gather(1, order)
 
 
 class OrtSearch:

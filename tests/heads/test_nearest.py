@@ -112,3 +112,34 @@ def test_an_ort_session_that_fails_here_leaves_torch_searching(monkeypatch, tabl
     monkeypatch.setattr(OrtSearch, "_session_for", broken)
     assert nearest.use_ort() is False
     assert isinstance(make_search(table), TorchSearch)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("n", "k"), [(1, 1), (20, 20), (63, 10), (64, 20), (65, 1), (333, 20), (500, 20),
+                                      (2000, 10), (2000, 30), (10003, 20), (10003, 1)])
+def test_top_columns_finds_the_k_largest(dtype, n, k):
+    """The block search returns k distinct columns below n whose values are exactly torch.topk's (bfloat16 has
+    many ties: only the values are compared there, either tied column may be picked)."""
+    gen = torch.Generator().manual_seed(n + k)
+    table = nearest.aligned(torch.nn.functional.normalize(torch.randn(n, 32, generator=gen), dim=-1).to(dtype))
+    z = torch.nn.functional.normalize(torch.randn(37, 32, generator=gen), dim=-1).to(dtype)
+    s = z @ table.T
+    expected = torch.topk(s[:, :n], k, dim=1).values.float()
+    idx = nearest.top_columns(s.clone(), n, k)
+    assert idx.shape == (37, k) and idx.dtype == torch.int64
+    assert int(idx.max()) < n and all(len(set(row)) == k for row in idx.tolist())
+    got = s.gather(1, idx).float().sort(dim=1, descending=True).values
+    assert torch.equal(got, expected)
+
+
+def test_block_sizes_and_the_padding_columns():
+    assert len(nearest.aligned(torch.zeros(10003, 4))) == 10048 and len(nearest.aligned(torch.zeros(64, 4))) == 64
+    # the largest power of two b with b * b * k <= n, at least MIN_BLOCK (else one plain topk), at most ROW_ALIGN
+    assert [nearest.block_size(n, 20) for n in (300, 320, 1800, 10003, 10 ** 7)] == [1, 4, 8, 16, 64]
+    # the padding columns (zero rows of the table: 0 here) must never win against real columns far below 0
+    n = 10003
+    s = torch.zeros(5, len(nearest.aligned(torch.zeros(n, 1))))
+    s[:, :n] = -1000.0 - torch.rand(5, n, generator=torch.Generator().manual_seed(3))
+    idx = nearest.top_columns(s, n, 20)
+    assert int(idx.max()) < n
+    assert torch.equal(torch.sort(idx, dim=1).values, torch.sort(torch.topk(s[:, :n], 20, dim=1).indices, dim=1).values)
