@@ -105,9 +105,11 @@ _SOURCES = {
            f"JOIN {_records(_SHARED, 'groups', 'groups')} AS g ON g.gi = n.gi"),
 }
 
+#: the batch's tasks as one JSON array of [task id, fingerprint] (two text arrays cost psycopg2 2.4 µs of client
+#: CPU a task to adapt, element by element; one JSON string 0.2): those whose id the table holds for other content
 _REUSED = """
 reused AS (
-    SELECT t.task_id FROM unnest(%(tids)s::text[], %(tfps)s::text[]) AS t(task_id, fp)
+    SELECT t.task_id FROM (SELECT e->>0 AS task_id, e->>1 AS fp FROM jsonb_array_elements(%(tasks)s::jsonb) AS e) t
     CROSS JOIN LATERAL (SELECT 1 FROM predictions p WHERE p.task_id = t.task_id
                         AND p.fingerprint IS DISTINCT FROM decode(t.fp, 'hex') LIMIT 1) x
 )"""
@@ -217,7 +219,7 @@ def insert_params(rows: Sequence[dict], batches: Sequence[int] | None = None,
     if batches is not None and any(batches):
         for v, b in zip(values, batches):
             v.append(b)
-    params = {"rows": _dumps(values).decode("utf-8"), "tids": list(tasks), "tfps": list(tasks.values()),
+    params = {"rows": _dumps(values).decode("utf-8"), "tasks": _dumps(list(tasks.items())).decode("utf-8"),
               "notes": notes(list(tasks)), "at": completed_at, "grouped": grouped}
     if grouped:
         params["groups"] = _dumps(list(groups)).decode("utf-8")
