@@ -25,16 +25,18 @@ features bit for bit.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 from itertools import repeat
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from embedclf.errors import HeadLoadError
+from embedclf.heads import keysort
+from embedclf.heads.keysort import sorted_keys
 from embedclf.heads.wordgrams import WORD_CACHE_MAX, WordGrams
+from embedclf.heads.wordpool import Words
 
 #: the baseline's two analyzers; ``min_df`` applies when fitting only
 PARTS: dict[str, dict[str, Any]] = {
@@ -64,49 +66,6 @@ def baseline_vectorizers(max_features: int | None = None) -> list[tuple[str, Any
     ]
 
 
-SortKind = Literal["quicksort", "stable", "radix"]
-_sort_kind: SortKind | None = None
-
-
-def sort_kind() -> SortKind:
-    """The fastest way to sort a batch's n-gram keys on this CPU (timed once per process, ~15 ms).
-
-    Integer keys sort to the same array every way, so this changes the time only. Hosts disagree: on an
-    AVX2 AMD EPYC, numpy's default (vectorised quicksort) sorted 43,000 keys in 0.34 ms against 1.0 ms for
-    ``stable`` (radix/timsort); on an AVX-512 AMD EPYC (Zen 4; likely its slow compress-stores, not profiled) it
-    took 1.57 ms against 0.91, and ``radix`` (:func:`sorted_keys`: two radix sorts of 16-bit columns and
-    8-bit rows) 0.45. Timed on keys shaped like a batch's: 256 rows of ~190 columns below 40,000."""
-    global _sort_kind
-    if _sort_kind is None:
-        from embedclf.heads.nearest import best_times
-
-        rng = np.random.default_rng(0)
-        rows = np.repeat(np.arange(256, dtype=np.int64), 190)
-        cols = rng.integers(0, 40_000, len(rows))
-        kinds: tuple[SortKind, ...] = ("quicksort", "stable", "radix")
-        times = best_times([partial(sorted_keys, rows, cols, 256, 40_000, k) for k in kinds], reps=5)
-        _sort_kind = kinds[int(np.argmin(times))]
-    return _sort_kind
-
-
-#: ``radix`` sorts columns and rows as 16-bit integers: up to this many of each
-RADIX_MAX = 1 << 16
-
-
-def sorted_keys(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int, kind: SortKind) -> np.ndarray:
-    """The keys ``rows * n_cols + cols`` (int64), ascending. ``radix``: a stable radix argsort by column, then one
-    by row, where both fit in 16 bits (numpy sorts 8- and 16-bit integers by radix); otherwise, and for the
-    other kinds, numpy's sort of the keys (``stable`` in place of ``radix``)."""
-    keys = rows * n_cols + cols
-    if kind == "radix" and n_cols <= RADIX_MAX and n_rows <= RADIX_MAX:
-        by_col = np.argsort(cols.astype(np.uint16), kind="stable")
-        row_type = np.uint8 if n_rows <= 256 else np.uint16
-        by_row = np.argsort(rows.astype(row_type)[by_col], kind="stable")
-        return keys[by_col[by_row]]
-    keys.sort(kind="stable" if kind == "radix" else kind)
-    return keys
-
-
 #: scikit-learn's default token pattern (the word analyzer's): runs of two or more word characters
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 
@@ -134,6 +93,7 @@ class _Part:
         self.lowercase = lowercase
         #: char_wb n-grams never cross a word: each word's column indices, computed once (bounded)
         self._word_ids: dict[str, np.ndarray] = {}
+        self._analyze: Any = None
         #: scikit-learn's own preprocessing and tokenizing, for word n-grams counted here
         self._preprocess = self.counter.build_preprocessor()
         self._tokenize = self.counter.build_tokenizer()
@@ -159,7 +119,7 @@ class _Part:
             reps = m.data.astype(np.int64)
             ends = np.concatenate([[0], np.cumsum(reps)])
             return np.repeat(m.indices, reps).astype(np.int32), ends[m.indptr].astype(np.int64)
-        analyze, vocab, cache = self.counter.build_analyzer(), self.counter.vocabulary_, self._word_ids
+        cache = self._word_ids
         if len(cache) > WORD_CACHE_MAX:
             cache.clear()
         parts, indptr = [], [0]
@@ -170,14 +130,19 @@ class _Part:
             for word in (text.lower() if self.lowercase else text).split():
                 ids = cache.get(word)
                 if ids is None:
-                    ids = np.fromiter((j for j in (vocab.get(g) for g in analyze(word)) if j is not None),
-                                      dtype=np.int32)
-                    cache[word] = ids
+                    ids = cache[word] = self.word_columns(word)
                 parts.append(ids)
                 n += len(ids)
             indptr.append(n)
         indices = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
         return indices, np.asarray(indptr, dtype=np.int64)
+
+    def word_columns(self, word: str) -> np.ndarray:
+        """A char_wb part's columns of one whitespace-free word's n-grams (int32, repeats kept)."""
+        if self._analyze is None:
+            self._analyze = self.counter.build_analyzer()
+        vocab = self.counter.vocabulary_
+        return np.fromiter((j for j in (vocab.get(g) for g in self._analyze(word)) if j is not None), dtype=np.int32)
 
     def _word_ids_of(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         # scikit-learn's word analyzer without its per-call overhead: preprocess (lowercase), tokenize
@@ -234,6 +199,13 @@ class TfidfFeaturizer:
         #: every part's idf weights side by side, and the first column of each part
         self._idf = np.concatenate([p.idf for p in parts]) if parts else np.zeros(0)
         self._starts = np.cumsum([0] + [len(p.terms) for p in parts[:-1]]).astype(np.int64)
+        #: every part reads the texts word by word (word 1-2-grams as arrays, char_wb): one split and one
+        #: lookup per word for all parts (:mod:`embedclf.heads.wordpool`); otherwise each part on its own
+        self._words: Words | None = None
+        if parts and all(p._grams is not None or p.params["analyzer"] == "char_wb" for p in parts) and all(
+                p.lowercase == lowercase for p in parts):
+            self._words = Words([p._grams.tokens if p._grams is not None else p.word_columns for p in parts],
+                                lowercase, WORD_CACHE_MAX)
 
     @classmethod
     def fit(cls, texts: Sequence[str], max_features: int | None = DEFAULT_MAX_FEATURES) -> TfidfFeaturizer:
@@ -273,15 +245,10 @@ class TfidfFeaturizer:
         occurrence becomes the key ``row * n_features + column``, one sort counts them, then sublinear tf,
         idf and each part's L2 norm per row (what :class:`_Part` would do part by part, then ``hstack``)."""
         n, nf = len(texts), self.n_features
-        rows_of, cols_of, start = [], [], 0
-        for p in self.parts:
-            ids, indptr = p.ids(texts)
-            rows_of.append(np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr)))
-            cols_of.append(ids.astype(np.int64) + start)
-            start += len(p.terms)
+        rows_of, cols_of = self._occurrences(texts)
         # equal integer keys are identical, so every sort gives the same array (see sort_kind for which runs);
         # then the first key of each run of equal keys and the run's length (the n-gram's count in its text)
-        every = sorted_keys(np.concatenate(rows_of), np.concatenate(cols_of), n, nf, sort_kind())
+        every = sorted_keys(np.concatenate(rows_of), np.concatenate(cols_of), n, nf, keysort.sort_kind())
         first = np.ones(len(every), dtype=bool)
         np.not_equal(every[1:], every[:-1], out=first[1:])
         at = np.flatnonzero(first)
@@ -301,6 +268,28 @@ class TfidfFeaturizer:
         indptr = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
         return indptr, cols.astype(np.int32), data
+
+    def _occurrences(self, texts: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per part, the row and the column (int64) of every in-vocabulary n-gram occurrence of ``texts``."""
+        n = len(texts)
+        rows_of, cols_of = [], []
+        if self._words is not None:
+            counts, gathered = self._words.gather(texts)
+            word_rows = np.repeat(np.arange(n, dtype=np.int64), counts)
+            for p, start, (values, lengths) in zip(self.parts, self._starts, gathered):
+                rows = np.repeat(word_rows, lengths)
+                if p._grams is not None:  # the words' tokens -> their 1-2-grams' columns
+                    cols, rows = p._grams.columns(values.astype(np.int64), rows)
+                else:
+                    cols = values.astype(np.int64)
+                rows_of.append(rows)
+                cols_of.append(cols + start)
+            return rows_of, cols_of
+        for p, start in zip(self.parts, self._starts):
+            ids, indptr = p.ids(texts)
+            rows_of.append(np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr)))
+            cols_of.append(ids.astype(np.int64) + start)
+        return rows_of, cols_of
 
     def config(self) -> dict:
         """JSON-able parameters and vocabulary sizes (the vocabulary itself is in :meth:`to_tensors`)."""

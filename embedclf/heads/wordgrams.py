@@ -20,7 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-#: distinct words whose token indices (here) or char_wb columns (heads/tfidf.py) a part keeps (then it starts over)
+#: distinct words whose token indices (here), char_wb columns (heads/tfidf.py) or both (heads/wordpool.py) are kept
+#: (then it starts over)
 WORD_CACHE_MAX = 200_000
 
 
@@ -58,10 +59,13 @@ class WordGrams:
         self._pair_cols = np.fromiter(bigrams.values(), dtype=np.int64, count=len(bigrams))[order]
         self._words: dict[str, tuple[int, ...]] = {}
 
-    def _tokens_of(self, word: str) -> tuple[int, ...]:
+    def tokens(self, word: str) -> tuple[int, ...]:
+        """A whitespace-free word's tokens as indices (the unknown index for a token no term contains)."""
         index, unknown = self.index, self.unknown
-        toks = tuple(index.get(t, unknown) for t in self.tokenize(word))
-        self._words[word] = toks
+        return tuple(index.get(t, unknown) for t in self.tokenize(word))
+
+    def _tokens_of(self, word: str) -> tuple[int, ...]:
+        toks = self._words[word] = self.tokens(word)
         return toks
 
     def ids(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -80,6 +84,16 @@ class WordGrams:
         n = len(texts)
         toks = np.asarray(flat, dtype=np.int64)
         rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(np.asarray(ends, dtype=np.int64)).astype(np.int64))
+        col, row = self.columns(toks, rows)
+        # each piece is in text order already: a stable sort by text merges them (two sorted runs)
+        order = np.argsort(row, kind="stable")
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(row, minlength=n), out=indptr[1:])
+        return col[order].astype(np.int32), indptr
+
+    def columns(self, toks: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The in-vocabulary n-grams of a batch's tokens ``toks`` (int64 indices, text after text) whose texts
+        are ``rows`` (non-decreasing): their columns and rows (int64; the unigrams, then the bigrams)."""
         cols, at = [], []
         if self.lo == 1:
             uni = self._unigram[toks]
@@ -93,13 +107,8 @@ class WordGrams:
             cols.append(self._pair_cols[pos[hit]])
             at.append(rows[1:][hit])
         if not cols:
-            return np.zeros(0, dtype=np.int32), np.zeros(n + 1, dtype=np.int64)
-        col, row = np.concatenate(cols), np.concatenate(at)
-        # each piece is in text order already: a stable sort by text merges them (two sorted runs)
-        order = np.argsort(row, kind="stable")
-        indptr = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(np.bincount(row, minlength=n), out=indptr[1:])
-        return col[order].astype(np.int32), indptr
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate(cols), np.concatenate(at)
 
 
 #: bigram keys are ``first * _SPAN + second`` (token indices below it)

@@ -75,41 +75,18 @@ def test_features_of_tricky_texts_and_batches_match_the_baseline(feats):
 def test_every_sort_gives_the_same_features(feats, monkeypatch):
     """The keys' sort is chosen per host by timing (``sort_kind``): every choice gives the same features,
     bit for bit (equal integer keys are indistinguishable, so stability cannot matter)."""
-    from embedclf.heads import tfidf
+    from embedclf.heads import keysort
 
-    assert tfidf.sort_kind() in ("quicksort", "stable", "radix")
+    assert keysort.sort_kind() in ("quicksort", "stable", "radix")
     texts = TRICKY + NEW + TEXTS
     out = {}
     for kind in ("quicksort", "stable", "radix"):
-        monkeypatch.setattr(tfidf, "_sort_kind", kind)
+        monkeypatch.setattr(keysort, "_sort_kind", kind)
         x = feats.transform(texts)
         out[kind] = (x.indptr.copy(), x.indices.copy(), x.data.copy())
     for kind in ("stable", "radix"):
         for a, b in zip(out["quicksort"], out[kind]):
             np.testing.assert_array_equal(a, b)
-
-
-@pytest.mark.parametrize("n_rows,n_cols", [(0, 10), (1, 1), (256, 40_000), (257, 65_536), (70_000, 5),
-                                           (3, 65_537), (300, 200_000)])
-def test_sorted_keys_every_kind_and_size(n_rows, n_cols):
-    """``radix`` sorts 8-bit rows (up to 256), 16-bit rows and columns (up to 65,536), and falls back to numpy's
-    sort of the int64 keys beyond: always the keys in ascending order, duplicates kept."""
-    from embedclf.heads.tfidf import sorted_keys
-
-    rng = np.random.default_rng(n_rows + n_cols)
-    size = 0 if n_rows == 0 else 5_000
-    rows = np.sort(rng.integers(0, max(n_rows, 1), size)).astype(np.int64)
-    cols = rng.integers(0, n_cols, size).astype(np.int64)
-    if size:
-        cols[: size // 10] = cols[0]  # repeated keys
-    expected = np.sort(rows * n_cols + cols)
-    for kind in ("quicksort", "stable", "radix"):
-        got = sorted_keys(rows.copy(), cols.copy(), n_rows, n_cols, kind)
-        assert got.dtype == np.int64
-        np.testing.assert_array_equal(got, expected)
-    # rows given in any order (each part's rows run from 0 again)
-    shuffled = rng.permutation(size)
-    np.testing.assert_array_equal(sorted_keys(rows[shuffled], cols[shuffled], n_rows, n_cols, "radix"), expected)
 
 
 def test_a_char_analyzer_part_gives_scikit_learn_s_features():
