@@ -96,3 +96,21 @@ def test_wait_rows_stops_at_a_failed_batch(clean_db):
     with pytest.raises(BenchError, match="a worker failed a batch: internal error while classifying: TypeError"):
         wait_rows(clean_db, 10, [], Producer(), timeout=60, quiet=True)
     assert time.monotonic() - t0 < 5
+
+
+def test_poll_delay_polls_a_round_a_few_times_and_often_near_its_end():
+    """Each poll costs the database CPU that the measured workers share: a round is polled rarely while most of its
+    rows are missing, every POLL_MIN_S near its end, never more than POLL_MAX_S apart."""
+    from embedclf.bench.e2e import POLL_MAX_S, POLL_MIN_S, poll_delay
+
+    assert poll_delay(0, 5000, 0.0) == poll_delay(0, 5000, 3.0) == POLL_MIN_S  # no rate yet
+    assert poll_delay(250, 5000, 0.5) == POLL_MAX_S  # 9.5 s to go at this rate
+    assert poll_delay(2500, 5000, 2.5) == 1.25  # half the time left
+    assert poll_delay(4990, 5000, 5.0) == POLL_MIN_S
+    # a 5,000-row round written at 1,000 rows/s after a 0.3 s start: polled 8 times (every POLL_MIN_S: 21)
+    t, polls, done = 0.0, 0, 0
+    while done < 5000:
+        done = max(0, min(5000, int(1000 * (t - 0.3))))
+        polls += 1
+        t += poll_delay(done, 5000, t)
+    assert polls <= 9 and t - 5.3 <= 2 * POLL_MIN_S
