@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from embedclf.bench.e2e import INTERNAL_ERROR, POLL_ID_SPAN, POLL_SQL
+from embedclf.bench.poll import INTERNAL_ERROR, POLL_ID_SPAN, POLL_SQL
 
 pytestmark = pytest.mark.postgres
 
@@ -42,7 +42,7 @@ def test_wait_rows_waits_for_the_rows_after_the_mark_only(clean_db):
     """A round waits for its own rows: the rows of earlier rounds, a failed batch among them included, sit at or
     below the mark taken before the round and are neither counted nor read."""
     from embedclf.bench import BenchError
-    from embedclf.bench.e2e import last_row_id, wait_rows
+    from embedclf.bench.poll import last_row_id, wait_rows
 
     class Producer:
         def check(self) -> None:
@@ -73,7 +73,7 @@ def test_wait_rows_stops_at_a_failed_batch(clean_db):
     import time
 
     from embedclf.bench import BenchError
-    from embedclf.bench.e2e import wait_rows
+    from embedclf.bench.poll import wait_rows
     from worker.pipeline import internal_error_rows  # what a worker writes for such a batch
 
     class Producer:
@@ -101,7 +101,7 @@ def test_wait_rows_stops_at_a_failed_batch(clean_db):
 def test_poll_delay_polls_a_round_a_few_times_and_often_near_its_end():
     """Each poll costs the database CPU that the measured workers share: a round is polled rarely while most of its
     rows are missing, every POLL_MIN_S near its end, never more than POLL_MAX_S apart."""
-    from embedclf.bench.e2e import POLL_MAX_S, POLL_MIN_S, poll_delay
+    from embedclf.bench.poll import POLL_MAX_S, POLL_MIN_S, poll_delay
 
     assert poll_delay(0, 5000, 0.0) == poll_delay(0, 5000, 3.0) == POLL_MIN_S  # no rate yet
     assert poll_delay(250, 5000, 0.5) == POLL_MAX_S  # 9.5 s to go at this rate
