@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from embedclf.embedders.base import Embedder
+from embedclf.embedders.base import Embedder, nonfinite_rows
 from embedclf.embedders.spec import mismatch_advice
 from embedclf.errors import EmbedderUnavailable  # noqa: F401  (re-exported: defined in errors.py)
 from embedclf.heads.abstain import head_abstain
@@ -53,6 +53,10 @@ def error_row(task_id: str, message: str, **fields: Any) -> dict:
     return row
 
 
+#: a text whose vector holds a NaN or an infinity
+NONFINITE = "embedding failed: the embedder returned a vector with a NaN or an infinity for this text"
+
+
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (MemoryError, TimeoutError)):
         return True
@@ -67,7 +71,8 @@ def embed_isolating(embedder: Embedder, texts: Sequence[str]) -> tuple[np.ndarra
     Raises :class:`EmbedderUnavailable` when the failure is not the texts' fault.
     """
     try:
-        return np.asarray(embedder.embed_batch(list(texts)), dtype=np.float32), {}
+        vectors = np.asarray(embedder.embed_batch(list(texts)), dtype=np.float32)
+        return vectors, _nonfinite(vectors, {})
     except Exception as exc:  # noqa: BLE001 - any backend failure is isolated below
         if is_transient(exc):
             raise EmbedderUnavailable(f"embedding failed: {type(exc).__name__}: {exc}") from exc
@@ -84,7 +89,18 @@ def embed_isolating(embedder: Embedder, texts: Sequence[str]) -> tuple[np.ndarra
             failed[i] = f"embedding failed: {type(exc).__name__}: {exc}"
     if len(texts) > 1 and len(failed) == len(texts):
         raise EmbedderUnavailable(f"embedding failed for every text: {type(first).__name__}: {first}") from first
-    return out, failed
+    return out, _nonfinite(out, failed)
+
+
+def _nonfinite(vectors: np.ndarray, failed: dict[int, str]) -> dict[int, str]:
+    """``failed`` plus the rows whose vector holds a NaN or an infinity: such a text gets an error row, not a
+    label with no scores (a broken model or an input it overflows on; a second try would give the same)."""
+    bad = nonfinite_rows(vectors)
+    if bad.size:
+        log.warning("the embedder returned a non-finite vector for %d of %d texts", bad.size, len(vectors))
+        for i in bad.tolist():
+            failed.setdefault(i, NONFINITE)
+    return failed
 
 
 def embed_chunked(embedder: Embedder, texts: Sequence[str], chunk_size: int | None) -> tuple[np.ndarray, dict[int,
@@ -260,10 +276,12 @@ def _apply_heads(plan: Plan, vectors: np.ndarray, failed: Mapping[int, str], hea
                 else:
                     proba = head.module.predict_proba(vectors[[t for _, t in pairs]],
                                                       texts=[texts[t] for _, t in pairs])
-            for (row_i, _), fields in zip(pairs, label_rows(
+            bad = _head_nonfinite(rows, pairs, proba, head, model_id)
+            for j, ((row_i, _), fields) in enumerate(zip(pairs, label_rows(
                     proba, head.labels, head.module.thresholds(), TOP_K,
-                    min_labels=head.module.config.min_labels, max_labels=head.module.config.max_labels)):
-                rows[row_i].update(status="ok", head_version=head.version, embedder_id=model_id, **fields)
+                    min_labels=head.module.config.min_labels, max_labels=head.module.config.max_labels))):
+                if j not in bad:
+                    rows[row_i].update(status="ok", head_version=head.version, embedder_id=model_id, **fields)
             continue
         rows_t = [t for _, t in pairs]
         with torch_threads(head_threads):
@@ -277,9 +295,13 @@ def _apply_heads(plan: Plan, vectors: np.ndarray, failed: Mapping[int, str], hea
             # a head with an out-of-scope score also needs the embeddings to decide (None otherwise)
             abstained = head_abstain(head.module, head.labels, vectors[rows_t], proba).tolist()
         labels = head.labels
+        bad = _head_nonfinite(rows, pairs, proba, head, model_id)
         idx, scores, rounded = _top_k(proba, TOP_K)
         common = {"status": "ok", "head_version": head.version, "embedder_id": model_id}
-        for (row_i, _), ix, sc, top, abst in zip(pairs, idx, scores, _top_dicts(labels, idx, rounded), abstained):
+        for j, ((row_i, _), ix, sc, top, abst) in enumerate(
+                zip(pairs, idx, scores, _top_dicts(labels, idx, rounded), abstained)):
+            if bad and j in bad:
+                continue
             row = rows[row_i]
             row.update(common)
             row["label"] = None if abst else labels[ix[0]]  # out of scope: top-3 kept, no label
@@ -287,6 +309,22 @@ def _apply_heads(plan: Plan, vectors: np.ndarray, failed: Mapping[int, str], hea
             row["score"] = sc
             row["top3"] = top
     return rows
+
+
+def _head_nonfinite(rows: list[dict], pairs: Sequence[tuple[int, int]], proba: np.ndarray, head: LoadedHead,
+                    model_id: str) -> set[int]:
+    """Make the rows whose scores hold a NaN or an infinity error rows; returns their positions in ``pairs``."""
+    bad = nonfinite_rows(proba)
+    if not bad.size:
+        return set()
+    log.warning("head %s v%d gave non-finite scores for %d of %d texts", head.name, head.version, bad.size,
+                len(pairs))
+    for j in bad.tolist():
+        row = rows[pairs[j][0]]
+        row.update(status="error", head_version=head.version, embedder_id=model_id,
+                   error=f"head {head.name!r} v{head.version} gave scores with a NaN or an infinity for this text")
+        row.pop("text", None)
+    return set(bad.tolist())
 
 
 def _sparse_ahead(runnable: Sequence[tuple[int, LoadedHead, int]], texts: Sequence[str],

@@ -51,6 +51,10 @@ class EmbedderUnavailable(EmbedclfError, RuntimeError):
     """The embedder failed in a way that is not the texts' fault; retry the batch later."""
 
 
+class NonFiniteEmbedding(EmbedclfError, ValueError):
+    """The embedder returned a vector with a NaN or an infinity (a broken model, or an input it overflows on)."""
+
+
 # --- store ------------------------------------------------------------------------------------------
 
 class DatabaseUnavailable(EmbedclfError, RuntimeError):

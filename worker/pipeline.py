@@ -23,9 +23,11 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import numpy as np
 from sqlalchemy.exc import DBAPIError
 
 from embedclf.classify import EmbedderUnavailable, Plan, plan_requests, torch_threads
+from embedclf.embedders.base import nonfinite_rows
 from worker.backoff import Backoff
 from worker.buffer import Buffer
 from worker.inflight import Inflight
@@ -103,6 +105,11 @@ class BatchLoop:
         try:
             embedder = self.res.embedder
             vectors = embedder.embed_batch(WARM_UP_TEXTS)
+            bad = nonfinite_rows(np.asarray(vectors))
+            if bad.size:  # a broken model (or a wrong GPU type) would fail every text: say so at start
+                log.error("warm-up: the embedder returned a vector with a NaN or an infinity for %d of %d "
+                          "texts; such texts get error rows: is the model (or its offload) broken?", bad.size,
+                          len(WARM_UP_TEXTS))
 
             def heads() -> None:
                 with torch_threads(self.res.settings.head_threads):

@@ -15,6 +15,8 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
+from embedclf.errors import NonFiniteEmbedding
+
 ProgressFn = Callable[[int], None]
 
 
@@ -58,12 +60,20 @@ class Embedder(ABC):
 
         Texts are embedded longest first, so each batch holds texts of similar length
         (less padding; measured 2x faster for MiniLM on BANKING77 than input order).
+        Raises :class:`NonFiniteEmbedding` if a vector holds a NaN or an infinity: nothing may be
+        trained or evaluated on it.
         """
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             out[idx] = self.embed_batch([texts[i] for i in idx])
+            bad = nonfinite_rows(out[idx])
+            if bad.size:
+                first = min(idx[int(b)] for b in bad)
+                raise NonFiniteEmbedding(
+                    f"embedder {self.model_id} returned a vector with a NaN or an infinity for {bad.size} text(s); "
+                    f"the first is text {first + 1} of {len(texts)}: {texts[first][:60]!r}")
             if progress is not None:
                 progress(len(idx))
         return out
@@ -73,6 +83,14 @@ class Embedder(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model_id={self.model_id!r}, dim={self.dim})"
+
+
+def nonfinite_rows(vectors: np.ndarray) -> np.ndarray:
+    """Indices of the rows of a 2-D ``vectors`` that hold a NaN or an infinity (none: an empty array)."""
+    finite = np.isfinite(vectors)
+    if finite.all():
+        return np.empty(0, dtype=np.intp)
+    return np.flatnonzero(~finite.all(axis=1))
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
