@@ -196,6 +196,11 @@ class Plan:
         for fut, _ in self.ahead.values():
             fut.cancel()
 
+    def start_ahead(self, pool: Executor) -> None:
+        """Start the hybrid heads' TF-IDF logits on ``pool`` (for a plan made without a text pool)."""
+        if self.runnable and not self.ahead:
+            self.ahead = _sparse_ahead(self.runnable, self.texts, pool)
+
     def embed(self, embedder: Embedder, chunk_size: int | None) -> tuple[np.ndarray, dict[int, str]]:
         """The vectors of :attr:`texts`, and the texts that failed alone (index -> message); on an
         exception the text pool's work for this plan is cancelled."""

@@ -39,21 +39,33 @@ class Buffer(Generic[T]):
                 self.batcher.add(item, tokens, size)
             self._cond.notify_all()
 
-    def take(self, timeout: float | None = None) -> list[T]:
-        """The next batch once one is due; [] after ``timeout`` or once closed."""
+    def take(self, timeout: float | None = None, notify: bool = True) -> list[T]:
+        """The next batch once one is due; [] after ``timeout`` or once closed. ``notify=False``: the
+        receiver is not told of the room now, but at :meth:`notify_room` (or its own wait's timeout)."""
         with self._cond:
             while True:
                 if self._closed:
                     return []
                 if self.batcher.due():
                     out = self.batcher.take()
-                    self._cond.notify_all()  # room for the receiver
+                    if notify:
+                        self._cond.notify_all()  # room for the receiver
                     return out
                 left = self.batcher.wait_left()
                 if timeout is not None:
                     left = timeout if left is None else min(left, timeout)
                 if not self._cond.wait(left) and timeout is not None and left == timeout:
                     return []
+
+    def notify_room(self) -> None:
+        """Wake the receiver if it waits for room."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def due(self) -> bool:
+        """A batch could be taken now, without waiting."""
+        with self._cond:
+            return not self._closed and self.batcher.due()
 
     def close(self) -> list[T]:
         """Stop handing out batches; returns what was still buffered."""

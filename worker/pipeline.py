@@ -9,6 +9,11 @@ releases the GIL in its kernels, so the stages overlap. With ``EMBEDCLF_TEXT_THR
 text pool has that many threads and the heads of as many batches run at once (a host whose model
 leaves cores idle: a GPU host); the batch thread waits only when all of them are busy.
 
+Between two batches the batch thread's own Python (the next plan, its busy mark) is on the model's
+critical path: the model waits for it. So when the next batch is already due, the previous batch's heads
+(and the next batch's TF-IDF logits) go to the text pool only once that work is done, just before the
+model starts: the text thread's Python does not contend with it for the GIL meanwhile.
+
 While the embedder fails in a way that is not the texts' fault (or the heads cannot be read from
 Postgres) the batch is *held*, not requeued: the worker backs off, logs once per interval, and
 carries on when the dependency returns. Its messages stay in its in-flight hash the whole time,
@@ -27,7 +32,7 @@ import numpy as np
 from sqlalchemy.exc import DBAPIError
 
 from embedclf.classify import EmbedderUnavailable, Plan, plan_requests, torch_threads
-from embedclf.embedders.base import nonfinite_rows
+from embedclf.embedders.base import nonfinite_rows, when_model_starts
 from worker.backoff import Backoff
 from worker.buffer import Buffer
 from worker.inflight import Inflight
@@ -56,6 +61,21 @@ class Stopping(Exception):
     """The worker is shutting down while a batch waits: the batch is released, not finished."""
 
 
+class _Once:
+    """``fn(*args)`` on the first call only."""
+
+    def __init__(self, fn, *args) -> None:
+        self.fn, self.args = fn, args
+
+    def __call__(self) -> None:
+        fn, self.fn = self.fn, None
+        if fn is not None:
+            fn(*self.args)
+
+    def cancel(self) -> None:
+        self.fn = None
+
+
 class BatchLoop:
     """Takes batches from the buffer, embeds and classifies them, hands rows to the writer."""
 
@@ -75,6 +95,10 @@ class BatchLoop:
         self.text_pool: ThreadPoolExecutor | None = None
         #: the earlier batches' heads on the text pool, oldest first (at most ``text_threads`` of them)
         self._pending: deque[Future] = deque()
+        #: the last batch's heads, held back while this thread prepares the next batch (see :meth:`_release`)
+        self._held: tuple[Job, Plan, object, dict, dict] | None = None
+        #: the receiver was told of the room the last batch taken left (see :meth:`_go`)
+        self._room_told = True
 
     def start(self, warm_up_timeout_s: float = 0.0) -> None:
         """Start the thread; with a timeout, wait (at most that long) for its warm-up first."""
@@ -133,7 +157,11 @@ class BatchLoop:
         name_this_thread()
         self.warm_up()
         while not self.stop_event.is_set():
-            items = self.buffer.take(timeout=0.05 if self._busy else 0.5)
+            if self._held is not None and not self.buffer.due():
+                self._release()  # nothing to prepare first: the heads must not wait for the next batch
+            # the receiver is woken for the room once the model runs (_go), not while this thread prepares it
+            items = self.buffer.take(timeout=0.05 if self._busy else 0.5, notify=False)
+            self._room_told = False
             if not items:
                 self.collect()
                 if self._busy:  # idle: what was embedded last is only being written now
@@ -153,6 +181,8 @@ class BatchLoop:
                 pass  # the messages stay in flight; stopping hands them back to the queue (not charged)
             finally:
                 self.busy.clear()
+                if not self._room_told:  # no model ran (a batch of errors)
+                    self.buffer.notify_room()
         self.collect()  # the last batch's rows go to the writer before it finishes
 
     @staticmethod
@@ -175,6 +205,7 @@ class BatchLoop:
                 self._wait(self._db.failed(exc), pending)
 
     def _wait(self, delay: float, pending: list[Received]) -> None:
+        self._release()
         if self.stop_event.wait(delay):
             raise Stopping(pending)
 
@@ -202,35 +233,62 @@ class BatchLoop:
         heads, broken = self._heads({h for r in requests for h in r.heads}, group)
         embedder = self.res.embedder
         while True:
-            plan = plan_requests(requests, embedder, heads, broken=broken, text_pool=self.text_pool)
+            plan = plan_requests(requests, embedder, heads, broken=broken)
             if not plan.runnable:
                 job.rows = plan.rows
                 self._submit(job)
                 return
             self._mark([p.tag for p in group if p.request is not None])
+            go = _Once(self._go, plan)
             t0 = time.perf_counter()
             try:
-                vectors, failed = plan.embed(embedder, self.chunk_size)
+                if getattr(embedder, "signals_model_start", False):  # once its inputs are built
+                    with when_model_starts(go):
+                        vectors, failed = plan.embed(embedder, self.chunk_size)
+                else:
+                    go()
+                    vectors, failed = plan.embed(embedder, self.chunk_size)
                 break
             except EmbedderUnavailable as exc:
                 self._unmark()  # not the texts' fault: no attempt is charged
                 self._wait(self._embed.failed(exc), group)
             finally:
                 self.res.metrics.inference.observe(time.perf_counter() - t0)
+                go.cancel()
+                self._release()  # if the embedder never started its model (it failed first)
         self._embed.ok()
         job.busy = self._busy
         if self.overlap:  # the heads run on the text pool while this thread embeds the next batch
             self.collect(keep=self.res.settings.text_threads - 1)
-            try:
-                self._pending.append(self.text_pool.submit(  # type: ignore[union-attr]
-                    self._finish, job, plan, vectors, failed, heads))
-                return
-            except RuntimeError:  # the pool is shut down: a hard stop passed this thread by
-                if self.stop_event.is_set():
-                    raise Stopping(group) from None
-                raise
+            self._held = (job, plan, vectors, failed, heads)  # submitted by _release: at once or after the next plan
         else:
             self._finish(job, plan, vectors, failed, heads)
+
+    def _go(self, plan: Plan) -> None:
+        """The model starts on ``plan``'s texts: this thread's Python is done until it returns, so the receiver
+        may fill the room this batch left, and the text pool gets the previous batch's heads and this batch's
+        TF-IDF logits. Never raises (it runs inside the embedder)."""
+        try:
+            self.buffer.notify_room()
+            self._room_told = True
+            self._release()
+            if self.text_pool is not None:
+                plan.start_ahead(self.text_pool)
+        except Exception:  # noqa: BLE001 - the heads run later (collect) or compute their TF-IDF themselves
+            log.exception("cannot hand the text pool its work")
+
+    def _release(self) -> None:
+        """Hand the held batch's heads to the text pool."""
+        held, self._held = self._held, None
+        if held is None:
+            return
+        try:
+            self._pending.append(self.text_pool.submit(self._finish, *held))  # type: ignore[union-attr]
+        except RuntimeError:  # the pool is shut down: a hard stop passed this thread by
+            if not self.stop_event.is_set():
+                raise
+            # its messages stay in flight: stopping hands them back to the queue (not charged)
+            log.info("stopping: the heads of a batch of %d messages were not run", len(held[0].items))
 
     def _finish(self, job: Job, plan: Plan, vectors, failed, heads) -> None:
         """Apply the heads and hand the rows to the writer; never raises (a failure: error rows)."""
@@ -253,5 +311,6 @@ class BatchLoop:
     def collect(self, keep: int = 0) -> None:
         """Wait until the earlier batches' heads have run and their rows are with the writer, all but the
         newest ``keep`` of them (a thread of the text pool for the next batch's heads)."""
+        self._release()
         while len(self._pending) > keep:
             self._pending.popleft().result()

@@ -10,7 +10,8 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable, Sequence, Sized
+from collections.abc import Callable, Iterator, Sequence, Sized
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -33,6 +34,8 @@ class Embedder(ABC):
     dim: int
     #: texts per call to ``embed_batch`` used by :meth:`embed`
     batch_size: int = 64
+    #: ``embed_batch`` calls :func:`model_starting` once its own Python is done, as its model starts
+    signals_model_start: bool = False
 
     @abstractmethod
     def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
@@ -83,6 +86,32 @@ class Embedder(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model_id={self.model_id!r}, dim={self.dim})"
+
+
+_starting = threading.local()
+
+
+@contextmanager
+def when_model_starts(callback: Callable[[], None]) -> Iterator[None]:
+    """Run ``callback`` (once) when an ``embed_batch`` called by this thread inside the block starts its model.
+
+    A worker hands its other threads their work (the previous batch's heads, the next messages) then: while
+    the model's kernels run without the GIL, not while the embedder's own Python builds the model's inputs,
+    which the GIL-holding threads would slow down. Only for embedders with :attr:`Embedder.signals_model_start`.
+    """
+    _starting.callback = callback
+    try:
+        yield
+    finally:
+        _starting.callback = None
+
+
+def model_starting() -> None:
+    """Called by ``embed_batch`` just before its model runs: the callback of :func:`when_model_starts`, if any."""
+    callback = getattr(_starting, "callback", None)
+    if callback is not None:
+        _starting.callback = None
+        callback()
 
 
 def nonfinite_rows(vectors: np.ndarray) -> np.ndarray:

@@ -23,13 +23,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from embedclf.embedders.base import Embedder
+from embedclf.embedders.base import Embedder, model_starting
 
 #: the stand-in's slowest setting: a device at one text a second
 MAX_US_PER_TEXT = 1_000_000.0
 
 
 class NullEmbedder(Embedder):
+    signals_model_start = True  # as a device embedder would, before its kernels: the sleep
+
     def __init__(self, dim: int = 64, us_per_text: float = 0.0) -> None:
         if dim < 2:
             raise ValueError("dim must be >= 2")
@@ -42,6 +44,7 @@ class NullEmbedder(Embedder):
         self._freq = (np.arange(1, dim + 1, dtype=np.float32) * 0.37).reshape(1, -1)
 
     def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        model_starting()
         if self.us_per_text and texts:
             time.sleep(len(texts) * self.us_per_text / 1e6)  # releases the GIL, as a device's kernel would
         lengths = np.fromiter((len(t) for t in texts), dtype=np.float32, count=len(texts)).reshape(-1, 1)

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from embedclf.embedders.base import Embedder, TokenMemo, l2_normalize
+from embedclf.embedders.base import Embedder, TokenMemo, l2_normalize, model_starting
 from embedclf.embedders.options import check_options, parse_bool, parse_int
 from embedclf.embedders.spec import EmbedderSpec, SpecError
 
@@ -88,6 +88,8 @@ class _Shared:
 class OnnxEmbedder(Embedder):
     """Embeds with ONNX Runtime on the CPU; ``threads`` (intra-op, per lane), ``lanes`` (runs at once) and
     the spec's ``batch_size`` (texts per run: :attr:`run_size`) don't change ``model_id``."""
+
+    signals_model_start = True
 
     def __init__(self, target: str, quant: str = "none", threads: int = 1, batch_size: int | None = None,
                  normalize: bool = True, model_dir: str | Path | None = None, log: Callable[[str], None] | None = None,
@@ -199,6 +201,7 @@ class OnnxEmbedder(Embedder):
             return done
 
         lanes = 1 if self.lanes == 1 or len(jobs) <= 1 else self.lanes
+        model_starting()
         for done in self._on_lanes(lane, lanes):
             if done:
                 idx = [i for ix, _ in done for i in ix]

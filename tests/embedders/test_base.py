@@ -46,3 +46,21 @@ def test_one_thread_puts_while_another_takes() -> None:
     th.join()
     assert all(ids is None or ids == [int(t[1:])] * 2 for t, ids in taken)
     assert len(memo) <= 50 and memo.hits + memo.misses == 20_000
+
+
+def test_model_starting_runs_the_callback_of_this_thread_once_and_only_inside_its_block():
+    import threading
+
+    from embedclf.embedders.base import model_starting, when_model_starts
+
+    calls: list[str] = []
+    model_starting()  # nothing registered: a no-op
+    with when_model_starts(lambda: calls.append("main")):
+        other = threading.Thread(target=model_starting)  # another thread's embedder: not this callback
+        other.start()
+        other.join()
+        assert calls == []
+        model_starting()
+        model_starting()  # once only
+    model_starting()
+    assert calls == ["main"]

@@ -125,3 +125,28 @@ def test_embed_keeps_every_lane_busy() -> None:
         assert seen == {"caller", "embedclf-lane"}
     finally:
         two.close()
+
+
+def test_the_model_start_callback_runs_once_after_the_inputs_are_built_and_before_the_model(onnx_emb) -> None:
+    """A worker hands its other threads their work at :func:`model_starting`: once per ``embed_batch``, after
+    the embedder's own Python (tokenizing, the runs' inputs), before any run of the model."""
+    from embedclf.embedders.base import when_model_starts
+
+    assert onnx_emb.signals_model_start
+    session, runs, calls = onnx_emb.session, [], []
+    original = session.run
+
+    def counting_run(*args, **kwargs):
+        runs.append(len(calls))  # how many callbacks had run when this run started
+        return original(*args, **kwargs)
+
+    session.run = counting_run
+    try:
+        with when_model_starts(lambda: calls.append(len(runs))):
+            out = onnx_emb.embed_batch(TEXTS[:6])
+        onnx_emb.embed_batch(TEXTS[:2])  # outside the block: nothing is called
+    finally:
+        del session.run
+    assert calls == [0]  # once, before the first run
+    assert len(runs) >= 2 and set(runs[: len(runs) - 1]) <= {1}
+    np.testing.assert_array_equal(out, onnx_emb.embed_batch(TEXTS[:6]))

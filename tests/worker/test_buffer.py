@@ -44,3 +44,22 @@ def test_close_hands_back_what_was_buffered_and_wakes_waiters():
     assert buf.close() == [1, 2]
     t.join(2)
     assert out == [[]] and buf.take() == []
+
+
+def test_a_take_that_does_not_notify_leaves_the_receiver_waiting_until_notify_room():
+    """The batch thread takes a batch without waking the receiver, and wakes it once its model runs."""
+    buf: Buffer[int] = Buffer(Batcher(max_size=2, max_wait_s=10.0), capacity=2)
+    buf.put([(1, 0, 1), (2, 0, 1)])
+    assert buf.room() == 0 and buf.due()
+    woke: list[float] = []
+    waiter = threading.Thread(target=lambda: (buf.wait_for_room(5.0), woke.append(time.monotonic())))
+    waiter.start()
+    time.sleep(0.05)
+    assert buf.take(timeout=0.1, notify=False) == [1, 2]
+    assert not buf.due()
+    time.sleep(0.3)
+    assert woke == []  # still asleep though there is room
+    told = time.monotonic()
+    buf.notify_room()
+    waiter.join(2)
+    assert woke and woke[0] - told < 1.0
