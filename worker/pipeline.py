@@ -159,9 +159,11 @@ class BatchLoop:
         while not self.stop_event.is_set():
             if self._held is not None and not self.buffer.due():
                 self._release()  # nothing to prepare first: the heads must not wait for the next batch
-            # the receiver is woken for the room once the model runs (_go), not while this thread prepares it
-            items = self.buffer.take(timeout=0.05 if self._busy else 0.5, notify=False)
-            self._room_told = False
+            # the receiver is woken for the room once the model runs (_go), not while this thread prepares it;
+            # at once where no model will run without the GIL (an embedder that does not signal its start)
+            signals = getattr(self.res.embedder, "signals_model_start", False)
+            items = self.buffer.take(timeout=0.05 if self._busy else 0.5, notify=not signals)
+            self._room_told = not signals
             if not items:
                 self.collect()
                 if self._busy:  # idle: what was embedded last is only being written now
@@ -261,6 +263,8 @@ class BatchLoop:
         if self.overlap:  # the heads run on the text pool while this thread embeds the next batch
             self.collect(keep=self.res.settings.text_threads - 1)
             self._held = (job, plan, vectors, failed, heads)  # submitted by _release: at once or after the next plan
+            if not getattr(embedder, "signals_model_start", False):
+                self._release()  # no model run without the GIL to wait for: the heads overlap the next plan
         else:
             self._finish(job, plan, vectors, failed, heads)
 
@@ -269,8 +273,9 @@ class BatchLoop:
         may fill the room this batch left, and the text pool gets the previous batch's heads and this batch's
         TF-IDF logits. Never raises (it runs inside the embedder)."""
         try:
-            self.buffer.notify_room()
-            self._room_told = True
+            if not self._room_told:
+                self.buffer.notify_room()
+                self._room_told = True
             self._release()
             if self.text_pool is not None:
                 plan.start_ahead(self.text_pool)

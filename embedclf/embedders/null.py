@@ -30,8 +30,6 @@ MAX_US_PER_TEXT = 1_000_000.0
 
 
 class NullEmbedder(Embedder):
-    signals_model_start = True  # as a device embedder would, before its kernels: the sleep
-
     def __init__(self, dim: int = 64, us_per_text: float = 0.0) -> None:
         if dim < 2:
             raise ValueError("dim must be >= 2")
@@ -40,6 +38,8 @@ class NullEmbedder(Embedder):
         self.dim = dim
         #: the device stand-in's sleep per text (microseconds; 0: none)
         self.us_per_text = float(us_per_text)
+        #: the device stand-in signals its model's start, as a device embedder would before its kernels (the sleep)
+        self.signals_model_start = self.us_per_text > 0
         self.model_id = f"null:{dim}"
         self._freq = (np.arange(1, dim + 1, dtype=np.float32) * 0.37).reshape(1, -1)
 
