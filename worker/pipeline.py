@@ -9,10 +9,12 @@ releases the GIL in its kernels, so the stages overlap. With ``EMBEDCLF_TEXT_THR
 text pool has that many threads and the heads of as many batches run at once (a host whose model
 leaves cores idle: a GPU host); the batch thread waits only when all of them are busy.
 
-Between two batches the batch thread's own Python (the next plan, its busy mark) is on the model's
-critical path: the model waits for it. So when the next batch is already due, the previous batch's heads
-(and the next batch's TF-IDF logits) go to the text pool only once that work is done, just before the
-model starts: the text thread's Python does not contend with it for the GIL meanwhile.
+Between two batches the batch thread's own Python (the next plan, its busy mark, the model's inputs) is on
+the model's critical path: the model waits for it. So when the next batch is already due and the embedder
+signals its model's start (:func:`embedclf.embedders.base.model_starting`: ONNX, the ``null`` device
+stand-in), the previous batch's heads, the next batch's TF-IDF logits and the receiver's wake-up for the room
+in the buffer wait for that moment: the other threads' Python then runs beside the model's kernels, not
+against this thread for the GIL. Other embedders keep the plain order (heads at once, receiver at the take).
 
 While the embedder fails in a way that is not the texts' fault (or the heads cannot be read from
 Postgres) the batch is *held*, not requeued: the worker backs off, logs once per interval, and
@@ -239,6 +241,7 @@ class BatchLoop:
             if not plan.runnable:
                 job.rows = plan.rows
                 self._submit(job)
+                self._release()  # no model run to wait for
                 return
             self._mark([p.tag for p in group if p.request is not None])
             go = _Once(self._go, plan)
