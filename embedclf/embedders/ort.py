@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from embedclf.embedders.base import Embedder, TokenMemo, l2_normalize, model_starting
+from embedclf.embedders.chunkids import ChunkIds, Chunks
 from embedclf.embedders.options import check_options, parse_bool, parse_int
 from embedclf.embedders.spec import EmbedderSpec, SpecError
 
@@ -122,8 +123,10 @@ class OnnxEmbedder(Embedder):
         self.spin = parse_spin(spin)
         self.normalize = normalize or self.source.normalize
         self.model_id = f"st:{self.source.name}" + MODEL_ID_SUFFIX[quant] + ("" if self.normalize else "+nonorm")
-        self._tokenizer = self._new_tokenizer()
-        self._counter = self._new_tokenizer()  # count_tokens: not shared with embed_batch's thread
+        #: every word's token ids, learned by any of this embedder's tokenizers (:mod:`embedclf.embedders.chunkids`)
+        self._chunks = Chunks()
+        self._tokenizer = ChunkIds(self._new_tokenizer(), self._chunks)
+        self._counter = ChunkIds(self._new_tokenizer(), self._chunks)  # count_tokens: not embed_batch's thread
         #: ids counted by a token_counter() on another thread, taken by embed_batch
         self._memo: TokenMemo[np.ndarray] = TokenMemo()
         self._session: Any = self._new_session()
@@ -186,8 +189,8 @@ class OnnxEmbedder(Embedder):
         session = self.session
         known = [self._memo.take(t) for t in texts]
         todo = [i for i, ids in enumerate(known) if ids is None]
-        fresh = iter(self._tokenizer.encode_batch([texts[i] for i in todo]) if todo else ())
-        seqs: list[Sequence[int] | np.ndarray] = [next(fresh).ids if ids is None else ids for ids in known]
+        fresh = iter(self._tokenizer.ids_batch([texts[i] for i in todo]) if todo else ())
+        seqs: list[Sequence[int] | np.ndarray] = [next(fresh) if ids is None else ids for ids in known]
         order = sorted(range(len(texts)), key=lambda i: -len(seqs[i]))
         jobs = [(idx, self._feed([seqs[i] for i in idx]))
                 for idx in (order[s : s + self.run_size] for s in range(0, len(order), self.run_size))]
@@ -240,15 +243,15 @@ class OnnxEmbedder(Embedder):
 
     def count_tokens(self, text: str) -> int:
         """Tokens the model sees, special tokens included, capped at ``max_seq_length``."""
-        return len(self._counter.encode(text).ids)
+        return len(self._counter.ids(text))
 
     def token_counter(self) -> Callable[[str], int]:
         """Counts with a private tokenizer (one Rust tokenizer used by two threads raises "Already borrowed"),
         and keeps the ids for :meth:`embed_batch` (:class:`TokenMemo`): a worker's texts are tokenized once,
         on its receive thread, into the int64 array the model takes (not converted again on the batch thread)."""
-        tok = self._new_tokenizer()
+        tok = ChunkIds(self._new_tokenizer(), self._chunks)
         memo = self._memo
-        return lambda text: len(memo.put(text, np.asarray(tok.encode(text).ids, dtype=np.int64)))
+        return lambda text: len(memo.put(text, np.asarray(tok.ids(text), dtype=np.int64)))
 
     def max_tokens_per_text(self) -> int:
         return self.source.max_seq_length

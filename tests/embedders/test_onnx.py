@@ -342,3 +342,22 @@ def test_missing_files_are_rebuilt_offline_and_bad_builds_not_published(tmp_path
     assert not (out / "model-int8.onnx").exists()
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == []  # no temporary directory left
     shutil.rmtree(tmp_path / "onnx")
+
+
+@pytest.mark.slow
+def test_words_cache_gives_the_tokenizers_ids_and_the_same_vectors(onnx_emb) -> None:
+    """Texts whose words are known are tokenized from the words' cached ids (embedclf/embedders/chunkids.py):
+    the same ids, so the same vectors bit for bit, in embed_batch and in the worker's token counter."""
+    texts = TEXTS + ["my card payment was declined " * 70, "café crème", "tab\there", "", "I LOST my card!!"]
+    tok, counter = onnx_emb._tokenizer, onnx_emb.token_counter()
+    tok.enabled = False  # every text through the tokenizer itself
+    try:
+        expected = onnx_emb.embed_batch(texts)
+    finally:
+        tok.enabled = True
+    hits = tok.hits
+    onnx_emb.embed_batch(texts)  # learns the words
+    np.testing.assert_array_equal(onnx_emb.embed_batch(texts), expected)
+    assert tok.hits - hits >= len(texts) - 2  # the second call: all but the two non-ASCII texts from the cache
+    assert [counter(t) for t in texts] == [onnx_emb.count_tokens(t) for t in texts]
+    np.testing.assert_array_equal(onnx_emb.embed_batch(texts), expected)  # counted ids, taken from the memo
