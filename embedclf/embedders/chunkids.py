@@ -12,10 +12,12 @@ normaliser maps each character on its own (lowercasing; accents, Chinese charact
 characters do not occur). So the ids of such a text are the special tokens' frame (``[CLS]`` …
 ``[SEP]``) around each space-separated word's ids in turn, cut where the tokenizer's truncation
 cuts. :class:`ChunkIds` keeps each word's ids in a dict (:class:`Chunks`, bounded: it starts over
-when full) and answers a text whose words are all known from it, in a few microseconds; any other
-text (a new word, non-ASCII or a tab) is tokenized by the tokenizer itself, whose answer is
-returned as it is and teaches the dict its words (from the tokens' character offsets). The dict
-only ever holds what the tokenizer itself gave, so both paths give the same ids.
+when full) and answers a text whose words are all known from it, in a few microseconds. Up to
+:data:`NEW_WORDS` words it does not know yet are tokenized alone (and kept). A text with more new
+words, or with anything but printable ASCII (an accent, an emoji, a tab), is tokenized by the
+tokenizer itself, whose answer is returned as it is and teaches the dict the words it holds whole
+(from the tokens' character offsets). The dict only ever holds what the tokenizer itself gave, so
+both paths give the same ids.
 
 Anything else (another normaliser, pre-tokenizer or model, padding, truncation from the left or
 with a stride, an added token with whitespace in it or that strips it) turns the cache off at
@@ -25,12 +27,14 @@ the same if the two paths disagree on any of them.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
 from typing import Any
 
 #: words kept at most (then the dict starts over): ~150 bytes each
 CHUNKS_MAX = 100_000
+#: a text with at most this many words not known yet has those tokenized alone (~8.5 µs a word here); with more,
+#: the whole text goes to the tokenizer (~40 µs for 15 words) and its words are learned from the result
+NEW_WORDS = 2
 #: texts both paths must tokenize alike for the cache to be used (punctuation, digits, case, specials, [UNK])
 PROBES = (
     "Hello, World! it's 3.14 -- ok?", "a  b   c", " padded text ", "x" * 120 + " tail",
@@ -113,18 +117,24 @@ class ChunkIds:
             self.hits = self.misses = 0
 
     def cached(self, text: str) -> list[int] | None:
-        """The ids of ``text`` from its words' ids, or None when a word is not known or the text is not
-        printable ASCII."""
+        """The ids of ``text`` from its words' ids, or None: not printable ASCII, or more than :data:`NEW_WORDS`
+        of its words not known yet (up to that many are tokenized alone, and kept)."""
         if not self.enabled or not (text.isascii() and text.isprintable()):
             return None
-        known = self.chunks.ids
-        body: list[int] = []
-        for word in text.split(" "):
-            if word:
-                ids = known.get(word)
-                if ids is None:
-                    return None
-                body += ids
+        words = text.split()  # (in printable ASCII a space is the only whitespace)
+        got = list(map(self.chunks.ids.get, words))
+        if None in got:
+            new = [i for i, ids in enumerate(got) if ids is None]
+            if len(new) > NEW_WORDS:
+                return None
+            for i in new:
+                ids = self.tok.encode(words[i], add_special_tokens=False).ids
+                if self.max_length is not None and len(ids) >= self.max_length:
+                    return None  # perhaps cut: the whole text goes to the tokenizer
+                if ids:
+                    self.chunks.add(words[i], ids)
+                got[i] = ids
+        body = [i for ids in got for i in ids]  # type: ignore[union-attr]  # no None is left
         if self.max_length is not None:
             room = self.max_length - len(self.prefix) - len(self.suffix)
             if len(body) > room:
@@ -133,30 +143,25 @@ class ChunkIds:
         return self.prefix + body + self.suffix
 
     def learn(self, text: str, encoding: Any) -> None:
-        """Keep the ids of each word of ``text`` whose tokens ``encoding`` (``tok``'s for that text) holds whole."""
+        """Keep the ids of each word of ``text`` not known yet whose tokens ``encoding`` (``tok``'s for that text)
+        holds whole."""
         if not self.enabled or not (text.isascii() and text.isprintable()):
             return
         ids, offsets = encoding.ids, encoding.offsets
-        starts: list[int] = []
-        words: list[str] = []
+        # the tokens between the frame's, in order: an added token written in the text ("[MASK]") is its word's
+        j, end = len(self.prefix), len(ids) - len(self.suffix)
+        cut = self.max_length is not None and len(ids) >= self.max_length
+        known, add = self.chunks.ids, self.chunks.add
         at = 0
         for word in text.split(" "):
-            if word:
-                starts.append(at)
-                words.append(word)
-            at += len(word) + 1
-        groups: list[list[int]] = [[] for _ in words]
-        # the tokens between the frame's: an added token written in the text ("[MASK]") is the word's too
-        end = len(ids) - len(self.suffix)
-        for i, (start, _) in zip(ids[len(self.prefix):end], offsets[len(self.prefix):end]):
-            groups[bisect.bisect_right(starts, start) - 1].append(i)
-        if self.max_length is not None and len(ids) >= self.max_length:
-            last = max((w for w, g in enumerate(groups) if g), default=-1)
-            groups = groups[:last]  # the last word with tokens may have been cut, the ones after it are
-        add = self.chunks.add
-        for word, group in zip(words, groups):
-            if group:
-                add(word, group)
+            stop, first = at + len(word), j
+            while j < end and offsets[j][0] < stop:
+                j += 1
+            if cut and j == end:
+                break  # this word holds the last token kept: it may have been cut, and the ones after it have none
+            if j > first and word not in known:
+                add(word, ids[first:j])
+            at = stop + 1
 
     def ids(self, text: str) -> list[int]:
         """As ``tok.encode(text).ids``."""

@@ -128,3 +128,17 @@ def test_threads_share_one_cache() -> None:
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_a_few_new_words_are_tokenized_alone() -> None:
+    """Up to NEW_WORDS unknown words are tokenized one by one (and kept); more send the whole text to the tokenizer,
+    whose answer teaches the cache every word of it."""
+    from embedclf.embedders.chunkids import NEW_WORDS
+
+    assert NEW_WORDS == 2
+    ref, ids = _tok(), ChunkIds(_tok())
+    steps = [("my card", (1, 0)), ("my card was declined,", (2, 0)), ("new words x y z", (2, 1)),
+             ("my card was declined, sadly! ok", (3, 1)), ("x y z a b c", (3, 2))]
+    for text, counts in steps:
+        assert ids.ids(text) == ref.encode(text).ids and (ids.hits, ids.misses) == counts, text
+    assert {"my", "card", "was", "declined,", "new", "words", "x", "y", "z", "sadly!", "ok"} <= set(ids.chunks.ids)
