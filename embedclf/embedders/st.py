@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embedclf.embedders.base import Embedder, TokenMemo
+from embedclf.embedders.chunkids import ChunkIds, Chunks
 from embedclf.embedders.options import check_options, parse_bool, parse_int
 from embedclf.embedders.spec import EmbedderSpec, SpecError
 from embedclf.errors import ModelNotFoundError
@@ -109,7 +110,9 @@ class SentenceTransformerEmbedder(Embedder):
         #: thread's own Rust tokenizer for the texts no counter saw
         self._ids = IdsPath.build(self._model, batch_size, self.normalize)
         self._memo: TokenMemo[list[int]] = TokenMemo()
-        self._tok = self._ids.tokenizer() if self._ids is not None else None
+        #: every word's token ids, learned by this embedder's tokenizers (:mod:`embedclf.embedders.chunkids`)
+        self._chunks = Chunks()
+        self._tok = ChunkIds(self._ids.tokenizer(), self._chunks) if self._ids is not None else None
 
     @classmethod
     def from_spec(cls, spec: EmbedderSpec) -> SentenceTransformerEmbedder:
@@ -147,8 +150,8 @@ class SentenceTransformerEmbedder(Embedder):
         if self._ids is not None and self._tok is not None:
             known = [self._memo.take(t) for t in texts]
             todo = [i for i, ids in enumerate(known) if ids is None]
-            fresh = iter(self._tok.encode_batch([texts[i] for i in todo]) if todo else ())
-            return self._ids.embed([next(fresh).ids if ids is None else ids for ids in known], self.normalize)
+            fresh = iter(self._tok.ids_batch([texts[i] for i in todo]) if todo else ())
+            return self._ids.embed([next(fresh) if ids is None else ids for ids in known], self.normalize)
         vecs = self.model.encode(
             list(texts),
             batch_size=self.batch_size,
@@ -174,8 +177,8 @@ class SentenceTransformerEmbedder(Embedder):
         runs from ids (st_ids.py) the counter keeps them for :meth:`embed_batch`.
         """
         if self._ids is not None:
-            tok, memo = self._ids.tokenizer(), self._memo
-            return lambda text: len(memo.put(text, tok.encode(text).ids))
+            tok, memo = ChunkIds(self._ids.tokenizer(), self._chunks), self._memo
+            return lambda text: len(memo.put(text, tok.ids(text)))
         return self._counter()
 
     def _counter(self) -> Callable[[str], int]:

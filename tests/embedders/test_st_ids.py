@@ -81,3 +81,23 @@ def test_an_embedder_without_the_ids_path_still_embeds(minilm: SentenceTransform
     np.testing.assert_allclose(minilm.embed_batch(TEXTS), expected, atol=1e-5, rtol=0)
     before = len(minilm._memo)
     assert minilm.token_counter()("card") == 3 and len(minilm._memo) == before
+
+
+def test_words_cache_gives_the_tokenizers_ids(minilm: SentenceTransformerEmbedder) -> None:
+    """Texts whose words are known are tokenized from the words' cached ids (embedclf/embedders/chunkids.py): the
+    ids of the model's own Rust tokenizer, so the same vectors bit for bit."""
+    texts = TEXTS + ODD
+    tok = minilm._tok
+    assert tok is not None and tok.enabled
+    rust = minilm._ids.tokenizer()
+    tok.enabled = False  # every text through the tokenizer itself
+    try:
+        expected = minilm.embed_batch(texts)
+    finally:
+        tok.enabled = True
+    minilm.embed_batch(texts)  # learns the words
+    hits = tok.hits
+    np.testing.assert_array_equal(minilm.embed_batch(texts), expected)
+    assert tok.hits - hits == sum(t.isascii() and t.isprintable() for t in texts)  # all of those from the cache
+    counter = minilm.token_counter()
+    assert [counter(t) for t in texts] == [len(e.ids) for e in rust.encode_batch(texts)]
