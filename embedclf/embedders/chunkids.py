@@ -103,8 +103,8 @@ class ChunkIds:
 
     def _self_check(self) -> bool:
         """Both paths agree on :data:`PROBES` and, with truncation, on a text it cuts (each tokenized once to learn
-        its words, then from the cache). The probes' words are forgotten."""
-        saved, self.chunks.ids = self.chunks.ids, {}
+        its words, then from the cache), in a dict of its own: a dict other threads share is left alone."""
+        shared, self.chunks = self.chunks, Chunks(self.chunks.limit)
         cut = () if self.max_length is None else (" ".join(["ab", "cd,"] * self.max_length),)
         try:
             for text in PROBES + cut:
@@ -113,7 +113,7 @@ class ChunkIds:
                     return False
             return True
         finally:
-            self.chunks.ids = saved
+            self.chunks = shared
             self.hits = self.misses = 0
 
     def cached(self, text: str) -> list[int] | None:

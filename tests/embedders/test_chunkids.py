@@ -142,3 +142,27 @@ def test_a_few_new_words_are_tokenized_alone() -> None:
     for text, counts in steps:
         assert ids.ids(text) == ref.encode(text).ids and (ids.hits, ids.misses) == counts, text
     assert {"my", "card", "was", "declined,", "new", "words", "x", "y", "z", "sadly!", "ok"} <= set(ids.chunks.ids)
+
+
+def test_the_load_check_leaves_a_shared_dict_alone() -> None:
+    """A counter made while another thread embeds checks itself in a dict of its own: the shared one keeps its words
+    all along (another thread reading it meanwhile finds them) and learns none of the probes'."""
+    chunks = Chunks()
+    first = ChunkIds(_tok(), chunks)
+    first.ids("my card was declined at the shop today")
+    before = dict(chunks.ids)
+    seen: list[bool] = []
+
+    class Watching:  # the tokenizer, noting at each call whether the shared dict still holds the other thread's words
+        def __init__(self, tok) -> None:
+            self.tok = tok
+
+        def __getattr__(self, name):
+            return getattr(self.tok, name)
+
+        def encode(self, *args, **kwargs):
+            seen.append(chunks.ids == before)
+            return self.tok.encode(*args, **kwargs)
+
+    assert ChunkIds(Watching(_tok()), chunks).enabled
+    assert seen and all(seen) and chunks.ids == before
